@@ -1,0 +1,283 @@
+//! The plain model of the objects nftopo reads. Everything here is already
+//! validated: addresses parsed, ports in range, protocols known.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Annotation carrying ordered topology keys for clusters whose API server
+/// drops `spec.topologyKeys` (removed from Kubernetes in 1.22).
+pub const TOPOLOGY_KEYS_ANNOTATION: &str = "nftopo.io/topology-keys";
+
+/// Label on an EndpointSlice naming the Service it belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `namespace/name` of a namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key from namespace and name.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Layer-4 protocol of a service or endpoint port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP (the Kubernetes default).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The IANA protocol number (`meta l4proto`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// The lowercase name `nft` uses (`tcp`, `udp`, `sctp`).
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`).
+    pub fn from_k8s(s: &str) -> Option<Self> {
+        match s {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.nft_name())
+    }
+}
+
+/// A Service's `targetPort`: a number, or the name of a container port that
+/// the EndpointSlice's ports resolve.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetPort {
+    /// A port number.
+    Number(u16),
+    /// A named container port.
+    Name(String),
+}
+
+/// `internalTrafficPolicy` / `externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficPolicy {
+    /// Any ready endpoint in the cluster (the default).
+    #[default]
+    Cluster,
+    /// Only endpoints on this node.
+    Local,
+}
+
+/// `spec.type` of a Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    /// A virtual IP inside the cluster (the default).
+    #[default]
+    ClusterIp,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus load-balancer ingress IPs.
+    LoadBalancer,
+    /// A DNS alias; kube-proxy ignores it and so do we.
+    ExternalName,
+}
+
+/// One port of a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name; empty when the Service has a single unnamed port.
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The port on the cluster IP.
+    pub port: u16,
+    /// Where traffic goes on the endpoint.
+    pub target_port: TargetPort,
+    /// The node port, when allocated.
+    pub node_port: Option<u16>,
+}
+
+/// A Service, reduced to what the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// `spec.type`.
+    pub service_type: ServiceType,
+    /// `spec.clusterIPs` (or `spec.clusterIP`); empty for headless services.
+    pub cluster_ips: Vec<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// `spec.topologyKeys` exactly as written (validated by topology-filter).
+    pub topology_keys: Option<Vec<String>>,
+    /// `spec.internalTrafficPolicy`.
+    pub internal_traffic_policy: TrafficPolicy,
+    /// `spec.externalTrafficPolicy`.
+    pub external_traffic_policy: TrafficPolicy,
+    /// `spec.trafficDistribution` as written.
+    pub traffic_distribution: Option<String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `addressType` of an EndpointSlice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressType {
+    /// IPv4 addresses.
+    IPv4,
+    /// IPv6 addresses.
+    IPv6,
+    /// DNS names; not proxied.
+    Fqdn,
+}
+
+/// One port of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPort {
+    /// Name matching the Service port's name (empty when unnamed).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The port number on the endpoints.
+    pub port: u16,
+}
+
+/// Readiness of an endpoint (`conditions`), with Kubernetes' defaults for
+/// missing fields already applied (ready: true; serving: = ready;
+/// terminating: false).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    /// `conditions.ready`.
+    pub ready: bool,
+    /// `conditions.serving`.
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Self {
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+}
+
+/// One endpoint of a slice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Addresses (kube-proxy uses the first one).
+    pub addresses: Vec<IpAddr>,
+    /// Readiness.
+    pub conditions: Conditions,
+    /// `nodeName` (v1), or `topology["kubernetes.io/hostname"]` (v1beta1).
+    pub node_name: Option<String>,
+    /// `zone` (v1), or `topology["topology.kubernetes.io/zone"]` (v1beta1).
+    pub zone: Option<String>,
+    /// `hints.forZones[].name`.
+    pub hint_zones: Vec<String>,
+    /// `hints.forNodes[].name`.
+    pub hint_nodes: Vec<String>,
+    /// The v1beta1 `topology` map as written (empty for v1 slices). Used
+    /// for topology keys when the endpoint's Node object is unknown.
+    pub topology: BTreeMap<String, String>,
+}
+
+/// An EndpointSlice, reduced to what the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSlice {
+    /// Namespace and name of the slice itself.
+    pub key: ObjectKey,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service_name: String,
+    /// `addressType`.
+    pub address_type: AddressType,
+    /// Ports.
+    pub ports: Vec<EndpointPort>,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl EndpointSlice {
+    /// The Service this slice belongs to.
+    pub fn service_key(&self) -> ObjectKey {
+        ObjectKey::new(self.key.namespace.clone(), self.service_name.clone())
+    }
+}
+
+/// A Node, reduced to what the proxy and the route syncer need.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `status.addresses` as (type, address), e.g. ("InternalIP", 172.31.11.157).
+    pub addresses: Vec<(String, IpAddr)>,
+    /// `spec.podCIDRs` (or `spec.podCIDR`), as written.
+    pub pod_cidrs: Vec<String>,
+}
+
+/// Everything the planner needs to know about the cluster, keyed for
+/// deterministic iteration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterState {
+    /// Services by namespace/name.
+    pub services: BTreeMap<ObjectKey, Service>,
+    /// EndpointSlices by the slice's own namespace/name.
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl ClusterState {
+    /// The slices that belong to `service`, in name order.
+    pub fn slices_for<'a>(
+        &'a self,
+        service: &'a ObjectKey,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices
+            .values()
+            .filter(move |s| s.key.namespace == service.namespace && s.service_name == service.name)
+    }
+}
