@@ -13,7 +13,7 @@ pub const TOPOLOGY_KEYS_ANNOTATION: &str = "nftopo.io/topology-keys";
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// `namespace/name` of a namespaced object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ObjectKey {
     /// Namespace of the object.
     pub namespace: String,

@@ -1,0 +1,346 @@
+//! The manifest file source: YAML (one object per document, or several
+//! documents separated by `---`) and JSON files with Services,
+//! EndpointSlices and Nodes, or a `kind: List` of them (what
+//! `kubectl get -o yaml` prints), reduced to a [`ClusterState`].
+//!
+//! Bad input is skipped per object: every object that cannot be used is
+//! left out and reported as a [`LoadError`] naming the file, the document,
+//! the object and the field; every other object still loads. Objects with
+//! the same key replace earlier ones (the last one read wins).
+
+mod node;
+mod service;
+mod slice;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ClusterState;
+
+/// Loads every file in order; returns the merged state and every object
+/// that was skipped. An unreadable file is one error; the other files still
+/// load.
+pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>) {
+    let mut state = ClusterState::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => errors.extend(load_str(&source, &text, &mut state)),
+            Err(e) => errors.push(LoadError {
+                file: source,
+                document: 0,
+                object: String::new(),
+                field: String::new(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    (state, errors)
+}
+
+/// Loads one text (YAML, multi-document `---`, or JSON) under the name
+/// `source` into `state`; returns every object skipped.
+pub fn load_str(source: &str, text: &str, state: &mut ClusterState) -> Vec<LoadError> {
+    let mut loader = Loader {
+        file: source,
+        document: 0,
+        state,
+        errors: Vec::new(),
+    };
+    match parse_documents(text) {
+        Ok(documents) => {
+            for (i, value) in documents.iter().enumerate() {
+                loader.document = i + 1;
+                if !value.is_null() {
+                    loader.load_object(value, None);
+                }
+            }
+        }
+        Err((document, message)) => {
+            loader.document = document;
+            loader.error("document", FieldError::new("", message));
+        }
+    }
+    loader.errors
+}
+
+/// One object that was skipped, and why.
+///
+/// Shown as `file: document N: object: field: message`; the parts that are
+/// unknown are left out (`document` is 0 when the whole file failed, e.g.
+/// it could not be read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}{}{}: {message}", document_part(*.document), prefixed(.object), prefixed(.field))]
+pub struct LoadError {
+    /// The file (or source name) the object came from.
+    pub file: String,
+    /// 1-based number of the YAML document (or JSON value) in the file; 0
+    /// when the error concerns the whole file.
+    pub document: usize,
+    /// The object, e.g. `Service default/web`, `EndpointSlice items[3]`,
+    /// or `document` when it is not known.
+    pub object: String,
+    /// The field, e.g. `spec.ports[0].port`; empty when not known.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn document_part(document: usize) -> String {
+    if document == 0 {
+        String::new()
+    } else {
+        format!(": document {document}")
+    }
+}
+
+fn prefixed(part: &str) -> String {
+    if part.is_empty() {
+        String::new()
+    } else {
+        format!(": {part}")
+    }
+}
+
+/// A problem with one field of an object, before the file and document are
+/// known. The converters in the submodules return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldError {
+    field: String,
+    message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Splits the text into documents. JSON (one or several concatenated
+/// values) is tried first when the text looks like JSON; otherwise, or if
+/// that fails, YAML. Errors carry the 1-based document number.
+fn parse_documents(text: &str) -> Result<Vec<Value>, (usize, String)> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .collect();
+        if let Ok(values) = json {
+            return Ok(values);
+        }
+    }
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let n = documents.len() + 1;
+        let value = Value::deserialize(document).map_err(|e| (n, e.to_string()))?;
+        documents.push(value);
+    }
+    Ok(documents)
+}
+
+struct Loader<'a> {
+    file: &'a str,
+    document: usize,
+    state: &'a mut ClusterState,
+    errors: Vec<LoadError>,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, object: impl Into<String>, error: FieldError) {
+        let error = LoadError {
+            file: self.file.to_string(),
+            document: self.document,
+            object: object.into(),
+            field: error.field,
+            message: error.message,
+        };
+        tracing::warn!(%error, "skipping object");
+        self.errors.push(error);
+    }
+
+    /// Loads one object; `path` is its place inside a `List` (`items[3]`).
+    fn load_object(&mut self, value: &Value, path: Option<&str>) {
+        let unnamed = path.unwrap_or("document").to_string();
+        let Some(map) = value.as_object() else {
+            let message = format!(
+                "expected an object with apiVersion and kind, found {}",
+                type_name(value)
+            );
+            return self.error(unnamed, FieldError::new("", message));
+        };
+        let str_field = |name: &str| map.get(name).and_then(Value::as_str).unwrap_or("");
+        let (api_version, kind) = (str_field("apiVersion"), str_field("kind"));
+        if kind.is_empty() {
+            return self.error(
+                unnamed,
+                FieldError::new("kind", "missing; every object needs apiVersion and kind"),
+            );
+        }
+        let object = object_name(kind, value, path);
+        match (api_version, kind) {
+            (_, "List") => self.load_list(map.get("items"), path, &object),
+            ("v1", "Service") => match service::convert(value) {
+                Ok(s) => {
+                    self.state.services.insert(s.key.clone(), s);
+                }
+                Err(e) => self.error(object, e),
+            },
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                self.insert_slice(slice::convert_v1(value), object)
+            }
+            ("discovery.k8s.io/v1beta1", "EndpointSlice") => {
+                self.insert_slice(slice::convert_v1beta1(value), object)
+            }
+            ("v1", "Node") => match node::convert(value) {
+                Ok(n) => {
+                    self.state.nodes.insert(n.name.clone(), n);
+                }
+                Err(e) => self.error(object, e),
+            },
+            _ => tracing::debug!(
+                file = self.file,
+                document = self.document,
+                api_version,
+                kind,
+                "ignoring object of a kind nftopo does not use"
+            ),
+        }
+    }
+
+    fn load_list(&mut self, items: Option<&Value>, path: Option<&str>, object: &str) {
+        let Some(items) = items.and_then(Value::as_array) else {
+            let found = items.map_or("nothing", type_name);
+            return self.error(
+                object,
+                FieldError::new(
+                    "items",
+                    format!("expected a list of objects, found {found}"),
+                ),
+            );
+        };
+        for (i, item) in items.iter().enumerate() {
+            let item_path = match path {
+                Some(p) => format!("{p}.items[{i}]"),
+                None => format!("items[{i}]"),
+            };
+            self.load_object(item, Some(&item_path));
+        }
+    }
+
+    fn insert_slice(&mut self, slice: Result<crate::EndpointSlice, FieldError>, object: String) {
+        match slice {
+            Ok(s) => {
+                self.state.endpoint_slices.insert(s.key.clone(), s);
+            }
+            Err(e) => self.error(object, e),
+        }
+    }
+}
+
+/// `Service default/web`, `Node node-1`, or `Service items[3]` when the
+/// object has no name.
+fn object_name(kind: &str, value: &Value, path: Option<&str>) -> String {
+    let metadata = &value["metadata"];
+    let name = metadata["name"].as_str().filter(|n| !n.is_empty());
+    match name {
+        Some(name) if kind == "Node" || kind == "List" => format!("{kind} {name}"),
+        Some(name) => {
+            let namespace = namespace_of(metadata);
+            format!("{kind} {namespace}/{name}")
+        }
+        None => format!("{kind} {}", path.unwrap_or("(unnamed)")),
+    }
+}
+
+/// `metadata.namespace`, or `default` when missing.
+fn namespace_of(metadata: &Value) -> &str {
+    metadata["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Deserializes a k8s-openapi type; a failure (wrong type of some field)
+/// names no field, because serde does not tell which one.
+fn deserialize<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> Result<T, FieldError> {
+    T::deserialize(value).map_err(|e| FieldError::new("", format!("not a valid {what}: {e}")))
+}
+
+/// `metadata.name` (required) and `metadata.namespace` (default `default`).
+fn key_of(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<crate::ObjectKey, FieldError> {
+    let name = name_of(metadata)?;
+    let namespace = metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    Ok(crate::ObjectKey::new(namespace, name))
+}
+
+/// `metadata.name`, which every object needs.
+fn name_of(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<String, FieldError> {
+    metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| FieldError::new("metadata.name", "missing"))
+}
+
+/// A port number from the API (`i32`) that must be 1..=65535.
+fn port_number(field: impl Into<String>, port: i32) -> Result<u16, FieldError> {
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(FieldError::new(
+            field,
+            format!("port {port} is not in 1..=65535"),
+        )),
+    }
+}
+
+/// A protocol in Kubernetes spelling; missing means TCP.
+fn protocol(
+    field: impl Into<String>,
+    protocol: Option<&str>,
+) -> Result<crate::Protocol, FieldError> {
+    match protocol {
+        None => Ok(crate::Protocol::Tcp),
+        Some(p) => crate::Protocol::from_k8s(p).ok_or_else(|| {
+            FieldError::new(
+                field,
+                format!("unknown protocol {p:?} (expected TCP, UDP or SCTP)"),
+            )
+        }),
+    }
+}
+
+/// An IP address.
+fn ip(field: impl Into<String>, address: &str) -> Result<std::net::IpAddr, FieldError> {
+    address
+        .parse()
+        .map_err(|_| FieldError::new(field, format!("{address:?} is not an IP address")))
+}

@@ -1,0 +1,543 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::{AddressType, Conditions, ObjectKey, Protocol, ServiceType, TargetPort, TrafficPolicy};
+
+fn load(text: &str) -> (ClusterState, Vec<LoadError>) {
+    let mut state = ClusterState::default();
+    let errors = load_str("test.yaml", text, &mut state);
+    (state, errors)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(namespace, name)
+}
+
+const WEB: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.43.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+";
+
+const WEB_SLICE: &str = "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.42.1.5]
+  nodeName: node-1
+  zone: zone-a
+  conditions: {ready: false, terminating: true}
+  hints: {forZones: [{name: zone-a}], forNodes: [{name: node-1}]}
+";
+
+struct Loads {
+    name: &'static str,
+    text: &'static str,
+    check: fn(&ClusterState),
+}
+
+#[test]
+fn valid_manifests_load() {
+    let cases = [
+        Loads {
+            name: "a service with every field set keeps them all",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop, annotations: {a: b}}
+spec:
+  type: NodePort
+  clusterIP: 10.43.0.10
+  clusterIPs: [10.43.0.10, 'fd00::10']
+  ports:
+  - {name: http, protocol: UDP, port: 80, targetPort: 8080, nodePort: 30080}
+  topologyKeys: [kubernetes.io/hostname, '*']
+  internalTrafficPolicy: Local
+  externalTrafficPolicy: Local
+  trafficDistribution: PreferClose
+",
+            check: |state| {
+                let s = &state.services[&key("shop", "web")];
+                assert_eq!(s.service_type, ServiceType::NodePort);
+                assert_eq!(s.cluster_ips, vec![ip("10.43.0.10"), ip("fd00::10")]);
+                let p = &s.ports[0];
+                assert_eq!((p.name.as_str(), p.protocol, p.port), ("http", Protocol::Udp, 80));
+                assert_eq!((p.target_port.clone(), p.node_port), (TargetPort::Number(8080), Some(30080)));
+                assert_eq!(s.topology_keys, Some(vec!["kubernetes.io/hostname".into(), "*".into()]));
+                assert_eq!(s.internal_traffic_policy, TrafficPolicy::Local);
+                assert_eq!(s.external_traffic_policy, TrafficPolicy::Local);
+                assert_eq!(s.traffic_distribution.as_deref(), Some("PreferClose"));
+                assert_eq!(s.annotations["a"], "b");
+            },
+        },
+        Loads {
+            name: "missing service fields take the Kubernetes defaults",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.43.0.10
+  ports: [{port: 80}]
+",
+            check: |state| {
+                let s = &state.services[&key("default", "web")];
+                assert_eq!(s.service_type, ServiceType::ClusterIp);
+                assert_eq!(s.internal_traffic_policy, TrafficPolicy::Cluster);
+                assert_eq!(s.external_traffic_policy, TrafficPolicy::Cluster);
+                assert_eq!(s.topology_keys, None);
+                let p = &s.ports[0];
+                assert_eq!((p.name.as_str(), p.protocol), ("", Protocol::Tcp));
+                assert_eq!((p.target_port.clone(), p.node_port), (TargetPort::Number(80), None));
+            },
+        },
+        Loads {
+            name: "a named targetPort is kept as a name",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 10.43.0.10, ports: [{name: http, port: 80, targetPort: http-alt}]}
+",
+            check: |state| {
+                let p = &state.services[&key("default", "web")].ports[0];
+                assert_eq!(p.target_port, TargetPort::Name("http-alt".into()));
+            },
+        },
+        Loads {
+            name: "a headless service has no cluster IPs",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, clusterIPs: [None], ports: [{port: 5432}]}
+",
+            check: |state| assert!(state.services[&key("default", "db")].cluster_ips.is_empty()),
+        },
+        Loads {
+            name: "a v1 slice keeps addresses, node, zone, hints and conditions",
+            text: WEB_SLICE,
+            check: |state| {
+                let s = &state.endpoint_slices[&key("shop", "web-abc")];
+                assert_eq!(s.service_key(), key("shop", "web"));
+                assert_eq!(s.address_type, AddressType::IPv4);
+                assert_eq!((s.ports[0].name.as_str(), s.ports[0].protocol, s.ports[0].port), ("http", Protocol::Tcp, 8080));
+                let e = &s.endpoints[0];
+                assert_eq!(e.addresses, vec![ip("10.42.1.5")]);
+                assert_eq!((e.node_name.as_deref(), e.zone.as_deref()), (Some("node-1"), Some("zone-a")));
+                assert_eq!((e.hint_zones.clone(), e.hint_nodes.clone()), (vec!["zone-a".into()], vec!["node-1".into()]));
+                // serving defaults to ready, not to true.
+                assert_eq!(e.conditions, Conditions { ready: false, serving: false, terminating: true });
+                assert!(e.topology.is_empty());
+            },
+        },
+        Loads {
+            name: "missing endpoint conditions default to ready, serving and not terminating",
+            text: "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{port: 80}]
+endpoints: [{addresses: ['fd00::5']}]
+",
+            check: |state| {
+                let s = &state.endpoint_slices[&key("default", "s")];
+                assert_eq!((s.ports[0].name.as_str(), s.ports[0].protocol), ("", Protocol::Tcp));
+                assert_eq!(s.endpoints[0].conditions, Conditions { ready: true, serving: true, terminating: false });
+            },
+        },
+        Loads {
+            name: "an FQDN slice keeps its endpoints without addresses",
+            text: "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s, labels: {kubernetes.io/service-name: ext}}
+addressType: FQDN
+endpoints: [{addresses: [example.com]}]
+",
+            check: |state| {
+                let s = &state.endpoint_slices[&key("default", "s")];
+                assert_eq!(s.address_type, AddressType::Fqdn);
+                assert!(s.endpoints[0].addresses.is_empty());
+            },
+        },
+        Loads {
+            name: "a v1beta1 topology map names the endpoint's node and is kept whole",
+            text: "
+apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata: {name: web-xyz, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.42.2.7]
+  topology: {kubernetes.io/hostname: node-2}
+- addresses: [10.42.3.7]
+  topology: {kubernetes.io/hostname: node-3, topology.kubernetes.io/zone: zone-b, rack: r1}
+  hints: {forZones: [{name: zone-b}]}
+",
+            check: |state| {
+                let s = &state.endpoint_slices[&key("shop", "web-xyz")];
+                let (a, b) = (&s.endpoints[0], &s.endpoints[1]);
+                assert_eq!((a.node_name.as_deref(), a.zone.as_deref()), (Some("node-2"), None));
+                assert_eq!(a.topology.len(), 1);
+                assert_eq!((b.node_name.as_deref(), b.zone.as_deref()), (Some("node-3"), Some("zone-b")));
+                assert_eq!(b.topology["rack"], "r1");
+                assert_eq!(b.hint_zones, vec!["zone-b".to_string()]);
+            },
+        },
+        Loads {
+            name: "a node keeps labels, IP addresses and pod CIDRs but not its host name",
+            text: "
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {topology.kubernetes.io/zone: zone-a}, annotations: {x: y}}
+spec: {podCIDR: 10.42.1.0/24}
+status:
+  addresses:
+  - {type: InternalIP, address: 172.31.11.157}
+  - {type: Hostname, address: node-1}
+",
+            check: |state| {
+                let n = &state.nodes["node-1"];
+                assert_eq!(n.labels["topology.kubernetes.io/zone"], "zone-a");
+                assert_eq!(n.annotations["x"], "y");
+                assert_eq!(n.addresses, vec![("InternalIP".to_string(), ip("172.31.11.157"))]);
+                assert_eq!(n.pod_cidrs, vec!["10.42.1.0/24".to_string()]);
+            },
+        },
+        Loads {
+            name: "a multi-document file loads every object and skips empty documents",
+            text: "---\n# nothing here\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.43.0.1}\n---\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n}\n",
+            check: |state| {
+                assert!(state.services.contains_key(&key("default", "a")));
+                assert!(state.nodes.contains_key("n"));
+            },
+        },
+        Loads {
+            name: "a List loads its items",
+            text: "
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Service, metadata: {name: a}, spec: {clusterIP: 10.43.0.1}}
+- {apiVersion: v1, kind: Node, metadata: {name: n}}
+",
+            check: |state| {
+                assert!(state.services.contains_key(&key("default", "a")));
+                assert!(state.nodes.contains_key("n"));
+            },
+        },
+        Loads {
+            name: "JSON loads like YAML, also several concatenated values",
+            text: r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+	"spec": {"clusterIP": "10.43.0.1", "ports": [{"port": 80, "targetPort": "http"}]}}
+{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}]}"#,
+            check: |state| {
+                let s = &state.services[&key("default", "a")];
+                assert_eq!(s.ports[0].target_port, TargetPort::Name("http".into()));
+                assert!(state.nodes.contains_key("n"));
+            },
+        },
+        Loads {
+            name: "a later object with the same key replaces the earlier one",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {clusterIP: 10.43.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: default}
+spec: {clusterIP: 10.43.0.2}
+",
+            check: |state| {
+                assert_eq!(state.services.len(), 1);
+                assert_eq!(state.services[&key("default", "a")].cluster_ips, vec![ip("10.43.0.2")]);
+            },
+        },
+        Loads {
+            name: "unknown kinds and versions are ignored",
+            text: "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: e}
+---
+apiVersion: apps/v1
+kind: Service
+metadata: {name: odd}
+",
+            check: |state| assert_eq!(*state, ClusterState::default()),
+        },
+    ];
+    for case in cases {
+        let (state, errors) = load(case.text);
+        assert_eq!(errors, vec![], "{}", case.name);
+        (case.check)(&state);
+    }
+}
+
+struct Fails {
+    name: &'static str,
+    text: String,
+    /// document, object, field, and a piece of the message.
+    want: (usize, &'static str, &'static str, &'static str),
+}
+
+const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n";
+const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: web}}\n";
+
+#[test]
+fn each_bad_object_is_reported_with_file_document_object_and_field() {
+    let cases = [
+        Fails {
+            name: "a service without a name names metadata.name",
+            text: "apiVersion: v1\nkind: Service\nspec: {clusterIP: 10.43.0.1}\n".into(),
+            want: (1, "Service (unnamed)", "metadata.name", "missing"),
+        },
+        Fails {
+            name: "an unknown service type names spec.type",
+            text: service_with("spec: {type: Magic}"),
+            want: (1, "Service default/web", "spec.type", "unknown type \"Magic\""),
+        },
+        Fails {
+            name: "an invalid cluster IP names its index in spec.clusterIPs",
+            text: service_with("spec: {clusterIPs: [10.43.0.1, 'fd00::zz']}"),
+            want: (1, "Service default/web", "spec.clusterIPs[1]", "not an IP address"),
+        },
+        Fails {
+            name: "an invalid spec.clusterIP names spec.clusterIP",
+            text: service_with("spec: {clusterIP: 10.43.0.300}"),
+            want: (1, "Service default/web", "spec.clusterIP", "not an IP address"),
+        },
+        Fails {
+            name: "an unknown port protocol names the port's protocol",
+            text: service_with("spec: {ports: [{port: 80}, {port: 81, protocol: ICMP}]}"),
+            want: (1, "Service default/web", "spec.ports[1].protocol", "unknown protocol \"ICMP\""),
+        },
+        Fails {
+            name: "a port above 65535 names the port",
+            text: service_with("spec: {ports: [{port: 70000}]}"),
+            want: (1, "Service default/web", "spec.ports[0].port", "not in 1..=65535"),
+        },
+        Fails {
+            name: "a port of zero names the port",
+            text: service_with("spec: {ports: [{port: 0}]}"),
+            want: (1, "Service default/web", "spec.ports[0].port", "port 0"),
+        },
+        Fails {
+            name: "a negative targetPort names the targetPort",
+            text: service_with("spec: {ports: [{port: 80, targetPort: -1}]}"),
+            want: (1, "Service default/web", "spec.ports[0].targetPort", "port -1"),
+        },
+        Fails {
+            name: "a nodePort above 65535 names the nodePort",
+            text: service_with("spec: {ports: [{port: 80, nodePort: 65536}]}"),
+            want: (1, "Service default/web", "spec.ports[0].nodePort", "port 65536"),
+        },
+        Fails {
+            name: "an unknown internalTrafficPolicy names the field",
+            text: service_with("spec: {internalTrafficPolicy: Nearby}"),
+            want: (1, "Service default/web", "spec.internalTrafficPolicy", "\"Nearby\""),
+        },
+        Fails {
+            name: "an unknown externalTrafficPolicy names the field",
+            text: service_with("spec: {externalTrafficPolicy: local}"),
+            want: (1, "Service default/web", "spec.externalTrafficPolicy", "\"local\""),
+        },
+        Fails {
+            name: "topologyKeys that are not strings name the key",
+            text: service_with("spec: {topologyKeys: [a, {b: c}]}"),
+            want: (1, "Service default/web", "spec.topologyKeys[1]", "expected a string"),
+        },
+        Fails {
+            name: "a field of the wrong type is reported by serde without a field",
+            text: service_with("spec: {ports: [{port: http}]}"),
+            want: (1, "Service default/web", "", "not a valid Service: invalid type"),
+        },
+        Fails {
+            name: "a slice without the service-name label names the label",
+            text: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n".into(),
+            want: (1, "EndpointSlice default/s", "metadata.labels[\"kubernetes.io/service-name\"]", "missing"),
+        },
+        Fails {
+            name: "a slice without an addressType names addressType",
+            text: slice_with(""),
+            want: (1, "EndpointSlice default/s", "addressType", "missing"),
+        },
+        Fails {
+            name: "a slice with an unknown addressType names addressType",
+            text: slice_with("addressType: IPv5"),
+            want: (1, "EndpointSlice default/s", "addressType", "unknown address type \"IPv5\""),
+        },
+        Fails {
+            name: "a slice port without a number names the port",
+            text: slice_with("addressType: IPv4\nports: [{name: http}]"),
+            want: (1, "EndpointSlice default/s", "ports[0].port", "missing"),
+        },
+        Fails {
+            name: "a slice port with an unknown protocol names the protocol",
+            text: slice_with("addressType: IPv4\nports: [{port: 53, protocol: QUIC}]"),
+            want: (1, "EndpointSlice default/s", "ports[0].protocol", "\"QUIC\""),
+        },
+        Fails {
+            name: "an IPv6 address in an IPv4 slice names the address",
+            text: slice_with("addressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2, 'fd00::1']}]"),
+            want: (1, "EndpointSlice default/s", "endpoints[1].addresses[1]", "not an IPv4 address"),
+        },
+        Fails {
+            name: "an unparsable endpoint address names the address",
+            text: slice_with("addressType: IPv6\nendpoints: [{addresses: [pod.local]}]"),
+            want: (1, "EndpointSlice default/s", "endpoints[0].addresses[0]", "not an IP address"),
+        },
+        Fails {
+            name: "a v1beta1 topology value that is not a string names the key",
+            text: "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], topology: {rack: [1]}}]\n".into(),
+            want: (1, "EndpointSlice default/s", "endpoints[0].topology[\"rack\"]", "expected a string"),
+        },
+        Fails {
+            name: "an unparsable node IP names the address",
+            text: "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 172.31.11}]}\n".into(),
+            want: (1, "Node node-1", "status.addresses[0].address", "not an IP address"),
+        },
+        Fails {
+            name: "a document that is not an object is reported as a document",
+            text: "just a string\n".into(),
+            want: (1, "document", "", "found a string"),
+        },
+        Fails {
+            name: "a document without a kind names kind",
+            text: "apiVersion: v1\nmetadata: {name: x}\n".into(),
+            want: (1, "document", "kind", "missing"),
+        },
+        Fails {
+            name: "a List without items names items",
+            text: "apiVersion: v1\nkind: List\nmetadata: {name: l}\n".into(),
+            want: (1, "List l", "items", "found nothing"),
+        },
+        Fails {
+            name: "a nameless List item is named by its index",
+            text: "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Node}\n- {apiVersion: v1, kind: Service, metadata: {name: b}}\n- {apiVersion: v1, kind: Service, metadata: {}}\n".into(),
+            want: (1, "Service items[2]", "metadata.name", "missing"),
+        },
+        Fails {
+            name: "a YAML syntax error names its document",
+            text: "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\nkey: [unclosed\n".into(),
+            want: (2, "document", "", "did not find expected"),
+        },
+    ];
+    for case in cases {
+        let (_, errors) = load(&case.text);
+        let got: Vec<_> = errors
+            .iter()
+            .map(|e| (e.document, e.object.as_str(), e.field.as_str()))
+            .collect();
+        let (document, object, field, message) = case.want;
+        // The nameless Node in the List case is reported too; compare the last error.
+        let last = errors
+            .last()
+            .unwrap_or_else(|| panic!("{}: no error", case.name));
+        assert_eq!(
+            got.last(),
+            Some(&(document, object, field)),
+            "{}: {errors:?}",
+            case.name
+        );
+        assert_eq!(last.file, "test.yaml", "{}", case.name);
+        assert!(
+            last.message.contains(message),
+            "{}: {:?} lacks {message:?}",
+            case.name,
+            last.message
+        );
+    }
+}
+
+/// A Service `default/web` with the given spec line.
+fn service_with(spec: &str) -> String {
+    format!("{SVC}{spec}\n")
+}
+
+/// The EndpointSlice `default/s` of Service `web` with the given body.
+fn slice_with(body: &str) -> String {
+    format!("{SLICE}{body}\n")
+}
+
+#[test]
+fn one_bad_object_does_not_stop_the_others() {
+    let text = format!("{WEB}---\n{SVC}spec: {{type: Magic}}\n---\n{WEB_SLICE}");
+    let (state, errors) = load(&text);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        (errors[0].document, errors[0].object.as_str()),
+        (2, "Service default/web")
+    );
+    assert!(state.services.contains_key(&key("shop", "web")));
+    assert!(state.endpoint_slices.contains_key(&key("shop", "web-abc")));
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_and_the_other_files_still_load() {
+    let dir = std::env::temp_dir().join(format!("api-watch-file-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, WEB).unwrap();
+    let missing = dir.join("missing.yaml");
+    let (state, errors) = load_files(&[missing.clone(), good]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(state.services.contains_key(&key("shop", "web")));
+    assert_eq!(errors.len(), 1);
+    let e = &errors[0];
+    assert_eq!(
+        (e.file.as_str(), e.document, e.field.as_str()),
+        (missing.to_str().unwrap(), 0, "")
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("{}: {}", missing.display(), e.message)
+    );
+}
+
+#[test]
+fn errors_read_as_one_line_leaving_out_unknown_parts() {
+    let error = |document, object: &str, field: &str| LoadError {
+        file: "a.yaml".into(),
+        document,
+        object: object.into(),
+        field: field.into(),
+        message: "bad".into(),
+    };
+    let cases = [
+        (
+            error(2, "Service default/web", "spec.ports[0].port"),
+            "a.yaml: document 2: Service default/web: spec.ports[0].port: bad",
+        ),
+        (
+            error(1, "document", ""),
+            "a.yaml: document 1: document: bad",
+        ),
+        (error(0, "", ""), "a.yaml: bad"),
+    ];
+    for (error, want) in cases {
+        assert_eq!(error.to_string(), want);
+    }
+}
