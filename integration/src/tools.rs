@@ -1,0 +1,103 @@
+//! Running the product under test (`nftopo apply` / `cleanup` inside a
+//! namespace) and reading the kernel back with independent witnesses
+//! (`nft list …`, `ip route`).
+
+use std::path::{Path, PathBuf};
+
+use crate::netns::{Error, Netns, Result};
+
+/// Environment variable that overrides where the `nftopo` binary is.
+pub const NFTOPO_BIN_ENV: &str = "NFTOPO_BIN";
+
+/// The `nftopo` binary under test: `$NFTOPO_BIN`, else next to the
+/// running executable (`target/debug/demo`, or one level up from
+/// `target/debug/deps/<test>`), else `<workspace>/target/debug/nftopo`.
+/// The error tells how to build it.
+pub fn nftopo_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(NFTOPO_BIN_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error(format!("{NFTOPO_BIN_ENV}={} is not a file", path.display())))
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("nftopo"));
+            if let Some(up) = dir.parent() {
+                candidates.push(up.join("nftopo"));
+            }
+        }
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    candidates.push(workspace.join("target/debug/nftopo"));
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error(format!(
+            "the nftopo binary is missing: run `cargo build -p nftopo` first \
+             (or set {NFTOPO_BIN_ENV}=/path/to/nftopo)"
+        ))
+    })
+}
+
+/// The `testpod` binary next to the running executable (for the demo;
+/// tests use `env!("CARGO_BIN_EXE_testpod")`).
+pub fn testpod_sibling() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error(format!("current_exe: {e}")))?;
+    let path = exe.with_file_name("testpod");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error(format!(
+            "{} is missing: run `cargo build -p nftopo-integration --bins`",
+            path.display()
+        )))
+    }
+}
+
+/// The seed scenario's manifests directory (`integration/manifests/seed`).
+pub fn seed_manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/seed")
+}
+
+/// One file of the seed manifests, by file name (`"nodes.yaml"`).
+pub fn seed_manifest(file: &str) -> PathBuf {
+    seed_manifests_dir().join(file)
+}
+
+/// `ip netns exec <ns> nftopo apply --node <node> --manifests F … <extra>`.
+/// Each file gets its own `--manifests` flag, which every clap layout for
+/// a list accepts. Returns stdout; a non-zero exit is an error carrying
+/// stderr.
+pub fn apply(ns: &Netns, node: &str, manifests: &[PathBuf], extra: &[&str]) -> Result<String> {
+    let bin = nftopo_bin()?;
+    let mut args = vec!["apply".to_owned(), "--node".to_owned(), node.to_owned()];
+    for m in manifests {
+        args.push("--manifests".to_owned());
+        args.push(m.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ns.exec(&bin, &args)
+}
+
+/// `ip netns exec <ns> nftopo cleanup`.
+pub fn cleanup(ns: &Netns) -> Result<String> {
+    ns.exec(nftopo_bin()?, &["cleanup"])
+}
+
+/// Witness: `nft list ruleset` inside the namespace.
+pub fn nft_list(ns: &Netns) -> Result<String> {
+    ns.exec("nft", &["list", "ruleset"])
+}
+
+/// Witness: `nft list tables` inside the namespace.
+pub fn nft_tables(ns: &Netns) -> Result<String> {
+    ns.exec("nft", &["list", "tables"])
+}
+
+/// Witness: `ip route` inside the namespace.
+pub fn ip_route(ns: &Netns) -> Result<String> {
+    ns.ip(&["route"])
+}
