@@ -10,8 +10,9 @@ use api_watch::{ObjectKey, Protocol};
 pub struct ProxyPlan {
     /// Name of the node the plan is for.
     pub node: String,
-    /// One entry per (service, port, cluster IP family), sorted by service
-    /// key, then port name, then protocol.
+    /// One entry per service port (with all its cluster IPs, and endpoints
+    /// of every family), sorted by service key, then port name, then
+    /// protocol.
     pub services: Vec<ServicePortPlan>,
     /// Objects or settings that were skipped or ignored, with the reason.
     pub problems: Vec<Problem>,
