@@ -1,0 +1,189 @@
+//! An in-memory kernel for tests: applies a transaction atomically (on a
+//! copy, swapped in only if every operation succeeds), checks references
+//! as the kernel does (missing table, chain or map; conflicting element),
+//! remembers the last transaction and dumps its state as sorted `nft` text.
+
+use crate::error::{libc_errno, Error};
+use crate::kernel::{ApplyStats, Kernel};
+use crate::model::*;
+use crate::transaction::{Op, TableRef, Transaction};
+
+/// The fake kernel.
+#[derive(Debug, Clone, Default)]
+pub struct FakeKernel {
+    /// What the kernel holds now.
+    pub ruleset: Ruleset,
+    /// The last transaction that was applied successfully.
+    pub last: Option<Transaction>,
+    /// If set, the next `apply` fails on the operation with this index
+    /// (as the real kernel would with EINVAL) and clears it.
+    pub fail_at: Option<usize>,
+}
+
+impl FakeKernel {
+    /// An empty kernel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state as `nft list ruleset` would group it: tables sorted, maps
+    /// and chains sorted by name, rule order kept.
+    pub fn dump(&self) -> String {
+        let mut tables = self.ruleset.tables.clone();
+        tables.sort_by(|a, b| (a.family, &a.name).cmp(&(b.family, &b.name)));
+        tables.iter().map(ToString::to_string).collect()
+    }
+
+    /// The table `family`/`name`, if present.
+    pub fn table(&self, family: Family, name: &str) -> Option<&Table> {
+        self.ruleset
+            .tables
+            .iter()
+            .find(|t| t.family == family && t.name == name)
+    }
+}
+
+fn refuse(index: usize, op: &Op, errno: i32) -> Error {
+    Error::Rejected {
+        op_index: Some(index),
+        op: op.to_string(),
+        errno,
+    }
+}
+
+fn find<'a>(rs: &'a mut Ruleset, t: &TableRef) -> Option<&'a mut Table> {
+    rs.tables
+        .iter_mut()
+        .find(|x| x.family == t.family && x.name == t.name)
+}
+
+fn verdict_target(v: &Verdict) -> Option<&str> {
+    match v {
+        Verdict::Jump(c) | Verdict::Goto(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn check_rule(table: &Table, rule: &Rule) -> bool {
+    rule.0.iter().all(|s| match s {
+        Stmt::DestVmap { map } | Stmt::DnatSpread { map, .. } => table.maps.contains_key(map),
+        Stmt::Verdict(v) => verdict_target(v).is_none_or(|c| table.chains.contains_key(c)),
+        _ => true,
+    })
+}
+
+fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
+    match op {
+        Op::AddTable(t) => {
+            if find(rs, t).is_none() {
+                rs.tables.push(Table::new(t.family, t.name.clone()));
+            }
+        }
+        Op::DeleteTable(t) => {
+            let before = rs.tables.len();
+            rs.tables
+                .retain(|x| !(x.family == t.family && x.name == t.name));
+            if rs.tables.len() == before {
+                return Err(libc_errno::ENOENT);
+            }
+        }
+        Op::AddChain { table, name, base } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            match t.chains.get(name) {
+                Some(c) if c.base != *base => return Err(libc_errno::EEXIST),
+                Some(_) => {}
+                None => {
+                    t.chains.insert(
+                        name.clone(),
+                        Chain {
+                            name: name.clone(),
+                            base: *base,
+                            rules: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        Op::AddRule { table, chain, rule } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            if !check_rule(t, rule) {
+                return Err(libc_errno::ENOENT);
+            }
+            t.chains
+                .get_mut(chain)
+                .ok_or(libc_errno::ENOENT)?
+                .rules
+                .push(rule.clone());
+        }
+        Op::AddMap { table, name, kind } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            match t.maps.get(name) {
+                Some(m) if m.kind != *kind => return Err(libc_errno::EEXIST),
+                Some(_) => {}
+                None => {
+                    t.maps.insert(name.clone(), Map::new(name.clone(), *kind));
+                }
+            }
+        }
+        Op::AddElements {
+            table,
+            map,
+            kind,
+            elements,
+        } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            for (k, v) in elements {
+                let target_ok = match v {
+                    ElemValue::Verdict(v) => {
+                        verdict_target(v).is_none_or(|c| t.chains.contains_key(c))
+                    }
+                    ElemValue::Dnat(ip, _) => t.family.contains(ip),
+                };
+                if !target_ok {
+                    return Err(libc_errno::ENOENT);
+                }
+                let shape_ok = t.family.contains(&k.addr)
+                    && (k.index.is_some() == (*kind == MapKind::EndpointDnat))
+                    && matches!(
+                        (kind, v),
+                        (MapKind::ServiceVerdict, ElemValue::Verdict(_))
+                            | (MapKind::EndpointDnat, ElemValue::Dnat(..))
+                    );
+                if !shape_ok {
+                    return Err(libc_errno::EINVAL);
+                }
+                let m = t.maps.get_mut(map).ok_or(libc_errno::ENOENT)?;
+                if m.kind != *kind {
+                    return Err(libc_errno::EINVAL);
+                }
+                match m.elements.get(k) {
+                    Some(existing) if existing != v => return Err(libc_errno::EEXIST),
+                    _ => {
+                        m.elements.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Kernel for FakeKernel {
+    fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, Error> {
+        let mut next = self.ruleset.clone();
+        for (i, op) in tx.ops.iter().enumerate() {
+            if self.fail_at == Some(i) {
+                self.fail_at = None;
+                return Err(refuse(i, op, libc_errno::EINVAL));
+            }
+            apply_op(&mut next, op).map_err(|errno| refuse(i, op, errno))?;
+        }
+        self.ruleset = next;
+        self.last = Some(tx.clone());
+        Ok(ApplyStats {
+            operations: tx.ops.len(),
+            messages: crate::encode::encode_ops(&tx.ops).len() + 2,
+            bytes: 0,
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! `nft-writer` owns nftopo's nftables ruleset: it plans a [`Ruleset`]
+//! from a [`topology_filter::ProxyPlan`] ([`plan_ruleset`]), expresses
+//! changes as a [`Transaction`] of [`Op`]s that prints as `nft` commands,
+//! encodes them as nf_tables netlink messages and applies them as one
+//! atomic batch ([`NetlinkKernel`]), or in memory ([`FakeKernel`]) for
+//! tests, where [`trace`] follows a packet through the result.
+//!
+//! It does not choose endpoints (`topology-filter` does) and does not
+//! read the cluster (`api-watch` does).
+//!
+//! Main types: [`Ruleset`], [`Transaction`], [`Kernel`], [`Error`].
+
+pub mod encode;
+mod error;
+mod fake;
+mod kernel;
+mod model;
+pub mod names;
+mod netlink;
+mod planner;
+mod render;
+mod trace;
+mod transaction;
+mod udata;
+
+pub use error::{libc_errno, Error, ErrorKind};
+pub use fake::FakeKernel;
+pub use kernel::{ApplyStats, Kernel};
+pub use model::*;
+pub use netlink::{build_batch, NetlinkKernel};
+pub use planner::{plan_ruleset, PlannerConfig};
+pub use render::{element_text, rule_text};
+pub use trace::{trace, Outcome, Packet, Path};
+pub use transaction::{Op, TableRef, Transaction};

@@ -1,0 +1,347 @@
+//! The ruleset as plain data: tables, chains, rules made of statements, and
+//! maps with typed elements. [`std::fmt::Display`] (in `render.rs`) prints
+//! it as an `nft -f` script; the encoder turns the same values into
+//! netlink messages.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use api_watch::Protocol;
+
+/// Address family of a table (`ip` or `ip6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// `table ip …` (NFPROTO_IPV4).
+    Ip,
+    /// `table ip6 …` (NFPROTO_IPV6).
+    Ip6,
+}
+
+impl Family {
+    /// The keyword `nft` uses.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+        }
+    }
+
+    /// Whether `addr` belongs to this family.
+    pub fn contains(self, addr: &IpAddr) -> bool {
+        matches!(
+            (self, addr),
+            (Family::Ip, IpAddr::V4(_)) | (Family::Ip6, IpAddr::V6(_))
+        )
+    }
+}
+
+/// An IP prefix such as `10.42.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    /// The network address (host bits are cleared by [`Cidr::parse`]).
+    pub addr: IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x::/n`; host bits are cleared.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = s.split_once('/')?;
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let prefix: u8 = p.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return None;
+        }
+        let bytes = addr_bytes(&addr);
+        let masked: Vec<u8> = bytes
+            .iter()
+            .zip(prefix_mask(prefix, bytes.len()))
+            .map(|(b, m)| b & m)
+            .collect();
+        Some(Cidr {
+            addr: addr_from_bytes(&masked),
+            prefix,
+        })
+    }
+
+    /// The family of the prefix.
+    pub fn family(&self) -> Family {
+        if self.addr.is_ipv4() {
+            Family::Ip
+        } else {
+            Family::Ip6
+        }
+    }
+
+    /// Whether `ip` lies inside the prefix.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let ours = addr_bytes(&self.addr);
+        addr_bytes(ip)
+            .iter()
+            .zip(prefix_mask(self.prefix, ours.len()))
+            .zip(ours.iter())
+            .all(|((b, m), o)| b & m == *o)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The bytes of an address in network order.
+pub fn addr_bytes(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn addr_from_bytes(b: &[u8]) -> IpAddr {
+    if b.len() == 4 {
+        IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes"))
+    } else {
+        IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes"))
+    }
+}
+
+/// A netmask of `prefix` bits over `len` bytes.
+pub fn prefix_mask(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let bits = (prefix as usize).saturating_sub(i * 8).min(8);
+            if bits == 0 {
+                0
+            } else {
+                0xffu8 << (8 - bits)
+            }
+        })
+        .collect()
+}
+
+/// A whole ruleset: the tables nftopo owns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ruleset {
+    /// Tables, one per family.
+    pub tables: Vec<Table>,
+}
+
+/// One table with its chains and maps, both keyed by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Address family.
+    pub family: Family,
+    /// Table name (`nftopo`).
+    pub name: String,
+    /// Chains by name.
+    pub chains: BTreeMap<String, Chain>,
+    /// Maps by name.
+    pub maps: BTreeMap<String, Map>,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new(family: Family, name: impl Into<String>) -> Self {
+        Self {
+            family,
+            name: name.into(),
+            chains: BTreeMap::new(),
+            maps: BTreeMap::new(),
+        }
+    }
+}
+
+/// `type` of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainType {
+    /// `type nat`.
+    Nat,
+    /// `type filter`.
+    Filter,
+}
+
+/// Netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookPoint {
+    /// `hook prerouting`.
+    Prerouting,
+    /// `hook input`.
+    Input,
+    /// `hook forward`.
+    Forward,
+    /// `hook output`.
+    Output,
+    /// `hook postrouting`.
+    Postrouting,
+}
+
+impl HookPoint {
+    /// The keyword `nft` uses.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            HookPoint::Prerouting => "prerouting",
+            HookPoint::Input => "input",
+            HookPoint::Forward => "forward",
+            HookPoint::Output => "output",
+            HookPoint::Postrouting => "postrouting",
+        }
+    }
+
+    /// The kernel's hook number (NF_INET_*).
+    pub fn number(self) -> u32 {
+        match self {
+            HookPoint::Prerouting => 0,
+            HookPoint::Input => 1,
+            HookPoint::Forward => 2,
+            HookPoint::Output => 3,
+            HookPoint::Postrouting => 4,
+        }
+    }
+}
+
+/// What makes a chain a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseChain {
+    /// `type nat` or `type filter`.
+    pub chain_type: ChainType,
+    /// The hook.
+    pub hook: HookPoint,
+    /// Priority (kube-proxy's numbers: dstnat -100, srcnat 100, filter -110).
+    pub priority: i32,
+}
+
+/// A chain: a base chain when `base` is set, else a regular chain reached
+/// by jump/goto. The policy of base chains is always `accept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Chain name.
+    pub name: String,
+    /// Hook, type and priority for base chains.
+    pub base: Option<BaseChain>,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+impl Chain {
+    /// A regular chain with `rules`.
+    pub fn regular(name: impl Into<String>, rules: Vec<Rule>) -> Self {
+        Self {
+            name: name.into(),
+            base: None,
+            rules,
+        }
+    }
+}
+
+/// A verdict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// `accept`.
+    Accept,
+    /// `drop`.
+    Drop,
+    /// `return`.
+    Return,
+    /// `jump CHAIN`.
+    Jump(String),
+    /// `goto CHAIN`.
+    Goto(String),
+}
+
+/// One statement of a rule. Matches come first; a rule whose matches all
+/// hold runs its actions. Each variant says the `nft` text it prints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stmt {
+    /// `ip daddr . meta l4proto . th dport vmap @MAP`
+    DestVmap {
+        /// The verdict map (key: daddr . l4proto . dport).
+        map: String,
+    },
+    /// `ip saddr != CIDR` (a match).
+    SaddrNotIn(Cidr),
+    /// `meta mark & BITS == 0x00000000` (a match: none of the bits set).
+    MarkBitsClear(u32),
+    /// `meta mark set meta mark | BITS`
+    MarkSetBits(u32),
+    /// `meta mark set meta mark ^ BITS` (clears bits known to be set).
+    MarkToggleBits(u32),
+    /// `masquerade fully-random`
+    Masquerade,
+    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @MAP`
+    DnatSpread {
+        /// N, the number of endpoints.
+        modulus: u32,
+        /// The endpoints map (key: daddr . l4proto . dport . index).
+        map: String,
+    },
+    /// `reject` (ICMP port unreachable).
+    Reject,
+    /// A verdict: `accept`, `drop`, `return`, `jump C`, `goto C`.
+    Verdict(Verdict),
+}
+
+/// A rule: statements in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule(pub Vec<Stmt>);
+
+/// The shapes of maps nftopo uses. The shape fixes the key and data types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapKind {
+    /// `type ipv4_addr . inet_proto . inet_service : verdict`
+    /// (ipv6_addr in ip6 tables): service IP and port to a chain.
+    ServiceVerdict,
+    /// `typeof ip daddr . meta l4proto . th dport . numgen random mod 1 :
+    /// ip daddr . th dport`: service IP, port and a random index to the
+    /// endpoint's address and port.
+    EndpointDnat,
+}
+
+/// Key of a map element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ElemKey {
+    /// Destination address.
+    pub addr: IpAddr,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// Endpoint index (only for [`MapKind::EndpointDnat`]).
+    pub index: Option<u32>,
+}
+
+/// Value of a map element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ElemValue {
+    /// A verdict ([`MapKind::ServiceVerdict`]).
+    Verdict(Verdict),
+    /// An address and port to DNAT to ([`MapKind::EndpointDnat`]).
+    Dnat(IpAddr, u16),
+}
+
+/// A named map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    /// Map name.
+    pub name: String,
+    /// Shape.
+    pub kind: MapKind,
+    /// Elements, sorted by key.
+    pub elements: BTreeMap<ElemKey, ElemValue>,
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new(name: impl Into<String>, kind: MapKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            elements: BTreeMap::new(),
+        }
+    }
+}

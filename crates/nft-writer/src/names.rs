@@ -1,0 +1,130 @@
+//! Every table, chain and map name the ruleset uses. Names are data: they
+//! come from the constants and functions here and nothing parses them back.
+
+use api_watch::{ObjectKey, Protocol};
+
+/// The table nftopo owns in each family.
+pub const TABLE: &str = "nftopo";
+/// Base chain: nat prerouting (traffic arriving from pods and the network).
+pub const NAT_PREROUTING: &str = "nat-prerouting";
+/// Base chain: nat output (traffic from the node itself).
+pub const NAT_OUTPUT: &str = "nat-output";
+/// Base chain: nat postrouting (masquerade of marked packets).
+pub const NAT_POSTROUTING: &str = "nat-postrouting";
+/// Base chain: filter forward (rejects traffic to services without endpoints).
+pub const FILTER_FORWARD: &str = "filter-forward";
+/// Base chain: filter output (the same for traffic from the node).
+pub const FILTER_OUTPUT: &str = "filter-output";
+/// Regular chain: dispatches on destination IP, protocol and port.
+pub const SERVICES: &str = "services";
+/// Regular chain: `reject` (ICMP port unreachable).
+pub const REJECT_CHAIN: &str = "reject-chain";
+/// Map: service IP . protocol . port to the service port's chain.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Map: service IP . protocol . port of services without endpoints to
+/// `goto reject-chain`.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Map: service IP . protocol . port . endpoint index to endpoint IP . port.
+pub const SERVICE_ENDPOINTS: &str = "service-endpoints";
+
+/// Longest chain name we produce; the kernel allows 255 bytes, but short
+/// names keep `nft list` readable.
+pub const MAX_CHAIN_NAME: usize = 64;
+
+/// The chain that spreads new connections over N endpoints:
+/// `spread-N`, shared by every service port with N endpoints.
+pub fn spread_chain(endpoints: usize) -> String {
+    format!("spread-{endpoints}")
+}
+
+/// The chain of one service port: `svc-HASH-ns/name/proto/port`, where
+/// HASH (8 characters of base32 of a 64-bit FNV-1a hash of the full
+/// identity) keeps names unique when the readable part is truncated to
+/// [`MAX_CHAIN_NAME`].
+pub fn service_chain(service: &ObjectKey, port_name: &str, proto: Protocol, port: u16) -> String {
+    let port_part = if port_name.is_empty() {
+        port.to_string()
+    } else {
+        port_name.to_string()
+    };
+    let readable = format!(
+        "{}/{}/{}/{}",
+        service.namespace,
+        service.name,
+        proto.nft_name(),
+        port_part
+    );
+    let identity = format!("{readable}\0{port}");
+    let mut name = format!("svc-{}-{}", short_hash(identity.as_bytes()), readable);
+    if name.len() > MAX_CHAIN_NAME {
+        let mut cut = MAX_CHAIN_NAME;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    name
+}
+
+/// 8 characters of RFC 4648 base32 (uppercase) of the FNV-1a hash of `data`.
+fn short_hash(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (0..8)
+        .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_chain_name_is_readable_and_stable() {
+        let key = ObjectKey::new("default", "swansea-city-api");
+        let name = service_chain(&key, "", Protocol::Tcp, 80);
+        assert!(name.starts_with("svc-"), "{name}");
+        assert!(name.ends_with("-default/swansea-city-api/tcp/80"), "{name}");
+        assert_eq!(name, service_chain(&key, "", Protocol::Tcp, 80));
+    }
+
+    #[test]
+    fn names_that_only_differ_after_truncation_stay_unique() {
+        let long = "n".repeat(63);
+        let a = service_chain(
+            &ObjectKey::new(&long, format!("{long}a")),
+            "",
+            Protocol::Tcp,
+            80,
+        );
+        let b = service_chain(
+            &ObjectKey::new(&long, format!("{long}b")),
+            "",
+            Protocol::Tcp,
+            80,
+        );
+        assert_eq!(a.len(), MAX_CHAIN_NAME);
+        assert_eq!(b.len(), MAX_CHAIN_NAME);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn dashes_cannot_make_two_services_collide() {
+        let a = service_chain(&ObjectKey::new("a-b", "c"), "", Protocol::Tcp, 80);
+        let b = service_chain(&ObjectKey::new("a", "b-c"), "", Protocol::Tcp, 80);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn protocol_and_port_name_are_part_of_the_identity() {
+        let key = ObjectKey::new("default", "dns");
+        let tcp = service_chain(&key, "dns", Protocol::Tcp, 53);
+        let udp = service_chain(&key, "dns", Protocol::Udp, 53);
+        assert_ne!(tcp, udp);
+        assert!(udp.ends_with("/udp/dns"));
+    }
+}

@@ -1,0 +1,202 @@
+//! A transaction is data before it is bytes: an ordered list of [`Op`]s.
+//! `Display` prints it as `nft` commands; the netlink encoder and the fake
+//! kernel consume the same value.
+
+use std::fmt::{self, Display, Formatter};
+
+use crate::model::*;
+use crate::render::{base_chain_text, element_text, map_type_text, rule_text};
+
+/// Where an object lives: family and table name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableRef {
+    /// Family.
+    pub family: Family,
+    /// Table name.
+    pub name: String,
+}
+
+impl Display for TableRef {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.family.nft_name(), self.name)
+    }
+}
+
+/// One operation of a transaction. Each says the `nft` command it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `add table T` (creates it if missing; no error if it exists).
+    AddTable(TableRef),
+    /// `delete table T`.
+    DeleteTable(TableRef),
+    /// `add chain T C [{ type … hook … priority …; policy accept; }]`.
+    AddChain {
+        /// Table.
+        table: TableRef,
+        /// Chain name.
+        name: String,
+        /// Hook for base chains.
+        base: Option<BaseChain>,
+    },
+    /// `add rule T C …` (appended).
+    AddRule {
+        /// Table.
+        table: TableRef,
+        /// Chain name.
+        chain: String,
+        /// The rule.
+        rule: Rule,
+    },
+    /// `add map T M { type …; }`.
+    AddMap {
+        /// Table.
+        table: TableRef,
+        /// Map name.
+        name: String,
+        /// Shape of the map.
+        kind: MapKind,
+    },
+    /// `add element T M { … }`.
+    AddElements {
+        /// Table.
+        table: TableRef,
+        /// Map name.
+        map: String,
+        /// Shape of the map (decides the encoding).
+        kind: MapKind,
+        /// Elements.
+        elements: Vec<(ElemKey, ElemValue)>,
+    },
+}
+
+/// Ordered operations, applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transaction {
+    /// Operations in the order the kernel will see them.
+    pub ops: Vec<Op>,
+}
+
+impl Transaction {
+    /// Replaces nftopo's tables with `ruleset` in one transaction: for each
+    /// table, `add table` (so that the delete cannot fail), `delete table`,
+    /// then the new contents. Traffic sees the old rules until the commit
+    /// and the new ones after it: there is no moment without rules.
+    ///
+    /// Order matters for the kernel's cost: chains, then maps, then rules,
+    /// then elements, verdict maps first. An element added to a map that
+    /// rules already bind is checked against each binding once; adding
+    /// elements last keeps that linear.
+    pub fn replace(ruleset: &Ruleset) -> Self {
+        let mut ops = Vec::new();
+        for t in &ruleset.tables {
+            let tref = TableRef {
+                family: t.family,
+                name: t.name.clone(),
+            };
+            ops.push(Op::AddTable(tref.clone()));
+            ops.push(Op::DeleteTable(tref.clone()));
+            ops.push(Op::AddTable(tref.clone()));
+            for c in t.chains.values() {
+                ops.push(Op::AddChain {
+                    table: tref.clone(),
+                    name: c.name.clone(),
+                    base: c.base,
+                });
+            }
+            for m in t.maps.values() {
+                ops.push(Op::AddMap {
+                    table: tref.clone(),
+                    name: m.name.clone(),
+                    kind: m.kind,
+                });
+            }
+            for c in t.chains.values() {
+                for r in &c.rules {
+                    ops.push(Op::AddRule {
+                        table: tref.clone(),
+                        chain: c.name.clone(),
+                        rule: r.clone(),
+                    });
+                }
+            }
+            let mut maps: Vec<&Map> = t.maps.values().collect();
+            maps.sort_by_key(|m| (m.kind, m.name.clone()));
+            for m in maps.into_iter().filter(|m| !m.elements.is_empty()) {
+                ops.push(Op::AddElements {
+                    table: tref.clone(),
+                    map: m.name.clone(),
+                    kind: m.kind,
+                    elements: m
+                        .elements
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                });
+            }
+        }
+        Self { ops }
+    }
+
+    /// Removes the given tables if they exist (`add table` then `delete
+    /// table`, so a missing table is not an error).
+    pub fn delete_tables(tables: &[TableRef]) -> Self {
+        let mut ops = Vec::new();
+        for t in tables {
+            ops.push(Op::AddTable(t.clone()));
+            ops.push(Op::DeleteTable(t.clone()));
+        }
+        Self { ops }
+    }
+}
+
+impl Display for Op {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::AddTable(t) => write!(f, "add table {t}"),
+            Op::DeleteTable(t) => write!(f, "delete table {t}"),
+            Op::AddChain { table, name, base } => {
+                write!(f, "add chain {table} {name}")?;
+                if let Some(b) = base {
+                    write!(f, " {{ {} }}", base_chain_text(b))?;
+                }
+                Ok(())
+            }
+            Op::AddRule { table, chain, rule } => {
+                write!(
+                    f,
+                    "add rule {table} {chain} {}",
+                    rule_text(table.family, rule)
+                )
+            }
+            Op::AddMap { table, name, kind } => write!(
+                f,
+                "add map {table} {name} {{ {}; }}",
+                map_type_text(table.family, *kind)
+            ),
+            Op::AddElements {
+                table,
+                map,
+                elements,
+                ..
+            } => {
+                write!(f, "add element {table} {map} {{ ")?;
+                for (i, (k, v)) in elements.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(&element_text(k, v))?;
+                }
+                f.write_str(" }")
+            }
+        }
+    }
+}
+
+impl Display for Transaction {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        for op in &self.ops {
+            writeln!(f, "{op}")?;
+        }
+        Ok(())
+    }
+}

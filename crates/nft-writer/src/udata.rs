@@ -1,0 +1,138 @@
+//! The user data `nft` attaches to sets (libnftnl's TLV format: type u8,
+//! length u8, value; integers in host byte order). The kernel stores it
+//! without looking; `nft list` reads it to print `type`/`typeof` lines, so
+//! we write what `nft` 1.0.6 writes for the same declaration and the
+//! listing of a ruleset we applied reads like the one `nft -f` applied.
+
+use crate::model::{Family, MapKind};
+
+/// NFTNL_UDATA_SET_KEYBYTEORDER, DATABYTEORDER, KEY_TYPEOF, DATA_TYPEOF,
+/// DATA_INTERVAL.
+const KEY_BYTEORDER: u8 = 0;
+const DATA_BYTEORDER: u8 = 1;
+const KEY_TYPEOF: u8 = 3;
+const DATA_TYPEOF: u8 = 4;
+const DATA_INTERVAL: u8 = 6;
+
+/// nft expression type ids in typeof descriptions.
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_META: u32 = 9;
+const EXPR_CONCAT: u32 = 13;
+const EXPR_NUMGEN: u32 = 23;
+
+/// nft protocol descriptions and their field indexes.
+const PROTO_IP: u32 = 12;
+const PROTO_IP6: u32 = 13;
+const PROTO_TH: u32 = 11;
+const IP_DADDR: u32 = 12;
+const IP6_DADDR: u32 = 9;
+const TH_DPORT: u32 = 2;
+/// NFT_META_L4PROTO.
+const META_L4PROTO: u32 = 16;
+
+fn tlv(out: &mut Vec<u8>, t: u8, value: &[u8]) {
+    out.push(t);
+    out.push(u8::try_from(value.len()).expect("udata attribute under 256 bytes"));
+    out.extend_from_slice(value);
+}
+
+fn u32_tlv(out: &mut Vec<u8>, t: u8, v: u32) {
+    tlv(out, t, &v.to_ne_bytes());
+}
+
+/// One typeof expression: its type and its own description.
+fn expr(t: u32, inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    u32_tlv(&mut out, 0, t);
+    tlv(&mut out, 1, inner);
+    out
+}
+
+fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        tlv(&mut inner, i as u8, p);
+    }
+    expr(EXPR_CONCAT, &inner)
+}
+
+fn payload(desc: u32, field: u32) -> Vec<u8> {
+    let mut inner = Vec::new();
+    u32_tlv(&mut inner, 0, desc);
+    u32_tlv(&mut inner, 1, field);
+    expr(EXPR_PAYLOAD, &inner)
+}
+
+fn daddr(family: Family) -> Vec<u8> {
+    match family {
+        Family::Ip => payload(PROTO_IP, IP_DADDR),
+        Family::Ip6 => payload(PROTO_IP6, IP6_DADDR),
+    }
+}
+
+/// The user data of a map of shape `kind`.
+pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    u32_tlv(&mut out, KEY_BYTEORDER, 0);
+    u32_tlv(&mut out, DATA_BYTEORDER, 0);
+    match kind {
+        // `type a . b . c : verdict`: a concatenation without typeof parts.
+        MapKind::ServiceVerdict => tlv(&mut out, KEY_TYPEOF, &expr(EXPR_CONCAT, &[])),
+        MapKind::EndpointDnat => {
+            let mut l4proto = Vec::new();
+            u32_tlv(&mut l4proto, 0, META_L4PROTO);
+            let mut numgen = Vec::new();
+            u32_tlv(&mut numgen, 0, 1); // NFT_NG_RANDOM
+            u32_tlv(&mut numgen, 1, 1); // mod 1
+            u32_tlv(&mut numgen, 2, 0); // offset 0
+            let key = concat(&[
+                daddr(family),
+                expr(EXPR_META, &l4proto),
+                payload(PROTO_TH, TH_DPORT),
+                expr(EXPR_NUMGEN, &numgen),
+            ]);
+            tlv(&mut out, KEY_TYPEOF, &key);
+            let data = concat(&[daddr(family), payload(PROTO_TH, TH_DPORT)]);
+            tlv(&mut out, DATA_TYPEOF, &data);
+        }
+    }
+    u32_tlv(&mut out, DATA_INTERVAL, 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes nft 1.0.6 sent for
+    /// `map m { type ipv4_addr . inet_proto . inet_service : verdict; }`.
+    #[test]
+    fn a_service_verdict_map_carries_the_bytes_nft_writes() {
+        let want = hex(
+            "00 04 00 00 00 00 01 04 00 00 00 00 03 08 00 04 0d 00 00 00 01 00 06 04 00 00 00 00",
+        );
+        assert_eq!(set_userdata(Family::Ip, MapKind::ServiceVerdict), want);
+    }
+
+    /// Bytes nft 1.0.6 sent for `typeof ip daddr . meta l4proto . th dport
+    /// . numgen random mod 1 : ip daddr . th dport`.
+    #[test]
+    fn the_endpoint_map_carries_the_typeof_bytes_nft_writes() {
+        let want = hex(
+            "00 04 00 00 00 00 01 04 00 00 00 00 03 60 00 04 0d 00 00 00 01 58 00 14 00 04 07 00 \
+             00 00 01 0c 00 04 0c 00 00 00 01 04 0c 00 00 00 01 0e 00 04 09 00 00 00 01 06 00 04 \
+             10 00 00 00 02 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 02 00 00 00 03 1a \
+             00 04 17 00 00 00 01 12 00 04 01 00 00 00 01 04 01 00 00 00 02 04 00 00 00 00 04 34 \
+             00 04 0d 00 00 00 01 2c 00 14 00 04 07 00 00 00 01 0c 00 04 0c 00 00 00 01 04 0c 00 \
+             00 00 01 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 02 00 00 00 06 04 00 00 \
+             00 00",
+        );
+        assert_eq!(set_userdata(Family::Ip, MapKind::EndpointDnat), want);
+    }
+}
