@@ -187,3 +187,138 @@ impl Kernel for FakeKernel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn t() -> TableRef {
+        TableRef {
+            family: Family::Ip,
+            name: "nftopo".into(),
+        }
+    }
+
+    fn chain(name: &str) -> Op {
+        Op::AddChain {
+            table: t(),
+            name: name.into(),
+            base: None,
+        }
+    }
+
+    fn goto(from: &str, to: &str) -> Op {
+        Op::AddRule {
+            table: t(),
+            chain: from.into(),
+            rule: Rule(vec![Stmt::Verdict(Verdict::Goto(to.into()))]),
+        }
+    }
+
+    fn base_state() -> FakeKernel {
+        let mut k = FakeKernel::new();
+        k.apply(&Transaction {
+            ops: vec![Op::AddTable(t()), chain("a"), chain("b"), goto("a", "b")],
+        })
+        .unwrap();
+        k
+    }
+
+    #[test]
+    fn a_rule_jumping_to_a_missing_chain_is_refused_and_nothing_changes() {
+        let mut k = base_state();
+        let before = k.dump();
+        let err = k
+            .apply(&Transaction {
+                ops: vec![chain("c"), goto("c", "missing")],
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(
+            matches!(
+                err,
+                Error::Rejected {
+                    op_index: Some(1),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            k.dump(),
+            before,
+            "a failed transaction must leave the state as it was"
+        );
+        assert!(!k.dump().contains("chain c"));
+    }
+
+    #[test]
+    fn an_element_that_conflicts_with_an_existing_one_is_refused() {
+        let mut k = base_state();
+        let key = ElemKey {
+            addr: "10.43.0.1".parse().unwrap(),
+            proto: api_watch::Protocol::Tcp,
+            port: 80,
+            index: None,
+        };
+        let add = |to: &str| Op::AddElements {
+            table: t(),
+            map: "m".into(),
+            kind: MapKind::ServiceVerdict,
+            elements: vec![(key.clone(), ElemValue::Verdict(Verdict::Goto(to.into())))],
+        };
+        let map = Op::AddMap {
+            table: t(),
+            name: "m".into(),
+            kind: MapKind::ServiceVerdict,
+        };
+        k.apply(&Transaction {
+            ops: vec![map, add("a")],
+        })
+        .unwrap();
+        let err = k
+            .apply(&Transaction {
+                ops: vec![add("b")],
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Exists);
+        // The same element again is fine, as `nft add element` is.
+        k.apply(&Transaction {
+            ops: vec![add("a")],
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_injected_failure_keeps_the_previous_transaction_as_the_last_one() {
+        let mut k = base_state();
+        let last = k.last.clone();
+        k.fail_at = Some(0);
+        assert!(k
+            .apply(&Transaction {
+                ops: vec![chain("x")]
+            })
+            .is_err());
+        assert_eq!(k.last, last);
+        // The injection is used once.
+        k.apply(&Transaction {
+            ops: vec![chain("x")],
+        })
+        .unwrap();
+        assert!(k.dump().contains("chain x"));
+    }
+
+    #[test]
+    fn deleting_a_missing_table_is_refused_but_add_then_delete_is_not() {
+        let mut k = FakeKernel::new();
+        let err = k
+            .apply(&Transaction {
+                ops: vec![Op::DeleteTable(t())],
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        k.apply(&Transaction::delete_tables(&[t()])).unwrap();
+        assert_eq!(k.dump(), "");
+    }
+}

@@ -1,0 +1,351 @@
+//! Planner golden tests (normalised `nft` text) and packet traces over the
+//! fake kernel, for the ClusterIP cases of the seed scenario.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use api_watch::Protocol;
+use common::*;
+use nft_writer::{trace, FakeKernel, Family, Kernel, Outcome, Packet, Path, Transaction};
+
+const CLIENT_POD: &str = "10.42.187.70";
+const NODE_IP: &str = "172.31.11.85";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Applies the node's ruleset to a fake kernel and traces a new TCP (or
+/// UDP) connection to 10.43.0.10:`port` from `src` along `path`.
+fn outcomes(
+    docs: &[&str],
+    node: &str,
+    src: &str,
+    path: Path,
+    proto: Protocol,
+    port: u16,
+) -> BTreeSet<Outcome> {
+    let rs = ruleset(&state(docs), node);
+    let mut k = FakeKernel::new();
+    k.apply(&Transaction::replace(&rs))
+        .expect("the fake accepts the plan");
+    let table = k.table(Family::Ip, "nftopo").expect("table exists");
+    trace(
+        table,
+        &Packet {
+            src: ip(src),
+            dst: ip("10.43.0.10"),
+            proto,
+            dport: port,
+            path,
+        },
+    )
+}
+
+fn dnat_to(ips: &[&str], port: u16, masquerade: bool) -> BTreeSet<Outcome> {
+    ips.iter()
+        .map(|i| Outcome::Accepted {
+            dnat: Some((ip(i), port)),
+            masquerade,
+        })
+        .collect()
+}
+
+fn rejected() -> BTreeSet<Outcome> {
+    [Outcome::Rejected].into_iter().collect()
+}
+
+const ALL: [&str; 5] = [
+    "10.42.187.66",
+    "10.42.187.67",
+    "10.42.54.130",
+    "10.42.54.131",
+    "10.42.201.2",
+];
+const NODE2: [&str; 2] = ["10.42.187.66", "10.42.187.67"];
+const NODE3: [&str; 2] = ["10.42.54.130", "10.42.54.131"];
+
+#[test]
+fn one_service_renders_as_this_golden_ruleset() {
+    let st = state(&[NODES, &service("", ""), &slice(&FIVE[..2])]);
+    let text = ruleset(&st, "node-2").to_string();
+    let want = "\
+table ip nftopo
+delete table ip nftopo
+table ip nftopo {
+\tmap no-endpoint-services {
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t}
+\tmap service-endpoints {
+\t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
+\t\telements = {
+\t\t\t10.43.0.10 . tcp . 80 . 0 : 10.42.187.66 . 5000,
+\t\t\t10.43.0.10 . tcp . 80 . 1 : 10.42.187.67 . 5000
+\t\t}
+\t}
+\tmap service-ips {
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\telements = {
+\t\t\t10.43.0.10 . tcp . 80 : goto svc-M5OZDVIJ-default/web/tcp/80
+\t\t}
+\t}
+\tchain filter-forward {
+\t\ttype filter hook forward priority -110; policy accept;
+\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t}
+\tchain filter-output {
+\t\ttype filter hook output priority -110; policy accept;
+\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t}
+\tchain nat-output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tjump services
+\t}
+\tchain nat-postrouting {
+\t\ttype nat hook postrouting priority 100; policy accept;
+\t\tmeta mark & 0x00004000 == 0x00000000 return
+\t\tmeta mark set meta mark ^ 0x00004000
+\t\tmasquerade fully-random
+\t}
+\tchain nat-prerouting {
+\t\ttype nat hook prerouting priority -100; policy accept;
+\t\tjump services
+\t}
+\tchain reject-chain {
+\t\treject
+\t}
+\tchain services {
+\t\tip daddr . meta l4proto . th dport vmap @service-ips
+\t}
+\tchain spread-2 {
+\t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints
+\t}
+\tchain svc-M5OZDVIJ-default/web/tcp/80 {
+\t\tip saddr != 10.42.0.0/16 meta mark set meta mark | 0x00004000
+\t\tgoto spread-2
+\t}
+}
+";
+    assert_eq!(text, want, "\n--- got ---\n{text}");
+}
+
+#[test]
+fn a_service_without_endpoints_renders_a_reject_entry_and_no_service_chain() {
+    let st = state(&[NODES, &service("", "")]);
+    let text = ruleset(&st, "node-2").to_string();
+    assert!(
+        text.contains("10.43.0.10 . tcp . 80 : goto reject-chain"),
+        "{text}"
+    );
+    assert!(!text.contains("svc-"), "{text}");
+    assert!(!text.contains("spread-"), "{text}");
+}
+
+#[test]
+fn the_same_input_renders_byte_identical_output() {
+    let st = state(&[NODES, &service("", ""), &slice(&FIVE)]);
+    assert_eq!(
+        ruleset(&st, "node-2").to_string(),
+        ruleset(&st, "node-2").to_string()
+    );
+}
+
+struct Case {
+    name: &'static str,
+    spec: &'static str,
+    annotations: &'static str,
+    endpoints: &'static [(&'static str, &'static str, &'static str)],
+    want: Result<&'static [&'static str], ()>,
+}
+
+const WITHOUT_NODE2: [(&str, &str, &str); 3] = [FIVE[2], FIVE[3], FIVE[4]];
+
+const CASES: &[Case] = &[
+    Case {
+        name: "without topology every ready endpoint gets traffic",
+        spec: "",
+        annotations: "",
+        endpoints: &FIVE,
+        want: Ok(&ALL),
+    },
+    Case {
+        name: "topologyKeys hostname keeps traffic on this node",
+        spec: "  topologyKeys: [\"kubernetes.io/hostname\"]",
+        annotations: "",
+        endpoints: &FIVE,
+        want: Ok(&NODE2),
+    },
+    Case {
+        name: "the annotation works like the spec field",
+        spec: "",
+        annotations: "nftopo.io/topology-keys: \"kubernetes.io/hostname\"",
+        endpoints: &FIVE,
+        want: Ok(&NODE2),
+    },
+    Case {
+        name: "hostname then zone falls back to the same zone when this node has no endpoint",
+        spec: "  topologyKeys: [\"kubernetes.io/hostname\", \"topology.kubernetes.io/zone\"]",
+        annotations: "",
+        endpoints: &WITHOUT_NODE2,
+        want: Ok(&NODE3),
+    },
+    Case {
+        name: "a trailing wildcard falls back to every endpoint",
+        spec: "  topologyKeys: [\"kubernetes.io/hostname\", \"*\"]",
+        annotations: "",
+        endpoints: &WITHOUT_NODE2,
+        want: Ok(&["10.42.54.130", "10.42.54.131", "10.42.201.2"]),
+    },
+    Case {
+        name: "no matching key means the service is rejected on this node",
+        spec: "  topologyKeys: [\"kubernetes.io/hostname\"]",
+        annotations: "",
+        endpoints: &WITHOUT_NODE2,
+        want: Err(()),
+    },
+    Case {
+        name: "internalTrafficPolicy Local keeps only this node's endpoints",
+        spec: "  internalTrafficPolicy: Local",
+        annotations: "",
+        endpoints: &FIVE,
+        want: Ok(&NODE2),
+    },
+    Case {
+        name: "internalTrafficPolicy Local without a local endpoint rejects",
+        spec: "  internalTrafficPolicy: Local",
+        annotations: "",
+        endpoints: &WITHOUT_NODE2,
+        want: Err(()),
+    },
+];
+
+#[test]
+fn traffic_from_a_pod_and_from_the_node_reaches_the_endpoints_topology_allows() {
+    for case in CASES {
+        let svc = service(case.spec, case.annotations);
+        let sl = slice(case.endpoints);
+        let docs = [NODES, svc.as_str(), sl.as_str()];
+        let from_pod = outcomes(
+            &docs,
+            "node-2",
+            CLIENT_POD,
+            Path::Forwarded,
+            Protocol::Tcp,
+            80,
+        );
+        let from_node = outcomes(&docs, "node-2", NODE_IP, Path::Local, Protocol::Tcp, 80);
+        match case.want {
+            Ok(ips) => {
+                assert_eq!(
+                    from_pod,
+                    dnat_to(ips, 5000, false),
+                    "{} (from a pod)",
+                    case.name
+                );
+                // The node's own address is outside the cluster CIDR.
+                assert_eq!(
+                    from_node,
+                    dnat_to(ips, 5000, true),
+                    "{} (from the node)",
+                    case.name
+                );
+            }
+            Err(()) => {
+                assert_eq!(from_pod, rejected(), "{} (from a pod)", case.name);
+                assert_eq!(from_node, rejected(), "{} (from the node)", case.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn several_ports_each_reach_their_own_target_port_and_a_named_one_resolves_through_the_slice() {
+    let svc = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.43.0.10
+  ports:
+  - {name: http, port: 80, targetPort: 5000}
+  - {name: admin, port: 8080, targetPort: admin-port}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+"#;
+    let sl = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 5000}, {name: admin, port: 9090}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- {addresses: ["10.42.187.66"], nodeName: node-2}
+"#;
+    let docs = [NODES, svc, sl];
+    let one = ["10.42.187.66"];
+    let cases = [
+        (
+            "http goes to 5000",
+            Protocol::Tcp,
+            80,
+            dnat_to(&one, 5000, false),
+        ),
+        (
+            "the named target port resolves to 9090",
+            Protocol::Tcp,
+            8080,
+            dnat_to(&one, 9090, false),
+        ),
+        (
+            "udp 53 goes to 5353",
+            Protocol::Udp,
+            53,
+            dnat_to(&one, 5353, false),
+        ),
+        (
+            "tcp 53 is not a service port and passes untouched",
+            Protocol::Tcp,
+            53,
+            [Outcome::Accepted {
+                dnat: None,
+                masquerade: false,
+            }]
+            .into_iter()
+            .collect(),
+        ),
+    ];
+    for (name, proto, port, want) in cases {
+        assert_eq!(
+            outcomes(&docs, "node-2", CLIENT_POD, Path::Forwarded, proto, port),
+            want,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn traffic_to_other_addresses_is_not_touched() {
+    let (svc, sl) = (service("", ""), slice(&FIVE));
+    let rs = ruleset(&state(&[NODES, &svc, &sl]), "node-2");
+    let table = &rs.tables[0];
+    let got = trace(
+        table,
+        &Packet {
+            src: ip(CLIENT_POD),
+            dst: ip("10.43.0.11"),
+            proto: Protocol::Tcp,
+            dport: 80,
+            path: Path::Forwarded,
+        },
+    );
+    assert_eq!(
+        got,
+        [Outcome::Accepted {
+            dnat: None,
+            masquerade: false
+        }]
+        .into_iter()
+        .collect()
+    );
+}
