@@ -1,0 +1,188 @@
+//! The same things on the real kernel. Each test runs in a thread that
+//! moved into a network namespace of its own (`unshare(CLONE_NEWNET)`
+//! changes only the calling thread), so nothing touches the host's
+//! namespace, and the namespace disappears with the thread even when an
+//! assertion fails. `nft` (run with `nsenter` into that thread's
+//! namespace) is the independent witness. Needs root.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use nft_writer::{
+    Error, ErrorKind, Family, Kernel, NetlinkKernel, Op, Rule, Stmt, TableRef, Transaction, Verdict,
+};
+
+/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
+/// path of that namespace for `nsenter --net=`.
+fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
+    );
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let path = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        // /proc/self in nsenter would be nsenter itself: resolve the pid.
+        let path = path.replace("self", &std::process::id().to_string());
+        f(path)
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={ns}")).arg("nft").args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("nsenter nft");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn seed_ruleset(topology_keys: bool) -> nft_writer::Ruleset {
+    let spec = if topology_keys {
+        "  topologyKeys: [\"kubernetes.io/hostname\"]"
+    } else {
+        ""
+    };
+    let svc = service(spec, "");
+    let sl = slice(&FIVE);
+    let other = "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\nspec: {clusterIP: 10.43.0.11, ports: [{port: 53, protocol: UDP}]}\n";
+    ruleset(&state(&[NODES, &svc, &sl, other]), "node-2")
+}
+
+#[test]
+fn apply_reads_back_exactly_like_nft_f_of_the_rendered_script() {
+    let rs = seed_ruleset(false);
+    let script = rs.to_string();
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        let stats = k.apply(&Transaction::replace(&rs)).unwrap();
+        assert!(stats.messages > 10);
+        let applied = nft(&ns, &["list", "ruleset"], None);
+        assert!(applied.contains("table ip nftopo"), "{applied}");
+        // The same script through nft, in the same namespace after a
+        // cleanup, must list identically.
+        k.apply(&Transaction::delete_tables(&[TableRef {
+            family: Family::Ip,
+            name: "nftopo".into(),
+        }]))
+        .unwrap();
+        assert_eq!(nft(&ns, &["list", "ruleset"], None), "");
+        nft(&ns, &["-f", "-"], Some(&script));
+        let by_nft = nft(&ns, &["list", "ruleset"], None);
+        assert_eq!(applied, by_nft);
+    });
+}
+
+#[test]
+fn re_applying_replaces_the_table_in_one_transaction() {
+    let first = seed_ruleset(false);
+    let second = seed_ruleset(true);
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        k.apply(&Transaction::replace(&first)).unwrap();
+        assert!(nft(&ns, &["list", "ruleset"], None).contains("10.42.201.2"));
+        k.apply(&Transaction::replace(&second)).unwrap();
+        let now = nft(&ns, &["list", "ruleset"], None);
+        assert!(
+            !now.contains("10.42.201.2"),
+            "node-4's endpoint must be gone:\n{now}"
+        );
+        assert!(now.contains("10.42.187.66"), "{now}");
+        assert_eq!(now.matches("table ip nftopo").count(), 1);
+    });
+}
+
+#[test]
+fn a_refused_transaction_names_the_operation_and_leaves_the_kernel_as_it_was() {
+    let rs = seed_ruleset(false);
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        k.apply(&Transaction::replace(&rs)).unwrap();
+        let before = nft(&ns, &["list", "ruleset"], None);
+        let table = TableRef {
+            family: Family::Ip,
+            name: "nftopo".into(),
+        };
+        let mut tx = Transaction::replace(&rs);
+        let bad_index = tx.ops.len();
+        tx.ops.push(Op::AddRule {
+            table: table.clone(),
+            chain: "services".into(),
+            rule: Rule(vec![Stmt::Verdict(Verdict::Jump("no-such-chain".into()))]),
+        });
+        // Something valid after the failing operation, too.
+        tx.ops.push(Op::AddChain {
+            table,
+            name: "after".into(),
+            base: None,
+        });
+        let err = k.apply(&tx).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        match &err {
+            Error::Rejected { op_index, op, .. } => {
+                assert_eq!(*op_index, Some(bad_index));
+                assert!(op.contains("no-such-chain"), "{op}");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        assert_eq!(nft(&ns, &["list", "ruleset"], None), before);
+    });
+}
+
+#[test]
+fn ten_thousand_elements_travel_in_one_batch() {
+    let mut docs = vec![NODES.to_string()];
+    for i in 0..1000u32 {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\nspec: {{clusterIP: 10.43.{}.{}, ports: [{{port: 80}}]}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+        let eps: String = (0..10u32)
+            .map(|j| {
+                format!(
+                    "- {{addresses: [\"10.42.{}.{}\"], nodeName: node-3}}\n",
+                    i / 25,
+                    (i % 25) * 10 + j + 1
+                )
+            })
+            .collect();
+        docs.push(format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-1, namespace: default, labels: {{kubernetes.io/service-name: s{i}}}}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n{eps}"
+        ));
+    }
+    let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let rs = ruleset(&state(&refs), "node-2");
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        k.apply(&Transaction::replace(&rs)).unwrap();
+        let listed = nft(
+            &ns,
+            &["list", "map", "ip", "nftopo", "service-endpoints"],
+            None,
+        );
+        assert_eq!(listed.matches(" : 10.42.").count(), 10_000);
+    });
+}
