@@ -271,6 +271,17 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Every service's slices, in slice-name order, built in one pass (use
+    /// this rather than [`ClusterState::slices_for`] when visiting every
+    /// service: that one scans all slices each time).
+    pub fn slices_by_service(&self) -> BTreeMap<ObjectKey, Vec<&EndpointSlice>> {
+        let mut index: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in self.endpoint_slices.values() {
+            index.entry(slice.service_key()).or_default().push(slice);
+        }
+        index
+    }
+
     /// The slices that belong to `service`, in name order.
     pub fn slices_for<'a>(
         &'a self,

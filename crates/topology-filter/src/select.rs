@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use api_watch::{AddressType, ClusterState, Endpoint, Service, ServicePort, ServiceType};
+use api_watch::{
+    AddressType, ClusterState, Endpoint, EndpointSlice, Service, ServicePort, ServiceType,
+};
 
 use crate::keys::{keys_source, topology_keys};
 use crate::rules::{self, Rule};
@@ -43,6 +45,7 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         node: node.to_string(),
         ..ProxyPlan::default()
     };
+    let slices = state.slices_by_service();
     for service in state.services.values() {
         if service.service_type == ServiceType::ExternalName || service.cluster_ips.is_empty() {
             continue;
@@ -63,8 +66,9 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
         ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
         for port in ports {
+            let service_slices = slices.get(&service.key).map(Vec::as_slice).unwrap_or(&[]);
             plan.services
-                .push(port_plan(state, node, service, port, &rule));
+                .push(port_plan(state, service_slices, node, service, port, &rule));
         }
     }
     plan
@@ -72,12 +76,13 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
 
 fn port_plan(
     state: &ClusterState,
+    slices: &[&EndpointSlice],
     node: &str,
     service: &Service,
     port: &ServicePort,
     rule: &Rule,
 ) -> ServicePortPlan {
-    let (candidates, mut verdicts) = candidates(gather(state, service, port));
+    let (candidates, mut verdicts) = candidates(gather(slices, port));
     verdicts.extend(rules::apply(rule, state, node, candidates));
     verdicts.sort_by_key(|v| (v.candidate.ip, v.candidate.port));
     let mut endpoints: Vec<EndpointTarget> = verdicts
@@ -115,14 +120,10 @@ fn port_plan(
 /// and protocol; this is how named `targetPort`s resolve. A slice without
 /// that port, and FQDN slices, contribute nothing. An endpoint is its first
 /// address, as in kube-proxy.
-fn gather<'a>(
-    state: &'a ClusterState,
-    service: &'a Service,
-    port: &ServicePort,
-) -> Vec<Candidate<'a>> {
+fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate<'a>> {
     let mut seen = BTreeSet::new();
     let mut all = Vec::new();
-    for slice in state.slices_for(&service.key) {
+    for slice in slices.iter().copied() {
         if slice.address_type == AddressType::Fqdn {
             continue;
         }
