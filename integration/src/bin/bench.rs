@@ -43,7 +43,10 @@ fn run_ok(cmd: &mut Command) -> String {
 /// Runs `args` under GNU time inside a fresh network namespace.
 fn timed_in_netns(args: &[&str]) -> Sample {
     let ns = format!("nftopo-bench-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns])
+        .stderr(std::process::Stdio::null())
+        .status();
     run_ok(Command::new("ip").args(["netns", "add", &ns]));
     let out = Command::new("/usr/bin/time")
         .args(["-f", "TIME %e %U %S %M", "ip", "netns", "exec", &ns])
@@ -90,7 +93,7 @@ fn kube_proxy_layout(render: &str, cluster_cidr: &str) -> String {
         }
         let key: Vec<&str> = parts[0].split(" . ").collect();
         let val: Vec<&str> = parts[1].split(" . ").collect();
-        if key.len() == 4 && val.len() == 2 {
+        if key.len() == 4 && val.len() == 2 && key[0].parse::<std::net::IpAddr>().is_ok() {
             services
                 .entry(format!("{} . {} . {}", key[0], key[1], key[2]))
                 .or_default()
