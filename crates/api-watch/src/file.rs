@@ -164,7 +164,7 @@ impl Loader<'_> {
             field: error.field,
             message: error.message,
         };
-        tracing::warn!(%error, "skipping object");
+        // Returned, not logged: the caller reports it once, its own way.
         self.errors.push(error);
     }
 

@@ -91,6 +91,11 @@ fn plan(m: &Manifests) -> Result<Ruleset> {
         },
     };
     let (state, errors) = api_watch::file::load_files(&m.manifests);
+    // A file that cannot be read is a mistake on the command line; a bad
+    // object inside a file is skipped so that the others still work.
+    if let Some(e) = errors.iter().find(|e| e.document == 0) {
+        bail!("cannot load {}: {}", e.file, e.message);
+    }
     for e in &errors {
         eprintln!("nftopo: skipped: {e}");
     }

@@ -82,9 +82,14 @@ fn best(runs: usize, args: &[&str]) -> Sample {
 /// anonymous `numgen random mod N vmap { … }`, per endpoint a chain with
 /// the hairpin mark and the DNAT, and the `service-ips` map.
 fn kube_proxy_layout(render: &str, cluster_cidr: &str) -> String {
-    use std::collections::BTreeMap;
-    // "10.43.0.1 . tcp . 80 . 3 : 10.42.0.7 . 8080," lines of service-endpoints.
-    let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    kube_proxy_body(&parse_services(render), cluster_cidr)
+}
+
+/// Reads `service . proto . port -> [ip:port]` from the `service-endpoints`
+/// elements of `nftopo render` output ("10.43.0.1 . tcp . 80 . 3 :
+/// 10.42.0.7 . 8080,").
+fn parse_services(render: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut services: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for line in render.lines() {
         let l = line.trim().trim_end_matches(',');
         let parts: Vec<&str> = l.split(" : ").collect();
@@ -100,6 +105,84 @@ fn kube_proxy_layout(render: &str, cluster_cidr: &str) -> String {
                 .push(format!("{}:{}", val[0], val[1]));
         }
     }
+    services
+}
+
+/// The layouts we measured before choosing ours, for the same services:
+/// what each costs the kernel is why nftopo's layout looks as it does.
+fn candidate_layout(render: &str, which: &str) -> String {
+    let services = parse_services(render);
+    let mut out = String::from(
+        "table ip cand {\n\tchain pre {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}\n\tmap service-ips {\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\t}\n\tchain services {\n\t\tip daddr . meta l4proto . th dport vmap @service-ips\n\t}\n",
+    );
+    if which == "shared" {
+        out.push_str("\tmap eps {\n\t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : verdict\n\t}\n");
+    }
+    let mut svc_elems = Vec::new();
+    let mut ep_elems = Vec::new();
+    let mut spreads = std::collections::BTreeSet::new();
+    for (i, (key, eps)) in services.iter().enumerate() {
+        let n = eps.len();
+        for (j, ep) in eps.iter().enumerate() {
+            let (ip, port) = ep.split_once(':').unwrap();
+            let _ = writeln!(
+                out,
+                "\tchain ep-{i}-{j} {{\n\t\tmeta l4proto tcp dnat to {ip}:{port}\n\t}}"
+            );
+        }
+        let body = match which {
+            "per-service-maps" => {
+                let elems: Vec<String> = (0..n).map(|j| format!("{j} : goto ep-{i}-{j}")).collect();
+                let _ = writeln!(
+                    out,
+                    "\tmap m{i} {{\n\t\ttypeof numgen random mod 1 : verdict\n\t\telements = {{ {} }}\n\t}}",
+                    elems.join(", ")
+                );
+                format!("numgen random mod {n} vmap @m{i}")
+            }
+            "shared" => {
+                spreads.insert(n);
+                for j in 0..n {
+                    ep_elems.push(format!("{key} . {j} : goto ep-{i}-{j}"));
+                }
+                format!("goto spread-{n}")
+            }
+            _ => (0..n)
+                .map(|j| {
+                    if j + 1 == n {
+                        format!("goto ep-{i}-{j}")
+                    } else {
+                        format!("numgen random mod {} 0 goto ep-{i}-{j}", n - j)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n\t\t"),
+        };
+        let _ = writeln!(out, "\tchain svc-{i} {{\n\t\t{body}\n\t}}");
+        svc_elems.push(format!("{key} : goto svc-{i}"));
+    }
+    for n in spreads {
+        let _ = writeln!(
+            out,
+            "\tchain spread-{n} {{\n\t\tip daddr . meta l4proto . th dport . numgen random mod {n} vmap @eps\n\t}}"
+        );
+    }
+    out.push_str("}\n");
+    let _ = writeln!(
+        out,
+        "add element ip cand service-ips {{ {} }}",
+        svc_elems.join(", ")
+    );
+    if !ep_elems.is_empty() {
+        let _ = writeln!(out, "add element ip cand eps {{ {} }}", ep_elems.join(", "));
+    }
+    out
+}
+
+fn kube_proxy_body(
+    services: &std::collections::BTreeMap<String, Vec<String>>,
+    cluster_cidr: &str,
+) -> String {
     let mut out = String::from("table ip kube-proxy {\n");
     out.push_str("\tchain mark-for-masquerade {\n\t\tmeta mark set meta mark | 0x00004000\n\t}\n");
     out.push_str("\tchain masquerading {\n\t\tmeta mark & 0x00004000 == 0x00000000 return\n\t\tmeta mark set meta mark ^ 0x00004000\n\t\tmasquerade fully-random\n\t}\n");
@@ -189,7 +272,7 @@ fn main() {
     } else {
         &[1000, 3000, 5000, 10000]
     };
-    let kp_max = if quick { 1000 } else { 5000 };
+    let kp_max = if quick { 1000 } else { 10000 };
     let runs = if quick { 1 } else { 3 };
     let cidr = "10.0.0.0/8";
     let dir = std::env::temp_dir().join(format!("nftopo-bench-{}", std::process::id()));
@@ -272,6 +355,53 @@ fn main() {
                 row(&format!("{n} | nft -f (kube-proxy's layout)"), &s, &apply)
             );
         }
+    }
+    // The layouts considered for nftopo, through nft -f at the largest size.
+    let n = *sizes.last().unwrap();
+    let render = std::fs::read_to_string(dir.join(format!("{n}.nft"))).unwrap();
+    let ours = best(
+        1,
+        &["nft", "-f", dir.join(format!("{n}.nft")).to_str().unwrap()],
+    );
+    let _ = writeln!(
+        report,
+        "\n## Layout candidates ({n} services x 10 endpoints, `nft -f`, 1 run each)\n\n\
+         Why nftopo spreads with `spread-N` chains over one shared map: the alternatives, \
+         generated for the same services and loaded the same way.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| layout | wall s | user s | sys s | peak RSS MiB | ratio |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        report,
+        "{}",
+        row(
+            "nftopo: `spread-N` chains, one shared dnat map, no endpoint chains",
+            &ours,
+            &ours
+        )
+    );
+    for (which, label) in [
+        (
+            "per-service-maps",
+            "a named verdict map per service, endpoint chains",
+        ),
+        (
+            "shared",
+            "`spread-N` chains, one shared verdict map, endpoint chains",
+        ),
+        (
+            "probability",
+            "no sets: `numgen random mod (N-i)` rules, endpoint chains",
+        ),
+    ] {
+        let path = dir.join(format!("{n}-{which}.nft"));
+        std::fs::write(&path, candidate_layout(&render, which)).unwrap();
+        let s = best(1, &["nft", "-f", path.to_str().unwrap()]);
+        eprintln!("{n}: candidate {which} {:.2}s", s.wall);
+        let _ = writeln!(report, "{}", row(label, &s, &ours));
     }
     std::fs::remove_dir_all(&dir).ok();
     std::fs::write(&out_path, &report).unwrap();
