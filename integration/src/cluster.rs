@@ -27,6 +27,23 @@ use crate::netns::{sweep_stale, unique_prefix, Error, Netns, Result};
 use crate::probe::ProbeResult;
 use crate::tools;
 
+/// Kernel settings of every node namespace: forwarding on, no reverse-path
+/// filter, and no ICMP error rate limits. The last two lines matter for
+/// "refused at once": `reject` answers with ICMP port unreachable, and by
+/// default the kernel sends at most 6 such errors in a burst, then one a
+/// second, to each client (`icmp_ratelimit`), and 1,000 a second in all
+/// (`icmp_msgs_per_sec`). 200 connections in a fraction of a second would
+/// then mostly time out (measured: 10 of 200 refused from a pod), which is
+/// the kernel's doing, not the ruleset's (kubernetes/kubernetes#90810).
+pub const NODE_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+    ("net.ipv4.icmp_ratelimit", "0"),
+    ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+    ("net.ipv4.icmp_msgs_burst", "100000"),
+];
+
 /// The node nftopo programs in the seed scenario.
 pub const THIS_NODE: &str = "node-2";
 /// The cluster (pod) CIDR passed as `--cluster-cidr`.
@@ -68,19 +85,61 @@ pub struct PodSpec {
 
 /// The three nodes (names, zones and labels match `manifests/seed/nodes.yaml`).
 pub const NODES: [NodeSpec; 3] = [
-    NodeSpec { name: "node-2", ip: Ipv4Addr::new(172, 31, 11, 85), block: (Ipv4Addr::new(10, 42, 187, 64), 26) },
-    NodeSpec { name: "node-3", ip: Ipv4Addr::new(172, 31, 11, 157), block: (Ipv4Addr::new(10, 42, 54, 128), 26) },
-    NodeSpec { name: "node-4", ip: Ipv4Addr::new(172, 31, 11, 212), block: (Ipv4Addr::new(10, 42, 201, 0), 26) },
+    NodeSpec {
+        name: "node-2",
+        ip: Ipv4Addr::new(172, 31, 11, 85),
+        block: (Ipv4Addr::new(10, 42, 187, 64), 26),
+    },
+    NodeSpec {
+        name: "node-3",
+        ip: Ipv4Addr::new(172, 31, 11, 157),
+        block: (Ipv4Addr::new(10, 42, 54, 128), 26),
+    },
+    NodeSpec {
+        name: "node-4",
+        ip: Ipv4Addr::new(172, 31, 11, 212),
+        block: (Ipv4Addr::new(10, 42, 201, 0), 26),
+    },
 ];
 
 /// Five backends (two on node-2, two on node-3, one on node-4) and a client.
 pub const PODS: [PodSpec; 6] = [
-    PodSpec { name: "swansea-city-api-a", node: "node-2", ip: Ipv4Addr::new(10, 42, 187, 66), backend: true },
-    PodSpec { name: "swansea-city-api-b", node: "node-2", ip: Ipv4Addr::new(10, 42, 187, 67), backend: true },
-    PodSpec { name: "swansea-city-api-c", node: "node-3", ip: Ipv4Addr::new(10, 42, 54, 130), backend: true },
-    PodSpec { name: "swansea-city-api-d", node: "node-3", ip: Ipv4Addr::new(10, 42, 54, 131), backend: true },
-    PodSpec { name: "swansea-city-api-e", node: "node-4", ip: Ipv4Addr::new(10, 42, 201, 2), backend: true },
-    PodSpec { name: "client", node: "node-2", ip: Ipv4Addr::new(10, 42, 187, 80), backend: false },
+    PodSpec {
+        name: "swansea-city-api-a",
+        node: "node-2",
+        ip: Ipv4Addr::new(10, 42, 187, 66),
+        backend: true,
+    },
+    PodSpec {
+        name: "swansea-city-api-b",
+        node: "node-2",
+        ip: Ipv4Addr::new(10, 42, 187, 67),
+        backend: true,
+    },
+    PodSpec {
+        name: "swansea-city-api-c",
+        node: "node-3",
+        ip: Ipv4Addr::new(10, 42, 54, 130),
+        backend: true,
+    },
+    PodSpec {
+        name: "swansea-city-api-d",
+        node: "node-3",
+        ip: Ipv4Addr::new(10, 42, 54, 131),
+        backend: true,
+    },
+    PodSpec {
+        name: "swansea-city-api-e",
+        node: "node-4",
+        ip: Ipv4Addr::new(10, 42, 201, 2),
+        backend: true,
+    },
+    PodSpec {
+        name: "client",
+        node: "node-2",
+        ip: Ipv4Addr::new(10, 42, 187, 80),
+        backend: false,
+    },
 ];
 
 /// The client pod's name.
@@ -134,42 +193,91 @@ impl SeedCluster {
         for node in &NODES {
             let short = node.name.trim_start_matches("node-");
             let ns = Netns::create(format!("{prefix}-n{short}"))?;
-            ns.sysctl(&[
-                ("net.ipv4.ip_forward", "1"),
-                ("net.ipv4.conf.all.rp_filter", "0"),
-                ("net.ipv4.conf.default.rp_filter", "0"),
-            ])?;
+            ns.sysctl(NODE_SYSCTLS)?;
             let port = format!("n{short}");
-            fabric.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+            fabric.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ])?;
             fabric.ip(&["link", "set", &port, "master", "br0", "up"])?;
             ns.ip(&["addr", "add", &format!("{}/24", node.ip), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
             ns.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])?;
             let (net, len) = node.block;
-            ns.ip(&["route", "add", "blackhole", &format!("{net}/{len}"), "proto", "bird"])?;
+            ns.ip(&[
+                "route",
+                "add",
+                "blackhole",
+                &format!("{net}/{len}"),
+                "proto",
+                "bird",
+            ])?;
             for other in NODES.iter().filter(|o| o.name != node.name) {
                 let (net, len) = other.block;
                 let (cidr, via) = (format!("{net}/{len}"), other.ip.to_string());
-                ns.ip(&["route", "add", &cidr, "via", &via, "dev", "eth0", "proto", "bird"])?;
+                ns.ip(&[
+                    "route", "add", &cidr, "via", &via, "dev", "eth0", "proto", "bird",
+                ])?;
             }
             nodes.insert(node.name, ns);
         }
 
-        let mut cluster = SeedCluster { testpod: testpod.to_owned(), pods: BTreeMap::new(), nodes, fabric };
+        let mut cluster = SeedCluster {
+            testpod: testpod.to_owned(),
+            pods: BTreeMap::new(),
+            nodes,
+            fabric,
+        };
         for (i, pod) in PODS.iter().enumerate() {
             let ns = Netns::create(format!("{prefix}-p{i}"))?;
             let node = &cluster.nodes[pod.node];
             let cali = cali_name(pod.ip);
-            node.ip(&["link", "add", &cali, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+            node.ip(&[
+                "link",
+                "add",
+                &cali,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ])?;
             node.sysctl(&[
                 (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
                 (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
             ])?;
             node.ip(&["link", "set", &cali, "up"])?;
-            node.ip(&["route", "add", &format!("{}/32", pod.ip), "dev", &cali, "scope", "link"])?;
+            node.ip(&[
+                "route",
+                "add",
+                &format!("{}/32", pod.ip),
+                "dev",
+                &cali,
+                "scope",
+                "link",
+            ])?;
             ns.ip(&["addr", "add", &format!("{}/32", pod.ip), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
-            ns.ip(&["route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"])?;
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+                "onlink",
+            ])?;
             if pod.backend {
                 ns.spawn(testpod, &["serve", "--port", &TARGET_PORT.to_string()])?;
             }
@@ -201,12 +309,16 @@ impl SeedCluster {
 
     /// The namespace of a node (`"node-2"`).
     pub fn node(&self, name: &str) -> &Netns {
-        self.nodes.get(name).unwrap_or_else(|| panic!("no node {name}"))
+        self.nodes
+            .get(name)
+            .unwrap_or_else(|| panic!("no node {name}"))
     }
 
     /// The namespace of a pod (`"client"`, `"swansea-city-api-c"`).
     pub fn pod(&self, name: &str) -> &Netns {
-        self.pods.get(name).unwrap_or_else(|| panic!("no pod {name}"))
+        self.pods
+            .get(name)
+            .unwrap_or_else(|| panic!("no pod {name}"))
     }
 
     /// The fabric namespace (the underlay bridge).
@@ -234,12 +346,24 @@ impl SeedCluster {
     }
 
     /// `count` fresh connections (TCP, or UDP datagrams) from a pod.
-    pub fn probe_from_pod(&self, pod: &str, target: SocketAddrV4, count: usize, udp: bool) -> Result<ProbeResult> {
+    pub fn probe_from_pod(
+        &self,
+        pod: &str,
+        target: SocketAddrV4,
+        count: usize,
+        udp: bool,
+    ) -> Result<ProbeResult> {
         probe(self.pod(pod), &self.testpod, target, count, udp)
     }
 
     /// `count` fresh connections (TCP, or UDP datagrams) from a node itself.
-    pub fn probe_from_node(&self, node: &str, target: SocketAddrV4, count: usize, udp: bool) -> Result<ProbeResult> {
+    pub fn probe_from_node(
+        &self,
+        node: &str,
+        target: SocketAddrV4,
+        count: usize,
+        udp: bool,
+    ) -> Result<ProbeResult> {
         probe(self.node(node), &self.testpod, target, count, udp)
     }
 }
@@ -247,9 +371,25 @@ impl SeedCluster {
 /// Runs `testpod probe` inside `ns` and parses its counts. A connection
 /// waits at most one second; the probe gives up after five timeouts, so a
 /// broken ruleset fails a test in seconds, not minutes.
-pub fn probe(ns: &Netns, testpod: &Path, target: SocketAddrV4, count: usize, udp: bool) -> Result<ProbeResult> {
+pub fn probe(
+    ns: &Netns,
+    testpod: &Path,
+    target: SocketAddrV4,
+    count: usize,
+    udp: bool,
+) -> Result<ProbeResult> {
     let (target, count) = (target.to_string(), count.to_string());
-    let mut args = vec!["probe", "--target", &target, "--count", &count, "--timeout-ms", "1000", "--give-up-after", "5"];
+    let mut args = vec![
+        "probe",
+        "--target",
+        &target,
+        "--count",
+        &count,
+        "--timeout-ms",
+        "1000",
+        "--give-up-after",
+        "5",
+    ];
     if udp {
         args.push("--udp");
     }

@@ -60,7 +60,10 @@ pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<String
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error(format!("cannot run {program:?}: {e}")))?;
-    check(&format!("{} {}", program.to_string_lossy(), args.join(" ")), out)
+    check(
+        &format!("{} {}", program.to_string_lossy(), args.join(" ")),
+        out,
+    )
 }
 
 /// Turns a finished command's output into its stdout, or an error that
@@ -115,7 +118,11 @@ impl Netns {
     /// `ip netns exec <ns> <program> <args>`, to completion.
     pub fn exec(&self, program: impl AsRef<Path>, args: &[&str]) -> Result<String> {
         let out = self.command(program.as_ref(), args).output().map_err(|e| {
-            Error(format!("cannot run {} in {}: {e}", program.as_ref().display(), self.name))
+            Error(format!(
+                "cannot run {} in {}: {e}",
+                program.as_ref().display(),
+                self.name
+            ))
         })?;
         let what = format!(
             "ip netns exec {} {} {}",
@@ -153,8 +160,17 @@ impl Netns {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| Error(format!("cannot start {} in {}: {e}", program.display(), self.name)))?;
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+            .map_err(|e| {
+                Error(format!(
+                    "cannot start {} in {}: {e}",
+                    program.display(),
+                    self.name
+                ))
+            })?;
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child);
         Ok(())
     }
 }

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(r.count(REFUSED), 0);
         assert_eq!(
             r.answered(),
-            ["10.42.54.130", "10.42.187.66"].iter().map(|s| s.parse().unwrap()).collect()
+            ["10.42.54.130", "10.42.187.66"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect()
         );
         assert_eq!(r.to_string(), "10.42.187.66 163, 10.42.54.130 37");
     }

@@ -19,7 +19,10 @@ pub fn nftopo_bin() -> Result<PathBuf> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(Error(format!("{NFTOPO_BIN_ENV}={} is not a file", path.display())))
+            Err(Error(format!(
+                "{NFTOPO_BIN_ENV}={} is not a file",
+                path.display()
+            )))
         };
     }
     let mut candidates = Vec::new();

@@ -1,20 +1,346 @@
-//! The seed article's scenario on real kernels: see tests below.
-use nftopo_integration::*;
+//! The seed article's scenario on a real kernel (needs root).
+//!
+//! Each test builds its own cluster of network namespaces (node-2, node-3,
+//! node-4, five `swansea-city-api` pods and a client on node-2), runs
+//! `nftopo apply --node node-2` in node-2 and then makes 200 real
+//! connections to the ClusterIP 10.43.118.32:80 from node-2 itself (the
+//! `nat output` path) and from the client pod (the `prerouting` path).
+//! Each answer names the pod that served it, so the assertions are exact
+//! sets of pod IPs.
+
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
+
+use nftopo_integration::*;
+
+/// Connections per probe: with five backends the chance that a working
+/// random spread misses one is 5 * 0.8^200, about 1e-19.
+const CONNS: usize = 200;
+
+/// Refusals must come at once (ICMP port unreachable / RST), not after a
+/// retransmission timeout.
+const MAX_REFUSAL_MS: u64 = 300;
 
 fn cluster() -> SeedCluster {
     require_root();
-    SeedCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))).expect("seed cluster")
+    ok(
+        SeedCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))),
+        "seed cluster",
+    )
+}
+
+/// Unwraps with the harness error's readable message.
+fn ok<T, E: Display>(r: std::result::Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn apply(c: &SeedCluster, files: &[&str]) {
+    ok(c.apply(files, &[]), "nftopo apply");
+}
+
+/// Probes the service from node-2 and from the client pod.
+fn probe_both(
+    c: &SeedCluster,
+    target: SocketAddrV4,
+    count: usize,
+    udp: bool,
+) -> [(&'static str, ProbeResult); 2] {
+    [
+        (
+            "from node-2",
+            ok(
+                c.probe_from_node(THIS_NODE, target, count, udp),
+                "probe from node-2",
+            ),
+        ),
+        (
+            "from the client pod",
+            ok(
+                c.probe_from_pod(CLIENT, target, count, udp),
+                "probe from client",
+            ),
+        ),
+    ]
+}
+
+/// Every connection answered, and exactly `expected` answered (each at
+/// least once), on both paths.
+fn assert_serves(c: &SeedCluster, expected: &BTreeSet<Ipv4Addr>, case: &str) {
+    for (path, r) in probe_both(c, service_addr(), CONNS, false) {
+        assert_eq!(r.answered(), *expected, "{case}, {path}: {r}");
+        assert_eq!(
+            r.answered_count(),
+            CONNS,
+            "{case}, {path}: every connection must be answered: {r}"
+        );
+    }
+}
+
+/// Every connection refused, at once, on both paths.
+fn assert_refused(c: &SeedCluster, case: &str) {
+    for (path, r) in probe_both(c, service_addr(), CONNS, false) {
+        assert_eq!(
+            r.count(REFUSED),
+            CONNS,
+            "{case}, {path}: every connection must be refused: {r}"
+        );
+        assert!(
+            r.max_refused_ms <= MAX_REFUSAL_MS,
+            "{case}, {path}: refusals took up to {} ms",
+            r.max_refused_ms
+        );
+    }
+}
+
+/// No pod answers the service address (a few attempts, on both paths).
+fn assert_dead(c: &SeedCluster, case: &str) {
+    for (path, r) in probe_both(c, service_addr(), 3, false) {
+        assert!(
+            r.answered().is_empty(),
+            "{case}, {path}: nothing may answer: {r}"
+        );
+    }
+}
+
+fn node_2_pods() -> BTreeSet<Ipv4Addr> {
+    backends_on(&["node-2"])
 }
 
 #[test]
-fn pods_answer_directly_by_pod_ip() {
+fn pods_answer_by_pod_ip_and_the_service_ip_is_dead_without_nftopo() {
     let c = cluster();
     for ip in backends() {
-        let target = std::net::SocketAddrV4::new(ip, TARGET_PORT);
-        let r = c.probe_from_pod(CLIENT, target, 20, false).unwrap();
-        assert_eq!(r.answered(), [ip].into(), "{r}");
-        let r = c.probe_from_pod(CLIENT, target, 5, true).unwrap();
-        assert_eq!(r.answered(), [ip].into(), "{r}");
+        let target = SocketAddrV4::new(ip, TARGET_PORT);
+        for (path, r) in probe_both(&c, target, 20, false) {
+            assert_eq!(
+                r.answered(),
+                BTreeSet::from([ip]),
+                "TCP to {target} {path}: {r}"
+            );
+            assert_eq!(r.answered_count(), 20, "TCP to {target} {path}: {r}");
+        }
+        for (path, r) in probe_both(&c, target, 5, true) {
+            assert_eq!(
+                r.answered(),
+                BTreeSet::from([ip]),
+                "UDP to {target} {path}: {r}"
+            );
+        }
     }
+    assert_dead(&c, "before any nftopo apply");
+    let route = ok(ip_route(c.node(THIS_NODE)), "ip route");
+    assert!(
+        route.contains("10.42.54.128/26 via 172.31.11.157 dev eth0 proto bird"),
+        "{route}"
+    );
+}
+
+#[test]
+fn without_topology_keys_all_five_pods_answer() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-plain.yaml", "slices-v1.yaml"]);
+    assert_serves(&c, &backends(), "no topologyKeys, v1 slices");
+}
+
+#[test]
+fn hostname_key_with_v1beta1_slices_keeps_traffic_on_node_2() {
+    let c = cluster();
+    apply(
+        &c,
+        &["nodes.yaml", "svc-hostname.yaml", "slices-v1beta1.yaml"],
+    );
+    assert_serves(
+        &c,
+        &node_2_pods(),
+        "topologyKeys [hostname], v1beta1 slices",
+    );
+
+    let ruleset = ok(nft_list(c.node(THIS_NODE)), "nft list ruleset");
+    for needle in [
+        "table ip nftopo",
+        "nat-prerouting",
+        "nat-output",
+        "10.43.118.32",
+    ] {
+        assert!(
+            ruleset.contains(needle),
+            "`nft list ruleset` lacks {needle:?}:\n{ruleset}"
+        );
+    }
+    let route = ok(ip_route(c.node(THIS_NODE)), "ip route");
+    assert!(
+        route.contains("10.42.54.128/26 via 172.31.11.157"),
+        "apply must leave routes alone:\n{route}"
+    );
+}
+
+#[test]
+fn hostname_key_with_v1_slices_keeps_traffic_on_node_2() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-hostname.yaml", "slices-v1.yaml"]);
+    assert_serves(&c, &node_2_pods(), "topologyKeys [hostname], v1 slices");
+}
+
+#[test]
+fn hostname_key_from_the_annotation_keeps_traffic_on_node_2() {
+    let c = cluster();
+    apply(
+        &c,
+        &["nodes.yaml", "svc-annotation.yaml", "slices-v1beta1.yaml"],
+    );
+    assert_serves(
+        &c,
+        &node_2_pods(),
+        "nftopo.io/topology-keys: kubernetes.io/hostname",
+    );
+}
+
+#[test]
+fn hostname_key_without_pods_on_node_2_refuses_at_once() {
+    let c = cluster();
+    apply(
+        &c,
+        &[
+            "nodes.yaml",
+            "svc-hostname.yaml",
+            "slices-without-node-2.yaml",
+        ],
+    );
+    assert_refused(&c, "topologyKeys [hostname], no endpoint on node-2");
+}
+
+#[test]
+fn zone_is_the_fallback_when_node_2_has_no_pods() {
+    let c = cluster();
+    apply(
+        &c,
+        &[
+            "nodes.yaml",
+            "svc-zone-fallback.yaml",
+            "slices-without-node-2.yaml",
+        ],
+    );
+    assert_serves(
+        &c,
+        &backends_on(&["node-3"]),
+        "topologyKeys [hostname, zone], no endpoint on node-2",
+    );
+}
+
+#[test]
+fn wildcard_matches_every_endpoint_after_the_hostname_key() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-wildcard.yaml", "slices-v1.yaml"]);
+    assert_serves(
+        &c,
+        &node_2_pods(),
+        "topologyKeys [hostname, *], pods on node-2",
+    );
+    apply(
+        &c,
+        &[
+            "nodes.yaml",
+            "svc-wildcard.yaml",
+            "slices-without-node-2.yaml",
+        ],
+    );
+    assert_serves(
+        &c,
+        &backends_on(&["node-3", "node-4"]),
+        "topologyKeys [hostname, *], no pod on node-2",
+    );
+}
+
+#[test]
+fn a_key_node_2_lacks_refuses_at_once() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-no-match.yaml", "slices-v1.yaml"]);
+    assert_refused(
+        &c,
+        "topologyKeys [example.com/rack], node-2 has no rack label",
+    );
+}
+
+#[test]
+fn internal_traffic_policy_local_uses_only_node_2_pods() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-local.yaml", "slices-v1.yaml"]);
+    assert_serves(&c, &node_2_pods(), "internalTrafficPolicy: Local");
+    apply(
+        &c,
+        &["nodes.yaml", "svc-local.yaml", "slices-without-node-2.yaml"],
+    );
+    assert_refused(&c, "internalTrafficPolicy: Local, no endpoint on node-2");
+}
+
+#[test]
+fn udp_follows_topology_keys() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "udp.yaml"]);
+    let udp = SocketAddrV4::new(SERVICE_IP, SERVICE_UDP_PORT);
+    for (path, r) in probe_both(&c, udp, 100, true) {
+        assert_eq!(r.answered(), node_2_pods(), "UDP 53, {path}: {r}");
+        assert_eq!(r.answered_count(), 100, "UDP 53, {path}: {r}");
+    }
+    assert_serves(&c, &node_2_pods(), "TCP 80 next to UDP 53");
+}
+
+#[test]
+fn named_target_port_resolves_through_the_slice_port_name() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "named-port.json"]);
+    assert_serves(
+        &c,
+        &backends(),
+        "targetPort: web, slice port http=5000 (JSON List)",
+    );
+}
+
+#[test]
+fn reapply_switches_behaviour() {
+    let c = cluster();
+    apply(&c, &["nodes.yaml", "svc-plain.yaml", "slices-v1beta1.yaml"]);
+    assert_serves(&c, &backends(), "first apply: no topologyKeys");
+    apply(
+        &c,
+        &["nodes.yaml", "svc-hostname.yaml", "slices-v1beta1.yaml"],
+    );
+    assert_serves(&c, &node_2_pods(), "second apply: topologyKeys [hostname]");
+    apply(
+        &c,
+        &[
+            "nodes.yaml",
+            "svc-hostname.yaml",
+            "slices-without-node-2.yaml",
+        ],
+    );
+    assert_refused(&c, "third apply: node-2's pods gone");
+    apply(
+        &c,
+        &["nodes.yaml", "svc-plain.yaml", "slices-without-node-2.yaml"],
+    );
+    assert_serves(
+        &c,
+        &backends_on(&["node-3", "node-4"]),
+        "fourth apply: no topologyKeys again",
+    );
+}
+
+#[test]
+fn cleanup_removes_the_nftopo_table() {
+    let c = cluster();
+    let node = c.node(THIS_NODE);
+    apply(&c, &["nodes.yaml", "svc-plain.yaml", "slices-v1.yaml"]);
+    let tables = ok(nft_tables(node), "nft list tables");
+    assert!(tables.contains("table ip nftopo"), "after apply: {tables}");
+
+    ok(c.cleanup(), "nftopo cleanup");
+    let tables = ok(nft_tables(node), "nft list tables");
+    assert!(
+        !tables.contains("table ip nftopo"),
+        "after cleanup: {tables}"
+    );
+    assert_dead(&c, "after cleanup");
 }

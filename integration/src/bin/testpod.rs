@@ -71,7 +71,8 @@ fn serve(args: &[String]) -> Result<(), String> {
     let udp = UdpSocket::bind((ip, port))
         .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
         .map_err(|e| format!("udp bind :{port}: {e}"))?;
-    let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|e| format!("tcp bind :{port}: {e}"))?;
+    let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        .map_err(|e| format!("tcp bind :{port}: {e}"))?;
     std::thread::spawn(move || {
         let reply = format!("{ip}\n");
         let mut buf = [0u8; 1500];
@@ -154,7 +155,11 @@ fn probe(args: &[String]) -> Result<(), String> {
             *counts.entry("skipped".into()).or_default() += count - made;
             break;
         }
-        let outcome = if udp { udp_once(target, timeout) } else { tcp_once(target, timeout) };
+        let outcome = if udp {
+            udp_once(target, timeout)
+        } else {
+            tcp_once(target, timeout)
+        };
         let key = match outcome {
             Outcome::Answer(text) if text.is_empty() => "empty".to_owned(),
             Outcome::Answer(text) => text.replace(char::is_whitespace, "_"),
@@ -172,5 +177,7 @@ fn probe(args: &[String]) -> Result<(), String> {
         out.push_str(&format!("{outcome} {n}\n"));
     }
     out.push_str(&format!("max_refused_ms {}\n", max_refused.as_millis()));
-    std::io::stdout().write_all(out.as_bytes()).map_err(|e| e.to_string())
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(|e| e.to_string())
 }
