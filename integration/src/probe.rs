@@ -73,19 +73,23 @@ impl ProbeResult {
 }
 
 impl fmt::Display for ProbeResult {
-    /// `10.42.54.130 41, 10.42.54.131 39, refused 0` style, one line.
+    /// `10.42.54.130 41, 10.42.187.66 39, refused 3` style, one line:
+    /// pod IPs in address order first, then the other outcomes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (k, v) in &self.counts {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{k} {v}")?;
-        }
-        if first {
+        let ips = self.answered().into_iter().map(|ip| ip.to_string());
+        let others = self
+            .counts
+            .keys()
+            .filter(|k| k.parse::<Ipv4Addr>().is_err())
+            .cloned();
+        let parts: Vec<String> = ips
+            .chain(others)
+            .map(|k| format!("{k} {}", self.count(&k)))
+            .collect();
+        if parts.is_empty() {
             f.write_str("(no outcomes)")?;
         }
+        f.write_str(&parts.join(", "))?;
         if self.count(REFUSED) > 0 {
             write!(f, " (max {} ms to refusal)", self.max_refused_ms)?;
         }
@@ -112,7 +116,7 @@ mod tests {
                 .map(|s| s.parse().unwrap())
                 .collect()
         );
-        assert_eq!(r.to_string(), "10.42.187.66 163, 10.42.54.130 37");
+        assert_eq!(r.to_string(), "10.42.54.130 37, 10.42.187.66 163");
     }
 
     #[test]
