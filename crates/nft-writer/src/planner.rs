@@ -21,7 +21,7 @@
 
 use std::collections::BTreeSet;
 
-use topology_filter::{EndpointTarget, ProxyPlan, ServicePortPlan};
+use topology_filter::{EndpointTarget, Problem, ProxyPlan, ServicePortPlan};
 
 use crate::model::*;
 use crate::names;
@@ -55,19 +55,48 @@ impl PlannerConfig {
 /// Builds the ruleset for `plan`: `table ip nftopo` with everything
 /// ClusterIP services need. IPv6 service ports are left out for now (no
 /// `ip6` table yet).
-pub fn plan_ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> Ruleset {
-    Ruleset {
-        tables: vec![plan_table(plan, cfg, Family::Ip)],
-    }
+///
+/// Returns, next to the ruleset, the service ports that were left out
+/// because an earlier service (in plan order) already owns the same
+/// address, protocol and port: the first one wins, deterministically,
+/// and the others are reported instead of mixing their endpoints.
+pub fn plan_ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> (Ruleset, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let table = plan_table(plan, cfg, Family::Ip, &mut problems);
+    (
+        Ruleset {
+            tables: vec![table],
+        },
+        problems,
+    )
 }
 
-fn plan_table(plan: &ProxyPlan, cfg: &PlannerConfig, family: Family) -> Table {
+fn plan_table(
+    plan: &ProxyPlan,
+    cfg: &PlannerConfig,
+    family: Family,
+    problems: &mut Vec<Problem>,
+) -> Table {
     let mut table = Table::new(family, names::TABLE);
     add_fixed_chains(&mut table, cfg);
 
     let mut spreads = BTreeSet::new();
+    let mut owners = std::collections::BTreeMap::new();
     for sp in &plan.services {
         for ip in sp.cluster_ips.iter().filter(|ip| family.contains(ip)) {
+            let owner = owners
+                .entry((*ip, sp.protocol, sp.port))
+                .or_insert_with(|| (sp.service.clone(), sp.port_name.clone()));
+            if (&owner.0, &owner.1) != (&sp.service, &sp.port_name) {
+                problems.push(Problem {
+                    object: sp.service.clone(),
+                    message: format!(
+                        "{ip} {}/{} is already served by {} port {:?}; port {:?} is left out",
+                        sp.protocol, sp.port, owner.0, owner.1, sp.port_name
+                    ),
+                });
+                continue;
+            }
             let endpoints: Vec<&EndpointTarget> = sp
                 .endpoints
                 .iter()
@@ -112,7 +141,11 @@ fn add_service_port(
     }
     let chain = names::service_chain(&sp.service, &sp.port_name, sp.protocol, sp.port);
     let mut rules = Vec::new();
-    if let Some(cidr) = cfg.cluster_cidr.filter(|c| c.family() == table.family) {
+    // A /0 cluster CIDR contains every source: nothing to masquerade.
+    if let Some(cidr) = cfg
+        .cluster_cidr
+        .filter(|c| c.family() == table.family && c.prefix > 0)
+    {
         rules.push(Rule(vec![
             Stmt::SaddrNotIn(cidr),
             Stmt::MarkSetBits(cfg.mark()),

@@ -349,3 +349,32 @@ fn traffic_to_other_addresses_is_not_touched() {
         .collect()
     );
 }
+
+#[test]
+fn a_second_service_claiming_the_same_ip_and_port_is_reported_and_left_out() {
+    let twin = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: zz-twin, namespace: default}
+spec: {clusterIP: 10.43.0.10, ports: [{port: 80, targetPort: 5000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: zz-twin-1, namespace: default, labels: {kubernetes.io/service-name: zz-twin}}
+addressType: IPv4
+ports: [{port: 5000}]
+endpoints:
+- {addresses: ["10.42.9.9"], nodeName: node-3}
+"#;
+    let (svc, sl) = (service("", ""), slice(&FIVE));
+    let st = state(&[NODES, &svc, &sl, twin]);
+    let (rs, problems) = ruleset_and_problems(&st, "node-2");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].object.to_string(), "default/zz-twin");
+    let text = rs.to_string();
+    assert!(
+        !text.contains("10.42.9.9"),
+        "the twin's endpoint must not mix in:\n{text}"
+    );
+    assert_eq!(text.matches(" : 10.42.").count(), 5);
+}

@@ -109,11 +109,15 @@ fn plan(m: &Manifests) -> Result<Ruleset> {
     for p in &plan.problems {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }
-    Ok(plan_ruleset(
+    let (ruleset, problems) = plan_ruleset(
         &plan,
         &PlannerConfig {
             cluster_cidr,
             masquerade_bit: m.masquerade_bit,
         },
-    ))
+    );
+    for p in &problems {
+        eprintln!("nftopo: {}: {}", p.object, p.message);
+    }
+    Ok(ruleset)
 }

@@ -77,11 +77,21 @@ pub fn state(docs: &[&str]) -> ClusterState {
 /// 10.42.0.0/16.
 pub fn ruleset(st: &ClusterState, node: &str) -> Ruleset {
     let plan = topology_filter::plan(st, node);
-    plan_ruleset(
+    let (ruleset, problems) = plan_ruleset(
         &plan,
         &PlannerConfig {
             cluster_cidr: Cidr::parse("10.42.0.0/16"),
             masquerade_bit: 14,
         },
-    )
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    ruleset
+}
+
+/// The ruleset and the planner's problems, without asserting.
+pub fn ruleset_and_problems(
+    st: &ClusterState,
+    node: &str,
+) -> (Ruleset, Vec<topology_filter::Problem>) {
+    plan_ruleset(&topology_filter::plan(st, node), &PlannerConfig::default())
 }
