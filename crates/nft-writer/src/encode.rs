@@ -531,7 +531,7 @@ mod tests {
             out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
             out.extend_from_slice(&kind.to_ne_bytes());
             out.extend_from_slice(value);
-            while out.len() % 4 != 0 {
+            while !out.len().is_multiple_of(4) {
                 out.push(0);
             }
         }
