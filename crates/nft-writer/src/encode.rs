@@ -426,6 +426,11 @@ pub fn reject() -> Expressions {
     raw("reject", vec![(1, be32(0)), (2, vec![3])])
 }
 
+/// `reject with tcp reset` (NFTA_REJECT_TYPE 1 = NFT_REJECT_TCP_RST 1).
+pub fn reject_tcp_reset() -> Expressions {
+    raw("reject", vec![(1, be32(1))])
+}
+
 fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
     match stmt {
         Stmt::DestVmap { map } => {
@@ -491,7 +496,12 @@ fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
             ]));
             e.push(nat_dnat(family, 1, 8 + addr_len(family) / 4));
         }
+        Stmt::L4ProtoIs(p) => {
+            e.push(meta_load(MetaKey::L4Proto, Register::Reg1));
+            e.push(cmp(Operator::Equal, vec![p.number()]));
+        }
         Stmt::Reject => e.push(reject()),
+        Stmt::RejectTcpReset => e.push(reject_tcp_reset()),
         Stmt::Verdict(v) => e.push(Expressions::Immediate(vec![
             Immediate::DestinationRegister(Register::Verdict),
             Immediate::Data(DataAttribute::Verdict(verdict_attrs(v))),
@@ -588,6 +598,14 @@ mod tests {
         assert_eq!(got, expected("reject", &[(1, &[0, 0, 0, 0]), (2, &[3])]));
         // NFTA_REJECT_ICMP_CODE is a u8: a 5-byte attribute padded to 8.
         assert!(got.windows(5).any(|w| w == [5, 0, 2, 0, 3]));
+    }
+
+    #[test]
+    fn reject_with_tcp_reset_has_no_icmp_code() {
+        assert_eq!(
+            emit(reject_tcp_reset()),
+            expected("reject", &[(1, &[0, 0, 0, 1])])
+        );
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};
 pub use planner::{plan_ruleset, PlannerConfig};
 pub use render::{element_text, rule_text};
-pub use trace::{trace, Outcome, Packet, Path};
+pub use trace::{trace, Outcome, Packet, Path, Refusal};
 pub use transaction::{Op, TableRef, Transaction};

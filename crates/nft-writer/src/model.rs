@@ -280,8 +280,14 @@ pub enum Stmt {
         /// The endpoints map (key: daddr . l4proto . dport . index).
         map: String,
     },
+    /// `meta l4proto PROTO` (a match).
+    L4ProtoIs(Protocol),
     /// `reject` (ICMP port unreachable).
     Reject,
+    /// `reject with tcp reset`: only after `meta l4proto tcp`. Unlike
+    /// ICMP errors, resets are not rate-limited by the kernel
+    /// (net.ipv4.icmp_ratelimit), so every TCP client is refused at once.
+    RejectTcpReset,
     /// A verdict: `accept`, `drop`, `return`, `jump C`, `goto C`.
     Verdict(Verdict),
 }

@@ -17,7 +17,7 @@ pub const FILTER_FORWARD: &str = "filter-forward";
 pub const FILTER_OUTPUT: &str = "filter-output";
 /// Regular chain: dispatches on destination IP, protocol and port.
 pub const SERVICES: &str = "services";
-/// Regular chain: `reject` (ICMP port unreachable).
+/// Regular chain: refuses (TCP reset for TCP, ICMP port unreachable else).
 pub const REJECT_CHAIN: &str = "reject-chain";
 /// Map: service IP . protocol . port to the service port's chain.
 pub const SERVICE_IPS: &str = "service-ips";

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeSet;
 
+use api_watch::Protocol;
 use topology_filter::{EndpointTarget, Problem, ProxyPlan, ServicePortPlan};
 
 use crate::model::*;
@@ -247,7 +248,13 @@ fn add_fixed_chains(table: &mut Table, cfg: &PlannerConfig) {
                 map: names::SERVICE_IPS.into(),
             }])],
         ),
-        Chain::regular(names::REJECT_CHAIN, vec![Rule(vec![Stmt::Reject])]),
+        Chain::regular(
+            names::REJECT_CHAIN,
+            vec![
+                Rule(vec![Stmt::L4ProtoIs(Protocol::Tcp), Stmt::RejectTcpReset]),
+                Rule(vec![Stmt::Reject]),
+            ],
+        ),
     ];
     for c in chains {
         table.chains.insert(c.name.clone(), c);

@@ -24,7 +24,9 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
             out,
             "dnat {f} to {f} daddr . meta l4proto . th dport . numgen random mod {modulus} map @{map}"
         ),
+        Stmt::L4ProtoIs(p) => write!(out, "meta l4proto {}", p.nft_name()),
         Stmt::Reject => write!(out, "reject"),
+        Stmt::RejectTcpReset => write!(out, "reject with tcp reset"),
         Stmt::Verdict(v) => write!(out, "{v}"),
     };
 }

@@ -35,6 +35,15 @@ pub struct Packet {
     pub path: Path,
 }
 
+/// How a refused packet is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// ICMP port unreachable.
+    Icmp,
+    /// TCP reset.
+    TcpReset,
+}
+
 /// How the packet leaves the ruleset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
@@ -45,8 +54,8 @@ pub enum Outcome {
         /// Whether postrouting masquerades it.
         masquerade: bool,
     },
-    /// Answered with ICMP port unreachable.
-    Rejected,
+    /// Refused: with ICMP port unreachable, or a TCP reset.
+    Rejected(Refusal),
     /// Dropped.
     Dropped,
 }
@@ -67,7 +76,7 @@ enum Flow {
     /// Accept, or a nat statement: this hook is done.
     Accept,
     Drop,
-    Reject,
+    Reject(Refusal),
 }
 
 /// Every outcome the packet can have (several when `numgen` spreads it).
@@ -107,8 +116,8 @@ pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
                     Flow::Drop => {
                         out.insert(Outcome::Dropped);
                     }
-                    Flow::Reject => {
-                        out.insert(Outcome::Rejected);
+                    Flow::Reject(how) => {
+                        out.insert(Outcome::Rejected(how));
                     }
                 }
             }
@@ -191,7 +200,15 @@ fn run_rule(
                 s.masquerade = true;
                 return vec![(s, RuleFlow::Stop(Flow::Accept))];
             }
-            Stmt::Reject => return vec![(s, RuleFlow::Stop(Flow::Reject))],
+            Stmt::L4ProtoIs(p) => {
+                if *p != proto {
+                    return vec![(s, RuleFlow::Next)];
+                }
+            }
+            Stmt::Reject => return vec![(s, RuleFlow::Stop(Flow::Reject(Refusal::Icmp)))],
+            Stmt::RejectTcpReset => {
+                return vec![(s, RuleFlow::Stop(Flow::Reject(Refusal::TcpReset)))]
+            }
             Stmt::DnatSpread { modulus, map } => {
                 let m = &table.maps[map];
                 return (0..*modulus)

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use api_watch::Protocol;
 use common::*;
-use nft_writer::{trace, FakeKernel, Family, Kernel, Outcome, Packet, Path, Transaction};
+use nft_writer::{trace, FakeKernel, Family, Kernel, Outcome, Packet, Path, Refusal, Transaction};
 
 const CLIENT_POD: &str = "10.42.187.70";
 const NODE_IP: &str = "172.31.11.85";
@@ -54,7 +54,7 @@ fn dnat_to(ips: &[&str], port: u16, masquerade: bool) -> BTreeSet<Outcome> {
 }
 
 fn rejected() -> BTreeSet<Outcome> {
-    [Outcome::Rejected].into_iter().collect()
+    [Outcome::Rejected(Refusal::TcpReset)].into_iter().collect()
 }
 
 const ALL: [&str; 5] = [
@@ -114,6 +114,7 @@ table ip nftopo {
 \t\tjump services
 \t}
 \tchain reject-chain {
+\t\tmeta l4proto tcp reject with tcp reset
 \t\treject
 \t}
 \tchain services {
@@ -377,4 +378,27 @@ endpoints:
         "the twin's endpoint must not mix in:\n{text}"
     );
     assert_eq!(text.matches(" : 10.42.").count(), 5);
+}
+
+#[test]
+fn without_endpoints_tcp_is_reset_and_udp_gets_port_unreachable() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.43.0.10, ports: [{name: a, port: 80}, {name: b, port: 53, protocol: UDP}]}\n";
+    let docs = [NODES, svc];
+    for path in [Path::Forwarded, Path::Local] {
+        let src = if path == Path::Local {
+            NODE_IP
+        } else {
+            CLIENT_POD
+        };
+        assert_eq!(
+            outcomes(&docs, "node-2", src, path, Protocol::Tcp, 80),
+            rejected(),
+            "tcp {path:?}"
+        );
+        assert_eq!(
+            outcomes(&docs, "node-2", src, path, Protocol::Udp, 53),
+            [Outcome::Rejected(Refusal::Icmp)].into_iter().collect(),
+            "udp {path:?}"
+        );
+    }
 }
