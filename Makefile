@@ -5,7 +5,7 @@ CARGO ?= cargo
 BENCH_ARGS ?=
 
 # command:Debian package, installed by `make deps` when the command is missing.
-TOOLS := nft:nftables ip:iproute2 iptables:iptables sysctl:procps /usr/bin/time:time
+TOOLS := nft:nftables ip:iproute2 iptables:iptables sysctl:procps nsenter:util-linux /usr/bin/time:time
 
 .PHONY: all build deps test demo bench clean
 

@@ -39,7 +39,6 @@ pub const NODE_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.conf.default.rp_filter", "0"),
 ];
 
-
 /// The node nftopo programs in the seed scenario.
 pub const THIS_NODE: &str = "node-2";
 /// The cluster (pod) CIDR passed as `--cluster-cidr`.
