@@ -404,6 +404,11 @@ fn main() {
         let _ = writeln!(report, "{}", row(label, &s, &ours));
     }
     std::fs::remove_dir_all(&dir).ok();
+    // Hand-written reading of the figures, kept next to the code.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-notes.md");
+    if let Ok(text) = std::fs::read_to_string(&notes) {
+        let _ = write!(report, "\n{text}");
+    }
     std::fs::write(&out_path, &report).unwrap();
     print!("{report}");
 }
