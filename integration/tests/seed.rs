@@ -344,3 +344,37 @@ fn cleanup_removes_the_nftopo_table() {
     );
     assert_dead(&c, "after cleanup");
 }
+
+/// "No window without rules": while one thread makes connections without
+/// pause, the other re-applies alternating rulesets. Every connection
+/// must be answered, by a pod one of the two rulesets allows: a moment
+/// with no rules (or a half-applied table) would show up as a connection
+/// to the dead cluster IP timing out or being refused.
+#[test]
+fn re_applying_under_traffic_never_drops_a_connection() {
+    let c = cluster();
+    let plain = ["nodes.yaml", "svc-plain.yaml", "slices-v1beta1.yaml"];
+    let hostname = ["nodes.yaml", "svc-hostname.yaml", "slices-v1beta1.yaml"];
+    apply(&c, &plain);
+    let conns = 1500;
+    let (result, applies) = std::thread::scope(|s| {
+        let prober = s.spawn(|| c.probe_from_pod(CLIENT, service_addr(), conns, false));
+        let mut applies = 0;
+        while !prober.is_finished() {
+            apply(&c, if applies % 2 == 0 { &hostname } else { &plain });
+            applies += 1;
+        }
+        (prober.join().expect("prober thread"), applies)
+    });
+    let r = ok(result, "probe during re-applies");
+    assert!(
+        applies >= 5,
+        "the probe must overlap several applies, saw {applies}"
+    );
+    assert_eq!(
+        r.answered_count(),
+        conns,
+        "every connection must be answered while rules are replaced: {r}"
+    );
+    assert!(r.answered().is_subset(&backends()), "{r}");
+}
