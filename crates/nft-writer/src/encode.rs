@@ -8,8 +8,6 @@
 //! dport in reg 10, the random index in reg 11), so `nft list` shows our
 //! rules exactly as it shows its own.
 
-use std::net::IpAddr;
-
 use netlink_packet_core::DefaultNla;
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, Immediate,
@@ -514,11 +512,6 @@ fn meta_set_mark() -> Expressions {
         Meta::Key(MetaKey::Mark),
         Meta::SourceRegister(Register::Reg1),
     ])
-}
-
-/// Whether `ip` can be a key part of a table of `family`.
-pub fn fits(family: Family, ip: &IpAddr) -> bool {
-    family.contains(ip)
 }
 
 #[cfg(test)]

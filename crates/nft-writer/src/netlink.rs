@@ -36,6 +36,15 @@ impl NetlinkKernel {
         // Answers are errors and one ack: a few MiB are plenty, and forcing
         // the size avoids ENOBUFS when a large batch fails everywhere.
         let _ = setsockopt(&socket, sockopt::RcvBufForce, &(8 << 20));
+        // The kernel answers while our send() runs, so the answers are
+        // queued by the time we read; the timeout only guards against an
+        // answer that never comes (a kernel bug) hanging the agent.
+        setsockopt(
+            &socket,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(30, 0),
+        )
+        .map_err(|e| Error::Io(e.into()))?;
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
