@@ -378,3 +378,51 @@ fn re_applying_under_traffic_never_drops_a_connection() {
     );
     assert!(r.answered().is_subset(&backends()), "{r}");
 }
+
+/// A client outside the cluster CIDR (the underlay's gateway, routing the
+/// service range to node-2) reaches every pod only because node-2
+/// masquerades it: without that, pods on node-3 and node-4 would answer
+/// 172.31.11.1 directly, from their own address, and the client would
+/// reset those replies. The same manifests with a cluster CIDR that
+/// contains the client (so no masquerade) prove it: then only node-2's
+/// own pods can answer.
+#[test]
+fn traffic_from_outside_the_cluster_cidr_is_masqueraded() {
+    let c = cluster();
+    let files = ["nodes.yaml", "svc-plain.yaml", "slices-v1beta1.yaml"];
+    ok(
+        c.fabric()
+            .ip(&["route", "add", "10.43.0.0/16", "via", "172.31.11.85"]),
+        "route the service range to node-2",
+    );
+    apply(&c, &files);
+    let r = ok(
+        probe(c.fabric(), c.testpod(), service_addr(), CONNS, false),
+        "probe from outside",
+    );
+    assert_eq!(r.answered(), backends(), "masqueraded: {r}");
+    assert_eq!(r.answered_count(), CONNS, "masqueraded: {r}");
+
+    let manifests: Vec<_> = files.iter().map(|f| seed_manifest(f)).collect();
+    ok(
+        nftopo_integration::apply(
+            c.node(THIS_NODE),
+            THIS_NODE,
+            &manifests,
+            &["--cluster-cidr", "172.16.0.0/12"],
+        ),
+        "apply with a cluster CIDR containing everyone",
+    );
+    let r = ok(
+        probe(c.fabric(), c.testpod(), service_addr(), 40, false),
+        "probe from outside",
+    );
+    assert!(
+        r.answered().is_subset(&node_2_pods()),
+        "without masquerade only node-2's pods can answer: {r}"
+    );
+    assert!(
+        r.count(TIMEOUT) > 0,
+        "remote pods' replies must be lost: {r}"
+    );
+}
