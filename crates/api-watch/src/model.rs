@@ -12,8 +12,9 @@ pub const TOPOLOGY_KEYS_ANNOTATION: &str = "nftopo.io/topology-keys";
 /// Label on an EndpointSlice naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// `namespace/name` of a namespaced object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// `namespace/name` of a namespaced object. Serialized as
+/// `{"namespace": …, "name": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 pub struct ObjectKey {
     /// Namespace of the object.
     pub namespace: String,
@@ -37,14 +38,18 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// Layer-4 protocol of a service or endpoint port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Layer-4 protocol of a service or endpoint port. Serialized in the
+/// Kubernetes spelling (`"TCP"`, `"UDP"`, `"SCTP"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Protocol {
     /// TCP (the Kubernetes default).
+    #[serde(rename = "TCP")]
     Tcp,
     /// UDP.
+    #[serde(rename = "UDP")]
     Udp,
     /// SCTP.
+    #[serde(rename = "SCTP")]
     Sctp,
 }
 
@@ -152,8 +157,27 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     /// `spec.trafficDistribution` as written.
     pub traffic_distribution: Option<String>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` (ingress entries with only a
+    /// hostname are left out).
+    pub load_balancer_ips: Vec<IpAddr>,
     /// `metadata.annotations`.
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Service {
+    /// Whether traffic can reach the Service from outside the cluster: it
+    /// is of type NodePort or LoadBalancer, or has external IPs or
+    /// load-balancer ingress IPs (kube-proxy's `ExternallyAccessible`).
+    /// `externalTrafficPolicy` only matters when this holds.
+    pub fn is_externally_accessible(&self) -> bool {
+        matches!(
+            self.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
 }
 
 /// `addressType` of an EndpointSlice.
@@ -290,5 +314,26 @@ impl ClusterState {
         self.endpoint_slices
             .values()
             .filter(move |s| s.key.namespace == service.namespace && s.service_name == service.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_protocols_serialize_as_kubernetes_writes_them() {
+        let cases = [
+            (serde_json::to_string(&Protocol::Tcp), "\"TCP\""),
+            (serde_json::to_string(&Protocol::Udp), "\"UDP\""),
+            (serde_json::to_string(&Protocol::Sctp), "\"SCTP\""),
+            (
+                serde_json::to_string(&ObjectKey::new("shop", "web")),
+                r#"{"namespace":"shop","name":"web"}"#,
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.unwrap(), want);
+        }
     }
 }

@@ -38,6 +38,8 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
             spec.external_traffic_policy.as_deref(),
         )?,
         traffic_distribution: spec.traffic_distribution,
+        external_ips: external_ips(spec.external_ips.as_deref())?,
+        load_balancer_ips: load_balancer_ips(service.status.as_ref())?,
         annotations: service.metadata.annotations.unwrap_or_default(),
     })
 }
@@ -74,6 +76,32 @@ fn cluster_ips(ips: Option<&[String]>, ip_: Option<&str>) -> Result<Vec<IpAddr>,
             _ => Ok(Vec::new()),
         },
     }
+}
+
+/// `spec.externalIPs`: every entry must be an IP address.
+fn external_ips(ips: Option<&[String]>) -> Result<Vec<IpAddr>, FieldError> {
+    ips.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ip(format!("spec.externalIPs[{i}]"), s))
+        .collect()
+}
+
+/// `status.loadBalancer.ingress[].ip`; entries with only a `hostname` (as
+/// some cloud load balancers publish) have no IP and are left out.
+fn load_balancer_ips(status: Option<&core::ServiceStatus>) -> Result<Vec<IpAddr>, FieldError> {
+    let ingress = status
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    ingress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let written = entry.ip.as_deref().filter(|s| !s.is_empty())?;
+            Some(ip(format!("status.loadBalancer.ingress[{i}].ip"), written))
+        })
+        .collect()
 }
 
 fn service_port(i: usize, p: &core::ServicePort) -> Result<ServicePort, FieldError> {

@@ -84,6 +84,46 @@ spec:
             },
         },
         Loads {
+            name: "external IPs and load-balancer ingress IPs are kept, hostname-only ingress entries are left out",
+            text: "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.43.0.10
+  externalIPs: [192.0.2.10, '2001:db8::10']
+  ports: [{port: 80}]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.51.100.7}, {hostname: lb.example.com}, {ip: '2001:db8::7', hostname: lb6.example.com}]
+",
+            check: |state| {
+                let s = &state.services[&key("shop", "web")];
+                assert_eq!(s.external_ips, vec![ip("192.0.2.10"), ip("2001:db8::10")]);
+                assert_eq!(s.load_balancer_ips, vec![ip("198.51.100.7"), ip("2001:db8::7")]);
+                assert!(s.is_externally_accessible());
+            },
+        },
+        Loads {
+            name: "a ClusterIP service with external IPs is externally accessible, one without is not",
+            text: "
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Service, metadata: {name: a}, spec: {clusterIP: 10.43.0.1, externalIPs: [192.0.2.1]}}
+- {apiVersion: v1, kind: Service, metadata: {name: b}, spec: {clusterIP: 10.43.0.2}, status: {loadBalancer: {}}}
+- {apiVersion: v1, kind: Service, metadata: {name: c}, spec: {clusterIP: 10.43.0.3, type: NodePort}}
+",
+            check: |state| {
+                let accessible = |name: &str| state.services[&key("default", name)].is_externally_accessible();
+                assert!(accessible("a"));
+                assert!(!accessible("b"));
+                assert!(accessible("c"));
+                assert!(state.services[&key("default", "b")].load_balancer_ips.is_empty());
+            },
+        },
+        Loads {
             name: "missing service fields take the Kubernetes defaults",
             text: "
 apiVersion: v1
@@ -353,6 +393,16 @@ fn each_bad_object_is_reported_with_file_document_object_and_field() {
             name: "a nodePort above 65535 names the nodePort",
             text: service_with("spec: {ports: [{port: 80, nodePort: 65536}]}"),
             want: (1, "Service default/web", "spec.ports[0].nodePort", "port 65536"),
+        },
+        Fails {
+            name: "an invalid external IP names its index in spec.externalIPs",
+            text: service_with("spec: {externalIPs: [192.0.2.1, lb.example.com]}"),
+            want: (1, "Service default/web", "spec.externalIPs[1]", "\"lb.example.com\" is not an IP address"),
+        },
+        Fails {
+            name: "an invalid load-balancer ingress IP names its index in status.loadBalancer.ingress",
+            text: format!("{SVC}status: {{loadBalancer: {{ingress: [{{hostname: a.example}}, {{ip: 300.1.1.1}}]}}}}\n"),
+            want: (1, "Service default/web", "status.loadBalancer.ingress[1].ip", "not an IP address"),
         },
         Fails {
             name: "an unknown internalTrafficPolicy names the field",
