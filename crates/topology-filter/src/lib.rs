@@ -1,26 +1,47 @@
 //! `topology-filter` decides, for every service port, which endpoints this
 //! node may send traffic to, and records why. It is pure: plain data in
 //! ([`api_watch::ClusterState`] and the node's name), plain data out
-//! ([`ProxyPlan`]); no I/O, no clock, no environment.
+//! ([`ProxyPlan`], serializable to JSON); no I/O, no clock, no environment.
 //!
 //! It does not build rules (that is `nft-writer`) and does not read the
 //! cluster (that is `api-watch`).
 //!
-//! For each service port the rules apply in this order: topology keys
-//! (`spec.topologyKeys` or the annotation `nftopo.io/topology-keys`; when a
-//! Service has them, its `internalTrafficPolicy: Local` is ignored, the
-//! keys take precedence), then `internalTrafficPolicy: Local`, then no
-//! rule. Invalid topology keys are reported as a [`Problem`] and ignored,
-//! never turned into an outage.
+//! Per service port it follows kube-proxy's `CategorizeEndpoints`: a
+//! cluster-wide set and a node-local set, ready endpoints first and
+//! serving-but-terminating ones when none is ready, and whether the port
+//! has any endpoint at all. The rules, in order of precedence:
+//!
+//! 1. **Topology keys** (`spec.topologyKeys` or the annotation
+//!    `nftopo.io/topology-keys`, the original ServiceTopology): when valid,
+//!    they choose the cluster set, and the Service's
+//!    `internalTrafficPolicy: Local` and its hints are ignored (said in
+//!    every reason). Invalid keys are reported as a [`Problem`] and
+//!    ignored, never turned into an outage.
+//! 2. **Traffic policies**: `internalTrafficPolicy: Local` makes the local
+//!    set the one cluster-IP traffic uses; `externalTrafficPolicy: Local`
+//!    (only on externally accessible Services) adds the local set for
+//!    external traffic and keeps the cluster set for short-circuit traffic.
+//!    The local set is never filtered by topology.
+//! 3. **Hints** (`spec.trafficDistribution`, or the annotations
+//!    `service.kubernetes.io/topology-mode` / `…/topology-aware-hints`):
+//!    narrow the cluster set to the endpoints hinted for this node or its
+//!    zone, when every ready endpoint has hints and one matches.
 //!
 //! Main items: [`plan`], [`ProxyPlan`], [`ServicePortPlan`],
-//! [`EndpointTarget`], [`Decision`], [`topology_keys`].
+//! [`EndpointTarget`], [`Decision`], [`Rule`], [`Problem`],
+//! [`topology_keys`].
 
+mod categorize;
+mod hints;
 mod keys;
+mod keys_filter;
 mod plan;
-mod rules;
 mod select;
 
+pub use hints::{
+    PREFER_CLOSE, PREFER_SAME_NODE, PREFER_SAME_ZONE, TOPOLOGY_AWARE_HINTS_ANNOTATION,
+    TOPOLOGY_MODE_ANNOTATION,
+};
 pub use keys::{topology_keys, TopologyKeysError, ANY_KEY, MAX_TOPOLOGY_KEYS};
 pub use plan::*;
 pub use select::plan;

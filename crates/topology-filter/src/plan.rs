@@ -1,12 +1,15 @@
-//! The output of the filter: a [`ProxyPlan`], plain data for `nft-writer`.
+//! The output of the filter: a [`ProxyPlan`], plain data for `nft-writer`
+//! and `nftopo explain` (every type here serializes to JSON).
 
+use std::fmt;
 use std::net::IpAddr;
 
 use api_watch::{ObjectKey, Protocol};
+use serde::{Serialize, Serializer};
 
 /// What the proxy should do on one node: every service port with the
 /// endpoints its traffic may go to, in a deterministic order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ProxyPlan {
     /// Name of the node the plan is for.
     pub node: String,
@@ -19,7 +22,7 @@ pub struct ProxyPlan {
 }
 
 /// One service port as the data plane sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServicePortPlan {
     /// The Service.
     pub service: ObjectKey,
@@ -31,16 +34,49 @@ pub struct ServicePortPlan {
     pub cluster_ips: Vec<IpAddr>,
     /// The service port.
     pub port: u16,
+    /// The node port, when allocated.
+    pub node_port: Option<u16>,
     /// Endpoints that traffic to the cluster IP from this node may use, in
     /// a deterministic order (sorted by address, then port). Empty means
-    /// the traffic is rejected.
+    /// the traffic is rejected. This is [`Self::local_endpoints`] when the
+    /// Service's internal traffic is node-local (`internalTrafficPolicy:
+    /// Local` without valid topology keys), else
+    /// [`Self::cluster_endpoints`].
     pub endpoints: Vec<EndpointTarget>,
-    /// Why each endpoint of the service was kept or dropped.
+    /// Whether the port ever uses cluster-wide endpoints (kube-proxy's
+    /// `UsesClusterEndpoints`): false only for `internalTrafficPolicy:
+    /// Local` without valid topology keys when external traffic is Local
+    /// too or the Service is not externally accessible.
+    pub uses_cluster_endpoints: bool,
+    /// Whether the port ever uses node-local endpoints (kube-proxy's
+    /// `UsesLocalEndpoints`): `internalTrafficPolicy: Local` (without
+    /// valid topology keys), or `externalTrafficPolicy: Local` on an
+    /// externally accessible Service.
+    pub uses_local_endpoints: bool,
+    /// The endpoints for cluster-wide traffic (after topology keys or
+    /// hints); empty when [`Self::uses_cluster_endpoints`] is false.
+    /// External traffic uses them when `externalTrafficPolicy` is Cluster;
+    /// with eTP Local they still serve traffic from this node's own pods
+    /// and host to the external addresses (the short circuit).
+    pub cluster_endpoints: Vec<EndpointTarget>,
+    /// The endpoints on this node (ready ones, else serving and terminating
+    /// ones); empty when [`Self::uses_local_endpoints`] is false.
+    pub local_endpoints: Vec<EndpointTarget>,
+    /// Whether the port has any usable endpoint anywhere in the cluster (a
+    /// ready one, or a serving and terminating one), whatever this node
+    /// may use: with it, an empty set means "drop", without it "reject".
+    pub has_any_endpoints: bool,
+    /// The rule that chose [`Self::endpoints`].
+    pub rule: Rule,
+    /// `spec.trafficDistribution` as written, for explanations.
+    pub traffic_distribution: Option<String>,
+    /// Why each endpoint of the service port is or is not in each set, one
+    /// per endpoint address, sorted by address then port.
     pub decisions: Vec<Decision>,
 }
 
 /// A destination that traffic can be DNATed to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct EndpointTarget {
     /// The endpoint's address.
     pub ip: IpAddr,
@@ -48,25 +84,142 @@ pub struct EndpointTarget {
     pub port: u16,
     /// The node the endpoint runs on, if known.
     pub node_name: Option<String>,
+    /// The endpoint is serving but terminating: it is used only because no
+    /// ready endpoint was available (kube-proxy's terminating-endpoint
+    /// fallback).
+    pub terminating: bool,
 }
 
-/// Why an endpoint was kept or dropped for one service port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why one endpoint address is or is not used, for each set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     /// The endpoint's address.
     pub ip: IpAddr,
-    /// Whether the endpoint is used.
-    pub kept: bool,
-    /// A sentence for `nftopo explain`, e.g. "kept: node node-2 has
-    /// kubernetes.io/hostname=node-2 like this node (topology key 1 of 2)".
+    /// The resolved target port.
+    pub port: u16,
+    /// The node the endpoint runs on, if known.
+    pub node_name: Option<String>,
+    /// The endpoint is in [`ServicePortPlan::cluster_endpoints`].
+    pub for_cluster: bool,
+    /// The endpoint is in [`ServicePortPlan::local_endpoints`].
+    pub for_local: bool,
+    /// A sentence for `nftopo explain`. When the port uses one set, it
+    /// starts with `kept:` or `dropped:`; when it uses both, it reads
+    /// `cluster: kept: …; local: dropped: …` (or once, when both agree).
     pub reason: String,
 }
 
-/// Something that was skipped or ignored while planning.
+impl Decision {
+    /// Whether any traffic from this node may go to the endpoint.
+    pub fn kept(&self) -> bool {
+        self.for_cluster || self.for_local
+    }
+}
+
+/// The rule that decided a service port's [`ServicePortPlan::endpoints`].
+/// `Display` gives a short label for explanations; it serializes as that
+/// label.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Topology keys (`spec.topologyKeys` or `nftopo.io/topology-keys`).
+    TopologyKeys {
+        /// The keys, in order.
+        keys: Vec<String>,
+        /// 1-based position of the key that matched; `None` when none did
+        /// (no endpoints: traffic is rejected).
+        matched: Option<usize>,
+    },
+    /// EndpointSlice hints for this node's zone or name.
+    Hints {
+        /// `PreferSameZone` (zone hints) or `PreferSameNode` (node hints),
+        /// the mode kube-proxy reports.
+        mode: String,
+        /// The zone or node name the hints matched.
+        value: String,
+    },
+    /// `internalTrafficPolicy: Local`.
+    InternalLocal,
+    /// No topology rule: every usable endpoint.
+    None,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::TopologyKeys { keys, matched } => {
+                write!(f, "topologyKeys [{}] ", keys.join(", "))?;
+                match matched {
+                    Some(i) => write!(f, "(key {i} matched)"),
+                    None => f.write_str("(no key matched)"),
+                }
+            }
+            Rule::Hints { mode, value } => {
+                let what = if mode == crate::hints::PREFER_SAME_NODE {
+                    "node"
+                } else {
+                    "zone"
+                };
+                write!(f, "hints: {mode} ({what} {value})")
+            }
+            Rule::InternalLocal => f.write_str("internalTrafficPolicy: Local"),
+            Rule::None => f.write_str("none"),
+        }
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Something that was skipped or ignored while planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// The object concerned (`namespace/name`).
     pub object: ObjectKey,
+    /// What kind of problem, for counting (a metric label).
+    pub kind: ProblemKind,
     /// What was wrong and what was done instead.
     pub message: String,
+}
+
+/// The kinds of [`Problem`]. None of them stops traffic: the setting is
+/// ignored and the Service keeps working without it; the fix is to correct
+/// the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ProblemKind {
+    /// The topology keys break a ServiceTopology rule; the Service is not
+    /// filtered by topology keys.
+    InvalidTopologyKeys,
+    /// `service.kubernetes.io/topology-mode` (or the older
+    /// `service.kubernetes.io/topology-aware-hints`) has a value other
+    /// than Auto, auto, Disabled, disabled or empty; hints are not used
+    /// because of it.
+    UnknownHintsAnnotation,
+    /// `spec.trafficDistribution` has a value nftopo does not know; hints
+    /// are not used because of it.
+    UnknownTrafficDistribution,
+    /// A second service port claims an address, protocol and port already
+    /// served (reported by `nft-writer`); it is left out.
+    DuplicateServicePort,
+}
+
+impl ProblemKind {
+    /// A stable snake_case name, e.g. `invalid_topology_keys`, for metric
+    /// labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::InvalidTopologyKeys => "invalid_topology_keys",
+            ProblemKind::UnknownHintsAnnotation => "unknown_hints_annotation",
+            ProblemKind::UnknownTrafficDistribution => "unknown_traffic_distribution",
+            ProblemKind::DuplicateServicePort => "duplicate_service_port",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

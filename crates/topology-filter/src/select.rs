@@ -1,6 +1,7 @@
 //! [`plan`]: for every service port, gather its endpoints from the
-//! Service's EndpointSlices, keep the candidates, then let the topology
-//! rules (in `rules.rs`) choose among them.
+//! Service's EndpointSlices, read the Service's topology settings once,
+//! and let `categorize` split the endpoints into the cluster and local
+//! sets.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -9,9 +10,10 @@ use api_watch::{
     AddressType, ClusterState, Endpoint, EndpointSlice, Service, ServicePort, ServiceType,
 };
 
+use crate::categorize::{categorize, Categorized, Settings};
+use crate::hints;
 use crate::keys::{keys_source, topology_keys};
-use crate::rules::{self, Rule};
-use crate::{Decision, EndpointTarget, Problem, ProxyPlan, ServicePortPlan};
+use crate::{Decision, EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePortPlan};
 
 /// One endpoint address of one service port, with the port resolved.
 #[derive(Debug, Clone, Copy)]
@@ -24,15 +26,43 @@ pub(crate) struct Candidate<'a> {
     pub endpoint: &'a Endpoint,
 }
 
-/// What a step decided for one candidate.
-#[derive(Debug, Clone)]
-pub(crate) struct Verdict<'a> {
-    /// The endpoint.
-    pub candidate: Candidate<'a>,
-    /// Whether traffic may go to it.
+/// One set's verdict on one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Part {
+    /// The endpoint is in the set.
     pub kept: bool,
-    /// A sentence for `nftopo explain`, starting with `kept:` or `dropped:`.
-    pub reason: String,
+    /// Why, without the `kept:`/`dropped:` prefix.
+    pub why: String,
+}
+
+impl Part {
+    pub(crate) fn kept(why: impl Into<String>) -> Self {
+        Part {
+            kept: true,
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn dropped(why: impl Into<String>) -> Self {
+        Part {
+            kept: false,
+            why: why.into(),
+        }
+    }
+
+    /// The part with `note` (e.g. "; …") appended when it is kept or
+    /// dropped by topology, not for readiness.
+    pub(crate) fn with_note(mut self, note: &str) -> Self {
+        self.why.push_str(note);
+        self
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.kept { "kept" } else { "dropped" };
+        write!(f, "{verdict}: {}", self.why)
+    }
 }
 
 /// Plans every Service port for `node`.
@@ -50,25 +80,43 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         if service.service_type == ServiceType::ExternalName || service.cluster_ips.is_empty() {
             continue;
         }
-        let rule = match topology_keys(service) {
-            Ok(keys) => Rule::for_service(service, keys),
+        let keys = match topology_keys(service) {
+            Ok(keys) => keys,
             Err(error) => {
                 plan.problems.push(Problem {
                     object: service.key.clone(),
+                    kind: ProblemKind::InvalidTopologyKeys,
                     message: format!(
                         "{} ignored: {error}; endpoints are not filtered by topology keys",
                         keys_source(service)
                     ),
                 });
-                Rule::for_service(service, None)
+                None
             }
+        };
+        let (request, problems) = hints::request(service);
+        plan.problems
+            .extend(problems.into_iter().map(|(kind, message)| Problem {
+                object: service.key.clone(),
+                kind,
+                message,
+            }));
+        let settings = Settings {
+            keys: keys.as_deref(),
+            hints: &request,
         };
         let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
         ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
+        let service_slices = slices.get(&service.key).map(Vec::as_slice).unwrap_or(&[]);
         for port in ports {
-            let service_slices = slices.get(&service.key).map(Vec::as_slice).unwrap_or(&[]);
-            plan.services
-                .push(port_plan(state, service_slices, node, service, port, &rule));
+            plan.services.push(port_plan(
+                state,
+                service_slices,
+                node,
+                service,
+                port,
+                &settings,
+            ));
         }
     }
     plan
@@ -80,41 +128,86 @@ fn port_plan(
     node: &str,
     service: &Service,
     port: &ServicePort,
-    rule: &Rule,
+    settings: &Settings<'_>,
 ) -> ServicePortPlan {
-    let (candidates, mut verdicts) = candidates(gather(slices, port));
-    verdicts.extend(rules::apply(rule, state, node, candidates));
-    verdicts.sort_by_key(|v| (v.candidate.ip, v.candidate.port));
-    let mut endpoints: Vec<EndpointTarget> = verdicts
+    let candidates = gather(slices, port);
+    let categorized = categorize(state, node, service, port, settings, &candidates);
+    assemble(service, port, &candidates, categorized)
+}
+
+fn assemble(
+    service: &Service,
+    port: &ServicePort,
+    candidates: &[Candidate<'_>],
+    c: Categorized,
+) -> ServicePortPlan {
+    let target = |cand: &Candidate<'_>| EndpointTarget {
+        ip: cand.ip,
+        port: cand.port,
+        node_name: cand.endpoint.node_name.clone(),
+        terminating: !cand.endpoint.conditions.ready,
+    };
+    let set = |parts: &[Part]| -> Vec<EndpointTarget> {
+        let mut targets: Vec<EndpointTarget> = candidates
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| p.kept)
+            .map(|(cand, _)| target(cand))
+            .collect();
+        targets.sort();
+        targets
+    };
+    let cluster_endpoints = set(&c.cluster);
+    let local_endpoints = set(&c.local);
+    let decisions = candidates
         .iter()
-        .filter(|v| v.kept)
-        .map(|v| EndpointTarget {
-            ip: v.candidate.ip,
-            port: v.candidate.port,
-            node_name: v.candidate.endpoint.node_name.clone(),
+        .enumerate()
+        .map(|(i, cand)| {
+            let cluster = c.cluster.get(i);
+            let local = c.local.get(i);
+            let reason = match (cluster, local) {
+                (Some(cl), Some(lo)) if cl == lo => cl.to_string(),
+                (Some(cl), Some(lo)) => format!("cluster: {cl}; local: {lo}"),
+                (Some(one), None) | (None, Some(one)) => one.to_string(),
+                (None, None) => "dropped: the port uses no endpoints".to_string(),
+            };
+            Decision {
+                ip: cand.ip,
+                port: cand.port,
+                node_name: cand.endpoint.node_name.clone(),
+                for_cluster: cluster.is_some_and(|p| p.kept),
+                for_local: local.is_some_and(|p| p.kept),
+                reason,
+            }
         })
         .collect();
-    endpoints.sort();
+    let endpoints = if c.internal_local {
+        local_endpoints.clone()
+    } else {
+        cluster_endpoints.clone()
+    };
     ServicePortPlan {
         service: service.key.clone(),
         port_name: port.name.clone(),
         protocol: port.protocol,
         cluster_ips: service.cluster_ips.clone(),
         port: port.port,
+        node_port: port.node_port,
         endpoints,
-        decisions: verdicts
-            .into_iter()
-            .map(|v| Decision {
-                ip: v.candidate.ip,
-                kept: v.kept,
-                reason: v.reason,
-            })
-            .collect(),
+        uses_cluster_endpoints: c.uses_cluster,
+        uses_local_endpoints: c.uses_local,
+        cluster_endpoints,
+        local_endpoints,
+        has_any_endpoints: c.has_any,
+        rule: c.rule,
+        traffic_distribution: service.traffic_distribution.clone(),
+        decisions,
     }
 }
 
 /// Every endpoint address of the service port, deduplicated by (address,
-/// port), in slice-name order (the first occurrence wins).
+/// port) (the first occurrence in slice-name order wins), sorted by
+/// address then port so that every later step is deterministic.
 ///
 /// The target port comes from the slice port with the service port's name
 /// and protocol; this is how named `targetPort`s resolve. A slice without
@@ -147,31 +240,8 @@ fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate
             }
         }
     }
+    all.sort_by_key(|c| (c.ip, c.port));
     all
-}
-
-/// Splits the endpoints into candidates (ready) and verdicts for the rest.
-///
-/// This is the place for kube-proxy's terminating-endpoint fallback (use
-/// serving, terminating endpoints when a traffic policy leaves no ready
-/// one): it is not implemented yet, so endpoints that are not ready are
-/// always dropped.
-fn candidates(all: Vec<Candidate<'_>>) -> (Vec<Candidate<'_>>, Vec<Verdict<'_>>) {
-    let (ready, not_ready): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|c| c.endpoint.conditions.ready);
-    let dropped = not_ready
-        .into_iter()
-        .map(|candidate| Verdict {
-            candidate,
-            kept: false,
-            reason: if candidate.endpoint.conditions.terminating {
-                "dropped: not ready (terminating)".to_string()
-            } else {
-                "dropped: not ready".to_string()
-            },
-        })
-        .collect();
-    (ready, dropped)
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn decisions(plan: &ProxyPlan) -> Vec<String> {
         p.decisions
             .iter()
             .map(|d| {
-                assert_eq!(d.kept, d.reason.starts_with("kept:"), "{d:?}");
+                assert_eq!(d.kept(), d.reason.starts_with("kept:"), "{d:?}");
                 format!("{} {}", d.ip, d.reason)
             })
             .collect()
