@@ -37,6 +37,8 @@ mod keys;
 mod keys_filter;
 mod plan;
 mod select;
+#[cfg(test)]
+mod test_support;
 
 pub use hints::{
     PREFER_CLOSE, PREFER_SAME_NODE, PREFER_SAME_ZONE, TOPOLOGY_AWARE_HINTS_ANNOTATION,
