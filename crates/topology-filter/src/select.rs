@@ -245,4 +245,6 @@ fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate
 }
 
 #[cfg(test)]
+mod precedence_tests;
+#[cfg(test)]
 mod tests;
