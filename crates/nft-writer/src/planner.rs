@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 
 use api_watch::Protocol;
-use topology_filter::{EndpointTarget, Problem, ProxyPlan, ServicePortPlan};
+use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePortPlan};
 
 use crate::model::*;
 use crate::names;
@@ -90,6 +90,7 @@ fn plan_table(
                 .or_insert_with(|| (sp.service.clone(), sp.port_name.clone()));
             if (&owner.0, &owner.1) != (&sp.service, &sp.port_name) {
                 problems.push(Problem {
+                    kind: ProblemKind::DuplicateServicePort,
                     object: sp.service.clone(),
                     message: format!(
                         "{ip} {}/{} is already served by {} port {:?}; port {:?} is left out",

@@ -135,4 +135,19 @@ mod tests {
         );
         assert_eq!(set_userdata(Family::Ip, MapKind::EndpointDnat), want);
     }
+
+    /// Bytes nft 1.0.6 sent for the same map in an `ip6` table.
+    #[test]
+    fn the_ip6_endpoint_map_describes_ip6_daddr() {
+        let want = hex(
+            "00 04 00 00 00 00 01 04 00 00 00 00 03 60 00 04 0d 00 00 00 01 58 00 14 00 04 07 00 \
+             00 00 01 0c 00 04 0d 00 00 00 01 04 09 00 00 00 01 0e 00 04 09 00 00 00 01 06 00 04 \
+             10 00 00 00 02 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 02 00 00 00 03 1a \
+             00 04 17 00 00 00 01 12 00 04 01 00 00 00 01 04 01 00 00 00 02 04 00 00 00 00 04 34 \
+             00 04 0d 00 00 00 01 2c 00 14 00 04 07 00 00 00 01 0c 00 04 0d 00 00 00 01 04 09 00 \
+             00 00 01 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 02 00 00 00 06 04 00 00 \
+             00 00",
+        );
+        assert_eq!(set_userdata(Family::Ip6, MapKind::EndpointDnat), want);
+    }
 }

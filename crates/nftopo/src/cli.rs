@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 
+use crate::explain::Output;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nft_writer::{
     names, plan_ruleset, Cidr, Family, Kernel, NetlinkKernel, PlannerConfig, Ruleset, TableRef,
     Transaction,
 };
+use topology_filter::ProxyPlan;
 
 /// nftopo: topology-aware service proxy for Kubernetes nodes (nftables).
 #[derive(Debug, Parser)]
@@ -23,6 +25,18 @@ enum Command {
     Render(Manifests),
     /// Program the current network namespace in one transaction and exit.
     Apply(Manifests),
+    /// Show which endpoints each port of NAMESPACE/SERVICE uses on node
+    /// NAME, and why each other endpoint was dropped.
+    Explain {
+        #[command(flatten)]
+        manifests: Manifests,
+        /// The Service, as NAMESPACE/NAME. It may follow the manifest
+        /// files directly (`--manifests a.yaml b.yaml default/web`).
+        service: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Remove every table nftopo owns.
     Cleanup,
 }
@@ -67,6 +81,28 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Explain {
+            mut manifests,
+            service,
+            output,
+        } => {
+            // `--manifests` takes every following word, so a trailing
+            // NAMESPACE/NAME lands there: take it back if it is no file.
+            let service = match service {
+                Some(s) => s,
+                None => match manifests.manifests.last() {
+                    Some(last) if !last.exists() && manifests.manifests.len() > 1 => {
+                        let s = last.to_string_lossy().into_owned();
+                        manifests.manifests.pop();
+                        s
+                    }
+                    _ => bail!("explain needs the Service as NAMESPACE/NAME"),
+                },
+            };
+            let (plan, _) = load_plan(&manifests)?;
+            print!("{}", crate::explain::explain(&plan, &service, output)?);
+            Ok(())
+        }
         Command::Cleanup => {
             let tables = [TableRef {
                 family: Family::Ip,
@@ -83,6 +119,17 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn plan(m: &Manifests) -> Result<Ruleset> {
+    let (plan, cfg) = load_plan(m)?;
+    let (ruleset, problems) = plan_ruleset(&plan, &cfg);
+    for p in &problems {
+        eprintln!("nftopo: {}: {}", p.object, p.message);
+    }
+    Ok(ruleset)
+}
+
+/// Reads the manifests and plans for the node; reports skipped objects
+/// and planning problems on stderr.
+fn load_plan(m: &Manifests) -> Result<(ProxyPlan, PlannerConfig)> {
     let cluster_cidr = match &m.cluster_cidr {
         None => None,
         Some(s) => match Cidr::parse(s) {
@@ -109,15 +156,11 @@ fn plan(m: &Manifests) -> Result<Ruleset> {
     for p in &plan.problems {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }
-    let (ruleset, problems) = plan_ruleset(
-        &plan,
-        &PlannerConfig {
+    Ok((
+        plan,
+        PlannerConfig {
             cluster_cidr,
             masquerade_bit: m.masquerade_bit,
         },
-    );
-    for p in &problems {
-        eprintln!("nftopo: {}: {}", p.object, p.message);
-    }
-    Ok(ruleset)
+    ))
 }

@@ -2,6 +2,7 @@
 //! together and reports errors; the decisions live in the libraries.
 
 mod cli;
+mod explain;
 
 use std::process::ExitCode;
 
