@@ -123,6 +123,58 @@ pub enum ServiceType {
     ExternalName,
 }
 
+/// An IP family, as in `spec.ipFamilies`. Serialized in the Kubernetes
+/// spelling (`"IPv4"`, `"IPv6"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum IpFamily {
+    /// IPv4.
+    #[serde(rename = "IPv4")]
+    V4,
+    /// IPv6.
+    #[serde(rename = "IPv6")]
+    V6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// Parses the Kubernetes spelling (`IPv4`, `IPv6`).
+    pub fn from_k8s(s: &str) -> Option<Self> {
+        match s {
+            "IPv4" => Some(IpFamily::V4),
+            "IPv6" => Some(IpFamily::V6),
+            _ => None,
+        }
+    }
+
+    /// The Kubernetes spelling (`IPv4`, `IPv6`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `spec.sessionAffinityConfig.clientIP.timeoutSeconds` when it is not
+/// written (Kubernetes' default: 3 hours).
+pub const DEFAULT_SESSION_AFFINITY_TIMEOUT: u32 = 10800;
+
+/// The largest `timeoutSeconds` Kubernetes accepts (one day).
+pub const MAX_SESSION_AFFINITY_TIMEOUT: u32 = 86400;
+
 /// One port of a Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
@@ -146,7 +198,15 @@ pub struct Service {
     /// `spec.type`.
     pub service_type: ServiceType,
     /// `spec.clusterIPs` (or `spec.clusterIP`); empty for headless services.
+    /// This list is what is proxied; when [`Self::ip_families`] is given
+    /// too, the loader has checked that entry `i` is of family `i`.
     pub cluster_ips: Vec<IpAddr>,
+    /// `spec.ipFamilies`, in order, without duplicates; empty when not
+    /// written.
+    pub ip_families: Vec<IpFamily>,
+    /// `spec.ipFamilyPolicy`: `SingleStack`, `PreferDualStack` or
+    /// `RequireDualStack`; `None` when not written.
+    pub ip_family_policy: Option<String>,
     /// Ports.
     pub ports: Vec<ServicePort>,
     /// `spec.topologyKeys` exactly as written (validated by topology-filter).
@@ -162,6 +222,15 @@ pub struct Service {
     /// `status.loadBalancer.ingress[].ip` (ingress entries with only a
     /// hostname are left out).
     pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges`, each normalised to its network
+    /// (`10.0.0.0/8`, `2001:db8::/32`: host bits cleared, no spaces), in
+    /// the order written; IPv4 and IPv6 prefixes may be mixed.
+    pub load_balancer_source_ranges: Vec<String>,
+    /// `Some(timeoutSeconds)` for `spec.sessionAffinity: ClientIP` (from
+    /// `spec.sessionAffinityConfig.clientIP.timeoutSeconds`, default
+    /// [`DEFAULT_SESSION_AFFINITY_TIMEOUT`], in
+    /// 1..=[`MAX_SESSION_AFFINITY_TIMEOUT`]); `None` without affinity.
+    pub session_affinity_timeout: Option<u32>,
     /// `metadata.annotations`.
     pub annotations: BTreeMap<String, String>,
 }
@@ -327,6 +396,8 @@ mod tests {
             (serde_json::to_string(&Protocol::Tcp), "\"TCP\""),
             (serde_json::to_string(&Protocol::Udp), "\"UDP\""),
             (serde_json::to_string(&Protocol::Sctp), "\"SCTP\""),
+            (serde_json::to_string(&IpFamily::V4), "\"IPv4\""),
+            (serde_json::to_string(&IpFamily::V6), "\"IPv6\""),
             (
                 serde_json::to_string(&ObjectKey::new("shop", "web")),
                 r#"{"namespace":"shop","name":"web"}"#,

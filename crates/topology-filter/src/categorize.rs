@@ -39,6 +39,8 @@ pub(crate) struct Categorized {
     pub uses_local: bool,
     /// `endpoints` is the local set.
     pub internal_local: bool,
+    /// External traffic uses the local set.
+    pub external_local: bool,
     pub cluster: Vec<Part>,
     pub local: Vec<Part>,
     pub has_any: bool,
@@ -98,6 +100,7 @@ pub(crate) fn categorize(
         uses_cluster,
         uses_local,
         internal_local,
+        external_local,
         cluster,
         local,
         has_any,

@@ -13,6 +13,11 @@ use serde::{Serialize, Serializer};
 pub struct ProxyPlan {
     /// Name of the node the plan is for.
     pub node: String,
+    /// This node's addresses from its Node object: the `InternalIP` ones,
+    /// or the `ExternalIP` ones when it has no `InternalIP`, in the order
+    /// of `status.addresses` (both families mixed). Empty when the Node is
+    /// unknown.
+    pub node_addresses: Vec<IpAddr>,
     /// One entry per service port (with all its cluster IPs, and endpoints
     /// of every family), sorted by service key, then port name, then
     /// protocol.
@@ -36,6 +41,27 @@ pub struct ServicePortPlan {
     pub port: u16,
     /// The node port, when allocated.
     pub node_port: Option<u16>,
+    /// The Service's `spec.externalIPs` (both families mixed).
+    pub external_ips: Vec<IpAddr>,
+    /// The Service's load-balancer ingress IPs (both families mixed).
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// The Service's `spec.loadBalancerSourceRanges`, normalised
+    /// (`10.0.0.0/8`, `2001:db8::/32`; both families mixed); empty means
+    /// no firewall.
+    pub load_balancer_source_ranges: Vec<String>,
+    /// External traffic (node port, external IPs, load-balancer IPs) uses
+    /// [`Self::local_endpoints`]: `externalTrafficPolicy: Local` on an
+    /// externally accessible Service (type NodePort or LoadBalancer, or
+    /// with external or load-balancer IPs, or a node port).
+    pub external_policy_local: bool,
+    /// Internal traffic (to the cluster IPs) uses
+    /// [`Self::local_endpoints`]: `internalTrafficPolicy: Local` without
+    /// valid topology keys; exactly when [`Self::endpoints`] is the local
+    /// set.
+    pub internal_policy_local: bool,
+    /// `Some(timeoutSeconds)` for `sessionAffinity: ClientIP`; `None`
+    /// without affinity.
+    pub session_affinity_timeout: Option<u32>,
     /// Endpoints that traffic to the cluster IP from this node may use, in
     /// a deterministic order (sorted by address, then port). Empty means
     /// the traffic is rejected. This is [`Self::local_endpoints`] when the
@@ -203,6 +229,9 @@ pub enum ProblemKind {
     /// A second service port claims an address, protocol and port already
     /// served (reported by `nft-writer`); it is left out.
     DuplicateServicePort,
+    /// An EndpointSlice of a proxied Service has `addressType: FQDN`; its
+    /// endpoints are not proxied (as in kube-proxy). One problem per slice.
+    FqdnSliceIgnored,
 }
 
 impl ProblemKind {
@@ -214,6 +243,7 @@ impl ProblemKind {
             ProblemKind::UnknownHintsAnnotation => "unknown_hints_annotation",
             ProblemKind::UnknownTrafficDistribution => "unknown_traffic_distribution",
             ProblemKind::DuplicateServicePort => "duplicate_service_port",
+            ProblemKind::FqdnSliceIgnored => "fqdn_slice_ignored",
         }
     }
 }

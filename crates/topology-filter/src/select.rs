@@ -73,6 +73,7 @@ impl std::fmt::Display for Part {
 pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
     let mut plan = ProxyPlan {
         node: node.to_string(),
+        node_addresses: node_addresses(state, node),
         ..ProxyPlan::default()
     };
     let slices = state.slices_by_service();
@@ -108,6 +109,16 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
         ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
         let service_slices = slices.get(&service.key).map(Vec::as_slice).unwrap_or(&[]);
+        plan.problems.extend(
+            service_slices
+                .iter()
+                .filter(|s| s.address_type == AddressType::Fqdn)
+                .map(|s| Problem {
+                    object: service.key.clone(),
+                    kind: ProblemKind::FqdnSliceIgnored,
+                    message: format!("EndpointSlice {} has addressType FQDN; not proxied", s.key),
+                }),
+        );
         for port in ports {
             plan.services.push(port_plan(
                 state,
@@ -120,6 +131,27 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         }
     }
     plan
+}
+
+/// The node's `InternalIP` addresses, else its `ExternalIP` ones, in
+/// `status.addresses` order; empty when the Node is unknown.
+fn node_addresses(state: &ClusterState, node: &str) -> Vec<IpAddr> {
+    let Some(node) = state.nodes.get(node) else {
+        return Vec::new();
+    };
+    let of_type = |wanted: &str| -> Vec<IpAddr> {
+        node.addresses
+            .iter()
+            .filter(|(t, _)| t == wanted)
+            .map(|&(_, ip)| ip)
+            .collect()
+    };
+    let internal = of_type("InternalIP");
+    if internal.is_empty() {
+        of_type("ExternalIP")
+    } else {
+        internal
+    }
 }
 
 fn port_plan(
@@ -193,6 +225,12 @@ fn assemble(
         cluster_ips: service.cluster_ips.clone(),
         port: port.port,
         node_port: port.node_port,
+        external_ips: service.external_ips.clone(),
+        load_balancer_ips: service.load_balancer_ips.clone(),
+        load_balancer_source_ranges: service.load_balancer_source_ranges.clone(),
+        external_policy_local: c.external_local,
+        internal_policy_local: c.internal_local,
+        session_affinity_timeout: service.session_affinity_timeout,
         endpoints,
         uses_cluster_endpoints: c.uses_cluster,
         uses_local_endpoints: c.uses_local,
@@ -211,7 +249,8 @@ fn assemble(
 ///
 /// The target port comes from the slice port with the service port's name
 /// and protocol; this is how named `targetPort`s resolve. A slice without
-/// that port, and FQDN slices, contribute nothing. An endpoint is its first
+/// that port, and FQDN slices (reported once per slice by [`plan`]),
+/// contribute nothing. IPv4 and IPv6 endpoints share the list. An endpoint is its first
 /// address, as in kube-proxy.
 fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate<'a>> {
     let mut seen = BTreeSet::new();
@@ -244,6 +283,8 @@ fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate
     all
 }
 
+#[cfg(test)]
+mod dataplane_tests;
 #[cfg(test)]
 mod precedence_tests;
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! `v1 Service` → [`Service`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{deserialize, ip, key_of, port_number, protocol, FieldError};
-use crate::{Service, ServicePort, ServiceType, TargetPort, TrafficPolicy};
+use crate::{
+    IpFamily, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
+    DEFAULT_SESSION_AFFINITY_TIMEOUT, MAX_SESSION_AFFINITY_TIMEOUT,
+};
 
 /// Converts a raw `v1 Service`. The standard fields come from
 /// k8s-openapi's type; `spec.topologyKeys` (removed from the API in 1.22,
@@ -23,10 +26,22 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
         .enumerate()
         .map(|(i, p)| service_port(i, p))
         .collect::<Result<_, _>>()?;
+    let cluster_ips = cluster_ips(spec.cluster_ips.as_deref(), spec.cluster_ip.as_deref())?;
+    let ip_families = ip_families(spec.ip_families.as_deref())?;
+    let ip_family_policy = ip_family_policy(spec.ip_family_policy.as_deref())?;
+    let from_list = spec.cluster_ips.as_ref().is_some_and(|l| !l.is_empty());
+    check_families(
+        from_list,
+        &cluster_ips,
+        &ip_families,
+        ip_family_policy.as_deref(),
+    )?;
     Ok(Service {
         key,
         service_type: service_type(spec.type_.as_deref())?,
-        cluster_ips: cluster_ips(spec.cluster_ips.as_deref(), spec.cluster_ip.as_deref())?,
+        cluster_ips,
+        ip_families,
+        ip_family_policy,
         ports,
         topology_keys: topology_keys(&raw["spec"]["topologyKeys"])?,
         internal_traffic_policy: traffic_policy(
@@ -40,6 +55,11 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
         traffic_distribution: spec.traffic_distribution,
         external_ips: external_ips(spec.external_ips.as_deref())?,
         load_balancer_ips: load_balancer_ips(service.status.as_ref())?,
+        load_balancer_source_ranges: source_ranges(spec.load_balancer_source_ranges.as_deref())?,
+        session_affinity_timeout: session_affinity_timeout(
+            spec.session_affinity.as_deref(),
+            spec.session_affinity_config.as_ref(),
+        )?,
         annotations: service.metadata.annotations.unwrap_or_default(),
     })
 }
@@ -75,6 +95,178 @@ fn cluster_ips(ips: Option<&[String]>, ip_: Option<&str>) -> Result<Vec<IpAddr>,
             Some(s) if !headless(s) => Ok(vec![ip("spec.clusterIP", s)?]),
             _ => Ok(Vec::new()),
         },
+    }
+}
+
+/// `spec.ipFamilies`: `IPv4` or `IPv6`, each at most once.
+fn ip_families(written: Option<&[String]>) -> Result<Vec<IpFamily>, FieldError> {
+    let mut families = Vec::new();
+    for (i, s) in written.unwrap_or_default().iter().enumerate() {
+        let field = format!("spec.ipFamilies[{i}]");
+        let family = IpFamily::from_k8s(s).ok_or_else(|| {
+            FieldError::new(
+                field.as_str(),
+                format!("unknown IP family {s:?} (expected IPv4 or IPv6)"),
+            )
+        })?;
+        if families.contains(&family) {
+            return Err(FieldError::new(field, format!("{family} is listed twice")));
+        }
+        families.push(family);
+    }
+    Ok(families)
+}
+
+fn ip_family_policy(written: Option<&str>) -> Result<Option<String>, FieldError> {
+    match written {
+        None => Ok(None),
+        Some(p @ ("SingleStack" | "PreferDualStack" | "RequireDualStack")) => Ok(Some(p.into())),
+        Some(other) => Err(FieldError::new(
+            "spec.ipFamilyPolicy",
+            format!(
+                "unknown IP family policy {other:?} (expected SingleStack, PreferDualStack or RequireDualStack)"
+            ),
+        )),
+    }
+}
+
+/// The cluster IPs against each other, `spec.ipFamilies` and
+/// `spec.ipFamilyPolicy`: at most one cluster IP per family; cluster IP
+/// `i` of family `ipFamilies[i]` when both are written; a single family
+/// for `SingleStack`. `from_list`: the cluster IPs came from
+/// `spec.clusterIPs` (else from `spec.clusterIP`).
+fn check_families(
+    from_list: bool,
+    cluster_ips: &[IpAddr],
+    families: &[IpFamily],
+    policy: Option<&str>,
+) -> Result<(), FieldError> {
+    let field = |i: usize| {
+        if from_list {
+            format!("spec.clusterIPs[{i}]")
+        } else {
+            "spec.clusterIP".to_string()
+        }
+    };
+    for (i, &ip) in cluster_ips.iter().enumerate() {
+        let family = IpFamily::of(ip);
+        if let Some(j) = cluster_ips[..i]
+            .iter()
+            .position(|&other| IpFamily::of(other) == family)
+        {
+            return Err(FieldError::new(
+                field(i),
+                format!(
+                    "{ip} is {family} like {}; a service has at most one cluster IP per family",
+                    field(j)
+                ),
+            ));
+        }
+        if families.is_empty() {
+            continue;
+        }
+        match families.get(i) {
+            Some(&want) if want == family => {}
+            Some(&want) => {
+                return Err(FieldError::new(
+                    field(i),
+                    format!("{ip} is {family} but spec.ipFamilies[{i}] is {want}"),
+                ))
+            }
+            None => {
+                return Err(FieldError::new(
+                    field(i),
+                    format!(
+                        "{ip} has no family in spec.ipFamilies, which lists {}",
+                        families.len()
+                    ),
+                ))
+            }
+        }
+    }
+    if policy == Some("SingleStack") {
+        let (what, count) = if cluster_ips.len() > 1 {
+            ("cluster IPs", cluster_ips.len())
+        } else {
+            ("IP families", families.len())
+        };
+        if count > 1 {
+            return Err(FieldError::new(
+                "spec.ipFamilyPolicy",
+                format!("SingleStack, but the service has {count} {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `spec.loadBalancerSourceRanges`: every entry an IP prefix, normalised
+/// to its network (host bits cleared); surrounding spaces are ignored, as
+/// kube-proxy does.
+fn source_ranges(written: Option<&[String]>) -> Result<Vec<String>, FieldError> {
+    written
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            prefix(s.trim()).ok_or_else(|| {
+                FieldError::new(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    format!("{s:?} is not an IP prefix (like 10.0.0.0/8 or 2001:db8::/32)"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `a.b.c.d/n` (n ≤ 32) or `x::/n` (n ≤ 128) as `network/n`.
+fn prefix(s: &str) -> Option<String> {
+    let (address, len) = s.split_once('/')?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: u32 = len.parse().ok()?;
+    let network = match address.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+        _ => return None,
+    };
+    Some(format!("{network}/{len}"))
+}
+
+/// `spec.sessionAffinity` with
+/// `spec.sessionAffinityConfig.clientIP.timeoutSeconds`.
+fn session_affinity_timeout(
+    affinity: Option<&str>,
+    config: Option<&core::SessionAffinityConfig>,
+) -> Result<Option<u32>, FieldError> {
+    match affinity {
+        None | Some("None") => Ok(None),
+        Some("ClientIP") => {
+            let written = config
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            match written {
+                None => Ok(Some(DEFAULT_SESSION_AFFINITY_TIMEOUT)),
+                Some(t) => match u32::try_from(t) {
+                    Ok(t) if (1..=MAX_SESSION_AFFINITY_TIMEOUT).contains(&t) => Ok(Some(t)),
+                    _ => Err(FieldError::new(
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        format!("{t} is not in 1..={MAX_SESSION_AFFINITY_TIMEOUT}"),
+                    )),
+                },
+            }
+        }
+        Some(other) => Err(FieldError::new(
+            "spec.sessionAffinity",
+            format!("unknown session affinity {other:?} (expected None or ClientIP)"),
+        )),
     }
 }
 

@@ -1,7 +1,9 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::{AddressType, Conditions, ObjectKey, Protocol, ServiceType, TargetPort, TrafficPolicy};
+use crate::{
+    AddressType, Conditions, IpFamily, ObjectKey, Protocol, ServiceType, TargetPort, TrafficPolicy,
+};
 
 fn load(text: &str) -> (ClusterState, Vec<LoadError>) {
     let mut state = ClusterState::default();
@@ -336,6 +338,141 @@ metadata: {name: odd}
     }
 }
 
+/// What the dual-stack, source-range and affinity fields of `default/web`
+/// load as.
+#[derive(Debug, PartialEq)]
+struct StackAndAffinity {
+    cluster_ips: Vec<IpAddr>,
+    ip_families: Vec<IpFamily>,
+    ip_family_policy: Option<String>,
+    load_balancer_source_ranges: Vec<String>,
+    session_affinity_timeout: Option<u32>,
+}
+
+fn stack_and_affinity(
+    cluster_ips: &[&str],
+    ip_families: &[IpFamily],
+    ip_family_policy: Option<&str>,
+    load_balancer_source_ranges: &[&str],
+    session_affinity_timeout: Option<u32>,
+) -> StackAndAffinity {
+    StackAndAffinity {
+        cluster_ips: cluster_ips.iter().map(|s| ip(s)).collect(),
+        ip_families: ip_families.to_vec(),
+        ip_family_policy: ip_family_policy.map(str::to_string),
+        load_balancer_source_ranges: load_balancer_source_ranges
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        session_affinity_timeout,
+    }
+}
+
+#[test]
+fn ip_families_source_ranges_and_session_affinity_load() {
+    use IpFamily::{V4, V6};
+    let cases = [
+        (
+            "a service without these fields is single-stack as its cluster IP says, open to all and without affinity",
+            "spec: {clusterIP: 10.43.0.1}",
+            stack_and_affinity(&["10.43.0.1"], &[], None, &[], None),
+        ),
+        (
+            "a dual-stack service keeps its cluster IPs, families and policy in order",
+            "spec: {clusterIPs: ['fd00::1', 10.43.0.1], ipFamilies: [IPv6, IPv4], ipFamilyPolicy: RequireDualStack}",
+            stack_and_affinity(&["fd00::1", "10.43.0.1"], &[V6, V4], Some("RequireDualStack"), &[], None),
+        ),
+        (
+            "a PreferDualStack service that got one cluster IP proxies only that one",
+            "spec: {clusterIPs: [10.43.0.1], ipFamilies: [IPv4, IPv6], ipFamilyPolicy: PreferDualStack}",
+            stack_and_affinity(&["10.43.0.1"], &[V4, V6], Some("PreferDualStack"), &[], None),
+        ),
+        (
+            "a SingleStack service with one family loads",
+            "spec: {clusterIP: 10.43.0.1, ipFamilies: [IPv4], ipFamilyPolicy: SingleStack}",
+            stack_and_affinity(&["10.43.0.1"], &[V4], Some("SingleStack"), &[], None),
+        ),
+        (
+            "a headless service keeps its families without cluster IPs",
+            "spec: {clusterIP: None, ipFamilies: [IPv6]}",
+            stack_and_affinity(&[], &[V6], None, &[], None),
+        ),
+        (
+            "source ranges of both families lose their host bits and surrounding spaces",
+            "spec: {clusterIP: 10.43.0.1, loadBalancerSourceRanges: [10.1.2.3/8, ' 192.0.2.0/24 ', '2001:db8::1/32', 0.0.0.0/0, 198.51.100.7/32, '::/0', 'fd00::1:2/128']}",
+            stack_and_affinity(
+                &["10.43.0.1"],
+                &[],
+                None,
+                &["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "0.0.0.0/0", "198.51.100.7/32", "::/0", "fd00::1:2/128"],
+                None,
+            ),
+        ),
+        (
+            "ClientIP affinity without a config times out after the default 10800 seconds",
+            "spec: {clusterIP: 10.43.0.1, sessionAffinity: ClientIP}",
+            stack_and_affinity(&["10.43.0.1"], &[], None, &[], Some(10800)),
+        ),
+        (
+            "ClientIP affinity with timeoutSeconds uses it, up to one day",
+            "spec: {clusterIP: 10.43.0.1, sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 86400}}}",
+            stack_and_affinity(&["10.43.0.1"], &[], None, &[], Some(86400)),
+        ),
+        (
+            "ClientIP affinity with a one-second timeout is kept",
+            "spec: {clusterIP: 10.43.0.1, sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 1}}}",
+            stack_and_affinity(&["10.43.0.1"], &[], None, &[], Some(1)),
+        ),
+        (
+            "sessionAffinity None ignores any affinity config",
+            "spec: {clusterIP: 10.43.0.1, sessionAffinity: None, sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}}",
+            stack_and_affinity(&["10.43.0.1"], &[], None, &[], None),
+        ),
+    ];
+    for (name, spec, want) in cases {
+        let (state, errors) = load(&service_with(spec));
+        assert_eq!(errors, vec![], "{name}");
+        let s = &state.services[&key("default", "web")];
+        let got = StackAndAffinity {
+            cluster_ips: s.cluster_ips.clone(),
+            ip_families: s.ip_families.clone(),
+            ip_family_policy: s.ip_family_policy.clone(),
+            load_balancer_source_ranges: s.load_balancer_source_ranges.clone(),
+            session_affinity_timeout: s.session_affinity_timeout,
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn ip_families_are_read_from_addresses_and_kubernetes_spelling() {
+    let cases = [
+        (
+            "an IPv4 address is IPv4",
+            IpFamily::of(ip("10.0.0.1")),
+            IpFamily::V4,
+        ),
+        (
+            "an IPv6 address is IPv6",
+            IpFamily::of(ip("fd00::1")),
+            IpFamily::V6,
+        ),
+        (
+            "an IPv4-mapped IPv6 address is IPv6",
+            IpFamily::of(ip("::ffff:10.0.0.1")),
+            IpFamily::V6,
+        ),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "{name}");
+    }
+    for family in [IpFamily::V4, IpFamily::V6] {
+        assert_eq!(IpFamily::from_k8s(family.as_str()), Some(family));
+        assert_eq!(family.to_string(), family.as_str());
+    }
+    assert_eq!(IpFamily::from_k8s("ipv4"), None, "the spelling is exact");
+}
+
 struct Fails {
     name: &'static str,
     text: String,
@@ -413,6 +550,101 @@ fn each_bad_object_is_reported_with_file_document_object_and_field() {
             name: "an unknown externalTrafficPolicy names the field",
             text: service_with("spec: {externalTrafficPolicy: local}"),
             want: (1, "Service default/web", "spec.externalTrafficPolicy", "\"local\""),
+        },
+        Fails {
+            name: "an unknown IP family names its index in spec.ipFamilies",
+            text: service_with("spec: {ipFamilies: [IPv4, IPv7]}"),
+            want: (1, "Service default/web", "spec.ipFamilies[1]", "unknown IP family \"IPv7\""),
+        },
+        Fails {
+            name: "a family listed twice names the second one",
+            text: service_with("spec: {ipFamilies: [IPv6, IPv6]}"),
+            want: (1, "Service default/web", "spec.ipFamilies[1]", "IPv6 is listed twice"),
+        },
+        Fails {
+            name: "an unknown ipFamilyPolicy names the field",
+            text: service_with("spec: {ipFamilyPolicy: DualStack}"),
+            want: (1, "Service default/web", "spec.ipFamilyPolicy", "unknown IP family policy \"DualStack\""),
+        },
+        Fails {
+            name: "a SingleStack service with two cluster IPs names ipFamilyPolicy",
+            text: service_with("spec: {clusterIPs: [10.43.0.1, 'fd00::1'], ipFamilyPolicy: SingleStack}"),
+            want: (1, "Service default/web", "spec.ipFamilyPolicy", "SingleStack, but the service has 2 cluster IPs"),
+        },
+        Fails {
+            name: "a SingleStack service with two families names ipFamilyPolicy",
+            text: service_with("spec: {clusterIPs: [10.43.0.1], ipFamilies: [IPv4, IPv6], ipFamilyPolicy: SingleStack}"),
+            want: (1, "Service default/web", "spec.ipFamilyPolicy", "SingleStack, but the service has 2 IP families"),
+        },
+        Fails {
+            name: "a cluster IP of another family than its ipFamilies entry names the cluster IP",
+            text: service_with("spec: {clusterIPs: ['fd00::1'], ipFamilies: [IPv4]}"),
+            want: (1, "Service default/web", "spec.clusterIPs[0]", "fd00::1 is IPv6 but spec.ipFamilies[0] is IPv4"),
+        },
+        Fails {
+            name: "cluster IPs in the other order than ipFamilies name the first cluster IP",
+            text: service_with("spec: {clusterIPs: [10.43.0.1, 'fd00::1'], ipFamilies: [IPv6, IPv4]}"),
+            want: (1, "Service default/web", "spec.clusterIPs[0]", "10.43.0.1 is IPv4 but spec.ipFamilies[0] is IPv6"),
+        },
+        Fails {
+            name: "a single spec.clusterIP of the wrong family names spec.clusterIP",
+            text: service_with("spec: {clusterIP: 10.43.0.1, ipFamilies: [IPv6]}"),
+            want: (1, "Service default/web", "spec.clusterIP", "is IPv4 but spec.ipFamilies[0] is IPv6"),
+        },
+        Fails {
+            name: "a second cluster IP without a family in ipFamilies names that cluster IP",
+            text: service_with("spec: {clusterIPs: [10.43.0.1, 'fd00::1'], ipFamilies: [IPv4]}"),
+            want: (1, "Service default/web", "spec.clusterIPs[1]", "no family in spec.ipFamilies"),
+        },
+        Fails {
+            name: "two cluster IPs of one family name the second one",
+            text: service_with("spec: {clusterIPs: [10.43.0.1, 10.43.0.2]}"),
+            want: (1, "Service default/web", "spec.clusterIPs[1]", "is IPv4 like spec.clusterIPs[0]"),
+        },
+        Fails {
+            name: "a source range without a prefix length names its index",
+            text: service_with("spec: {loadBalancerSourceRanges: [10.0.0.0/8, 192.0.2.1]}"),
+            want: (1, "Service default/web", "spec.loadBalancerSourceRanges[1]", "\"192.0.2.1\" is not an IP prefix"),
+        },
+        Fails {
+            name: "an IPv4 source range longer than 32 bits names its index",
+            text: service_with("spec: {loadBalancerSourceRanges: [10.0.0.0/33]}"),
+            want: (1, "Service default/web", "spec.loadBalancerSourceRanges[0]", "not an IP prefix"),
+        },
+        Fails {
+            name: "an IPv6 source range longer than 128 bits names its index",
+            text: service_with("spec: {loadBalancerSourceRanges: ['fd00::/129']}"),
+            want: (1, "Service default/web", "spec.loadBalancerSourceRanges[0]", "not an IP prefix"),
+        },
+        Fails {
+            name: "a source range with a signed or empty length names its index",
+            text: service_with("spec: {loadBalancerSourceRanges: [10.0.0.0/8, 10.0.0.0/+8, 10.0.0.0/]}"),
+            want: (1, "Service default/web", "spec.loadBalancerSourceRanges[1]", "not an IP prefix"),
+        },
+        Fails {
+            name: "a source range that is a host name names its index",
+            text: service_with("spec: {loadBalancerSourceRanges: [office.example/24]}"),
+            want: (1, "Service default/web", "spec.loadBalancerSourceRanges[0]", "not an IP prefix"),
+        },
+        Fails {
+            name: "an unknown sessionAffinity names the field",
+            text: service_with("spec: {sessionAffinity: Cookie}"),
+            want: (1, "Service default/web", "spec.sessionAffinity", "unknown session affinity \"Cookie\""),
+        },
+        Fails {
+            name: "a zero affinity timeout names timeoutSeconds",
+            text: service_with("spec: {sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}}"),
+            want: (1, "Service default/web", "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "0 is not in 1..=86400"),
+        },
+        Fails {
+            name: "an affinity timeout above one day names timeoutSeconds",
+            text: service_with("spec: {sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 86401}}}"),
+            want: (1, "Service default/web", "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "86401 is not in 1..=86400"),
+        },
+        Fails {
+            name: "a negative affinity timeout names timeoutSeconds",
+            text: service_with("spec: {sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: -5}}}"),
+            want: (1, "Service default/web", "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "-5 is not in"),
         },
         Fails {
             name: "topologyKeys that are not strings name the key",

@@ -267,7 +267,7 @@ fn endpoints_are_selected_by_readiness_and_topology() {
             problems: &[],
         },
         Case {
-            name: "an endpoint listed in two slices is planned once and FQDN slices are skipped",
+            name: "an endpoint listed in two slices is planned once and an FQDN slice is skipped with one problem",
             state: cluster(
                 vec![web()],
                 vec![web_slice(), {
@@ -283,7 +283,7 @@ fn endpoints_are_selected_by_readiness_and_topology() {
             node: "node-1",
             endpoints: &["default/web http/tcp 80 -> 10.42.1.5:8080 10.42.2.5:8080 10.42.3.5:8080"],
             decisions: &[],
-            problems: &[],
+            problems: &["default/web: EndpointSlice default/web-fqdn has addressType FQDN; not proxied"],
         },
         Case {
             name: "topologyKeys kubernetes.io/hostname keeps only this node's endpoints",
