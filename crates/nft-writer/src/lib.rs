@@ -10,6 +10,7 @@
 //!
 //! Main types: [`Ruleset`], [`Transaction`], [`Kernel`], [`Error`].
 
+pub mod conntrack;
 pub mod encode;
 mod error;
 mod fake;

@@ -1,0 +1,366 @@
+//! The kernel side of conntrack clean-up: ctnetlink requests on a
+//! NETLINK_NETFILTER socket, what the `conntrack` tool sends. Thin: one
+//! dump, one delete; all deciding is in the parent module.
+
+use std::net::{IpAddr, SocketAddr};
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NlAddr};
+use nix::sys::socket::{setsockopt, sockopt};
+
+use super::Flow;
+use crate::error::{libc_errno, Error};
+
+/// The `conntrack` command a dump stands for, in errors.
+const DUMP_OP: &str = "conntrack -L -p udp";
+
+/// ctnetlink in the current network namespace (the calling thread's).
+pub struct Conntrack {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Conntrack {
+    /// Opens a NETLINK_NETFILTER socket for ctnetlink, as `conntrack` does
+    /// on start. The kernel loads `nf_conntrack_netlink` on the first
+    /// request if it is a module.
+    pub fn open() -> Result<Self, Error> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&NlAddr::new(0, 0))?;
+        // A dump is paced by our reads, so the default buffer suffices; the
+        // timeout only guards against an answer that never comes.
+        setsockopt(
+            &socket,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(30, 0),
+        )
+        .map_err(|e| Error::Io(e.into()))?;
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Self { socket, seq })
+    }
+
+    /// Every UDP flow, IPv4 and IPv6: `conntrack -L -p udp` and
+    /// `conntrack -L -f ipv6 -p udp`. Other protocols are read and left
+    /// out. A flow the kernel reports in a form this crate cannot decode
+    /// is logged and left out, so that it is never deleted.
+    pub fn dump_udp(&mut self) -> Result<Vec<Flow>, Error> {
+        let seq = self.next_seq();
+        // AF_UNSPEC: the kernel dumps every family in one go.
+        let req = request(
+            ConntrackMessage::Get(vec![]),
+            NetfilterProtoFamily::Unspec,
+            NLM_F_DUMP,
+            seq,
+        );
+        let mut flows = Vec::new();
+        let errno = self.exchange(&req, seq, |msg| {
+            if let Some(flow) = flow_of(msg) {
+                flows.push(flow);
+            }
+        })?;
+        match errno {
+            0 => Ok(flows),
+            errno => Err(Error::Rejected {
+                op_index: None,
+                op: DUMP_OP.into(),
+                errno,
+            }),
+        }
+    }
+
+    /// Deletes one flow by its original tuple: `conntrack -D -p udp
+    /// --orig-src … --orig-dst … --sport … --dport …` (the text of
+    /// [`Flow`]'s `Display`). A flow that is already gone (ENOENT) is not
+    /// an error.
+    pub fn delete(&mut self, flow: &Flow) -> Result<(), Error> {
+        self.delete_counted(flow).map(|_| ())
+    }
+
+    /// [`Conntrack::delete`], telling whether the kernel still held the flow.
+    pub(super) fn delete_counted(&mut self, flow: &Flow) -> Result<bool, Error> {
+        let seq = self.next_seq();
+        let family = match flow.orig_src.ip() {
+            IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
+            IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
+        };
+        let req = request(
+            ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(udp_tuple(
+                flow.orig_src,
+                flow.orig_dst,
+            ))]),
+            family,
+            NLM_F_ACK,
+            seq,
+        );
+        match self.exchange(&req, seq, |_| {})? {
+            0 => Ok(true),
+            libc_errno::ENOENT => Ok(false),
+            errno => Err(Error::Rejected {
+                op_index: None,
+                op: flow.to_string(),
+                errno,
+            }),
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `req` and reads the answers to `seq` until its end (the ack,
+    /// or NLMSG_DONE of a dump), passing each conntrack message to `each`.
+    /// Returns the positive errno the kernel answered, 0 for success.
+    fn exchange(
+        &mut self,
+        req: &[u8],
+        seq: u32,
+        mut each: impl FnMut(&[ConntrackAttribute]),
+    ) -> Result<i32, Error> {
+        let sent = self.socket.send(req, 0)?;
+        if sent != req.len() {
+            return Err(Error::Protocol(format!("sent {sent} of {} bytes", req.len())));
+        }
+        loop {
+            let (data, _) = self.socket.recv_from_full()?;
+            let mut at = 0;
+            while at < data.len() {
+                let len = NetlinkBuffer::new_checked(&data[at..])
+                    .map_err(|e| Error::Protocol(format!("conntrack answer: {e}")))?
+                    .length() as usize;
+                let msg = &data[at..at + len];
+                at += (len + 3) & !3;
+                let header = NetlinkBuffer::new(msg);
+                if header.sequence_number() != seq {
+                    // A late answer to an earlier request that timed out.
+                    continue;
+                }
+                match NetlinkMessage::<NetfilterMessage>::deserialize(msg) {
+                    Ok(m) => match m.payload {
+                        NetlinkPayload::Done(done) => return Ok(-done.code),
+                        NetlinkPayload::Error(e) => return Ok(-e.raw_code()),
+                        NetlinkPayload::InnerMessage(NetfilterMessage {
+                            inner: NetfilterMessageInner::Conntrack(ct),
+                            ..
+                        }) => each(attributes(&ct)),
+                        _ => {}
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "conntrack: skipping a flow that does not decode");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn request(msg: ConntrackMessage, family: NetfilterProtoFamily, flags: u16, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = seq;
+    let inner = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), msg);
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
+fn attributes(msg: &ConntrackMessage) -> &[ConntrackAttribute] {
+    match msg {
+        ConntrackMessage::New(a) | ConntrackMessage::Get(a) | ConntrackMessage::Delete(a) => a,
+        _ => &[],
+    }
+}
+
+/// CTA_TUPLE_{ORIG,REPLY} contents for UDP from `src` to `dst`.
+fn udp_tuple(src: SocketAddr, dst: SocketAddr) -> Vec<Tuple> {
+    vec![
+        Tuple::Ip(vec![
+            IPTuple::SourceAddress(src.ip()),
+            IPTuple::DestinationAddress(dst.ip()),
+        ]),
+        Tuple::Proto(vec![
+            ProtoTuple::Protocol(Protocol::Udp),
+            ProtoTuple::SourcePort(src.port()),
+            ProtoTuple::DestinationPort(dst.port()),
+        ]),
+    ]
+}
+
+/// (protocol, source, destination) of a tuple; `None` if a part is
+/// missing. Ports are 0 for protocols without them.
+fn endpoints_of(tuple: &[Tuple]) -> Option<(Protocol, SocketAddr, SocketAddr)> {
+    let (mut src, mut dst, mut proto) = (None, None, None);
+    let (mut sport, mut dport) = (0, 0);
+    for part in tuple {
+        match part {
+            Tuple::Ip(ips) => {
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst = Some(*a),
+                        _ => {}
+                    }
+                }
+            }
+            Tuple::Proto(ps) => {
+                for p in ps {
+                    match p {
+                        ProtoTuple::Protocol(n) => proto = Some(*n),
+                        ProtoTuple::SourcePort(n) => sport = *n,
+                        ProtoTuple::DestinationPort(n) => dport = *n,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((
+        proto?,
+        SocketAddr::new(src?, sport),
+        SocketAddr::new(dst?, dport),
+    ))
+}
+
+/// The UDP flow one dumped message describes; `None` for other protocols
+/// and for messages without both tuples.
+fn flow_of(attrs: &[ConntrackAttribute]) -> Option<Flow> {
+    let (mut orig, mut reply, mut status) = (None, None, Status::empty());
+    for a in attrs {
+        match a {
+            ConntrackAttribute::CtaTupleOrig(t) => orig = endpoints_of(t),
+            ConntrackAttribute::CtaTupleReply(t) => reply = endpoints_of(t),
+            ConntrackAttribute::CtaStatus(s) => status = *s,
+            _ => {}
+        }
+    }
+    let (proto, orig_src, orig_dst) = orig?;
+    let (_, reply_src, reply_dst) = reply?;
+    (proto == Protocol::Udp).then_some(Flow {
+        orig_src,
+        orig_dst,
+        reply_src,
+        reply_dst,
+        dnat: status.contains(Status::DstNat),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A dump answer as the kernel frames it, decoded the way
+    /// [`Conntrack::exchange`] decodes it.
+    fn round_trip(attrs: Vec<ConntrackAttribute>) -> Option<Flow> {
+        let bytes = request(ConntrackMessage::New(attrs), NetfilterProtoFamily::IPv4, 0, 7);
+        let m = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+        match m.payload {
+            NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::Conntrack(ct),
+                ..
+            }) => flow_of(attributes(&ct)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn with_proto(t: Vec<Tuple>, proto: Protocol) -> Vec<Tuple> {
+        t.into_iter()
+            .map(|part| match part {
+                Tuple::Proto(mut ps) => {
+                    ps[0] = ProtoTuple::Protocol(proto);
+                    Tuple::Proto(ps)
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dnated_udp_flow_decodes_with_both_directions_and_the_dnat_bit() {
+        let flow = round_trip(vec![
+            ConntrackAttribute::CtaTupleOrig(udp_tuple(sa("10.0.1.5:40000"), sa("10.43.0.10:53"))),
+            ConntrackAttribute::CtaTupleReply(udp_tuple(sa("10.42.0.5:5353"), sa("10.0.1.5:40000"))),
+            ConntrackAttribute::CtaStatus(Status::Confirmed | Status::DstNat | Status::DstNatDone),
+            ConntrackAttribute::CtaTimeout(30),
+        ]);
+        assert_eq!(
+            flow,
+            Some(Flow {
+                orig_src: sa("10.0.1.5:40000"),
+                orig_dst: sa("10.43.0.10:53"),
+                reply_src: sa("10.42.0.5:5353"),
+                reply_dst: sa("10.0.1.5:40000"),
+                dnat: true,
+            })
+        );
+    }
+
+    #[test]
+    fn an_ipv6_flow_without_nat_decodes_with_dnat_false() {
+        let flow = round_trip(vec![
+            ConntrackAttribute::CtaTupleOrig(udp_tuple(sa("[fd00::1]:40000"), sa("[fd43::a]:53"))),
+            ConntrackAttribute::CtaTupleReply(udp_tuple(sa("[fd43::a]:53"), sa("[fd00::1]:40000"))),
+            ConntrackAttribute::CtaStatus(Status::Confirmed),
+        ])
+        .unwrap();
+        assert!(!flow.dnat);
+        assert_eq!(flow.orig_dst, sa("[fd43::a]:53"));
+    }
+
+    #[test]
+    fn tcp_flows_are_left_out_of_the_udp_dump() {
+        let orig = with_proto(udp_tuple(sa("10.0.1.5:40000"), sa("10.43.0.10:53")), Protocol::Tcp);
+        let reply = with_proto(udp_tuple(sa("10.42.0.5:5353"), sa("10.0.1.5:40000")), Protocol::Tcp);
+        let flow = round_trip(vec![
+            ConntrackAttribute::CtaTupleOrig(orig),
+            ConntrackAttribute::CtaTupleReply(reply),
+            ConntrackAttribute::CtaStatus(Status::DstNat),
+        ]);
+        assert_eq!(flow, None);
+    }
+
+    #[test]
+    fn a_message_without_a_reply_tuple_is_no_flow() {
+        let flow = round_trip(vec![ConntrackAttribute::CtaTupleOrig(udp_tuple(
+            sa("10.0.1.5:40000"),
+            sa("10.43.0.10:53"),
+        ))]);
+        assert_eq!(flow, None);
+    }
+
+    #[test]
+    fn a_delete_carries_only_the_original_tuple_in_the_flows_family() {
+        let bytes = request(
+            ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(udp_tuple(
+                sa("[fd00::1]:40000"),
+                sa("[fd43::a]:53"),
+            ))]),
+            NetfilterProtoFamily::IPv6,
+            NLM_F_ACK,
+            9,
+        );
+        // nlmsghdr: type = CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE.
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), (1 << 8) | 2);
+        // nfgenmsg: AF_INET6, version 0.
+        assert_eq!(&bytes[16..18], &[10, 0]);
+    }
+}
