@@ -58,15 +58,19 @@ pub struct Flow {
     /// `dst=… dport=…` of the reply direction (the client, or the node
     /// after masquerade).
     pub reply_dst: SocketAddr,
-    /// The flow was DNATed (status bit IPS_DST_NAT, `[DNAT]` in
-    /// `conntrack -L -o extended,… ` terms).
+    /// The flow was DNATed: status bit IPS_DST_NAT, the flows
+    /// `conntrack -L --dst-nat` lists.
     pub dnat: bool,
 }
 
 impl std::fmt::Display for Flow {
     /// Prints the `conntrack -D` that deletes this flow.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let family = if self.orig_src.is_ipv6() { "ipv6" } else { "ipv4" };
+        let family = if self.orig_src.is_ipv6() {
+            "ipv6"
+        } else {
+            "ipv4"
+        };
         write!(
             f,
             "conntrack -D -f {family} -p udp --orig-src {} --orig-dst {} --sport {} --dport {}",
@@ -143,8 +147,8 @@ pub fn clean_udp(ct: &mut Conntrack, desired: &[UdpService]) -> Result<usize, Er
     for flow in &stale {
         if ct.delete_counted(flow)? {
             deleted += 1;
+            tracing::debug!(%flow, "deleted a stale UDP conntrack flow");
         }
-        tracing::debug!(%flow, "deleted stale UDP conntrack flow");
     }
     Ok(deleted)
 }

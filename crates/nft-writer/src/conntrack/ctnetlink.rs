@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_DUMP,
     NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
@@ -19,6 +19,10 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 use super::Flow;
 use crate::error::{libc_errno, Error};
+
+/// CTA_ZONE (include/uapi/linux/netfilter/nfnetlink_conntrack.h), a
+/// big-endian u16 the kernel adds for flows outside the default zone.
+const CTA_ZONE: u16 = 18;
 
 /// The `conntrack` command a dump stands for, in errors.
 const DUMP_OP: &str = "conntrack -L -p udp";
@@ -84,7 +88,8 @@ impl Conntrack {
     /// Deletes one flow by its original tuple: `conntrack -D -p udp
     /// --orig-src … --orig-dst … --sport … --dport …` (the text of
     /// [`Flow`]'s `Display`). A flow that is already gone (ENOENT) is not
-    /// an error.
+    /// an error. Addresses the default conntrack zone, the only one
+    /// [`Conntrack::dump_udp`] reports.
     pub fn delete(&mut self, flow: &Flow) -> Result<(), Error> {
         self.delete_counted(flow).map(|_| ())
     }
@@ -132,7 +137,10 @@ impl Conntrack {
     ) -> Result<i32, Error> {
         let sent = self.socket.send(req, 0)?;
         if sent != req.len() {
-            return Err(Error::Protocol(format!("sent {sent} of {} bytes", req.len())));
+            return Err(Error::Protocol(format!(
+                "sent {sent} of {} bytes",
+                req.len()
+            )));
         }
         loop {
             let (data, _) = self.socket.recv_from_full()?;
@@ -237,8 +245,10 @@ fn endpoints_of(tuple: &[Tuple]) -> Option<(Protocol, SocketAddr, SocketAddr)> {
     ))
 }
 
-/// The UDP flow one dumped message describes; `None` for other protocols
-/// and for messages without both tuples.
+/// The UDP flow one dumped message describes; `None` for other protocols,
+/// for messages without both tuples, and for flows in a conntrack zone
+/// other than the default one (nftopo's rules use no zones, and
+/// [`Conntrack::delete`] addresses the default zone).
 fn flow_of(attrs: &[ConntrackAttribute]) -> Option<Flow> {
     let (mut orig, mut reply, mut status) = (None, None, Status::empty());
     for a in attrs {
@@ -246,6 +256,13 @@ fn flow_of(attrs: &[ConntrackAttribute]) -> Option<Flow> {
             ConntrackAttribute::CtaTupleOrig(t) => orig = endpoints_of(t),
             ConntrackAttribute::CtaTupleReply(t) => reply = endpoints_of(t),
             ConntrackAttribute::CtaStatus(s) => status = *s,
+            ConntrackAttribute::Other(nla) if nla.kind() == CTA_ZONE => {
+                let mut zone = vec![0; nla.value_len()];
+                nla.emit_value(&mut zone);
+                if zone.iter().any(|b| *b != 0) {
+                    return None;
+                }
+            }
             _ => {}
         }
     }
@@ -263,6 +280,7 @@ fn flow_of(attrs: &[ConntrackAttribute]) -> Option<Flow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::DefaultNla;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -271,7 +289,12 @@ mod tests {
     /// A dump answer as the kernel frames it, decoded the way
     /// [`Conntrack::exchange`] decodes it.
     fn round_trip(attrs: Vec<ConntrackAttribute>) -> Option<Flow> {
-        let bytes = request(ConntrackMessage::New(attrs), NetfilterProtoFamily::IPv4, 0, 7);
+        let bytes = request(
+            ConntrackMessage::New(attrs),
+            NetfilterProtoFamily::IPv4,
+            0,
+            7,
+        );
         let m = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
         match m.payload {
             NetlinkPayload::InnerMessage(NetfilterMessage {
@@ -298,7 +321,10 @@ mod tests {
     fn a_dnated_udp_flow_decodes_with_both_directions_and_the_dnat_bit() {
         let flow = round_trip(vec![
             ConntrackAttribute::CtaTupleOrig(udp_tuple(sa("10.0.1.5:40000"), sa("10.43.0.10:53"))),
-            ConntrackAttribute::CtaTupleReply(udp_tuple(sa("10.42.0.5:5353"), sa("10.0.1.5:40000"))),
+            ConntrackAttribute::CtaTupleReply(udp_tuple(
+                sa("10.42.0.5:5353"),
+                sa("10.0.1.5:40000"),
+            )),
             ConntrackAttribute::CtaStatus(Status::Confirmed | Status::DstNat | Status::DstNatDone),
             ConntrackAttribute::CtaTimeout(30),
         ]);
@@ -328,14 +354,39 @@ mod tests {
 
     #[test]
     fn tcp_flows_are_left_out_of_the_udp_dump() {
-        let orig = with_proto(udp_tuple(sa("10.0.1.5:40000"), sa("10.43.0.10:53")), Protocol::Tcp);
-        let reply = with_proto(udp_tuple(sa("10.42.0.5:5353"), sa("10.0.1.5:40000")), Protocol::Tcp);
+        let orig = with_proto(
+            udp_tuple(sa("10.0.1.5:40000"), sa("10.43.0.10:53")),
+            Protocol::Tcp,
+        );
+        let reply = with_proto(
+            udp_tuple(sa("10.42.0.5:5353"), sa("10.0.1.5:40000")),
+            Protocol::Tcp,
+        );
         let flow = round_trip(vec![
             ConntrackAttribute::CtaTupleOrig(orig),
             ConntrackAttribute::CtaTupleReply(reply),
             ConntrackAttribute::CtaStatus(Status::DstNat),
         ]);
         assert_eq!(flow, None);
+    }
+
+    #[test]
+    fn flows_in_another_conntrack_zone_are_left_out() {
+        let attrs = |zone: u16| {
+            vec![
+                ConntrackAttribute::CtaTupleOrig(udp_tuple(
+                    sa("10.0.1.5:40000"),
+                    sa("10.43.0.10:53"),
+                )),
+                ConntrackAttribute::CtaTupleReply(udp_tuple(
+                    sa("10.42.0.5:5353"),
+                    sa("10.0.1.5:40000"),
+                )),
+                ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec())),
+            ]
+        };
+        assert!(round_trip(attrs(0)).is_some());
+        assert_eq!(round_trip(attrs(7)), None);
     }
 
     #[test]
