@@ -147,10 +147,12 @@ pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
                     let list = chunk
                         .iter()
                         .map(|(k, v)| {
-                            ListAttribute::Element(vec![
-                                SetElementAttribute::Key(DataAttribute::Value(key_bytes(k))),
-                                SetElementAttribute::Data(value_data(v)),
-                            ])
+                            let mut e =
+                                vec![SetElementAttribute::Key(DataAttribute::Value(key_bytes(k)))];
+                            if let Some(d) = value_data(v) {
+                                e.push(SetElementAttribute::Data(d));
+                            }
+                            ListAttribute::Element(e)
                         })
                         .collect();
                     push(
@@ -209,60 +211,113 @@ fn set_attributes(
     kind: MapKind,
     id: u32,
 ) -> Vec<SetAttribute> {
-    let (key_type, key_len, data_type, data_len) = match kind {
+    let addr = addr_type(family);
+    let alen = addr_len(family);
+    let endpoint = (concat_type(&[addr, TYPE_INET_SERVICE]), alen + 4);
+    let verdict = (DATA_VERDICT, 0);
+    let (flags, key_type, key_len, data) = match kind {
         MapKind::ServiceVerdict => (
-            concat_type(&[addr_type(family), TYPE_INET_PROTO, TYPE_INET_SERVICE]),
-            addr_len(family) + 8,
-            DATA_VERDICT,
-            0,
+            SetFlags::Map,
+            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            alen + 8,
+            Some(verdict),
+        ),
+        MapKind::PortVerdict => (
+            SetFlags::Map,
+            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            8,
+            Some(verdict),
         ),
         MapKind::EndpointDnat => (
-            concat_type(&[
-                addr_type(family),
-                TYPE_INET_PROTO,
-                TYPE_INET_SERVICE,
-                TYPE_INTEGER,
-            ]),
-            addr_len(family) + 12,
-            concat_type(&[addr_type(family), TYPE_INET_SERVICE]),
-            addr_len(family) + 4,
+            SetFlags::Map,
+            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
+            alen + 12,
+            Some(endpoint),
         ),
+        MapKind::PortEndpointDnat => (
+            SetFlags::Map,
+            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
+            12,
+            Some(endpoint),
+        ),
+        MapKind::AddrPairSet => (
+            SetFlags::empty(),
+            concat_type(&[addr, addr]),
+            2 * alen,
+            None,
+        ),
+        // `flags dynamic,timeout`: NFT_SET_EVAL | NFT_SET_TIMEOUT.
+        MapKind::AffinitySet { .. } => (SetFlags::Timeout | SetFlags::Eval, addr, alen, None),
     };
-    vec![
+    let mut attrs = vec![
         SetAttribute::Table(table.into()),
         SetAttribute::Name(name.into()),
-        SetAttribute::Flags(SetFlags::Map),
+        SetAttribute::Flags(flags),
         SetAttribute::KeyType(key_type),
         SetAttribute::KeyLen(key_len),
-        SetAttribute::DataType(data_type),
-        SetAttribute::DataLen(data_len),
-        SetAttribute::Id(id),
-        SetAttribute::UserData(crate::udata::set_userdata(family, kind)),
-    ]
+    ];
+    if let Some((data_type, data_len)) = data {
+        attrs.push(SetAttribute::DataType(data_type));
+        attrs.push(SetAttribute::DataLen(data_len));
+    }
+    attrs.push(SetAttribute::Id(id));
+    if let MapKind::AffinitySet { timeout } = kind {
+        // NFTA_SET_TIMEOUT is in milliseconds.
+        attrs.push(SetAttribute::Timeout(u64::from(timeout) * 1000));
+    }
+    attrs.push(SetAttribute::UserData(crate::udata::set_userdata(
+        family, kind,
+    )));
+    attrs
 }
 
-/// `addr . proto . port [. index]`, each part padded to 32 bits; the index
-/// is in host byte order like the register `numgen` writes.
+fn proto_port(out: &mut Vec<u8>, proto: api_watch::Protocol, port: u16) {
+    out.extend_from_slice(&[proto.number(), 0, 0, 0]);
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// The key of an element, each part padded to 32 bits; the index is in
+/// host byte order like the register `numgen` writes.
 pub fn key_bytes(k: &ElemKey) -> Vec<u8> {
-    let mut b = addr_bytes(&k.addr);
-    b.extend_from_slice(&[k.proto.number(), 0, 0, 0]);
-    b.extend_from_slice(&k.port.to_be_bytes());
-    b.extend_from_slice(&[0, 0]);
-    if let Some(i) = k.index {
-        b.extend_from_slice(&i.to_ne_bytes());
+    let mut b = Vec::new();
+    match k {
+        ElemKey::Service {
+            addr,
+            proto,
+            port,
+            index,
+        } => {
+            b.extend(addr_bytes(addr));
+            proto_port(&mut b, *proto, *port);
+            if let Some(i) = index {
+                b.extend_from_slice(&i.to_ne_bytes());
+            }
+        }
+        ElemKey::Port { proto, port, index } => {
+            proto_port(&mut b, *proto, *port);
+            if let Some(i) = index {
+                b.extend_from_slice(&i.to_ne_bytes());
+            }
+        }
+        ElemKey::Pair(x, y) => {
+            b.extend(addr_bytes(x));
+            b.extend(addr_bytes(y));
+        }
     }
     b
 }
 
-fn value_data(v: &ElemValue) -> DataAttribute {
+fn value_data(v: &ElemValue) -> Option<DataAttribute> {
     match v {
-        ElemValue::Verdict(v) => DataAttribute::Verdict(verdict_attrs(v)),
+        ElemValue::Verdict(v) => Some(DataAttribute::Verdict(verdict_attrs(v))),
         ElemValue::Dnat(ip, port) => {
             let mut b = addr_bytes(ip);
             b.extend_from_slice(&port.to_be_bytes());
             b.extend_from_slice(&[0, 0]);
-            DataAttribute::Value(b)
+            Some(DataAttribute::Value(b))
         }
+        ElemValue::Member => None,
     }
 }
 
@@ -397,19 +452,44 @@ pub fn numgen_random(modulus: u32, dreg: u32) -> Expressions {
 /// (NFTA_NAT_TYPE 1 = NFT_NAT_DNAT 1, FAMILY 2, REG_ADDR_MIN 3,
 /// REG_PROTO_MIN 5).
 pub fn nat_dnat(family: Family, addr_reg: u32, port_reg: u32) -> Expressions {
+    raw("nat", nat_attrs(family, addr_reg, port_reg))
+}
+
+fn nat_attrs(family: Family, addr_reg: u32, port_reg: u32) -> Vec<(u16, Vec<u8>)> {
     let nfproto = match family {
         Family::Ip => 2,
         Family::Ip6 => 10,
     };
-    raw(
-        "nat",
-        vec![
-            (1, be32(1)),
-            (2, be32(nfproto)),
-            (3, be32(addr_reg)),
-            (5, be32(port_reg)),
-        ],
-    )
+    vec![
+        (1, be32(1)),
+        (2, be32(nfproto)),
+        (3, be32(addr_reg)),
+        (5, be32(port_reg)),
+    ]
+}
+
+/// `dnat to ADDR:PORT` from immediates in reg 1 and reg 2, with
+/// NFTA_NAT_FLAGS 7 = NF_NAT_RANGE_PROTO_SPECIFIED 2, as `nft` sends it.
+pub fn nat_dnat_fixed(family: Family) -> Expressions {
+    let mut attrs = nat_attrs(family, 1, 2);
+    attrs.push((7, be32(2)));
+    raw("nat", attrs)
+}
+
+/// `fib {saddr|daddr} type` into reg 1 (NFTA_FIB_DREG 1, RESULT 2 =
+/// NFT_FIB_RESULT_ADDRTYPE 3, FLAGS 3 = NFTA_FIB_F_SADDR 1 or
+/// NFTA_FIB_F_DADDR 2).
+pub fn fib_addrtype(daddr: bool) -> Expressions {
+    let flags = if daddr { 2 } else { 1 };
+    raw("fib", vec![(1, be32(1)), (2, be32(3)), (3, be32(flags))])
+}
+
+/// `update @SET { key in reg 1 }` (NFTA_DYNSET_SET_NAME 1, OP 3 =
+/// NFT_DYNSET_OP_UPDATE 1, SREG_KEY 4).
+pub fn dynset_update(set: &str) -> Expressions {
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    raw("dynset", vec![(1, name), (3, be32(1)), (4, be32(1))])
 }
 
 /// `masquerade fully-random` (NFTA_MASQ_FLAGS 1 =
@@ -418,10 +498,15 @@ pub fn masquerade() -> Expressions {
     raw("masq", vec![(1, be32(0x10))])
 }
 
-/// `reject` with ICMP port unreachable (NFTA_REJECT_TYPE 1 =
-/// NFT_REJECT_ICMP_UNREACH 0; NFTA_REJECT_ICMP_CODE 2, a u8, = 3).
-pub fn reject() -> Expressions {
-    raw("reject", vec![(1, be32(0)), (2, vec![3])])
+/// `reject` with port unreachable (NFTA_REJECT_TYPE 1 =
+/// NFT_REJECT_ICMP_UNREACH 0; NFTA_REJECT_ICMP_CODE 2, a u8: ICMP's port
+/// unreachable is 3, ICMPv6's is 4).
+pub fn reject(family: Family) -> Expressions {
+    let code = match family {
+        Family::Ip => 3,
+        Family::Ip6 => 4,
+    };
+    raw("reject", vec![(1, be32(0)), (2, vec![code])])
 }
 
 /// `reject with tcp reset` (NFTA_REJECT_TYPE 1 = NFT_REJECT_TCP_RST 1).
@@ -429,44 +514,98 @@ pub fn reject_tcp_reset() -> Expressions {
     raw("reject", vec![(1, be32(1))])
 }
 
+/// Compares the address at `offset` with `cidr` (`==` or `!=`): whole
+/// bytes are compared directly, other prefixes through a mask, as `nft`
+/// does.
+fn addr_prefix(family: Family, offset: u32, cidr: &Cidr, op: Operator, e: &mut Vec<Expressions>) {
+    let bytes = addr_bytes(&cidr.addr);
+    if cidr.prefix.is_multiple_of(8) {
+        let n = u32::from(cidr.prefix / 8);
+        e.push(payload(BASE_NETWORK, offset, n, Register::Reg1));
+        e.push(cmp(op, bytes[..n as usize].to_vec()));
+    } else {
+        let len = addr_len(family);
+        e.push(payload(BASE_NETWORK, offset, len, Register::Reg1));
+        e.push(Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(len),
+            Bitwise::Mask(DataAttribute::Value(prefix_mask(cidr.prefix, bytes.len()))),
+            Bitwise::Xor(DataAttribute::Value(vec![0; bytes.len()])),
+        ]));
+        e.push(cmp(op, bytes));
+    }
+}
+
+fn lookup(set: &str, dreg: Option<Register>) -> Expressions {
+    let mut attrs = vec![
+        Lookup::Set(set.into()),
+        Lookup::SourceRegister(Register::Reg1),
+    ];
+    if let Some(d) = dreg {
+        attrs.push(Lookup::DestinationRegister(d));
+    }
+    Expressions::Lookup(attrs)
+}
+
+/// `meta l4proto . th dport` into reg 1 and reg 9.
+fn load_port_key(e: &mut Vec<Expressions>) -> u32 {
+    e.push(meta_load(MetaKey::L4Proto, Register::Reg1));
+    e.push(payload(BASE_TRANSPORT, 2, 2, reg32(9)));
+    10
+}
+
 fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
+    let alen = addr_len(family);
     match stmt {
         Stmt::DestVmap { map } => {
             load_service_key(family, e);
-            e.push(Expressions::Lookup(vec![
-                Lookup::Set(map.clone()),
-                Lookup::SourceRegister(Register::Reg1),
-                Lookup::DestinationRegister(Register::Verdict),
-            ]));
+            e.push(lookup(map, Some(Register::Verdict)));
         }
-        Stmt::SaddrNotIn(cidr) => {
-            let bytes = addr_bytes(&cidr.addr);
-            if cidr.prefix % 8 == 0 {
-                let n = u32::from(cidr.prefix / 8);
-                e.push(payload(
-                    BASE_NETWORK,
-                    saddr_offset(family),
-                    n,
-                    Register::Reg1,
-                ));
-                e.push(cmp(Operator::NotEqual, bytes[..n as usize].to_vec()));
-            } else {
-                let len = bytes.len() as u32;
-                e.push(payload(
-                    BASE_NETWORK,
-                    saddr_offset(family),
-                    len,
-                    Register::Reg1,
-                ));
-                e.push(Expressions::Bitwise(vec![
-                    Bitwise::SourceRegister(Register::Reg1),
-                    Bitwise::DestinationRegister(Register::Reg1),
-                    Bitwise::Length(len),
-                    Bitwise::Mask(DataAttribute::Value(prefix_mask(cidr.prefix, bytes.len()))),
-                    Bitwise::Xor(DataAttribute::Value(vec![0; bytes.len()])),
-                ]));
-                e.push(cmp(Operator::NotEqual, bytes));
-            }
+        Stmt::PortVmap { map } => {
+            load_port_key(e);
+            e.push(lookup(map, Some(Register::Verdict)));
+        }
+        Stmt::SaddrIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::Equal, e),
+        Stmt::SaddrNotIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::NotEqual, e),
+        Stmt::DaddrIn(c) => addr_prefix(family, daddr_offset(family), c, Operator::Equal, e),
+        Stmt::DaddrNotIn(c) => addr_prefix(family, daddr_offset(family), c, Operator::NotEqual, e),
+        Stmt::FibDaddrLocal | Stmt::FibSaddrLocal => {
+            e.push(fib_addrtype(matches!(stmt, Stmt::FibDaddrLocal)));
+            // RTN_LOCAL, in host byte order.
+            e.push(cmp(Operator::Equal, 2u32.to_ne_bytes().to_vec()));
+        }
+        Stmt::AddrPairInSet { set } => {
+            e.push(payload(
+                BASE_NETWORK,
+                saddr_offset(family),
+                alen,
+                Register::Reg1,
+            ));
+            e.push(payload(
+                BASE_NETWORK,
+                daddr_offset(family),
+                alen,
+                reg32(8 + alen / 4),
+            ));
+            e.push(lookup(set, None));
+        }
+        Stmt::SaddrInSet { set } => {
+            e.push(payload(
+                BASE_NETWORK,
+                saddr_offset(family),
+                alen,
+                Register::Reg1,
+            ));
+            e.push(lookup(set, None));
+        }
+        Stmt::NumgenIs { modulus, value } => {
+            e.push(numgen_random(*modulus, 1));
+            e.push(cmp(Operator::Equal, value.to_ne_bytes().to_vec()));
+        }
+        Stmt::L4ProtoIs(p) => {
+            e.push(meta_load(MetaKey::L4Proto, Register::Reg1));
+            e.push(cmp(Operator::Equal, vec![p.number()]));
         }
         Stmt::MarkBitsClear(bits) => {
             e.push(meta_load(MetaKey::Mark, Register::Reg1));
@@ -483,22 +622,40 @@ fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
             e.push(bitwise(u32::MAX, *bits));
             e.push(meta_set_mark());
         }
+        Stmt::UpdateSaddr { set } => {
+            e.push(payload(
+                BASE_NETWORK,
+                saddr_offset(family),
+                alen,
+                Register::Reg1,
+            ));
+            e.push(dynset_update(set));
+        }
         Stmt::Masquerade => e.push(masquerade()),
         Stmt::DnatSpread { modulus, map } => {
             let next = load_service_key(family, e);
             e.push(numgen_random(*modulus, next));
-            e.push(Expressions::Lookup(vec![
-                Lookup::Set(map.clone()),
-                Lookup::SourceRegister(Register::Reg1),
-                Lookup::DestinationRegister(Register::Reg1),
+            e.push(lookup(map, Some(Register::Reg1)));
+            e.push(nat_dnat(family, 1, 8 + alen / 4));
+        }
+        Stmt::DnatSpreadPort { modulus, map } => {
+            let next = load_port_key(e);
+            e.push(numgen_random(*modulus, next));
+            e.push(lookup(map, Some(Register::Reg1)));
+            e.push(nat_dnat(family, 1, 8 + alen / 4));
+        }
+        Stmt::DnatTo(ip, port) => {
+            e.push(Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Reg1),
+                Immediate::Data(DataAttribute::Value(addr_bytes(ip))),
             ]));
-            e.push(nat_dnat(family, 1, 8 + addr_len(family) / 4));
+            e.push(Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Reg2),
+                Immediate::Data(DataAttribute::Value(port.to_be_bytes().to_vec())),
+            ]));
+            e.push(nat_dnat_fixed(family));
         }
-        Stmt::L4ProtoIs(p) => {
-            e.push(meta_load(MetaKey::L4Proto, Register::Reg1));
-            e.push(cmp(Operator::Equal, vec![p.number()]));
-        }
-        Stmt::Reject => e.push(reject()),
+        Stmt::Reject => e.push(reject(family)),
         Stmt::RejectTcpReset => e.push(reject_tcp_reset()),
         Stmt::Verdict(v) => e.push(Expressions::Immediate(vec![
             Immediate::DestinationRegister(Register::Verdict),
@@ -587,7 +744,7 @@ mod tests {
 
     #[test]
     fn reject_is_icmp_port_unreachable_with_a_one_byte_code() {
-        let got = emit(reject());
+        let got = emit(reject(Family::Ip));
         assert_eq!(got, expected("reject", &[(1, &[0, 0, 0, 0]), (2, &[3])]));
         // NFTA_REJECT_ICMP_CODE is a u8: a 5-byte attribute padded to 8.
         assert!(got.windows(5).any(|w| w == [5, 0, 2, 0, 3]));
@@ -603,7 +760,7 @@ mod tests {
 
     #[test]
     fn keys_pad_each_part_to_32_bits_with_the_index_in_host_order() {
-        let k = ElemKey {
+        let k = ElemKey::Service {
             addr: "10.43.0.10".parse().unwrap(),
             proto: api_watch::Protocol::Udp,
             port: 53,
@@ -623,7 +780,7 @@ mod tests {
         let elements: Vec<_> = (0..1000u32)
             .map(|i| {
                 (
-                    ElemKey {
+                    ElemKey::Service {
                         addr: "10.43.0.1".parse().unwrap(),
                         proto: api_watch::Protocol::Tcp,
                         port: 80,

@@ -66,7 +66,13 @@ fn verdict_target(v: &Verdict) -> Option<&str> {
 
 fn check_rule(table: &Table, rule: &Rule) -> bool {
     rule.0.iter().all(|s| match s {
-        Stmt::DestVmap { map } | Stmt::DnatSpread { map, .. } => table.maps.contains_key(map),
+        Stmt::DestVmap { map }
+        | Stmt::PortVmap { map }
+        | Stmt::DnatSpread { map, .. }
+        | Stmt::DnatSpreadPort { map, .. }
+        | Stmt::AddrPairInSet { set: map }
+        | Stmt::SaddrInSet { set: map }
+        | Stmt::UpdateSaddr { set: map } => table.maps.contains_key(map),
         Stmt::Verdict(v) => verdict_target(v).is_none_or(|c| table.chains.contains_key(c)),
         _ => true,
     })
@@ -138,16 +144,21 @@ fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
                         verdict_target(v).is_none_or(|c| t.chains.contains_key(c))
                     }
                     ElemValue::Dnat(ip, _) => t.family.contains(ip),
+                    ElemValue::Member => true,
                 };
                 if !target_ok {
                     return Err(libc_errno::ENOENT);
                 }
-                let shape_ok = t.family.contains(&k.addr)
-                    && (k.index.is_some() == (*kind == MapKind::EndpointDnat))
+                let shape_ok = k.fits(t.family, *kind)
                     && matches!(
                         (kind, v),
-                        (MapKind::ServiceVerdict, ElemValue::Verdict(_))
-                            | (MapKind::EndpointDnat, ElemValue::Dnat(..))
+                        (
+                            MapKind::ServiceVerdict | MapKind::PortVerdict,
+                            ElemValue::Verdict(_)
+                        ) | (
+                            MapKind::EndpointDnat | MapKind::PortEndpointDnat,
+                            ElemValue::Dnat(..)
+                        ) | (MapKind::AddrPairSet, ElemValue::Member)
                     );
                 if !shape_ok {
                     return Err(libc_errno::EINVAL);
@@ -256,12 +267,7 @@ mod tests {
     #[test]
     fn an_element_that_conflicts_with_an_existing_one_is_refused() {
         let mut k = base_state();
-        let key = ElemKey {
-            addr: "10.43.0.1".parse().unwrap(),
-            proto: api_watch::Protocol::Tcp,
-            port: 80,
-            index: None,
-        };
+        let key = ElemKey::service("10.43.0.1".parse().unwrap(), api_watch::Protocol::Tcp, 80);
         let add = |to: &str| Op::AddElements {
             table: t(),
             map: "m".into(),

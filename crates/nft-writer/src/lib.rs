@@ -29,7 +29,7 @@ pub use fake::FakeKernel;
 pub use kernel::{ApplyStats, Kernel};
 pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};
-pub use planner::{plan_ruleset, PlannerConfig};
+pub use planner::{plan_ruleset, udp_services, NodePortAddresses, PlannerConfig};
 pub use render::{element_text, rule_text};
 pub use trace::{trace, Outcome, Packet, Path, Refusal};
 pub use transaction::{Op, TableRef, Transaction};

@@ -255,7 +255,8 @@ pub enum Verdict {
 }
 
 /// One statement of a rule. Matches come first; a rule whose matches all
-/// hold runs its actions. Each variant says the `nft` text it prints.
+/// hold runs its actions. Each variant says the `nft` text it prints
+/// (`ip`/`ip6` after the table's family).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Stmt {
     /// `ip daddr . meta l4proto . th dport vmap @MAP`
@@ -263,14 +264,54 @@ pub enum Stmt {
         /// The verdict map (key: daddr . l4proto . dport).
         map: String,
     },
+    /// `meta l4proto . th dport vmap @MAP` (node ports).
+    PortVmap {
+        /// The verdict map (key: l4proto . dport).
+        map: String,
+    },
+    /// `ip saddr CIDR` (a match).
+    SaddrIn(Cidr),
     /// `ip saddr != CIDR` (a match).
     SaddrNotIn(Cidr),
+    /// `ip daddr CIDR` (a match; a /32 or /128 prints as the address).
+    DaddrIn(Cidr),
+    /// `ip daddr != CIDR` (a match).
+    DaddrNotIn(Cidr),
+    /// `fib daddr type local` (a match: the destination is an address of
+    /// this host).
+    FibDaddrLocal,
+    /// `fib saddr type local` (a match: the packet comes from this host).
+    FibSaddrLocal,
+    /// `ip saddr . ip daddr @SET` (a match).
+    AddrPairInSet {
+        /// A set of address pairs.
+        set: String,
+    },
+    /// `ip saddr @SET` (a match).
+    SaddrInSet {
+        /// A set of addresses.
+        set: String,
+    },
+    /// `numgen random mod N VALUE` (a match that holds with probability 1/N).
+    NumgenIs {
+        /// N.
+        modulus: u32,
+        /// The value compared with.
+        value: u32,
+    },
+    /// `meta l4proto PROTO` (a match).
+    L4ProtoIs(Protocol),
     /// `meta mark & BITS == 0x00000000` (a match: none of the bits set).
     MarkBitsClear(u32),
     /// `meta mark set meta mark | BITS`
     MarkSetBits(u32),
     /// `meta mark set meta mark ^ BITS` (clears bits known to be set).
     MarkToggleBits(u32),
+    /// `update @SET { ip saddr }` (adds the source, or refreshes its timeout).
+    UpdateSaddr {
+        /// A dynamic set of addresses with timeouts.
+        set: String,
+    },
     /// `masquerade fully-random`
     Masquerade,
     /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @MAP`
@@ -280,8 +321,15 @@ pub enum Stmt {
         /// The endpoints map (key: daddr . l4proto . dport . index).
         map: String,
     },
-    /// `meta l4proto PROTO` (a match).
-    L4ProtoIs(Protocol),
+    /// `dnat ip to meta l4proto . th dport . numgen random mod N map @MAP`
+    DnatSpreadPort {
+        /// N, the number of endpoints.
+        modulus: u32,
+        /// The endpoints map (key: l4proto . dport . index).
+        map: String,
+    },
+    /// `dnat ip to ADDR:PORT` (only after `meta l4proto …`).
+    DnatTo(IpAddr, u16),
     /// `reject` (ICMP port unreachable).
     Reject,
     /// `reject with tcp reset`: only after `meta l4proto tcp`. Unlike
@@ -296,44 +344,112 @@ pub enum Stmt {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule(pub Vec<Stmt>);
 
-/// The shapes of maps nftopo uses. The shape fixes the key and data types.
+/// The shapes of sets and maps nftopo uses. The shape fixes the key and
+/// data types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MapKind {
     /// `type ipv4_addr . inet_proto . inet_service : verdict`
     /// (ipv6_addr in ip6 tables): service IP and port to a chain.
     ServiceVerdict,
+    /// `type inet_proto . inet_service : verdict`: node port to a chain.
+    PortVerdict,
     /// `typeof ip daddr . meta l4proto . th dport . numgen random mod 1 :
     /// ip daddr . th dport`: service IP, port and a random index to the
     /// endpoint's address and port.
     EndpointDnat,
+    /// `typeof meta l4proto . th dport . numgen random mod 1 : ip daddr .
+    /// th dport`: node port and a random index to the endpoint.
+    PortEndpointDnat,
+    /// `type ipv4_addr . ipv4_addr` (a set): (source, destination) pairs.
+    AddrPairSet,
+    /// `type ipv4_addr; flags dynamic,timeout; timeout T` (a set filled by
+    /// the data path): clients of one endpoint under session affinity.
+    AffinitySet {
+        /// Seconds a client stays with its endpoint after its last new
+        /// connection.
+        timeout: u32,
+    },
 }
 
-/// Key of a map element.
+impl MapKind {
+    /// Whether elements carry data (a map) or not (a set).
+    pub fn is_map(self) -> bool {
+        !matches!(self, MapKind::AddrPairSet | MapKind::AffinitySet { .. })
+    }
+}
+
+/// Key of a set or map element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ElemKey {
-    /// Destination address.
-    pub addr: IpAddr,
-    /// Protocol.
-    pub proto: Protocol,
-    /// Destination port.
-    pub port: u16,
-    /// Endpoint index (only for [`MapKind::EndpointDnat`]).
-    pub index: Option<u32>,
+pub enum ElemKey {
+    /// `addr . proto . port [. index]` ([`MapKind::ServiceVerdict`],
+    /// [`MapKind::EndpointDnat`] with the index).
+    Service {
+        /// Destination address.
+        addr: IpAddr,
+        /// Protocol.
+        proto: Protocol,
+        /// Destination port.
+        port: u16,
+        /// Endpoint index (only for [`MapKind::EndpointDnat`]).
+        index: Option<u32>,
+    },
+    /// `proto . port [. index]` ([`MapKind::PortVerdict`],
+    /// [`MapKind::PortEndpointDnat`] with the index).
+    Port {
+        /// Protocol.
+        proto: Protocol,
+        /// Destination port.
+        port: u16,
+        /// Endpoint index (only for [`MapKind::PortEndpointDnat`]).
+        index: Option<u32>,
+    },
+    /// `a . b` ([`MapKind::AddrPairSet`]).
+    Pair(IpAddr, IpAddr),
 }
 
-/// Value of a map element.
+impl ElemKey {
+    /// A service key without index.
+    pub fn service(addr: IpAddr, proto: Protocol, port: u16) -> Self {
+        ElemKey::Service {
+            addr,
+            proto,
+            port,
+            index: None,
+        }
+    }
+
+    /// Whether the key fits a set or map of `kind` in a table of `family`.
+    pub fn fits(&self, family: Family, kind: MapKind) -> bool {
+        match (self, kind) {
+            (ElemKey::Service { addr, index, .. }, MapKind::ServiceVerdict) => {
+                family.contains(addr) && index.is_none()
+            }
+            (ElemKey::Service { addr, index, .. }, MapKind::EndpointDnat) => {
+                family.contains(addr) && index.is_some()
+            }
+            (ElemKey::Port { index, .. }, MapKind::PortVerdict) => index.is_none(),
+            (ElemKey::Port { index, .. }, MapKind::PortEndpointDnat) => index.is_some(),
+            (ElemKey::Pair(a, b), MapKind::AddrPairSet) => family.contains(a) && family.contains(b),
+            _ => false,
+        }
+    }
+}
+
+/// Value of an element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ElemValue {
-    /// A verdict ([`MapKind::ServiceVerdict`]).
+    /// A verdict (verdict maps).
     Verdict(Verdict),
-    /// An address and port to DNAT to ([`MapKind::EndpointDnat`]).
+    /// An address and port to DNAT to (endpoint maps).
     Dnat(IpAddr, u16),
+    /// No data: the element of a set.
+    Member,
 }
 
-/// A named map.
+/// A named set or map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Map {
-    /// Map name.
+    /// Name.
     pub name: String,
     /// Shape.
     pub kind: MapKind,
@@ -342,7 +458,7 @@ pub struct Map {
 }
 
 impl Map {
-    /// An empty map.
+    /// An empty set or map.
     pub fn new(name: impl Into<String>, kind: MapKind) -> Self {
         Self {
             name: name.into(),

@@ -26,6 +26,22 @@ pub const SERVICE_IPS: &str = "service-ips";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 /// Map: service IP . protocol . port . endpoint index to endpoint IP . port.
 pub const SERVICE_ENDPOINTS: &str = "service-endpoints";
+/// Map: protocol . node port to the service port's node-port chain.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Map: protocol . node port of services without usable endpoints to
+/// `drop` or `goto reject-chain`.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Map: protocol . node port . endpoint index to endpoint IP . port.
+pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
+/// Map: load-balancer IP . protocol . port to its source-range chain.
+pub const FIREWALL_IPS: &str = "firewall-ips";
+/// Set: (endpoint, endpoint) pairs of this node's endpoints: a pod that
+/// reaches itself through a service is masqueraded (hairpin).
+pub const HAIRPIN: &str = "hairpin";
+/// Base chain: filter prerouting (loadBalancerSourceRanges, before DNAT).
+pub const FILTER_PREROUTING: &str = "filter-prerouting";
+/// Base chain: filter input (refuses node ports without endpoints).
+pub const FILTER_INPUT: &str = "filter-input";
 
 /// Longest chain name we produce; the kernel allows 255 bytes, but short
 /// names keep `nft list` readable.
@@ -37,11 +53,40 @@ pub fn spread_chain(endpoints: usize) -> String {
     format!("spread-{endpoints}")
 }
 
+/// The same for node ports (key without the destination address):
+/// `spread-port-N`.
+pub fn spread_port_chain(endpoints: usize) -> String {
+    format!("spread-port-{endpoints}")
+}
+
+/// The dynamic set of clients of endpoint `index` of a service port's
+/// endpoint set `set` (`i`nternal, `c`luster, `l`ocal) under session
+/// affinity: `aff-HASH-SETINDEX`, HASH as in [`service_chain`].
+pub fn affinity_set(chain: &str, set: char, index: usize) -> String {
+    let hash = chain.split('-').nth(1).unwrap_or("");
+    format!("aff-{hash}-{set}{index}")
+}
+
 /// The chain of one service port: `svc-HASH-ns/name/proto/port`, where
 /// HASH (8 characters of base32 of a 64-bit FNV-1a hash of the full
 /// identity) keeps names unique when the readable part is truncated to
 /// [`MAX_CHAIN_NAME`].
 pub fn service_chain(service: &ObjectKey, port_name: &str, proto: Protocol, port: u16) -> String {
+    port_chain("svc", service, port_name, proto, port)
+}
+
+/// A chain of one service port with another role, named like
+/// [`service_chain`] with prefix `kind`: `ext` (external IPs and
+/// load-balancer IPs), `np` (the node port), `clu` / `clunp` (the cluster
+/// endpoints for external traffic), `loc` (the local endpoints), `fw`
+/// (loadBalancerSourceRanges).
+pub fn port_chain(
+    kind: &str,
+    service: &ObjectKey,
+    port_name: &str,
+    proto: Protocol,
+    port: u16,
+) -> String {
     let port_part = if port_name.is_empty() {
         port.to_string()
     } else {
@@ -55,7 +100,7 @@ pub fn service_chain(service: &ObjectKey, port_name: &str, proto: Protocol, port
         port_part
     );
     let identity = format!("{readable}\0{port}");
-    let mut name = format!("svc-{}-{}", short_hash(identity.as_bytes()), readable);
+    let mut name = format!("{kind}-{}-{}", short_hash(identity.as_bytes()), readable);
     if name.len() > MAX_CHAIN_NAME {
         let mut cut = MAX_CHAIN_NAME;
         while !name.is_char_boundary(cut) {

@@ -1,25 +1,40 @@
 //! The pure planner: [`ProxyPlan`] in, [`Ruleset`] out. Same input,
 //! byte-identical output; no I/O.
 //!
-//! Layout (see BENCHMARKS.md for the measurements behind it):
+//! Layout (see BENCHMARKS.md for the measurements behind it), per family:
 //!
 //! * `services` looks up `daddr . l4proto . dport` in the `service-ips`
-//!   verdict map and jumps to the service port's own chain `svc-…`;
-//! * `svc-…` marks packets from outside the cluster CIDR for masquerade,
-//!   then `goto spread-N`, where N is its number of endpoints;
-//! * `spread-N` holds one rule,
-//!   `dnat to daddr . l4proto . dport . numgen random mod N map @service-endpoints`:
-//!   the endpoints of every service port sit in that one named map, keyed
-//!   by the service's address, protocol, port and an index 0..N.
+//!   verdict map (cluster IPs to `svc-…`, external and load-balancer IPs
+//!   to `ext-…`), and node ports, on the addresses `--nodeport-addresses`
+//!   selects, in `service-nodeports` (to `np-…`);
+//! * the service port's chains mark traffic for masquerade where needed,
+//!   then DNAT into one endpoint set: `goto spread-N`, where
+//!   `spread-N` holds one rule,
+//!   `dnat to daddr . l4proto . dport . numgen random mod N map @service-endpoints`
+//!   (node ports: `spread-port-N` over `nodeport-endpoints`, keyed by
+//!   protocol and port); the endpoints of every service port sit in those
+//!   shared maps, keyed by the address (or node port) the client used;
+//! * the local endpoints of externalTrafficPolicy Local (`loc-…`) and every
+//!   set under session affinity are small: they DNAT with inline rules,
+//!   `numgen random mod (N-i) 0 … dnat to A:P`, and affinity adds one
+//!   dynamic set of clients per endpoint, checked and refreshed in the same
+//!   rules;
+//! * services without usable endpoints sit in `no-endpoint-services` /
+//!   `no-endpoint-nodeports`, checked in the filter chains: `drop` when
+//!   endpoints exist elsewhere but the traffic policy allows none here,
+//!   else `goto reject-chain`;
+//! * load-balancer IPs with `loadBalancerSourceRanges` go through `fw-…`
+//!   in `filter-prerouting`, before DNAT.
 //!
-//! Why one shared map reached from a few `spread-N` chains rather than one
-//! map per service: the kernel looks sets up by walking the table's list of
+//! Why shared maps reached from a few `spread-N` chains rather than one map
+//! per service: the kernel looks sets up by walking the table's list of
 //! sets, and checks every chain it validates against every set, so 10,000
 //! per-service maps cost seconds of kernel time; and every rule that binds
 //! a map makes each new element walk all of that map's bindings, so the
 //! shared map must be bound by few rules: one per distinct N.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use api_watch::Protocol;
 use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePortPlan};
@@ -27,22 +42,42 @@ use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePo
 use crate::model::*;
 use crate::names;
 
+/// Which local addresses serve node ports (kube-proxy's
+/// `--nodeport-addresses`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NodePortAddresses {
+    /// This node's primary addresses (its Node's InternalIPs): the default.
+    #[default]
+    Primary,
+    /// Every local address but loopback.
+    All,
+    /// Local addresses inside these prefixes.
+    Cidrs(Vec<Cidr>),
+}
+
 /// Settings that shape the ruleset (kube-proxy's flags of the same name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannerConfig {
-    /// `--cluster-cidr`: traffic to services from outside it is masqueraded.
-    /// `None`: no masquerading of off-cluster traffic.
-    pub cluster_cidr: Option<Cidr>,
+    /// `--cluster-cidr` (one per family at most): traffic to services from
+    /// outside it is masqueraded, and from inside it short-circuits
+    /// externalTrafficPolicy Local. Empty: neither.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// `--masquerade-all`: masquerade all traffic to cluster IPs.
+    pub masquerade_all: bool,
     /// `--masquerade-bit` (default 14): the packet-mark bit used to ask
-    /// postrouting to masquerade.
+    /// postrouting to masquerade; cleared there.
     pub masquerade_bit: u8,
+    /// `--nodeport-addresses`.
+    pub nodeport_addresses: NodePortAddresses,
 }
 
 impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
-            cluster_cidr: None,
+            cluster_cidrs: Vec::new(),
+            masquerade_all: false,
             masquerade_bit: 14,
+            nodeport_addresses: NodePortAddresses::Primary,
         }
     }
 }
@@ -51,11 +86,19 @@ impl PlannerConfig {
     fn mark(&self) -> u32 {
         1u32 << self.masquerade_bit
     }
+
+    /// The cluster CIDR of `family`; a /0 is ignored (it holds every
+    /// source, so nothing would be masqueraded and everything short-cut).
+    fn cidr(&self, family: Family) -> Option<Cidr> {
+        self.cluster_cidrs
+            .iter()
+            .copied()
+            .find(|c| c.family() == family && c.prefix > 0)
+    }
 }
 
-/// Builds the ruleset for `plan`: `table ip nftopo` with everything
-/// ClusterIP services need. IPv6 service ports are left out for now (no
-/// `ip6` table yet).
+/// Builds the ruleset for `plan`: `table ip nftopo`, and `table ip6
+/// nftopo` when any service has an IPv6 address.
 ///
 /// Returns, next to the ruleset, the service ports that were left out
 /// because an earlier service (in plan order) already owns the same
@@ -63,13 +106,52 @@ impl PlannerConfig {
 /// and the others are reported instead of mixing their endpoints.
 pub fn plan_ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> (Ruleset, Vec<Problem>) {
     let mut problems = Vec::new();
-    let table = plan_table(plan, cfg, Family::Ip, &mut problems);
-    (
-        Ruleset {
-            tables: vec![table],
-        },
-        problems,
-    )
+    let mut tables = vec![plan_table(plan, cfg, Family::Ip, &mut problems)];
+    let wants_ip6 = plan.services.iter().any(|sp| {
+        sp.cluster_ips
+            .iter()
+            .chain(&sp.external_ips)
+            .chain(&sp.load_balancer_ips)
+            .any(IpAddr::is_ipv6)
+    });
+    if wants_ip6 {
+        tables.push(plan_table(plan, cfg, Family::Ip6, &mut problems));
+    }
+    (Ruleset { tables }, problems)
+}
+
+/// Which endpoint set a block of DNAT rules serves (for affinity set names).
+#[derive(Clone, Copy)]
+enum SetRole {
+    Internal,
+    Cluster,
+    Local,
+}
+
+impl SetRole {
+    fn letter(self) -> char {
+        match self {
+            SetRole::Internal => 'i',
+            SetRole::Cluster => 'c',
+            SetRole::Local => 'l',
+        }
+    }
+}
+
+/// How clients address what a block serves: the packet's destination, or
+/// (node ports) only its protocol and port.
+#[derive(Clone, Copy)]
+enum Keyspace {
+    Addr(IpAddr),
+    Port,
+}
+
+struct Builder<'a> {
+    table: Table,
+    cfg: &'a PlannerConfig,
+    node: &'a str,
+    spreads: BTreeSet<usize>,
+    port_spreads: BTreeSet<usize>,
 }
 
 fn plan_table(
@@ -78,193 +160,630 @@ fn plan_table(
     family: Family,
     problems: &mut Vec<Problem>,
 ) -> Table {
-    let mut table = Table::new(family, names::TABLE);
-    add_fixed_chains(&mut table, cfg);
-
-    let mut spreads = BTreeSet::new();
-    let mut owners = std::collections::BTreeMap::new();
+    let mut b = Builder {
+        table: Table::new(family, names::TABLE),
+        cfg,
+        node: &plan.node,
+        spreads: BTreeSet::new(),
+        port_spreads: BTreeSet::new(),
+    };
+    b.fixed(plan);
+    let mut owners: BTreeMap<(IpAddr, Protocol, u16), (&api_watch::ObjectKey, &str)> =
+        BTreeMap::new();
+    let mut port_owners: BTreeMap<(Protocol, u16), (&api_watch::ObjectKey, &str)> = BTreeMap::new();
     for sp in &plan.services {
-        for ip in sp.cluster_ips.iter().filter(|ip| family.contains(ip)) {
-            let owner = owners
-                .entry((*ip, sp.protocol, sp.port))
-                .or_insert_with(|| (sp.service.clone(), sp.port_name.clone()));
-            if (&owner.0, &owner.1) != (&sp.service, &sp.port_name) {
-                problems.push(Problem {
-                    kind: ProblemKind::DuplicateServicePort,
-                    object: sp.service.clone(),
-                    message: format!(
-                        "{ip} {}/{} is already served by {} port {:?}; port {:?} is left out",
-                        sp.protocol, sp.port, owner.0, owner.1, sp.port_name
-                    ),
-                });
-                continue;
+        let me = (&sp.service, sp.port_name.as_str());
+        let mut addrs = Vec::new();
+        for ip in sp
+            .cluster_ips
+            .iter()
+            .chain(&sp.external_ips)
+            .chain(&sp.load_balancer_ips)
+            .filter(|ip| family.contains(ip))
+        {
+            let owner = *owners.entry((*ip, sp.protocol, sp.port)).or_insert(me);
+            if owner != me {
+                problems.push(duplicate(sp, &ip.to_string(), sp.port, owner));
+            } else {
+                addrs.push(*ip);
             }
-            let endpoints: Vec<&EndpointTarget> = sp
-                .endpoints
+        }
+        let node_port = sp.node_port.filter(|np| {
+            let owner = *port_owners.entry((sp.protocol, *np)).or_insert(me);
+            if owner != me && family == Family::Ip {
+                problems.push(duplicate(sp, "node port", *np, owner));
+            }
+            owner == me
+        });
+        b.service_port(sp, &addrs, node_port);
+    }
+    b.finish()
+}
+
+fn duplicate(
+    sp: &ServicePortPlan,
+    what: &str,
+    port: u16,
+    owner: (&api_watch::ObjectKey, &str),
+) -> Problem {
+    Problem {
+        kind: ProblemKind::DuplicateServicePort,
+        object: sp.service.clone(),
+        message: format!(
+            "{what} {}/{port} is already served by {} port {:?}; port {:?} is left out there",
+            sp.protocol, owner.0, owner.1, sp.port_name
+        ),
+    }
+}
+
+fn rule(stmts: Vec<Stmt>) -> Rule {
+    Rule(stmts)
+}
+
+fn goto(chain: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Goto(chain.to_string()))
+}
+
+fn host(ip: IpAddr) -> Cidr {
+    Cidr {
+        addr: ip,
+        prefix: if ip.is_ipv4() { 32 } else { 128 },
+    }
+}
+
+impl Builder<'_> {
+    fn family(&self) -> Family {
+        self.table.family
+    }
+
+    fn map(&mut self, name: &str) -> &mut Map {
+        self.table.maps.get_mut(name).expect("fixed maps exist")
+    }
+
+    fn add_chain(&mut self, name: String, rules: Vec<Rule>) {
+        self.table
+            .chains
+            .insert(name.clone(), Chain::regular(name, rules));
+    }
+
+    /// The rules that pick the node-port destinations, each ending in
+    /// `meta l4proto . th dport vmap @map`.
+    fn nodeport_rules(&self, plan: &ProxyPlan, map: &str) -> Vec<Rule> {
+        let family = self.family();
+        let vmap = Stmt::PortVmap { map: map.into() };
+        match &self.cfg.nodeport_addresses {
+            NodePortAddresses::Primary => plan
+                .node_addresses
                 .iter()
-                .filter(|e| family.contains(&e.ip))
-                .collect();
-            add_service_port(&mut table, cfg, sp, ip, &endpoints, &mut spreads);
+                .filter(|ip| family.contains(ip))
+                .map(|ip| rule(vec![Stmt::DaddrIn(host(*ip)), vmap.clone()]))
+                .collect(),
+            NodePortAddresses::All => {
+                let loopback = match family {
+                    Family::Ip => Cidr::parse("127.0.0.0/8"),
+                    Family::Ip6 => Cidr::parse("::1/128"),
+                }
+                .expect("valid prefix");
+                vec![rule(vec![
+                    Stmt::FibDaddrLocal,
+                    Stmt::DaddrNotIn(loopback),
+                    vmap,
+                ])]
+            }
+            NodePortAddresses::Cidrs(cidrs) => cidrs
+                .iter()
+                .filter(|c| c.family() == family)
+                .map(|c| rule(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c), vmap.clone()]))
+                .collect(),
         }
     }
-    for n in spreads {
-        let name = names::spread_chain(n);
-        let rule = Rule(vec![Stmt::DnatSpread {
-            modulus: n as u32,
-            map: names::SERVICE_ENDPOINTS.into(),
-        }]);
-        table
-            .chains
-            .insert(name.clone(), Chain::regular(name, vec![rule]));
-    }
-    table
-}
 
-fn add_service_port(
-    table: &mut Table,
-    cfg: &PlannerConfig,
-    sp: &ServicePortPlan,
-    ip: &std::net::IpAddr,
-    endpoints: &[&EndpointTarget],
-    spreads: &mut BTreeSet<usize>,
-) {
-    let key = ElemKey {
-        addr: *ip,
-        proto: sp.protocol,
-        port: sp.port,
-        index: None,
-    };
-    if endpoints.is_empty() {
-        map_mut(table, names::NO_ENDPOINT_SERVICES).elements.insert(
-            key,
-            ElemValue::Verdict(Verdict::Goto(names::REJECT_CHAIN.into())),
-        );
-        return;
-    }
-    let chain = names::service_chain(&sp.service, &sp.port_name, sp.protocol, sp.port);
-    let mut rules = Vec::new();
-    // A /0 cluster CIDR contains every source: nothing to masquerade.
-    if let Some(cidr) = cfg
-        .cluster_cidr
-        .filter(|c| c.family() == table.family && c.prefix > 0)
-    {
-        rules.push(Rule(vec![
-            Stmt::SaddrNotIn(cidr),
-            Stmt::MarkSetBits(cfg.mark()),
-        ]));
-    }
-    rules.push(Rule(vec![Stmt::Verdict(Verdict::Goto(
-        names::spread_chain(endpoints.len()),
-    ))]));
-    spreads.insert(endpoints.len());
-    // Two cluster IPs of one family cannot happen, so the chain name (from
-    // the service port) is unique within the table.
-    table
-        .chains
-        .insert(chain.clone(), Chain::regular(chain.clone(), rules));
-    map_mut(table, names::SERVICE_IPS)
-        .elements
-        .insert(key.clone(), ElemValue::Verdict(Verdict::Goto(chain)));
-    let eps = map_mut(table, names::SERVICE_ENDPOINTS);
-    for (i, ep) in endpoints.iter().enumerate() {
-        let k = ElemKey {
-            index: Some(i as u32),
-            ..key.clone()
+    fn fixed(&mut self, plan: &ProxyPlan) {
+        let base = |name: &str, chain_type, hook, priority, rules| Chain {
+            name: name.to_string(),
+            base: Some(BaseChain {
+                chain_type,
+                hook,
+                priority,
+            }),
+            rules,
         };
-        eps.elements.insert(k, ElemValue::Dnat(ep.ip, ep.port));
+        let jump_services = || {
+            vec![rule(vec![Stmt::Verdict(Verdict::Jump(
+                names::SERVICES.into(),
+            ))])]
+        };
+        let no_endpoints = || {
+            rule(vec![Stmt::DestVmap {
+                map: names::NO_ENDPOINT_SERVICES.into(),
+            }])
+        };
+        let mark = self.cfg.mark();
+        let mut with_nodeports = vec![no_endpoints()];
+        with_nodeports.extend(self.nodeport_rules(plan, names::NO_ENDPOINT_NODEPORTS));
+        let mut services = vec![rule(vec![Stmt::DestVmap {
+            map: names::SERVICE_IPS.into(),
+        }])];
+        services.extend(self.nodeport_rules(plan, names::SERVICE_NODEPORTS));
+        let chains = [
+            base(
+                names::FILTER_PREROUTING,
+                ChainType::Filter,
+                HookPoint::Prerouting,
+                -110,
+                vec![rule(vec![Stmt::DestVmap {
+                    map: names::FIREWALL_IPS.into(),
+                }])],
+            ),
+            base(
+                names::NAT_PREROUTING,
+                ChainType::Nat,
+                HookPoint::Prerouting,
+                -100,
+                jump_services(),
+            ),
+            base(
+                names::NAT_OUTPUT,
+                ChainType::Nat,
+                HookPoint::Output,
+                -100,
+                jump_services(),
+            ),
+            base(
+                names::NAT_POSTROUTING,
+                ChainType::Nat,
+                HookPoint::Postrouting,
+                100,
+                vec![
+                    rule(vec![
+                        Stmt::AddrPairInSet {
+                            set: names::HAIRPIN.into(),
+                        },
+                        Stmt::MarkSetBits(mark),
+                    ]),
+                    rule(vec![
+                        Stmt::MarkBitsClear(mark),
+                        Stmt::Verdict(Verdict::Return),
+                    ]),
+                    rule(vec![Stmt::MarkToggleBits(mark)]),
+                    rule(vec![Stmt::Masquerade]),
+                ],
+            ),
+            base(
+                names::FILTER_INPUT,
+                ChainType::Filter,
+                HookPoint::Input,
+                -110,
+                with_nodeports.clone(),
+            ),
+            base(
+                names::FILTER_FORWARD,
+                ChainType::Filter,
+                HookPoint::Forward,
+                -110,
+                vec![no_endpoints()],
+            ),
+            base(
+                names::FILTER_OUTPUT,
+                ChainType::Filter,
+                HookPoint::Output,
+                -110,
+                with_nodeports,
+            ),
+            Chain::regular(names::SERVICES, services),
+            Chain::regular(
+                names::REJECT_CHAIN,
+                vec![
+                    rule(vec![Stmt::L4ProtoIs(Protocol::Tcp), Stmt::RejectTcpReset]),
+                    rule(vec![Stmt::Reject]),
+                ],
+            ),
+        ];
+        for c in chains {
+            self.table.chains.insert(c.name.clone(), c);
+        }
+        for (name, kind) in [
+            (names::SERVICE_IPS, MapKind::ServiceVerdict),
+            (names::SERVICE_NODEPORTS, MapKind::PortVerdict),
+            (names::NO_ENDPOINT_SERVICES, MapKind::ServiceVerdict),
+            (names::NO_ENDPOINT_NODEPORTS, MapKind::PortVerdict),
+            (names::FIREWALL_IPS, MapKind::ServiceVerdict),
+            (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
+            (names::NODEPORT_ENDPOINTS, MapKind::PortEndpointDnat),
+            (names::HAIRPIN, MapKind::AddrPairSet),
+        ] {
+            self.table.maps.insert(name.into(), Map::new(name, kind));
+        }
+    }
+
+    fn finish(mut self) -> Table {
+        for n in std::mem::take(&mut self.spreads) {
+            let r = rule(vec![Stmt::DnatSpread {
+                modulus: n as u32,
+                map: names::SERVICE_ENDPOINTS.into(),
+            }]);
+            self.add_chain(names::spread_chain(n), vec![r]);
+        }
+        for n in std::mem::take(&mut self.port_spreads) {
+            let r = rule(vec![Stmt::DnatSpreadPort {
+                modulus: n as u32,
+                map: names::NODEPORT_ENDPOINTS.into(),
+            }]);
+            self.add_chain(names::spread_port_chain(n), vec![r]);
+        }
+        self.table
+    }
+
+    /// Rules that DNAT into `eps`, for a chain named `chain`. Without
+    /// affinity: `goto spread-N` and the elements under `key`; with
+    /// affinity: inline rules and one client set per endpoint.
+    fn dnat_block(
+        &mut self,
+        sp: &ServicePortPlan,
+        chain: &str,
+        role: SetRole,
+        eps: &[&EndpointTarget],
+        keys: &[Keyspace],
+    ) -> Vec<Rule> {
+        let n = eps.len();
+        debug_assert!(n > 0);
+        self.hairpin(eps);
+        if let Some(timeout) = sp.session_affinity_timeout {
+            return self.affinity_block(sp.protocol, chain, role, eps, timeout);
+        }
+        let mut spread_port = false;
+        for key in keys {
+            for (i, ep) in eps.iter().enumerate() {
+                let (map, k) = match *key {
+                    Keyspace::Addr(addr) => (
+                        names::SERVICE_ENDPOINTS,
+                        ElemKey::Service {
+                            addr,
+                            proto: sp.protocol,
+                            port: sp.port,
+                            index: Some(i as u32),
+                        },
+                    ),
+                    Keyspace::Port => {
+                        spread_port = true;
+                        (
+                            names::NODEPORT_ENDPOINTS,
+                            ElemKey::Port {
+                                proto: sp.protocol,
+                                port: sp.node_port.expect("node port keys only with a node port"),
+                                index: Some(i as u32),
+                            },
+                        )
+                    }
+                };
+                self.map(map)
+                    .elements
+                    .insert(k, ElemValue::Dnat(ep.ip, ep.port));
+            }
+        }
+        if spread_port {
+            self.port_spreads.insert(n);
+            vec![rule(vec![goto(&names::spread_port_chain(n))])]
+        } else {
+            self.spreads.insert(n);
+            vec![rule(vec![goto(&names::spread_chain(n))])]
+        }
+    }
+
+    /// Inline DNAT to `eps` (small sets): returning clients of endpoint i
+    /// (with affinity) first, then endpoint i with probability 1/(N-i).
+    fn inline_block(
+        &mut self,
+        proto: Protocol,
+        eps: &[&EndpointTarget],
+        affinity: Option<(&str, SetRole, u32)>,
+    ) -> Vec<Rule> {
+        let n = eps.len();
+        let sets: Vec<Option<String>> = (0..n)
+            .map(|i| {
+                affinity.map(|(chain, role, timeout)| {
+                    let name = names::affinity_set(chain, role.letter(), i);
+                    self.table.maps.insert(
+                        name.clone(),
+                        Map::new(&name, MapKind::AffinitySet { timeout }),
+                    );
+                    name
+                })
+            })
+            .collect();
+        let dnat = |i: usize| {
+            let mut v = Vec::new();
+            if let Some(set) = &sets[i] {
+                v.push(Stmt::UpdateSaddr { set: set.clone() });
+            }
+            v.push(Stmt::L4ProtoIs(proto));
+            v.push(Stmt::DnatTo(eps[i].ip, eps[i].port));
+            v
+        };
+        let mut rules = Vec::new();
+        for (i, set) in sets.iter().enumerate() {
+            if let Some(set) = set {
+                let mut r = vec![Stmt::SaddrInSet { set: set.clone() }];
+                r.extend(dnat(i));
+                rules.push(rule(r));
+            }
+        }
+        for i in 0..n {
+            let mut r = Vec::new();
+            if i + 1 < n {
+                r.push(Stmt::NumgenIs {
+                    modulus: (n - i) as u32,
+                    value: 0,
+                });
+            }
+            r.extend(dnat(i));
+            rules.push(rule(r));
+        }
+        rules
+    }
+
+    fn affinity_block(
+        &mut self,
+        proto: Protocol,
+        chain: &str,
+        role: SetRole,
+        eps: &[&EndpointTarget],
+        timeout: u32,
+    ) -> Vec<Rule> {
+        self.inline_block(proto, eps, Some((chain, role, timeout)))
+    }
+
+    /// This node's endpoints may reach themselves through a service:
+    /// their (endpoint, endpoint) pair is masqueraded in postrouting.
+    fn hairpin(&mut self, eps: &[&EndpointTarget]) {
+        let node = self.node.to_string();
+        for ep in eps {
+            if ep.node_name.as_deref() == Some(node.as_str()) {
+                self.map(names::HAIRPIN)
+                    .elements
+                    .insert(ElemKey::Pair(ep.ip, ep.ip), ElemValue::Member);
+            }
+        }
+    }
+
+    /// What refuses traffic to an entry without usable endpoints: `drop`
+    /// when the service has endpoints but the traffic policy allows none
+    /// here, else the reject chain.
+    fn refusal(sp: &ServicePortPlan, policy_local: bool) -> ElemValue {
+        if sp.has_any_endpoints && policy_local {
+            ElemValue::Verdict(Verdict::Drop)
+        } else {
+            ElemValue::Verdict(Verdict::Goto(names::REJECT_CHAIN.into()))
+        }
+    }
+
+    fn service_port(&mut self, sp: &ServicePortPlan, addrs: &[IpAddr], node_port: Option<u16>) {
+        let family = self.family();
+        let of_family = |eps: &[EndpointTarget]| -> Vec<EndpointTarget> {
+            eps.iter()
+                .filter(|e| family.contains(&e.ip))
+                .cloned()
+                .collect()
+        };
+        let internal = of_family(&sp.endpoints);
+        let cluster = of_family(&sp.cluster_endpoints);
+        let local = of_family(&sp.local_endpoints);
+        let chain =
+            |kind: &str| names::port_chain(kind, &sp.service, &sp.port_name, sp.protocol, sp.port);
+        let mark = self.cfg.mark();
+        let cidr = self.cfg.cidr(family);
+        let proto = sp.protocol;
+        let svc_key = |addr: IpAddr| ElemKey::service(addr, proto, sp.port);
+
+        // Cluster IPs: the internal set.
+        for ip in addrs.iter().filter(|ip| sp.cluster_ips.contains(ip)) {
+            if internal.is_empty() {
+                let v = Self::refusal(sp, sp.internal_policy_local);
+                self.map(names::NO_ENDPOINT_SERVICES)
+                    .elements
+                    .insert(svc_key(*ip), v);
+                continue;
+            }
+            let name = chain("svc");
+            let mut rules = Vec::new();
+            if self.cfg.masquerade_all {
+                rules.push(rule(vec![Stmt::MarkSetBits(mark)]));
+            } else if let Some(c) = cidr {
+                rules.push(rule(vec![Stmt::SaddrNotIn(c), Stmt::MarkSetBits(mark)]));
+            }
+            let eps: Vec<&EndpointTarget> = internal.iter().collect();
+            rules.extend(self.dnat_block(
+                sp,
+                &name,
+                SetRole::Internal,
+                &eps,
+                &[Keyspace::Addr(*ip)],
+            ));
+            self.add_chain(name.clone(), rules);
+            self.map(names::SERVICE_IPS)
+                .elements
+                .insert(svc_key(*ip), ElemValue::Verdict(Verdict::Goto(name)));
+        }
+
+        // External entries: external IPs, load-balancer IPs, the node port.
+        let external: Vec<IpAddr> = addrs
+            .iter()
+            .filter(|ip| !sp.cluster_ips.contains(ip))
+            .copied()
+            .collect();
+        if external.is_empty() && node_port.is_none() {
+            return;
+        }
+        let cluster_eps: Vec<&EndpointTarget> = cluster.iter().collect();
+        let local_eps: Vec<&EndpointTarget> = local.iter().collect();
+        let usable = if sp.external_policy_local {
+            !local_eps.is_empty() || !cluster_eps.is_empty()
+        } else {
+            !cluster_eps.is_empty()
+        };
+        if !usable {
+            let v = Self::refusal(sp, sp.external_policy_local);
+            for ip in &external {
+                self.map(names::NO_ENDPOINT_SERVICES)
+                    .elements
+                    .insert(svc_key(*ip), v.clone());
+            }
+            if let Some(np) = node_port {
+                let k = ElemKey::Port {
+                    proto,
+                    port: np,
+                    index: None,
+                };
+                self.map(names::NO_ENDPOINT_NODEPORTS).elements.insert(k, v);
+            }
+            return;
+        }
+        let addr_keys: Vec<Keyspace> = external.iter().map(|ip| Keyspace::Addr(*ip)).collect();
+        // (entry chain kind, cluster chain kind, keys) for addresses and the node port.
+        let mut entries: Vec<(&str, &str, Vec<Keyspace>)> = Vec::new();
+        if !external.is_empty() {
+            entries.push(("ext", "clu", addr_keys));
+        }
+        if node_port.is_some() {
+            entries.push(("np", "clunp", vec![Keyspace::Port]));
+        }
+        // The local endpoints, shared by both entries (eTP Local only).
+        let local_chain = chain("loc");
+        if sp.external_policy_local {
+            let rules = if local_eps.is_empty() {
+                vec![rule(vec![Stmt::Verdict(Verdict::Drop)])]
+            } else {
+                self.hairpin(&local_eps);
+                let aff = sp
+                    .session_affinity_timeout
+                    .map(|t| (local_chain.as_str(), SetRole::Local, t));
+                self.inline_block(proto, &local_eps, aff)
+            };
+            self.add_chain(local_chain.clone(), rules);
+        }
+        for (kind, cluster_kind, keys) in entries {
+            let name = chain(kind);
+            let mut rules = Vec::new();
+            if sp.external_policy_local {
+                // Short-circuit: pods and the node itself use every endpoint,
+                // like traffic to the cluster IP (kube-proxy does the same).
+                if !cluster_eps.is_empty() {
+                    let cname = chain(cluster_kind);
+                    let block = self.dnat_block(sp, &cname, SetRole::Cluster, &cluster_eps, &keys);
+                    self.add_chain(cname.clone(), block);
+                    if let Some(c) = cidr {
+                        rules.push(rule(vec![Stmt::SaddrIn(c), goto(&cname)]));
+                    }
+                    rules.push(rule(vec![
+                        Stmt::FibSaddrLocal,
+                        Stmt::MarkSetBits(mark),
+                        goto(&cname),
+                    ]));
+                }
+                rules.push(rule(vec![goto(&local_chain)]));
+            } else {
+                rules.push(rule(vec![Stmt::MarkSetBits(mark)]));
+                rules.extend(self.dnat_block(sp, &name, SetRole::Cluster, &cluster_eps, &keys));
+            }
+            self.add_chain(name.clone(), rules);
+            let to_chain = ElemValue::Verdict(Verdict::Goto(name));
+            match kind {
+                "ext" => {
+                    for ip in &external {
+                        self.map(names::SERVICE_IPS)
+                            .elements
+                            .insert(svc_key(*ip), to_chain.clone());
+                    }
+                }
+                _ => {
+                    let k = ElemKey::Port {
+                        proto,
+                        port: node_port.expect("np entry only with a node port"),
+                        index: None,
+                    };
+                    self.map(names::SERVICE_NODEPORTS)
+                        .elements
+                        .insert(k, to_chain);
+                }
+            }
+        }
+        self.firewall(sp, &chain("fw"));
+    }
+
+    /// loadBalancerSourceRanges: LB IP traffic from outside the ranges is
+    /// dropped before DNAT; node ports and external IPs are not filtered.
+    fn firewall(&mut self, sp: &ServicePortPlan, name: &str) {
+        if sp.load_balancer_source_ranges.is_empty() {
+            return;
+        }
+        let family = self.family();
+        let lbs: Vec<IpAddr> = sp
+            .load_balancer_ips
+            .iter()
+            .filter(|ip| family.contains(ip))
+            .copied()
+            .collect();
+        if lbs.is_empty() {
+            return;
+        }
+        let mut rules: Vec<Rule> = sp
+            .load_balancer_source_ranges
+            .iter()
+            .filter_map(|r| Cidr::parse(r))
+            .filter(|c| c.family() == family)
+            .map(|c| rule(vec![Stmt::SaddrIn(c), Stmt::Verdict(Verdict::Return)]))
+            .collect();
+        rules.push(rule(vec![Stmt::Verdict(Verdict::Drop)]));
+        self.add_chain(name.to_string(), rules);
+        for ip in lbs {
+            self.map(names::FIREWALL_IPS).elements.insert(
+                ElemKey::service(ip, sp.protocol, sp.port),
+                ElemValue::Verdict(Verdict::Goto(name.to_string())),
+            );
+        }
     }
 }
 
-fn map_mut<'a>(table: &'a mut Table, name: &str) -> &'a mut Map {
-    table.maps.get_mut(name).expect("fixed maps exist")
-}
-
-fn add_fixed_chains(table: &mut Table, cfg: &PlannerConfig) {
-    let base = |name: &str, chain_type, hook, priority, rules| Chain {
-        name: name.to_string(),
-        base: Some(BaseChain {
-            chain_type,
-            hook,
-            priority,
-        }),
-        rules,
+/// The UDP entries of `plan` and the endpoints that may answer each, for
+/// conntrack clean-up after a sync: cluster IPs answer from the internal
+/// set; external IPs, load-balancer IPs and the node port from the cluster
+/// set, plus the local set under externalTrafficPolicy Local.
+pub fn udp_services(plan: &ProxyPlan) -> Vec<crate::conntrack::UdpService> {
+    use crate::conntrack::{UdpEntry, UdpService};
+    use std::net::SocketAddr;
+    let set = |eps: &mut dyn Iterator<Item = &EndpointTarget>| -> BTreeSet<SocketAddr> {
+        eps.map(|e| SocketAddr::new(e.ip, e.port)).collect()
     };
-    let jump_services = || {
-        vec![Rule(vec![Stmt::Verdict(Verdict::Jump(
-            names::SERVICES.into(),
-        ))])]
-    };
-    let reject_no_endpoints = || {
-        vec![Rule(vec![Stmt::DestVmap {
-            map: names::NO_ENDPOINT_SERVICES.into(),
-        }])]
-    };
-    let mark = cfg.mark();
-    let chains = [
-        base(
-            names::NAT_PREROUTING,
-            ChainType::Nat,
-            HookPoint::Prerouting,
-            -100,
-            jump_services(),
-        ),
-        base(
-            names::NAT_OUTPUT,
-            ChainType::Nat,
-            HookPoint::Output,
-            -100,
-            jump_services(),
-        ),
-        base(
-            names::NAT_POSTROUTING,
-            ChainType::Nat,
-            HookPoint::Postrouting,
-            100,
-            vec![
-                Rule(vec![
-                    Stmt::MarkBitsClear(mark),
-                    Stmt::Verdict(Verdict::Return),
-                ]),
-                Rule(vec![Stmt::MarkToggleBits(mark)]),
-                Rule(vec![Stmt::Masquerade]),
-            ],
-        ),
-        base(
-            names::FILTER_FORWARD,
-            ChainType::Filter,
-            HookPoint::Forward,
-            -110,
-            reject_no_endpoints(),
-        ),
-        base(
-            names::FILTER_OUTPUT,
-            ChainType::Filter,
-            HookPoint::Output,
-            -110,
-            reject_no_endpoints(),
-        ),
-        Chain::regular(
-            names::SERVICES,
-            vec![Rule(vec![Stmt::DestVmap {
-                map: names::SERVICE_IPS.into(),
-            }])],
-        ),
-        Chain::regular(
-            names::REJECT_CHAIN,
-            vec![
-                Rule(vec![Stmt::L4ProtoIs(Protocol::Tcp), Stmt::RejectTcpReset]),
-                Rule(vec![Stmt::Reject]),
-            ],
-        ),
-    ];
-    for c in chains {
-        table.chains.insert(c.name.clone(), c);
+    let mut out = Vec::new();
+    for sp in plan
+        .services
+        .iter()
+        .filter(|sp| sp.protocol == Protocol::Udp)
+    {
+        let internal = set(&mut sp.endpoints.iter());
+        let external = if sp.external_policy_local {
+            set(&mut sp.cluster_endpoints.iter().chain(&sp.local_endpoints))
+        } else {
+            set(&mut sp.cluster_endpoints.iter())
+        };
+        for ip in &sp.cluster_ips {
+            out.push(UdpService {
+                entry: UdpEntry::Addr(SocketAddr::new(*ip, sp.port)),
+                endpoints: internal.clone(),
+            });
+        }
+        for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+            out.push(UdpService {
+                entry: UdpEntry::Addr(SocketAddr::new(*ip, sp.port)),
+                endpoints: external.clone(),
+            });
+        }
+        if let Some(np) = sp.node_port {
+            out.push(UdpService {
+                entry: UdpEntry::NodePort(np),
+                endpoints: external.clone(),
+            });
+        }
     }
-    for (name, kind) in [
-        (names::SERVICE_IPS, MapKind::ServiceVerdict),
-        (names::NO_ENDPOINT_SERVICES, MapKind::ServiceVerdict),
-        (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
-    ] {
-        table.maps.insert(name.into(), Map::new(name, kind));
-    }
+    out
 }

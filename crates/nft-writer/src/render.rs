@@ -6,6 +6,24 @@ use std::fmt::{self, Display, Formatter, Write as _};
 
 use crate::model::*;
 
+/// A prefix as `nft` prints it: a full-length prefix is just the address.
+fn cidr_text(c: &Cidr) -> String {
+    let full = if c.addr.is_ipv4() { 32 } else { 128 };
+    if c.prefix == full {
+        c.addr.to_string()
+    } else {
+        c.to_string()
+    }
+}
+
+/// `ADDR:PORT`, with brackets around IPv6 addresses.
+fn addr_port(ip: &std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
 /// Writes one statement as `nft` text for a table of `family`.
 pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
     let f = family.nft_name();
@@ -13,18 +31,33 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
         Stmt::DestVmap { map } => {
             write!(out, "{f} daddr . meta l4proto . th dport vmap @{map}")
         }
-        Stmt::SaddrNotIn(cidr) => write!(out, "{f} saddr != {cidr}"),
+        Stmt::PortVmap { map } => write!(out, "meta l4proto . th dport vmap @{map}"),
+        Stmt::SaddrIn(c) => write!(out, "{f} saddr {}", cidr_text(c)),
+        Stmt::SaddrNotIn(c) => write!(out, "{f} saddr != {}", cidr_text(c)),
+        Stmt::DaddrIn(c) => write!(out, "{f} daddr {}", cidr_text(c)),
+        Stmt::DaddrNotIn(c) => write!(out, "{f} daddr != {}", cidr_text(c)),
+        Stmt::FibDaddrLocal => write!(out, "fib daddr type local"),
+        Stmt::FibSaddrLocal => write!(out, "fib saddr type local"),
+        Stmt::AddrPairInSet { set } => write!(out, "{f} saddr . {f} daddr @{set}"),
+        Stmt::SaddrInSet { set } => write!(out, "{f} saddr @{set}"),
+        Stmt::NumgenIs { modulus, value } => write!(out, "numgen random mod {modulus} {value}"),
+        Stmt::L4ProtoIs(p) => write!(out, "meta l4proto {}", p.nft_name()),
         Stmt::MarkBitsClear(bits) => {
             write!(out, "meta mark & 0x{bits:08x} == 0x00000000")
         }
         Stmt::MarkSetBits(bits) => write!(out, "meta mark set meta mark | 0x{bits:08x}"),
         Stmt::MarkToggleBits(bits) => write!(out, "meta mark set meta mark ^ 0x{bits:08x}"),
+        Stmt::UpdateSaddr { set } => write!(out, "update @{set} {{ {f} saddr }}"),
         Stmt::Masquerade => write!(out, "masquerade fully-random"),
         Stmt::DnatSpread { modulus, map } => write!(
             out,
             "dnat {f} to {f} daddr . meta l4proto . th dport . numgen random mod {modulus} map @{map}"
         ),
-        Stmt::L4ProtoIs(p) => write!(out, "meta l4proto {}", p.nft_name()),
+        Stmt::DnatSpreadPort { modulus, map } => write!(
+            out,
+            "dnat {f} to meta l4proto . th dport . numgen random mod {modulus} map @{map}"
+        ),
+        Stmt::DnatTo(ip, port) => write!(out, "dnat {f} to {}", addr_port(ip, *port)),
         Stmt::Reject => write!(out, "reject"),
         Stmt::RejectTcpReset => write!(out, "reject with tcp reset"),
         Stmt::Verdict(v) => write!(out, "{v}"),
@@ -55,31 +88,68 @@ pub fn rule_text(family: Family, rule: &Rule) -> String {
     out
 }
 
-/// The `type …`/`typeof …` line of a map.
+/// The `type …`/`typeof …` line of a set or map.
 pub fn map_type_text(family: Family, kind: MapKind) -> String {
     let f = family.nft_name();
-    match (kind, family) {
-        (MapKind::ServiceVerdict, Family::Ip) => {
-            "type ipv4_addr . inet_proto . inet_service : verdict".into()
-        }
-        (MapKind::ServiceVerdict, Family::Ip6) => {
-            "type ipv6_addr . inet_proto . inet_service : verdict".into()
-        }
-        (MapKind::EndpointDnat, _) => format!(
+    let addr = match family {
+        Family::Ip => "ipv4_addr",
+        Family::Ip6 => "ipv6_addr",
+    };
+    match kind {
+        MapKind::ServiceVerdict => format!("type {addr} . inet_proto . inet_service : verdict"),
+        MapKind::PortVerdict => "type inet_proto . inet_service : verdict".into(),
+        MapKind::EndpointDnat => format!(
             "typeof {f} daddr . meta l4proto . th dport . numgen random mod 1 : {f} daddr . th dport"
         ),
+        MapKind::PortEndpointDnat => format!(
+            "typeof meta l4proto . th dport . numgen random mod 1 : {f} daddr . th dport"
+        ),
+        MapKind::AddrPairSet => format!("type {addr} . {addr}"),
+        MapKind::AffinitySet { .. } => format!("type {addr}"),
+    }
+}
+
+/// Extra declaration lines of a set (`flags …`, `timeout …`).
+pub fn map_extra_lines(kind: MapKind) -> Vec<String> {
+    match kind {
+        MapKind::AffinitySet { timeout } => {
+            vec![
+                "flags dynamic,timeout".into(),
+                format!("timeout {timeout}s"),
+            ]
+        }
+        _ => Vec::new(),
     }
 }
 
 /// One element as `nft` text, e.g. `10.43.0.10 . tcp . 80 : goto svc-…`.
 pub fn element_text(key: &ElemKey, value: &ElemValue) -> String {
-    let mut out = format!("{} . {} . {}", key.addr, key.proto.nft_name(), key.port);
-    if let Some(i) = key.index {
-        let _ = write!(out, " . {i}");
-    }
+    let mut out = match key {
+        ElemKey::Service {
+            addr,
+            proto,
+            port,
+            index,
+        } => {
+            let mut s = format!("{addr} . {} . {port}", proto.nft_name());
+            if let Some(i) = index {
+                let _ = write!(s, " . {i}");
+            }
+            s
+        }
+        ElemKey::Port { proto, port, index } => {
+            let mut s = format!("{} . {port}", proto.nft_name());
+            if let Some(i) = index {
+                let _ = write!(s, " . {i}");
+            }
+            s
+        }
+        ElemKey::Pair(a, b) => format!("{a} . {b}"),
+    };
     let _ = match value {
         ElemValue::Verdict(v) => write!(out, " : {v}"),
         ElemValue::Dnat(ip, port) => write!(out, " : {ip} . {port}"),
+        ElemValue::Member => Ok(()),
     };
     out
 }
@@ -101,8 +171,12 @@ impl Display for Table {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "table {} {} {{", self.family.nft_name(), self.name)?;
         for map in self.maps.values() {
-            writeln!(f, "\tmap {} {{", map.name)?;
+            let word = if map.kind.is_map() { "map" } else { "set" };
+            writeln!(f, "\t{word} {} {{", map.name)?;
             writeln!(f, "\t\t{}", map_type_text(self.family, map.kind))?;
+            for line in map_extra_lines(map.kind) {
+                writeln!(f, "\t\t{line}")?;
+            }
             if !map.elements.is_empty() {
                 writeln!(f, "\t\telements = {{")?;
                 let n = map.elements.len();
@@ -130,12 +204,17 @@ impl Display for Table {
 
 impl Display for Ruleset {
     /// A script that replaces nftopo's tables: `table …` (create if
-    /// missing), `delete table …`, then the full table, all in the one
-    /// transaction `nft -f` makes of a file.
+    /// missing), `delete table …` for both families, then the full tables,
+    /// all in the one transaction `nft -f` makes of a file.
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        for t in &self.tables {
-            writeln!(f, "table {} {}", t.family.nft_name(), t.name)?;
-            writeln!(f, "delete table {} {}", t.family.nft_name(), t.name)?;
+        for family in [Family::Ip, Family::Ip6] {
+            let name = self
+                .tables
+                .iter()
+                .find(|t| t.family == family)
+                .map_or(crate::names::TABLE, |t| t.name.as_str());
+            writeln!(f, "table {} {name}", family.nft_name())?;
+            writeln!(f, "delete table {} {name}", family.nft_name())?;
         }
         for t in &self.tables {
             write!(f, "{t}")?;

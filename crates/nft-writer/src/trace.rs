@@ -33,6 +33,9 @@ pub struct Packet {
     pub dport: u16,
     /// Hooks it crosses.
     pub path: Path,
+    /// The node's own addresses (`fib … type local`); a packet to one of
+    /// them that is not DNATed goes to the input hook, not forward.
+    pub node_addrs: Vec<IpAddr>,
 }
 
 /// How a refused packet is answered.
@@ -81,36 +84,60 @@ enum Flow {
 
 /// Every outcome the packet can have (several when `numgen` spreads it).
 pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
-    let hooks: &[HookPoint] = match pkt.path {
-        Path::Forwarded => &[
-            HookPoint::Prerouting,
-            HookPoint::Forward,
-            HookPoint::Postrouting,
-        ],
-        Path::Local => &[HookPoint::Output, HookPoint::Postrouting],
-    };
-    let mut chains: Vec<&Chain> = table.chains.values().filter(|c| c.base.is_some()).collect();
-    chains.sort_by_key(|c| {
-        let b = c.base.expect("base chains only");
-        (hooks.iter().position(|h| *h == b.hook), b.priority)
-    });
-    let mut states = vec![State {
+    let mut out = BTreeSet::new();
+    let start = State {
         src: pkt.src,
         dst: pkt.dst,
         dport: pkt.dport,
         mark: 0,
         dnat: None,
         masquerade: false,
-    }];
-    let mut out = BTreeSet::new();
-    for chain in chains {
-        let b = chain.base.expect("base chains only");
-        if !hooks.contains(&b.hook) {
-            continue;
+    };
+    let first = match pkt.path {
+        Path::Forwarded => HookPoint::Prerouting,
+        Path::Local => HookPoint::Output,
+    };
+    for s in run_hook(table, pkt, first, vec![start], &mut out) {
+        let local_dst = s.dnat.is_none() && pkt.node_addrs.contains(&s.dst);
+        let rest: &[HookPoint] = match (pkt.path, local_dst) {
+            (Path::Forwarded, true) => &[HookPoint::Input],
+            (Path::Forwarded, false) => &[HookPoint::Forward, HookPoint::Postrouting],
+            (Path::Local, true) => &[HookPoint::Input],
+            (Path::Local, false) => &[HookPoint::Postrouting],
+        };
+        let mut states = vec![s];
+        for hook in rest {
+            states = run_hook(table, pkt, *hook, states, &mut out);
         }
+        for s in states {
+            out.insert(Outcome::Accepted {
+                dnat: s.dnat,
+                masquerade: s.masquerade,
+            });
+        }
+    }
+    out
+}
+
+/// Runs the base chains of `hook` in priority order; returns the states
+/// that go on and records the ones that end.
+fn run_hook(
+    table: &Table,
+    pkt: &Packet,
+    hook: HookPoint,
+    mut states: Vec<State>,
+    out: &mut BTreeSet<Outcome>,
+) -> Vec<State> {
+    let mut chains: Vec<&Chain> = table
+        .chains
+        .values()
+        .filter(|c| c.base.is_some_and(|b| b.hook == hook))
+        .collect();
+    chains.sort_by_key(|c| c.base.map(|b| b.priority));
+    for chain in chains {
         let mut next = Vec::new();
         for s in states {
-            for (s, flow) in run_chain(table, chain, s, pkt.proto, 0) {
+            for (s, flow) in run_chain(table, chain, s, pkt, 0) {
                 match flow {
                     Flow::Continue | Flow::Accept => next.push(s),
                     Flow::Drop => {
@@ -124,20 +151,14 @@ pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
         }
         states = next;
     }
-    for s in states {
-        out.insert(Outcome::Accepted {
-            dnat: s.dnat,
-            masquerade: s.masquerade,
-        });
-    }
-    out
+    states
 }
 
 fn run_chain(
     table: &Table,
     chain: &Chain,
     s: State,
-    proto: Protocol,
+    pkt: &Packet,
     depth: usize,
 ) -> Vec<(State, Flow)> {
     assert!(depth < 32, "jump depth exceeded at chain {}", chain.name);
@@ -146,7 +167,7 @@ fn run_chain(
     for rule in &chain.rules {
         let mut next = Vec::new();
         for s in live {
-            for (s, flow) in run_rule(table, rule, s, proto, depth) {
+            for (s, flow) in run_rule(table, rule, s, pkt, depth) {
                 match flow {
                     RuleFlow::Next => next.push(s),
                     RuleFlow::Stop(f) => done.push((s, f)),
@@ -166,12 +187,20 @@ enum RuleFlow {
     Stop(Flow),
 }
 
-fn key(s: &State, proto: Protocol, index: Option<u32>) -> ElemKey {
-    ElemKey {
-        addr: s.dst,
-        proto,
-        port: s.dport,
-        index,
+fn lookup<'a>(table: &'a Table, map: &str, key: &ElemKey) -> Option<&'a ElemValue> {
+    table.maps.get(map).and_then(|m| m.elements.get(key))
+}
+
+fn dnat(mut s: State, value: Option<&ElemValue>) -> (State, RuleFlow) {
+    match value {
+        Some(ElemValue::Dnat(ip, port)) => {
+            s.dnat = Some((*ip, *port));
+            s.dst = *ip;
+            s.dport = *port;
+            (s, RuleFlow::Stop(Flow::Accept))
+        }
+        // No element: the lookup fails and the rule does not match.
+        _ => (s, RuleFlow::Next),
     }
 }
 
@@ -179,63 +208,101 @@ fn run_rule(
     table: &Table,
     rule: &Rule,
     mut s: State,
-    proto: Protocol,
+    pkt: &Packet,
     depth: usize,
 ) -> Vec<(State, RuleFlow)> {
+    let proto = pkt.proto;
+    let service_key = |s: &State, index| ElemKey::Service {
+        addr: s.dst,
+        proto,
+        port: s.dport,
+        index,
+    };
+    let port_key = |s: &State, index| ElemKey::Port {
+        proto,
+        port: s.dport,
+        index,
+    };
     for (i, stmt) in rule.0.iter().enumerate() {
-        match stmt {
-            Stmt::SaddrNotIn(cidr) => {
-                if cidr.contains(&s.src) {
-                    return vec![(s, RuleFlow::Next)];
-                }
+        let holds = match stmt {
+            Stmt::SaddrIn(c) => c.contains(&s.src),
+            Stmt::SaddrNotIn(c) => !c.contains(&s.src),
+            Stmt::DaddrIn(c) => c.contains(&s.dst),
+            Stmt::DaddrNotIn(c) => !c.contains(&s.dst),
+            Stmt::FibDaddrLocal => pkt.node_addrs.contains(&s.dst),
+            Stmt::FibSaddrLocal => pkt.path == Path::Local,
+            Stmt::AddrPairInSet { set } => {
+                lookup(table, set, &ElemKey::Pair(s.src, s.dst)).is_some()
             }
-            Stmt::MarkBitsClear(bits) => {
-                if s.mark & bits != 0 {
-                    return vec![(s, RuleFlow::Next)];
+            // Affinity sets are filled by traffic; a new client is in none.
+            Stmt::SaddrInSet { .. } => false,
+            Stmt::L4ProtoIs(p) => *p == proto,
+            Stmt::MarkBitsClear(bits) => s.mark & bits == 0,
+            Stmt::NumgenIs { modulus, value } => {
+                // Fork: the branch where the random number equals `value`
+                // goes on with this rule, the others skip it.
+                let rest = Rule(rule.0[i + 1..].to_vec());
+                let mut out: Vec<(State, RuleFlow)> = Vec::new();
+                if *modulus > 1 {
+                    out.push((s.clone(), RuleFlow::Next));
                 }
+                if value < modulus {
+                    out.extend(run_rule(table, &rest, s, pkt, depth));
+                }
+                return out;
             }
-            Stmt::MarkSetBits(bits) => s.mark |= bits,
-            Stmt::MarkToggleBits(bits) => s.mark ^= bits,
+            Stmt::MarkSetBits(bits) => {
+                s.mark |= bits;
+                true
+            }
+            Stmt::MarkToggleBits(bits) => {
+                s.mark ^= bits;
+                true
+            }
+            Stmt::UpdateSaddr { .. } => true,
             Stmt::Masquerade => {
                 s.masquerade = true;
                 return vec![(s, RuleFlow::Stop(Flow::Accept))];
-            }
-            Stmt::L4ProtoIs(p) => {
-                if *p != proto {
-                    return vec![(s, RuleFlow::Next)];
-                }
             }
             Stmt::Reject => return vec![(s, RuleFlow::Stop(Flow::Reject(Refusal::Icmp)))],
             Stmt::RejectTcpReset => {
                 return vec![(s, RuleFlow::Stop(Flow::Reject(Refusal::TcpReset)))]
             }
+            Stmt::DnatTo(ip, port) => {
+                return vec![dnat(s, Some(&ElemValue::Dnat(*ip, *port)))];
+            }
             Stmt::DnatSpread { modulus, map } => {
-                let m = &table.maps[map];
                 return (0..*modulus)
                     .map(|n| {
-                        let mut s = s.clone();
-                        match m.elements.get(&key(&s, proto, Some(n))) {
-                            Some(ElemValue::Dnat(ip, port)) => {
-                                s.dnat = Some((*ip, *port));
-                                s.dst = *ip;
-                                s.dport = *port;
-                                (s, RuleFlow::Stop(Flow::Accept))
-                            }
-                            // No element: the lookup fails and the rule
-                            // does not match.
-                            _ => (s, RuleFlow::Next),
-                        }
+                        let v = lookup(table, map, &service_key(&s, Some(n)));
+                        dnat(s.clone(), v)
                     })
                     .collect();
             }
-            Stmt::DestVmap { map } => {
-                let v = match table.maps[map].elements.get(&key(&s, proto, None)) {
+            Stmt::DnatSpreadPort { modulus, map } => {
+                return (0..*modulus)
+                    .map(|n| {
+                        let v = lookup(table, map, &port_key(&s, Some(n)));
+                        dnat(s.clone(), v)
+                    })
+                    .collect();
+            }
+            Stmt::DestVmap { map } | Stmt::PortVmap { map } => {
+                let key = if matches!(stmt, Stmt::DestVmap { .. }) {
+                    service_key(&s, None)
+                } else {
+                    port_key(&s, None)
+                };
+                let v = match lookup(table, map, &key) {
                     Some(ElemValue::Verdict(v)) => v.clone(),
                     _ => return vec![(s, RuleFlow::Next)],
                 };
-                return verdict(table, &v, s, proto, depth, &rule.0[i + 1..]);
+                return verdict(table, &v, s, pkt, depth);
             }
-            Stmt::Verdict(v) => return verdict(table, v, s, proto, depth, &rule.0[i + 1..]),
+            Stmt::Verdict(v) => return verdict(table, v, s, pkt, depth),
+        };
+        if !holds {
+            return vec![(s, RuleFlow::Next)];
         }
     }
     vec![(s, RuleFlow::Next)]
@@ -245,21 +312,16 @@ fn verdict(
     table: &Table,
     v: &Verdict,
     s: State,
-    proto: Protocol,
+    pkt: &Packet,
     depth: usize,
-    rest: &[Stmt],
 ) -> Vec<(State, RuleFlow)> {
-    debug_assert!(
-        rest.is_empty(),
-        "statements after a verdict are never reached"
-    );
     match v {
         Verdict::Accept => vec![(s, RuleFlow::Stop(Flow::Accept))],
         Verdict::Drop => vec![(s, RuleFlow::Stop(Flow::Drop))],
         Verdict::Return => vec![(s, RuleFlow::Stop(Flow::Continue))],
         Verdict::Jump(c) | Verdict::Goto(c) => {
             let is_goto = matches!(v, Verdict::Goto(_));
-            run_chain(table, &table.chains[c], s, proto, depth + 1)
+            run_chain(table, &table.chains[c], s, pkt, depth + 1)
                 .into_iter()
                 .map(|(s, f)| match f {
                     // After a jump the caller goes on; after a goto the

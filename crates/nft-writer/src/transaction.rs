@@ -5,7 +5,7 @@
 use std::fmt::{self, Display, Formatter};
 
 use crate::model::*;
-use crate::render::{base_chain_text, element_text, map_type_text, rule_text};
+use crate::render::{base_chain_text, element_text, map_extra_lines, map_type_text, rule_text};
 
 /// Where an object lives: family and table name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +88,17 @@ impl Transaction {
     /// elements last keeps that linear.
     pub fn replace(ruleset: &Ruleset) -> Self {
         let mut ops = Vec::new();
+        // A family the new ruleset no longer uses loses its old table.
+        for family in [Family::Ip, Family::Ip6] {
+            if !ruleset.tables.iter().any(|t| t.family == family) {
+                let t = TableRef {
+                    family,
+                    name: crate::names::TABLE.into(),
+                };
+                ops.push(Op::AddTable(t.clone()));
+                ops.push(Op::DeleteTable(t));
+            }
+        }
         for t in &ruleset.tables {
             let tref = TableRef {
                 family: t.family,
@@ -168,11 +179,18 @@ impl Display for Op {
                     rule_text(table.family, rule)
                 )
             }
-            Op::AddMap { table, name, kind } => write!(
-                f,
-                "add map {table} {name} {{ {}; }}",
-                map_type_text(table.family, *kind)
-            ),
+            Op::AddMap { table, name, kind } => {
+                let word = if kind.is_map() { "map" } else { "set" };
+                write!(
+                    f,
+                    "add {word} {table} {name} {{ {};",
+                    map_type_text(table.family, *kind)
+                )?;
+                for line in map_extra_lines(*kind) {
+                    write!(f, " {line};")?;
+                }
+                f.write_str(" }")
+            }
             Op::AddElements {
                 table,
                 map,

@@ -13,6 +13,8 @@ const DATA_BYTEORDER: u8 = 1;
 const KEY_TYPEOF: u8 = 3;
 const DATA_TYPEOF: u8 = 4;
 const DATA_INTERVAL: u8 = 6;
+/// BYTEORDER_BIG_ENDIAN in nft's byte-order enum.
+const BYTEORDER_BIG_ENDIAN: u32 = 2;
 
 /// nft expression type ids in typeof descriptions.
 const EXPR_PAYLOAD: u32 = 7;
@@ -70,33 +72,58 @@ fn daddr(family: Family) -> Vec<u8> {
     }
 }
 
-/// The user data of a map of shape `kind`.
+fn numgen_mod_1() -> Vec<u8> {
+    let mut numgen = Vec::new();
+    u32_tlv(&mut numgen, 0, 1); // NFT_NG_RANDOM
+    u32_tlv(&mut numgen, 1, 1); // mod 1
+    u32_tlv(&mut numgen, 2, 0); // offset 0
+    expr(EXPR_NUMGEN, &numgen)
+}
+
+fn l4proto() -> Vec<u8> {
+    let mut l4proto = Vec::new();
+    u32_tlv(&mut l4proto, 0, META_L4PROTO);
+    expr(EXPR_META, &l4proto)
+}
+
+/// The user data of a set or map of shape `kind`.
 pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
     let mut out = Vec::new();
+    // `type ipv4_addr`: a single big-endian key type.
+    if let MapKind::AffinitySet { .. } = kind {
+        u32_tlv(&mut out, KEY_BYTEORDER, BYTEORDER_BIG_ENDIAN);
+        return out;
+    }
     u32_tlv(&mut out, KEY_BYTEORDER, 0);
-    u32_tlv(&mut out, DATA_BYTEORDER, 0);
+    if kind.is_map() {
+        u32_tlv(&mut out, DATA_BYTEORDER, 0);
+    }
+    let endpoint = || concat(&[daddr(family), payload(PROTO_TH, TH_DPORT)]);
     match kind {
-        // `type a . b . c : verdict`: a concatenation without typeof parts.
-        MapKind::ServiceVerdict => tlv(&mut out, KEY_TYPEOF, &expr(EXPR_CONCAT, &[])),
+        // `type a . b [: verdict]`: a concatenation without typeof parts.
+        MapKind::ServiceVerdict | MapKind::PortVerdict | MapKind::AddrPairSet => {
+            tlv(&mut out, KEY_TYPEOF, &expr(EXPR_CONCAT, &[]))
+        }
         MapKind::EndpointDnat => {
-            let mut l4proto = Vec::new();
-            u32_tlv(&mut l4proto, 0, META_L4PROTO);
-            let mut numgen = Vec::new();
-            u32_tlv(&mut numgen, 0, 1); // NFT_NG_RANDOM
-            u32_tlv(&mut numgen, 1, 1); // mod 1
-            u32_tlv(&mut numgen, 2, 0); // offset 0
             let key = concat(&[
                 daddr(family),
-                expr(EXPR_META, &l4proto),
+                l4proto(),
                 payload(PROTO_TH, TH_DPORT),
-                expr(EXPR_NUMGEN, &numgen),
+                numgen_mod_1(),
             ]);
             tlv(&mut out, KEY_TYPEOF, &key);
-            let data = concat(&[daddr(family), payload(PROTO_TH, TH_DPORT)]);
-            tlv(&mut out, DATA_TYPEOF, &data);
+            tlv(&mut out, DATA_TYPEOF, &endpoint());
         }
+        MapKind::PortEndpointDnat => {
+            let key = concat(&[l4proto(), payload(PROTO_TH, TH_DPORT), numgen_mod_1()]);
+            tlv(&mut out, KEY_TYPEOF, &key);
+            tlv(&mut out, DATA_TYPEOF, &endpoint());
+        }
+        MapKind::AffinitySet { .. } => unreachable!("handled above"),
     }
-    u32_tlv(&mut out, DATA_INTERVAL, 0);
+    if kind.is_map() {
+        u32_tlv(&mut out, DATA_INTERVAL, 0);
+    }
     out
 }
 
@@ -149,5 +176,34 @@ mod tests {
              00 00",
         );
         assert_eq!(set_userdata(Family::Ip6, MapKind::EndpointDnat), want);
+    }
+
+    /// Bytes nft 1.0.6 sent for `typeof meta l4proto . th dport . numgen
+    /// random mod 1 : ip daddr . th dport`.
+    #[test]
+    fn the_node_port_endpoint_map_carries_the_typeof_bytes_nft_writes() {
+        let want = hex(
+            "00 04 00 00 00 00 01 04 00 00 00 00 03 4a 00 04 0d 00 00 00 01 42 00 0e 00 04 09 00 \
+             00 00 01 06 00 04 10 00 00 00 01 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 \
+             02 00 00 00 02 1a 00 04 17 00 00 00 01 12 00 04 01 00 00 00 01 04 01 00 00 00 02 04 \
+             00 00 00 00 04 34 00 04 0d 00 00 00 01 2c 00 14 00 04 07 00 00 00 01 0c 00 04 0c 00 \
+             00 00 01 04 0c 00 00 00 01 14 00 04 07 00 00 00 01 0c 00 04 0b 00 00 00 01 04 02 00 \
+             00 00 06 04 00 00 00 00",
+        );
+        assert_eq!(set_userdata(Family::Ip, MapKind::PortEndpointDnat), want);
+    }
+
+    /// Bytes nft 1.0.6 sent for `set s { type ipv4_addr . ipv4_addr; }` and
+    /// for `type ipv4_addr; flags dynamic,timeout`.
+    #[test]
+    fn pair_and_affinity_sets_carry_the_bytes_nft_writes() {
+        assert_eq!(
+            set_userdata(Family::Ip, MapKind::AddrPairSet),
+            hex("00 04 00 00 00 00 03 08 00 04 0d 00 00 00 01 00")
+        );
+        assert_eq!(
+            set_userdata(Family::Ip, MapKind::AffinitySet { timeout: 10800 }),
+            hex("00 04 02 00 00 00")
+        );
     }
 }

@@ -186,3 +186,46 @@ fn ten_thousand_elements_travel_in_one_batch() {
         assert_eq!(listed.matches(" : 10.42.").count(), 10_000);
     });
 }
+
+/// Every construct of the data plane at once (node ports, external and
+/// load-balancer IPs, externalTrafficPolicy Local, source ranges, session
+/// affinity, internalTrafficPolicy Local, UDP, dual stack): what we send
+/// over netlink lists exactly like `nft -f` of the rendered script.
+#[test]
+fn the_full_data_plane_reads_back_exactly_like_nft_f() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/edge.yaml"
+    ))
+    .unwrap();
+    let st = state(&[&text]);
+    let plan = topology_filter::plan(&st, "node-2");
+    let cfg = nft_writer::PlannerConfig {
+        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
+            .iter()
+            .filter_map(|c| nft_writer::Cidr::parse(c))
+            .collect(),
+        ..Default::default()
+    };
+    let (rs, problems) = nft_writer::plan_ruleset(&plan, &cfg);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rs.tables.len(), 2, "a dual-stack service needs both tables");
+    let script = rs.to_string();
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        k.apply(&Transaction::replace(&rs)).unwrap();
+        let applied = nft(&ns, &["list", "ruleset"], None);
+        for needle in [
+            "table ip6 nftopo",
+            "update @aff-",
+            "fib saddr type local",
+            "dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints",
+            "ip saddr 198.51.100.0/24 return",
+            "dnat to [fd00:42::66]:5000",
+        ] {
+            assert!(applied.contains(needle), "{needle:?} missing in\n{applied}");
+        }
+        nft(&ns, &["-f", "-"], Some(&script));
+        assert_eq!(nft(&ns, &["list", "ruleset"], None), applied);
+    });
+}

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use crate::explain::Output;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use nft_writer::conntrack::{clean_udp, Conntrack};
 use nft_writer::{
-    names, plan_ruleset, Cidr, Family, Kernel, NetlinkKernel, PlannerConfig, Ruleset, TableRef,
-    Transaction,
+    names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel, NodePortAddresses,
+    PlannerConfig, Ruleset, TableRef, Transaction,
 };
 use topology_filter::ProxyPlan;
 
@@ -49,10 +50,21 @@ struct Manifests {
     /// YAML or JSON files with Services, EndpointSlices and Nodes.
     #[arg(long, num_args = 1.., required = true)]
     manifests: Vec<PathBuf>,
-    /// Pod CIDR of the cluster; traffic to services from outside it is
-    /// masqueraded (kube-proxy's --cluster-cidr).
+    /// Pod CIDR(s) of the cluster, one per family, comma-separated:
+    /// traffic to services from outside them is masqueraded, and traffic
+    /// from inside them to externalTrafficPolicy Local services uses every
+    /// endpoint (kube-proxy's --cluster-cidr).
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidr: Vec<String>,
+    /// Masquerade all traffic to cluster IPs (kube-proxy's
+    /// --masquerade-all).
     #[arg(long)]
-    cluster_cidr: Option<String>,
+    masquerade_all: bool,
+    /// Local addresses that serve node ports: `primary` (this node's
+    /// InternalIPs, the default), `all`, or comma-separated CIDRs
+    /// (kube-proxy's --nodeport-addresses).
+    #[arg(long, default_value = "primary")]
+    nodeport_addresses: String,
     /// Packet-mark bit that asks for masquerading (kube-proxy's
     /// --masquerade-bit).
     #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
@@ -68,7 +80,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Apply(m) => {
-            let ruleset = plan(&m)?;
+            let (plan, cfg) = load_plan(&m)?;
+            let ruleset = ruleset(&plan, &cfg);
             let tx = Transaction::replace(&ruleset);
             let mut kernel =
                 NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
@@ -79,6 +92,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 bytes = stats.bytes,
                 "applied"
             );
+            // UDP flows cached towards endpoints that are gone (or while a
+            // service had none) would keep going there: delete just those.
+            let mut ct = Conntrack::open().context("opening the ctnetlink socket")?;
+            let deleted = clean_udp(&mut ct, &udp_services(&plan))
+                .context("cleaning stale UDP conntrack entries")?;
+            tracing::info!(deleted, "conntrack clean-up");
             Ok(())
         }
         Command::Explain {
@@ -104,10 +123,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Cleanup => {
-            let tables = [TableRef {
-                family: Family::Ip,
+            let tables = [Family::Ip, Family::Ip6].map(|family| TableRef {
+                family,
                 name: names::TABLE.into(),
-            }];
+            });
             let mut kernel =
                 NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
             kernel
@@ -120,22 +139,47 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn plan(m: &Manifests) -> Result<Ruleset> {
     let (plan, cfg) = load_plan(m)?;
-    let (ruleset, problems) = plan_ruleset(&plan, &cfg);
+    Ok(ruleset(&plan, &cfg))
+}
+
+/// The ruleset for `plan`; reports the planner's problems on stderr.
+fn ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> Ruleset {
+    let (ruleset, problems) = plan_ruleset(plan, cfg);
     for p in &problems {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }
-    Ok(ruleset)
+    ruleset
 }
 
 /// Reads the manifests and plans for the node; reports skipped objects
 /// and planning problems on stderr.
 fn load_plan(m: &Manifests) -> Result<(ProxyPlan, PlannerConfig)> {
-    let cluster_cidr = match &m.cluster_cidr {
-        None => None,
-        Some(s) => match Cidr::parse(s) {
-            Some(c) if c.prefix > 0 => Some(c),
-            _ => bail!("--cluster-cidr {s:?} is not a CIDR such as 10.42.0.0/16"),
-        },
+    let cidr = |s: &str, flag: &str| match Cidr::parse(s) {
+        Some(c) => Ok(c),
+        None => Err(anyhow::anyhow!(
+            "{flag} {s:?} is not a CIDR such as 10.42.0.0/16"
+        )),
+    };
+    let mut cluster_cidrs = Vec::new();
+    for s in &m.cluster_cidr {
+        let c = cidr(s, "--cluster-cidr")?;
+        if c.prefix == 0
+            || cluster_cidrs
+                .iter()
+                .any(|o: &Cidr| o.family() == c.family())
+        {
+            bail!("--cluster-cidr {s:?}: give at most one non-empty prefix per family");
+        }
+        cluster_cidrs.push(c);
+    }
+    let nodeport_addresses = match m.nodeport_addresses.as_str() {
+        "primary" => NodePortAddresses::Primary,
+        "all" => NodePortAddresses::All,
+        list => NodePortAddresses::Cidrs(
+            list.split(',')
+                .map(|s| cidr(s.trim(), "--nodeport-addresses"))
+                .collect::<Result<_>>()?,
+        ),
     };
     let (state, errors) = api_watch::file::load_files(&m.manifests);
     // A file that cannot be read is a mistake on the command line; a bad
@@ -159,8 +203,10 @@ fn load_plan(m: &Manifests) -> Result<(ProxyPlan, PlannerConfig)> {
     Ok((
         plan,
         PlannerConfig {
-            cluster_cidr,
+            cluster_cidrs,
+            masquerade_all: m.masquerade_all,
             masquerade_bit: m.masquerade_bit,
+            nodeport_addresses,
         },
     ))
 }

@@ -80,8 +80,8 @@ pub fn ruleset(st: &ClusterState, node: &str) -> Ruleset {
     let (ruleset, problems) = plan_ruleset(
         &plan,
         &PlannerConfig {
-            cluster_cidr: Cidr::parse("10.42.0.0/16"),
-            masquerade_bit: 14,
+            cluster_cidrs: Cidr::parse("10.42.0.0/16").into_iter().collect(),
+            ..PlannerConfig::default()
         },
     );
     assert!(problems.is_empty(), "{problems:?}");
