@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::netns::{sweep_stale, unique_prefix, Error, Netns, Result};
-use crate::probe::ProbeResult;
+use crate::probe::{Probe, ProbeResult};
 use crate::tools;
 
 /// Kernel settings of every node namespace: forwarding on and no
@@ -373,20 +373,5 @@ pub fn probe(
     count: usize,
     udp: bool,
 ) -> Result<ProbeResult> {
-    let (target, count) = (target.to_string(), count.to_string());
-    let mut args = vec![
-        "probe",
-        "--target",
-        &target,
-        "--count",
-        &count,
-        "--timeout-ms",
-        "1000",
-        "--give-up-after",
-        "5",
-    ];
-    if udp {
-        args.push("--udp");
-    }
-    ProbeResult::parse(&ns.exec(testpod, &args)?)
+    Probe::new(target, count, udp).run(ns, testpod)
 }

@@ -15,6 +15,7 @@
 //! Main types: [`SeedCluster`], [`Netns`], [`ProbeResult`].
 
 mod cluster;
+pub mod edge;
 mod netns;
 mod probe;
 mod tools;

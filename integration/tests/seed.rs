@@ -272,7 +272,25 @@ fn internal_traffic_policy_local_uses_only_node_2_pods() {
         &c,
         &["nodes.yaml", "svc-local.yaml", "slices-without-node-2.yaml"],
     );
-    assert_refused(&c, "internalTrafficPolicy: Local, no endpoint on node-2");
+    // Endpoints exist, just none on node-2: kube-proxy drops (the
+    // service is not "without endpoints"), so connections time out.
+    for (path, ns) in [
+        ("from node-2", c.node(THIS_NODE)),
+        ("from the client pod", c.pod(CLIENT)),
+    ] {
+        let r = ok(
+            Probe::tcp(service_addr(), 2)
+                .timeout_ms(700)
+                .run(ns, c.testpod()),
+            "probe",
+        );
+        assert_eq!(
+            r.count(TIMEOUT),
+            2,
+            "internalTrafficPolicy: Local, no endpoint on node-2, {path}: \
+             must be dropped (timeouts, not refusals): {r}"
+        );
+    }
 }
 
 #[test]

@@ -1,20 +1,35 @@
 //! `testpod`: what runs inside the test pods.
 //!
-//! * `testpod serve --port P`: on TCP, accepts, writes the connection's
-//!   local IP (the pod IP the client reached after DNAT) and a newline,
-//!   closes; on UDP, answers every datagram with the pod's own IP.
-//! * `testpod probe --target IP:PORT --count N [--udp] [--timeout-ms T]
-//!   [--give-up-after K]`: makes N fresh connections (a new socket, so a
-//!   new conntrack entry and a new load-balancing choice, each time) and
-//!   prints one `<outcome> <count>` line per outcome: the answering IP,
-//!   `refused`, `timeout`, `error:<kind>`, `skipped` (after K timeouts the
-//!   probe stops), then `max_refused_ms <ms>`.
+//! * `testpod serve --port P [--port Q …] [--ports P,Q] [--echo-peer]
+//!   [--wildcard] [--sctp]`: listens on every port given, for TCP and UDP,
+//!   over IPv4 and (where the namespace has it) IPv6. On TCP it accepts,
+//!   writes an answer line and closes; on UDP it answers every datagram.
+//!   The answer is the local IP the client reached (the pod IP after
+//!   DNAT); with `--echo-peer` it is `<own-ip> <peer-ip> <own-port>`, so
+//!   a test can read the source address the pod saw (masquerade or not)
+//!   and which target port the connection was sent to. UDP sockets are
+//!   bound to the pod's own addresses (so replies come from them) unless
+//!   `--wildcard` asks for the unspecified address (a node's sentinel on a
+//!   node port, reachable on every local address). `--sctp` also listens
+//!   on SCTP where the kernel has it.
+//! * `testpod probe --target IP:PORT --count N [--udp|--sctp]
+//!   [--timeout-ms T] [--give-up-after K] [--source-port S]`: makes N
+//!   fresh connections (a new socket, so a new conntrack entry and a new
+//!   load-balancing choice, each time; UDP with `--source-port` reuses one
+//!   source port, so all datagrams belong to one conntrack flow; a
+//!   datagram a local `output` rule drops (EPERM) still waits for the
+//!   ICMP error a `reject` sends, so node-local UDP reads like a pod's) and
+//!   prints one `<outcome> <count>` line per outcome: the answer (spaces
+//!   replaced by `_`), `refused`, `timeout`, `error:<kind>`, `skipped`
+//!   (after K timeouts the probe stops), then `max_refused_ms <ms>`.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,8 +47,12 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: testpod serve --port P | testpod probe --target IP:PORT --count N \
-                     [--udp] [--timeout-ms T] [--give-up-after K]";
+const USAGE: &str = "usage: testpod serve --port P [--port Q] [--ports P,Q] [--echo-peer] \
+                     [--wildcard] [--sctp] | testpod probe --target IP:PORT --count N \
+                     [--udp|--sctp] [--timeout-ms T] [--give-up-after K] [--source-port S]";
+
+/// IP protocol number of SCTP.
+const IPPROTO_SCTP: i32 = 132;
 
 /// Command-line flags as `--name value` pairs, plus bare `--flag`s.
 struct Flags(Vec<String>);
@@ -42,6 +61,15 @@ impl Flags {
     fn value(&self, name: &str) -> Option<&str> {
         let i = self.0.iter().position(|a| a == name)?;
         self.0.get(i + 1).map(String::as_str)
+    }
+
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| *a == name)
+            .filter_map(|(i, _)| self.0.get(i + 1).map(String::as_str))
+            .collect()
     }
 
     fn parse<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, String> {
@@ -56,37 +84,162 @@ impl Flags {
     }
 }
 
-/// The address this namespace uses towards the pod gateway: the pod IP.
-/// (Connecting a UDP socket sends nothing; it only picks a route.)
-fn own_ip() -> Option<IpAddr> {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    s.connect((Ipv4Addr::new(169, 254, 1, 1), 9)).ok()?;
+/// The address this namespace uses towards `probe`'s route (the pod
+/// gateway): the pod IP of that family. (Connecting a UDP socket sends
+/// nothing; it only picks a route.)
+fn own_ip(v6: bool) -> Option<IpAddr> {
+    let (bind, towards): (IpAddr, SocketAddr) = if v6 {
+        (
+            Ipv6Addr::UNSPECIFIED.into(),
+            "[fd00:42::1]:9".parse().expect("literal"),
+        )
+    } else {
+        (
+            Ipv4Addr::UNSPECIFIED.into(),
+            "169.254.1.1:9".parse().expect("literal"),
+        )
+    };
+    let s = UdpSocket::bind((bind, 0)).ok()?;
+    s.connect(towards).ok()?;
     Some(s.local_addr().ok()?.ip())
+}
+
+/// The answer line for a connection from `peer` to `local`.
+fn answer(echo_peer: bool, local: SocketAddr, peer: SocketAddr) -> String {
+    if echo_peer {
+        format!("{} {} {}\n", local.ip(), unmap(peer.ip()), local.port())
+    } else {
+        format!("{}\n", local.ip())
+    }
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// A listening or bound socket of one family; IPv6 ones are IPv6-only so
+/// that they sit next to the IPv4 ones on the same port.
+fn socket(v6: bool, ty: Type, proto: Option<Protocol>) -> std::io::Result<Socket> {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, ty, proto)?;
+    if v6 {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    Ok(s)
+}
+
+fn unspecified(v6: bool) -> IpAddr {
+    if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    }
 }
 
 fn serve(args: &[String]) -> Result<(), String> {
     let flags = Flags(args.to_vec());
-    let port: u16 = flags.parse("--port", None)?;
-    let ip = own_ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let udp = UdpSocket::bind((ip, port))
-        .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
-        .map_err(|e| format!("udp bind :{port}: {e}"))?;
-    let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-        .map_err(|e| format!("tcp bind :{port}: {e}"))?;
-    std::thread::spawn(move || {
-        let reply = format!("{ip}\n");
-        let mut buf = [0u8; 1500];
-        loop {
-            if let Ok((_, peer)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(reply.as_bytes(), peer);
+    let mut ports: Vec<u16> = Vec::new();
+    for v in flags.values("--port") {
+        ports.push(v.parse().map_err(|_| format!("bad port {v:?}"))?);
+    }
+    for list in flags.values("--ports") {
+        for v in list.split(',') {
+            ports.push(v.parse().map_err(|_| format!("bad port {v:?}"))?);
+        }
+    }
+    if ports.is_empty() {
+        return Err(format!("--port is required\n{USAGE}"));
+    }
+    let echo_peer = flags.has("--echo-peer");
+    let wildcard = flags.has("--wildcard");
+
+    // Bind everything first: once one port answers, all do.
+    let mut tcp: Vec<TcpListener> = Vec::new();
+    let mut udp: Vec<(UdpSocket, IpAddr)> = Vec::new();
+    let mut sctp: Vec<Socket> = Vec::new();
+    for &port in &ports {
+        for v6 in [false, true] {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            let any = SocketAddr::new(unspecified(v6), port);
+            match socket(v6, Type::STREAM, None).and_then(|s| {
+                s.bind(&any.into())?;
+                s.listen(128)?;
+                Ok(s)
+            }) {
+                Ok(s) => tcp.push(s.into()),
+                Err(e) if v6 => eprintln!("testpod: no {family} TCP :{port}: {e}"),
+                Err(e) => return Err(format!("tcp bind :{port}: {e}")),
+            }
+            let own = own_ip(v6);
+            let bind_ip = if wildcard {
+                unspecified(v6)
+            } else {
+                own.unwrap_or(unspecified(v6))
+            };
+            match socket(v6, Type::DGRAM, None).and_then(|s| {
+                s.bind(&SocketAddr::new(bind_ip, port).into())?;
+                Ok(s)
+            }) {
+                Ok(s) => udp.push((s.into(), own.unwrap_or(bind_ip))),
+                Err(e) if v6 => eprintln!("testpod: no {family} UDP :{port}: {e}"),
+                Err(e) => return Err(format!("udp bind :{port}: {e}")),
+            }
+            if flags.has("--sctp") {
+                match socket(v6, Type::STREAM, Some(Protocol::from(IPPROTO_SCTP))).and_then(|s| {
+                    s.bind(&any.into())?;
+                    s.listen(128)?;
+                    Ok(s)
+                }) {
+                    Ok(s) => sctp.push(s),
+                    Err(e) => eprintln!("testpod: no {family} SCTP :{port}: {e}"),
+                }
             }
         }
-    });
-    for stream in tcp.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        if let Ok(local) = stream.local_addr() {
-            let _ = stream.write_all(format!("{}\n", local.ip()).as_bytes());
-        }
+    }
+
+    let mut threads = Vec::new();
+    for (sock, own) in udp {
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+            loop {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let text = answer(echo_peer, SocketAddr::new(own, port), peer);
+                    let _ = sock.send_to(text.as_bytes(), peer);
+                }
+            }
+        }));
+    }
+    for listener in tcp {
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
+                    let _ = stream.write_all(answer(echo_peer, local, peer).as_bytes());
+                }
+            }
+        }));
+    }
+    for listener in sctp {
+        threads.push(std::thread::spawn(move || loop {
+            let Ok((mut conn, peer)) = listener.accept() else {
+                continue;
+            };
+            let local = conn.local_addr().ok().and_then(|a| a.as_socket());
+            if let (Some(local), Some(peer)) = (local, peer.as_socket()) {
+                let _ = conn.write_all(answer(echo_peer, local, peer).as_bytes());
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
     }
     Ok(())
 }
@@ -121,13 +274,42 @@ fn tcp_once(target: SocketAddr, timeout: Duration) -> Outcome {
     }
 }
 
-fn udp_once(target: SocketAddr, timeout: Duration) -> Outcome {
+fn sctp_once(target: SocketAddr, timeout: Duration) -> Outcome {
     let started = Instant::now();
     let attempt = || -> std::io::Result<String> {
-        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let s = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::from(IPPROTO_SCTP)),
+        )?;
+        s.connect_timeout(&SockAddr::from(target), timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut stream: TcpStream = s.into();
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text.trim().to_owned())
+    };
+    match attempt() {
+        Ok(text) => Outcome::Answer(text),
+        Err(e) => classify(e, started),
+    }
+}
+
+fn udp_once(target: SocketAddr, timeout: Duration, source_port: u16) -> Outcome {
+    let started = Instant::now();
+    let attempt = || -> std::io::Result<String> {
+        let s = UdpSocket::bind((unspecified(target.is_ipv6()), source_port))?;
         s.connect(target)?;
         s.set_read_timeout(Some(timeout))?;
-        s.send(b"who are you?\n")?;
+        match s.send(b"who are you?\n") {
+            Ok(_) => {}
+            // A datagram from this host that netfilter drops in `output`
+            // fails with EPERM; a `reject` there drops it too but also
+            // sends ICMP port unreachable, which the recv below reports
+            // as a refusal. A plain `drop` lets the recv time out.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+            Err(e) => return Err(e),
+        }
         let mut buf = [0u8; 1500];
         let n = s.recv(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
@@ -144,7 +326,9 @@ fn probe(args: &[String]) -> Result<(), String> {
     let count: usize = flags.parse("--count", None)?;
     let timeout = Duration::from_millis(flags.parse("--timeout-ms", Some(2000))?);
     let give_up_after: usize = flags.parse("--give-up-after", Some(usize::MAX))?;
+    let source_port: u16 = flags.parse("--source-port", Some(0))?;
     let udp = flags.has("--udp");
+    let sctp = flags.has("--sctp");
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     counts.insert("refused".into(), 0);
@@ -156,7 +340,9 @@ fn probe(args: &[String]) -> Result<(), String> {
             break;
         }
         let outcome = if udp {
-            udp_once(target, timeout)
+            udp_once(target, timeout, source_port)
+        } else if sctp {
+            sctp_once(target, timeout)
         } else {
             tcp_once(target, timeout)
         };
