@@ -232,10 +232,18 @@ const NO_DAD: &[(&str, &str)] = &[
     ("net.ipv6.conf.default.accept_dad", "0"),
 ];
 
-/// IPv6 forwarding on a node.
+/// IPv6 forwarding on a node, and no ICMP redirects. The outside clients
+/// share the underlay with node-2's default gateway, so a packet to an
+/// external IP that node-2 does not DNAT (a service without endpoints)
+/// would be routed back out of eth0 and earn the client a redirect; the
+/// kernel's redirect path resets the per-peer ICMP budget (`inet_peer`
+/// `rate_last`), and the port-unreachable that `reject` sends next would
+/// be rate-limited away (IcmpOutRateLimitHost), looking like a drop.
 const NODE_SYSCTLS6: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.forwarding", "1"),
     ("net.ipv6.conf.default.forwarding", "1"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
 ];
 
 /// A running edge cluster; dropping it deletes every namespace (pods,
