@@ -7,7 +7,7 @@
 //!  node-2 .85         node-3 .157    outside .200      outside2 .201
 //!  fd00:31::85        fd00:31::157   fd00:31::200      fd00:31::201
 //!  10.42.187.64/26    10.42.54.128/26
-//!  fd00:42:2::/64     fd00:42:3::/64
+//!  fd00:42:0:2::/64   fd00:42:0:3::/64
 //!  ├ a       .66  ::66   ├ c  .130 ::130
 //!  ├ b       .67  ::67   └ d  .131 ::131
 //!  ├ client  .80  ::80
@@ -102,8 +102,10 @@ pub struct EdgeOutside {
     pub ip6: Ipv6Addr,
 }
 
-const fn v6(seg2: u16, last: u16) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0x42, seg2, 0, 0, 0, 0, last)
+/// A pod's IPv6 address, `fd00:42:0:<node>::<last>`: inside the IPv6
+/// cluster CIDR fd00:42::/48, one /64 block per node.
+const fn v6(node: u16, last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x42, 0, node, 0, 0, 0, last)
 }
 
 /// node-2 and node-3.
@@ -113,14 +115,14 @@ pub const NODES: [EdgeNode; 2] = [
         ip4: NODE2_IP4,
         ip6: NODE2_IP6,
         block4: "10.42.187.64/26",
-        block6: "fd00:42:2::/64",
+        block6: "fd00:42:0:2::/64",
     },
     EdgeNode {
         name: "node-3",
         ip4: Ipv4Addr::new(172, 31, 11, 157),
         ip6: Ipv6Addr::new(0xfd00, 0x31, 0, 0, 0, 0, 0, 0x157),
         block4: "10.42.54.128/26",
-        block6: "fd00:42:3::/64",
+        block6: "fd00:42:0:3::/64",
     },
 ];
 

@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn parses_echo_peer_answers_of_both_families() {
         let r = ProbeResult::parse(
-            "10.42.187.66_172.31.11.85_5000 3\nfd00:42:2::66_fd00:31::200_6000 2\ntimeout 1\n",
+            "10.42.187.66_172.31.11.85_5000 3\nfd00:42:0:2::66_fd00:31::200_6000 2\ntimeout 1\n",
         )
         .unwrap();
         assert_eq!(r.answered_count(), 5);
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(
             r.to_string(),
             "10.42.187.66 from 172.31.11.85 port 5000 3, \
-             fd00:42:2::66 from fd00:31::200 port 6000 2, timeout 1"
+             fd00:42:0:2::66 from fd00:31::200 port 6000 2, timeout 1"
         );
     }
 

@@ -711,6 +711,28 @@ fn dual_stack_services_answer_over_both_families() {
     for t in ["table ip nftopo", "table ip6 nftopo"] {
         assert!(tables.contains(t), "{t} missing:\n{tables}");
     }
+    // A pod's traffic keeps its source in both families (it is inside
+    // the cluster CIDR of its family).
+    let client = pod_spec("client");
+    for (p, pods, peer) in [
+        (
+            Probe::tcp(sa(SVC4, HTTP), CONNS),
+            all4(),
+            IpAddr::V4(client.ip4),
+        ),
+        (
+            Probe::tcp(sa(SVC6, HTTP), CONNS),
+            all6(),
+            IpAddr::V6(client.ip6),
+        ),
+        (
+            Probe::udp(sa(SVC6, DNS), DGRAMS),
+            all6(),
+            IpAddr::V6(client.ip6),
+        ),
+    ] {
+        serves_from(&c, "client", &p, &pods, peer, "dual stack from a pod");
+    }
     for from in ["client", THIS_NODE] {
         serves(
             &c,
@@ -847,8 +869,8 @@ fn sctp_service_port() {
 /// datagram belongs to one conntrack flow. After an apply that replaces
 /// the only endpoint a with c (a keeps running, so a stale flow would
 /// still be answered by a), the next datagram reaches c: through the
-/// cluster IP (from a pod), the node port and the external IP (from
-/// outside). And a flow to a service without endpoints (refused) reaches
+/// cluster IP (from a pod), the node port, the external IP and the LB IP
+/// (from outside). And a flow to a service without endpoints (refused) reaches
 /// the first endpoint as soon as it appears.
 #[test]
 fn udp_conntrack_follows_a_replaced_endpoint() {
@@ -857,6 +879,7 @@ fn udp_conntrack_follows_a_replaced_endpoint() {
         ("client", sa(SVC4, DNS), 40053),
         ("outside", sa(NODE2_IP4, NODE_PORT_UDP), 40054),
         ("outside", sa(EXTERNAL_IP, DNS), 40055),
+        ("outside2", sa(LB_IP, DNS), 40057),
     ];
     apply(&c, &["svc-lb.yaml", "slices-a.yaml"], &[]);
     for (from, target, port) in flows {
@@ -895,4 +918,44 @@ fn udp_conntrack_follows_a_replaced_endpoint() {
         &ips4(&["a"]),
         "the same flow once the service has its first endpoint",
     );
+}
+
+/// The same over IPv6 (`table ip6 nftopo`, IPv6 conntrack): the flows to
+/// the dual-stack service's IPv6 cluster IP and to node-2's IPv6 node
+/// port follow a replaced endpoint.
+#[test]
+fn udp_conntrack_follows_a_replaced_endpoint_over_ipv6() {
+    let c = cluster();
+    let flows = [
+        ("client", sa(SVC6, DNS), 40063),
+        ("outside", sa(NODE2_IP6, NODE_PORT_UDP), 40064),
+    ];
+    apply(
+        &c,
+        &["svc-dual.yaml", "slices-a.yaml", "slices-v6-a.yaml"],
+        &[],
+    );
+    for (from, target, port) in flows {
+        serves(
+            &c,
+            from,
+            &Probe::udp(target, 5).source_port(port),
+            &ips6(&["a"]),
+            "IPv6 UDP flow before the endpoint changes",
+        );
+    }
+    apply(
+        &c,
+        &["svc-dual.yaml", "slices-c.yaml", "slices-v6-c.yaml"],
+        &[],
+    );
+    for (from, target, port) in flows {
+        serves(
+            &c,
+            from,
+            &Probe::udp(target, 1).source_port(port),
+            &ips6(&["c"]),
+            "the next IPv6 datagram of the flow after a was replaced by c",
+        );
+    }
 }
