@@ -172,6 +172,11 @@ fn plan_table(
         BTreeMap::new();
     let mut port_owners: BTreeMap<(Protocol, u16), (&api_watch::ObjectKey, &str)> = BTreeMap::new();
     for sp in &plan.services {
+        // A service belongs to the families of its cluster IPs
+        // (ipFamilies); its node port and external addresses too.
+        if !sp.cluster_ips.iter().any(|ip| family.contains(ip)) {
+            continue;
+        }
         let me = (&sp.service, sp.port_name.as_str());
         let mut addrs = Vec::new();
         for ip in sp

@@ -257,3 +257,39 @@ fn the_masquerade_bit_is_configurable_and_cleared_in_postrouting() {
         dnat(&[("10.42.187.67", 5000, true), ("10.42.54.131", 5000, true)])
     );
 }
+
+/// The whole data plane as text: tests/fixtures/edge.golden.nft is what
+/// `nftopo render --node node-2 --manifests tests/fixtures/edge.yaml
+/// --cluster-cidr 10.42.0.0/16,fd00:42::/48` must print. A change to the
+/// layout shows here as a readable diff; regenerate the file with that
+/// command after reviewing it.
+#[test]
+fn the_full_data_plane_renders_as_the_golden_file() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/edge.yaml"
+    ))
+    .unwrap();
+    let plan = topology_filter::plan(&state(&[&text]), "node-2");
+    let (rs, _) = plan_ruleset(&plan, &config(|_| {}));
+    let got = rs.to_string();
+    let want = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/edge.golden.nft"
+    ))
+    .unwrap();
+    if got != want {
+        let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+        let at = g
+            .iter()
+            .zip(&w)
+            .position(|(a, b)| a != b)
+            .unwrap_or(g.len().min(w.len()));
+        panic!(
+            "rendering differs from the golden file at line {}:\n  want: {:?}\n  got:  {:?}\n--- got ---\n{got}",
+            at + 1,
+            w.get(at),
+            g.get(at)
+        );
+    }
+}
