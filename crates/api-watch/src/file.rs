@@ -8,18 +8,16 @@
 //! the object and the field; every other object still loads. Objects with
 //! the same key replace earlier ones (the last one read wins).
 
-mod node;
-mod service;
 mod slice;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::convert::{self, FieldError};
 use crate::ClusterState;
 
 /// Loads every file in order; returns the merged state and every object
@@ -109,23 +107,6 @@ fn prefixed(part: &str) -> String {
     }
 }
 
-/// A problem with one field of an object, before the file and document are
-/// known. The converters in the submodules return it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FieldError {
-    field: String,
-    message: String,
-}
-
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl fmt::Display) -> Self {
-        Self {
-            field: field.into(),
-            message: message.to_string(),
-        }
-    }
-}
-
 /// Splits the text into documents. JSON (one or several concatenated
 /// values) is tried first when the text looks like JSON; otherwise, or if
 /// that fails, YAML. Errors carry the 1-based document number.
@@ -189,7 +170,7 @@ impl Loader<'_> {
         let object = object_name(kind, value, path);
         match (api_version, kind) {
             (_, "List") => self.load_list(map.get("items"), path, &object),
-            ("v1", "Service") => match service::convert(value) {
+            ("v1", "Service") => match convert_service(value) {
                 Ok(s) => {
                     self.state.services.insert(s.key.clone(), s);
                 }
@@ -201,7 +182,7 @@ impl Loader<'_> {
             ("discovery.k8s.io/v1beta1", "EndpointSlice") => {
                 self.insert_slice(slice::convert_v1beta1(value), object)
             }
-            ("v1", "Node") => match node::convert(value) {
+            ("v1", "Node") => match deserialize(value, "Node").and_then(|n| convert::node(&n)) {
                 Ok(n) => {
                     self.state.nodes.insert(n.name.clone(), n);
                 }
@@ -287,60 +268,8 @@ fn deserialize<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> Res
     T::deserialize(value).map_err(|e| FieldError::new("", format!("not a valid {what}: {e}")))
 }
 
-/// `metadata.name` (required) and `metadata.namespace` (default `default`).
-fn key_of(
-    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<crate::ObjectKey, FieldError> {
-    let name = name_of(metadata)?;
-    let namespace = metadata
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_string());
-    Ok(crate::ObjectKey::new(namespace, name))
-}
-
-/// `metadata.name`, which every object needs.
-fn name_of(
-    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<String, FieldError> {
-    metadata
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| FieldError::new("metadata.name", "missing"))
-}
-
-/// A port number from the API (`i32`) that must be 1..=65535.
-fn port_number(field: impl Into<String>, port: i32) -> Result<u16, FieldError> {
-    match u16::try_from(port) {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(FieldError::new(
-            field,
-            format!("port {port} is not in 1..=65535"),
-        )),
-    }
-}
-
-/// A protocol in Kubernetes spelling; missing means TCP.
-fn protocol(
-    field: impl Into<String>,
-    protocol: Option<&str>,
-) -> Result<crate::Protocol, FieldError> {
-    match protocol {
-        None => Ok(crate::Protocol::Tcp),
-        Some(p) => crate::Protocol::from_k8s(p).ok_or_else(|| {
-            FieldError::new(
-                field,
-                format!("unknown protocol {p:?} (expected TCP, UDP or SCTP)"),
-            )
-        }),
-    }
-}
-
-/// An IP address.
-fn ip(field: impl Into<String>, address: &str) -> Result<std::net::IpAddr, FieldError> {
-    address
-        .parse()
-        .map_err(|_| FieldError::new(field, format!("{address:?} is not an IP address")))
+/// A raw `v1 Service`: the standard fields through k8s-openapi's type,
+/// `spec.topologyKeys` (which that type no longer has) from the raw value.
+fn convert_service(raw: &Value) -> Result<crate::Service, FieldError> {
+    convert::service(&deserialize(raw, "Service")?, &raw["spec"]["topologyKeys"])
 }

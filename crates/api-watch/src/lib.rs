@@ -11,6 +11,8 @@
 //! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`],
 //! and [`LoadError`] for objects that were skipped.
 
+pub mod api;
+mod convert;
 pub mod file;
 mod model;
 

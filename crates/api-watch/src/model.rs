@@ -9,6 +9,15 @@ use std::net::IpAddr;
 /// drops `spec.topologyKeys` (removed from Kubernetes in 1.22).
 pub const TOPOLOGY_KEYS_ANNOTATION: &str = "nftopo.io/topology-keys";
 
+/// Taint the cluster autoscaler puts on a node it is about to delete
+/// (kube-proxy's `/healthz` answers 503 on such a node).
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Annotation on an EndpointSlice with the time of the last change that
+/// triggered it (RFC 3339); kube-proxy's network programming latency is
+/// measured from it.
+pub const LAST_CHANGE_TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
 /// Label on an EndpointSlice naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -231,6 +240,9 @@ pub struct Service {
     /// [`DEFAULT_SESSION_AFFINITY_TIMEOUT`], in
     /// 1..=[`MAX_SESSION_AFFINITY_TIMEOUT`]); `None` without affinity.
     pub session_affinity_timeout: Option<u32>,
+    /// `spec.healthCheckNodePort` (allocated for LoadBalancer services with
+    /// `externalTrafficPolicy: Local`); `None` when not written or 0.
+    pub health_check_node_port: Option<u16>,
     /// `metadata.annotations`.
     pub annotations: BTreeMap<String, String>,
 }
@@ -349,6 +361,9 @@ pub struct Node {
     pub addresses: Vec<(String, IpAddr)>,
     /// `spec.podCIDRs` (or `spec.podCIDR`), as written.
     pub pod_cidrs: Vec<String>,
+    /// The node is going away: `metadata.deletionTimestamp` is set, or it
+    /// carries the [`TO_BE_DELETED_TAINT`] taint.
+    pub deleting: bool,
 }
 
 /// Everything the planner needs to know about the cluster, keyed for

@@ -6,21 +6,23 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::{deserialize, ip, key_of, port_number, protocol, FieldError};
+use super::{ip, key_of, port_number, protocol, FieldError};
 use crate::{
     IpFamily, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
     DEFAULT_SESSION_AFFINITY_TIMEOUT, MAX_SESSION_AFFINITY_TIMEOUT,
 };
 
-/// Converts a raw `v1 Service`. The standard fields come from
-/// k8s-openapi's type; `spec.topologyKeys` (removed from the API in 1.22,
-/// so k8s-openapi no longer has it) is read from the raw value.
-pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
-    let service: core::Service = deserialize(raw, "Service")?;
+/// Converts a `v1 Service`. `topology_keys` is the raw
+/// `spec.topologyKeys` (removed from the API in 1.22, so k8s-openapi no
+/// longer has it): `Null` when absent, as it always is from the API
+/// server, which drops the field.
+pub(crate) fn service(service: &core::Service, topology_keys: &Value) -> Result<Service, FieldError> {
     let key = key_of(&service.metadata)?;
-    let spec = service.spec.unwrap_or_default();
+    let default_spec = core::ServiceSpec::default();
+    let spec = service.spec.as_ref().unwrap_or(&default_spec);
     let ports = spec
         .ports
+        .as_deref()
         .unwrap_or_default()
         .iter()
         .enumerate()
@@ -43,7 +45,7 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
         ip_families,
         ip_family_policy,
         ports,
-        topology_keys: topology_keys(&raw["spec"]["topologyKeys"])?,
+        topology_keys: self::topology_keys(topology_keys)?,
         internal_traffic_policy: traffic_policy(
             "spec.internalTrafficPolicy",
             spec.internal_traffic_policy.as_deref(),
@@ -52,7 +54,7 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
             "spec.externalTrafficPolicy",
             spec.external_traffic_policy.as_deref(),
         )?,
-        traffic_distribution: spec.traffic_distribution,
+        traffic_distribution: spec.traffic_distribution.clone(),
         external_ips: external_ips(spec.external_ips.as_deref())?,
         load_balancer_ips: load_balancer_ips(service.status.as_ref())?,
         load_balancer_source_ranges: source_ranges(spec.load_balancer_source_ranges.as_deref())?,
@@ -60,7 +62,11 @@ pub(super) fn convert(raw: &Value) -> Result<Service, FieldError> {
             spec.session_affinity.as_deref(),
             spec.session_affinity_config.as_ref(),
         )?,
-        annotations: service.metadata.annotations.unwrap_or_default(),
+        health_check_node_port: match spec.health_check_node_port {
+            None | Some(0) => None,
+            Some(n) => Some(port_number("spec.healthCheckNodePort", n)?),
+        },
+        annotations: service.metadata.annotations.clone().unwrap_or_default(),
     })
 }
 

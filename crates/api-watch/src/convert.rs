@@ -1,0 +1,89 @@
+//! k8s-openapi objects → the plain model, shared by both sources (manifest
+//! files and the API server). Every converter checks what the planner
+//! relies on and names the field that is wrong in a [`FieldError`]; the
+//! caller adds where the object came from.
+
+mod node;
+mod service;
+mod slice;
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub(crate) use node::node;
+pub(crate) use service::service;
+pub(crate) use slice::{slice_v1, HOSTNAME_KEY, ZONE_KEY};
+
+/// A problem with one field of an object, before the source of the object
+/// is known. The converters return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    /// The field, e.g. `spec.ports[0].port`; empty when not known.
+    pub(crate) field: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(field: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// `metadata.name` (required) and `metadata.namespace` (default `default`).
+pub(crate) fn key_of(metadata: &ObjectMeta) -> Result<crate::ObjectKey, FieldError> {
+    let name = name_of(metadata)?;
+    let namespace = metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    Ok(crate::ObjectKey::new(namespace, name))
+}
+
+/// `metadata.name`, which every object needs.
+pub(crate) fn name_of(metadata: &ObjectMeta) -> Result<String, FieldError> {
+    metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| FieldError::new("metadata.name", "missing"))
+}
+
+/// A port number from the API (`i32`) that must be 1..=65535.
+fn port_number(field: impl Into<String>, port: i32) -> Result<u16, FieldError> {
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(FieldError::new(
+            field,
+            format!("port {port} is not in 1..=65535"),
+        )),
+    }
+}
+
+/// A protocol in Kubernetes spelling; missing means TCP.
+fn protocol(
+    field: impl Into<String>,
+    protocol: Option<&str>,
+) -> Result<crate::Protocol, FieldError> {
+    match protocol {
+        None => Ok(crate::Protocol::Tcp),
+        Some(p) => crate::Protocol::from_k8s(p).ok_or_else(|| {
+            FieldError::new(
+                field,
+                format!("unknown protocol {p:?} (expected TCP, UDP or SCTP)"),
+            )
+        }),
+    }
+}
+
+/// An IP address.
+fn ip(field: impl Into<String>, address: &str) -> Result<std::net::IpAddr, FieldError> {
+    address
+        .parse()
+        .map_err(|_| FieldError::new(field, format!("{address:?} is not an IP address")))
+}
