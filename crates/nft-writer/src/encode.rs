@@ -137,6 +137,60 @@ pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
                 }),
                 NLM_F_CREATE,
             ),
+            Op::FlushChain { table, name } => push(
+                table.family,
+                // NFT_MSG_DELRULE with a chain and no handle: every rule.
+                NfTablesMessage::DeleteRule(RuleMessage {
+                    attributes: vec![
+                        RuleAttribute::Table(table.name.clone()),
+                        RuleAttribute::Chain(name.clone()),
+                    ],
+                }),
+                0,
+            ),
+            Op::DeleteChain { table, name } => push(
+                table.family,
+                NfTablesMessage::DeleteChain(ChainMessage {
+                    attributes: vec![
+                        ChainAttribute::Table(table.name.clone()),
+                        ChainAttribute::Name(name.clone()),
+                    ],
+                }),
+                0,
+            ),
+            Op::DeleteMap { table, name, .. } => push(
+                table.family,
+                NfTablesMessage::DeleteSet(SetMessage {
+                    attributes: vec![
+                        SetAttribute::Table(table.name.clone()),
+                        SetAttribute::Name(name.clone()),
+                    ],
+                }),
+                0,
+            ),
+            Op::DeleteElements { table, map, keys } => {
+                for chunk in keys.chunks(ELEMENTS_PER_MESSAGE) {
+                    let list = chunk
+                        .iter()
+                        .map(|k| {
+                            ListAttribute::Element(vec![SetElementAttribute::Key(
+                                DataAttribute::Value(key_bytes(k)),
+                            )])
+                        })
+                        .collect();
+                    push(
+                        table.family,
+                        NfTablesMessage::DeleteSetElement(SetElementMessage {
+                            attributes: vec![
+                                SetElementList::Table(table.name.clone()),
+                                SetElementList::Set(map.clone()),
+                                SetElementList::Elements(list),
+                            ],
+                        }),
+                        0,
+                    )
+                }
+            }
             Op::AddElements {
                 table,
                 map,

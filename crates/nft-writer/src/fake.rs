@@ -78,6 +78,20 @@ fn check_rule(table: &Table, rule: &Rule) -> bool {
     })
 }
 
+/// Whether `rule` still has every map it uses when `without` is gone.
+fn check_rule_without(table: &Table, rule: &Rule, without: &str) -> bool {
+    rule.0.iter().all(|s| match s {
+        Stmt::DestVmap { map }
+        | Stmt::PortVmap { map }
+        | Stmt::DnatSpread { map, .. }
+        | Stmt::DnatSpreadPort { map, .. }
+        | Stmt::AddrPairInSet { set: map }
+        | Stmt::SaddrInSet { set: map }
+        | Stmt::UpdateSaddr { set: map } => map != without && table.maps.contains_key(map),
+        _ => true,
+    })
+}
+
 fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
     match op {
         Op::AddTable(t) => {
@@ -129,6 +143,54 @@ fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
                 None => {
                     t.maps.insert(name.clone(), Map::new(name.clone(), *kind));
                 }
+            }
+        }
+        Op::FlushChain { table, name } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            t.chains
+                .get_mut(name)
+                .ok_or(libc_errno::ENOENT)?
+                .rules
+                .clear();
+        }
+        Op::DeleteChain { table, name } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            let chain = t.chains.get(name).ok_or(libc_errno::ENOENT)?;
+            let referenced = t.chains.values().any(|c| {
+                c.rules.iter().any(|r| {
+                    r.0.iter().any(|s| {
+                        matches!(s, Stmt::Verdict(v) if verdict_target(v) == Some(name.as_str()))
+                    })
+                })
+            }) || t.maps.values().any(|m| {
+                m.elements.values().any(|v| {
+                    matches!(v, ElemValue::Verdict(v) if verdict_target(v) == Some(name.as_str()))
+                })
+            });
+            if referenced || !chain.rules.is_empty() {
+                return Err(libc_errno::EBUSY);
+            }
+            t.chains.remove(name);
+        }
+        Op::DeleteMap { table, name, .. } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            if !t.maps.contains_key(name) {
+                return Err(libc_errno::ENOENT);
+            }
+            let used = t
+                .chains
+                .values()
+                .any(|c| c.rules.iter().any(|r| !check_rule_without(t, r, name)));
+            if used {
+                return Err(libc_errno::EBUSY);
+            }
+            t.maps.remove(name);
+        }
+        Op::DeleteElements { table, map, keys } => {
+            let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
+            let m = t.maps.get_mut(map).ok_or(libc_errno::ENOENT)?;
+            for k in keys {
+                m.elements.remove(k).ok_or(libc_errno::ENOENT)?;
             }
         }
         Op::AddElements {

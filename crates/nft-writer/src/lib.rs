@@ -11,6 +11,7 @@
 //! Main types: [`Ruleset`], [`Transaction`], [`Kernel`], [`Error`].
 
 pub mod conntrack;
+mod diff;
 pub mod encode;
 mod error;
 mod fake;
@@ -24,6 +25,7 @@ mod trace;
 mod transaction;
 mod udata;
 
+pub use diff::{diff, Diff, SyncStats, Syncer};
 pub use error::{libc_errno, Error, ErrorKind};
 pub use fake::FakeKernel;
 pub use kernel::{ApplyStats, Kernel};

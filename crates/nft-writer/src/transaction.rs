@@ -56,6 +56,38 @@ pub enum Op {
         /// Shape of the map.
         kind: MapKind,
     },
+    /// `flush chain T C` (removes its rules).
+    FlushChain {
+        /// Table.
+        table: TableRef,
+        /// Chain name.
+        name: String,
+    },
+    /// `delete chain T C` (it must be empty and unreferenced).
+    DeleteChain {
+        /// Table.
+        table: TableRef,
+        /// Chain name.
+        name: String,
+    },
+    /// `delete map T M` / `delete set T M` (it must be unreferenced).
+    DeleteMap {
+        /// Table.
+        table: TableRef,
+        /// Map name.
+        name: String,
+        /// Shape (`map` or `set` in the text).
+        kind: MapKind,
+    },
+    /// `delete element T M { … }`.
+    DeleteElements {
+        /// Table.
+        table: TableRef,
+        /// Map name.
+        map: String,
+        /// Keys of the elements.
+        keys: Vec<ElemKey>,
+    },
     /// `add element T M { … }`.
     AddElements {
         /// Table.
@@ -77,6 +109,11 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
     /// Replaces nftopo's tables with `ruleset` in one transaction: for each
     /// table, `add table` (so that the delete cannot fail), `delete table`,
     /// then the new contents. Traffic sees the old rules until the commit
@@ -188,6 +225,22 @@ impl Display for Op {
                 )?;
                 for line in map_extra_lines(*kind) {
                     write!(f, " {line};")?;
+                }
+                f.write_str(" }")
+            }
+            Op::FlushChain { table, name } => write!(f, "flush chain {table} {name}"),
+            Op::DeleteChain { table, name } => write!(f, "delete chain {table} {name}"),
+            Op::DeleteMap { table, name, kind } => {
+                let word = if kind.is_map() { "map" } else { "set" };
+                write!(f, "delete {word} {table} {name}")
+            }
+            Op::DeleteElements { table, map, keys } => {
+                write!(f, "delete element {table} {map} {{ ")?;
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(&element_text(k, &ElemValue::Member))?;
                 }
                 f.write_str(" }")
             }

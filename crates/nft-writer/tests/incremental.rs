@@ -1,0 +1,243 @@
+//! Incremental syncs: a change touches a handful of objects, the result is
+//! the same as a full replace, gone chains are deleted one sync later, and
+//! a failure forces the next sync to be full. On the fake kernel, plus a
+//! check on the real one.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use nft_writer::{FakeKernel, Kernel, NetlinkKernel, Ruleset, Syncer, Transaction};
+
+/// `n` ClusterIP services `s<i>` with `eps(i)` endpoints each, one UDP
+/// service with affinity and a NodePort, on node-2.
+fn cluster(n: u32, eps: impl Fn(u32) -> u32) -> Ruleset {
+    let mut docs = vec![NODES.to_string()];
+    for i in 0..n {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\nspec: {{type: NodePort, clusterIP: 10.43.{}.{}, ports: [{{port: 80, nodePort: {}}}], sessionAffinity: {}}}\n",
+            i / 250,
+            i % 250 + 1,
+            30000 + i,
+            if i % 7 == 0 { "ClientIP" } else { "None" },
+        ));
+        let list: String = (0..eps(i))
+            .map(|j| {
+                let node = if j % 2 == 0 { "node-2" } else { "node-3" };
+                format!(
+                    "- {{addresses: [\"10.42.{}.{}\"], nodeName: {node}}}\n",
+                    i % 200,
+                    j + 1
+                )
+            })
+            .collect();
+        docs.push(format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-1, namespace: default, labels: {{kubernetes.io/service-name: s{i}}}}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n{list}"
+        ));
+    }
+    let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    ruleset(&state(&refs), "node-2")
+}
+
+fn full_dump(rs: &Ruleset) -> String {
+    let mut k = FakeKernel::new();
+    k.apply(&Transaction::replace(rs)).unwrap();
+    k.dump()
+}
+
+#[test]
+fn the_first_sync_is_full_and_an_unchanged_plan_sends_nothing() {
+    let rs = cluster(20, |_| 3);
+    let mut s = Syncer::new(FakeKernel::new());
+    let first = s.sync(&rs, false).unwrap();
+    assert!(first.full);
+    let again = s.sync(&rs, false).unwrap();
+    assert_eq!(
+        (again.full, again.operations, again.messages),
+        (false, 0, 0)
+    );
+}
+
+#[test]
+fn one_new_endpoint_among_a_thousand_services_is_a_handful_of_messages() {
+    let before = cluster(1000, |_| 3);
+    let after = cluster(1000, |i| if i == 500 { 4 } else { 3 });
+    let mut s = Syncer::new(FakeKernel::new());
+    s.sync(&before, false).unwrap();
+    let st = s.sync(&after, false).unwrap();
+    assert!(!st.full);
+    // Here: two new shared chains (spread-4, spread-port-4, as no other
+    // service has 4 endpoints), the service's cluster-IP and node-port
+    // chains rewritten, one element into each endpoint map.
+    assert!(
+        st.messages <= 20,
+        "{} messages: {:?}",
+        st.messages,
+        s.kernel().last
+    );
+    assert_eq!(s.kernel().dump(), full_dump(&after));
+}
+
+#[test]
+fn a_removed_service_is_emptied_now_and_its_chains_deleted_one_sync_later() {
+    let before = cluster(10, |_| 2);
+    let after = cluster(9, |_| 2);
+    let mut s = Syncer::new(FakeKernel::new());
+    s.sync(&before, false).unwrap();
+    s.sync(&after, false).unwrap();
+    let text = s.kernel().dump();
+    assert!(
+        text.contains("default/s9/tcp/80 {\n\t}"),
+        "s9's chain is empty, not gone:\n{text}"
+    );
+    let last = s.kernel().last.clone().unwrap().to_string();
+    assert!(last.contains("flush chain ip nftopo svc-"), "{last}");
+    assert!(!last.contains("delete chain"), "{last}");
+    // The next sync, even with nothing else to do, deletes it.
+    let st = s.sync(&after, false).unwrap();
+    assert!(st.operations > 0);
+    assert!(s
+        .kernel()
+        .last
+        .clone()
+        .unwrap()
+        .to_string()
+        .contains("delete chain ip nftopo svc-"));
+    assert_eq!(s.kernel().dump(), full_dump(&after));
+}
+
+#[test]
+fn a_service_that_comes_back_before_its_deferred_deletion_is_kept() {
+    let before = cluster(5, |_| 2);
+    let without = cluster(4, |_| 2);
+    let mut s = Syncer::new(FakeKernel::new());
+    s.sync(&before, false).unwrap();
+    s.sync(&without, false).unwrap();
+    s.sync(&before, false).unwrap();
+    assert_eq!(s.kernel().dump(), full_dump(&before));
+}
+
+#[test]
+fn a_failed_sync_leaves_the_kernel_as_it_was_and_forces_a_full_one() {
+    let a = cluster(10, |_| 2);
+    let b = cluster(10, |i| if i == 3 { 1 } else { 2 });
+    let mut s = Syncer::new(FakeKernel::new());
+    s.sync(&a, false).unwrap();
+    let before = s.kernel().dump();
+    let mut k = s.kernel().clone();
+    k.fail_at = Some(0);
+    let mut s = Syncer::new(k);
+    // A fresh syncer does a full replace first; prime it with the state.
+    assert!(s.sync(&b, false).is_err());
+    assert_eq!(s.kernel().dump(), before);
+    let st = s.sync(&b, false).unwrap();
+    assert!(st.full);
+    assert_eq!(s.kernel().dump(), full_dump(&b));
+}
+
+#[test]
+fn a_sequence_of_changes_always_ends_where_a_full_replace_would() {
+    let steps: Vec<Ruleset> = vec![
+        cluster(30, |_| 3),
+        cluster(30, |i| 1 + i % 4),
+        cluster(25, |i| 1 + i % 4),
+        cluster(31, |i| (i % 3) + 2),
+        cluster(31, |i| if i % 5 == 0 { 0 } else { 2 }),
+        cluster(12, |_| 5),
+    ];
+    let mut s = Syncer::new(FakeKernel::new());
+    for (i, rs) in steps.iter().enumerate() {
+        s.sync(rs, false).unwrap();
+        // Deferred deletions land with the next sync.
+        s.sync(rs, false).unwrap();
+        assert_eq!(s.kernel().dump(), full_dump(rs), "step {i}");
+    }
+}
+
+/// `nft list ruleset` in a canonical form: the kernel lists sets, maps and
+/// chains in creation order and elements in hash order, both of which
+/// depend on history; rule order is kept.
+fn canonical(listing: &str) -> String {
+    let mut tables = Vec::new();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<(String, Vec<String>, Vec<String>)> = None;
+    let mut in_elements = false;
+    for line in listing.lines() {
+        let t = line.trim();
+        if line.starts_with("table ") {
+            tables.push(t.to_string());
+        } else if line.starts_with('\t') && !line.starts_with("\t\t") && t.ends_with('{') {
+            current = Some((t.to_string(), Vec::new(), Vec::new()));
+        } else if line == "\t}" {
+            if let Some((head, mut body, mut elements)) = current.take() {
+                elements.sort();
+                body.push(format!("elements: {}", elements.join(", ")));
+                blocks.push(format!("{head}\n{}", body.join("\n")));
+            }
+        } else if let Some((_, body, elements)) = current.as_mut() {
+            let mut rest = t;
+            if let Some(after) = rest.strip_prefix("elements = {") {
+                in_elements = true;
+                rest = after;
+            }
+            if in_elements {
+                let done = rest.ends_with('}');
+                for e in rest.trim_end_matches('}').split(',') {
+                    if !e.trim().is_empty() {
+                        elements.push(e.trim().to_string());
+                    }
+                }
+                in_elements = !done;
+            } else if !t.is_empty() {
+                body.push(t.to_string());
+            }
+        }
+    }
+    blocks.sort();
+    format!("{}\n{}", tables.join("\n"), blocks.join("\n"))
+}
+
+/// The same sequence on the real kernel, in a namespace of this thread:
+/// `nft list ruleset` after the incremental syncs equals the listing after
+/// a full replace of the last ruleset.
+#[test]
+fn incremental_syncs_on_the_kernel_list_like_a_full_replace() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    let steps = vec![
+        cluster(30, |_| 3),
+        cluster(30, |i| 1 + i % 4),
+        cluster(25, |i| 1 + i % 4),
+        cluster(31, |i| if i % 5 == 0 { 0 } else { 2 }),
+    ];
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let ns = format!(
+            "/proc/{}/task/{}/ns/net",
+            std::process::id(),
+            nix::unistd::gettid()
+        );
+        let list = || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={ns}"))
+                .args(["nft", "list", "ruleset"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let mut s = Syncer::new(NetlinkKernel::open().unwrap());
+        for rs in &steps {
+            s.sync(rs, false).unwrap();
+            s.sync(rs, false).unwrap();
+        }
+        let incremental = canonical(&list());
+        let mut k = NetlinkKernel::open().unwrap();
+        k.apply(&Transaction::replace(steps.last().unwrap()))
+            .unwrap();
+        assert_eq!(incremental, canonical(&list()));
+        assert!(incremental.contains("chain svc-"), "{incremental}");
+    })
+    .join()
+    .expect("kernel test thread");
+}
