@@ -12,8 +12,14 @@
 //! (synthetic clusters for benchmarks). It contains no nftopo logic and
 //! links none of its crates: the product is driven as a binary only.
 //!
-//! Main types: [`SeedCluster`], [`Netns`], [`ProbeResult`].
+//! [`apiserver::ApiServer`] is a Kubernetes API server stand-in (list,
+//! watch, 410, bookmarks, restarts) for the daemon tests; it serves JSON
+//! objects and links no Kubernetes crate either (the tests drive it with
+//! the real kube-rs client).
+//!
+//! Main types: [`SeedCluster`], [`Netns`], [`ProbeResult`], [`apiserver::ApiServer`].
 
+pub mod apiserver;
 mod cluster;
 pub mod edge;
 mod netns;

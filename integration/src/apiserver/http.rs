@@ -1,0 +1,542 @@
+//! A hand-rolled HTTP/1.1 server on std threads: one thread per
+//! connection, keep-alive, chunked watch streams.
+
+use super::store::{Change, Resource, Selectors, Snapshot};
+use super::Shared;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Accepts until `stop` is set; the listener is non-blocking.
+pub(super) fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let mut handles = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                let (shared, stop) = (shared.clone(), stop.clone());
+                handles.push(std::thread::spawn(move || {
+                    serve_conn(stream, &shared, &stop)
+                }));
+                handles.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    drop(listener);
+    shared.close_conns(false);
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    raw: String,
+    close: bool,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target, version) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("/").to_string(),
+        parts.next().unwrap_or("HTTP/1.1").to_string(),
+    );
+    let mut close = version == "HTTP/1.0";
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    let (path, qs) = target.split_once('?').unwrap_or((&target, ""));
+    let query = qs
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Ok(Some(Request {
+        method,
+        path: percent_decode(path),
+        query,
+        raw: target.clone(),
+        close,
+    }))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn write_response(w: &mut TcpStream, code: u16, body: &Value, close: bool) -> io::Result<()> {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let text = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        410 => "Gone",
+        _ => "Bad Request",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {text}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    w.write_all(head.as_bytes())?;
+    w.write_all(&body)?;
+    w.flush()
+}
+
+fn write_chunk(w: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+    let mut buf = format!("{:x}\r\n", data.len()).into_bytes();
+    buf.extend_from_slice(data);
+    buf.extend_from_slice(b"\r\n");
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+fn serve_conn(stream: TcpStream, shared: &Arc<Shared>, stop: &AtomicBool) {
+    let Ok(mut w) = stream.try_clone() else {
+        return;
+    };
+    let id = shared.register(&stream);
+    let mut r = BufReader::new(stream);
+    while !stop.load(Ordering::SeqCst) {
+        let req = match read_request(&mut r) {
+            Ok(Some(req)) => req,
+            _ => break,
+        };
+        shared.log(format!("{} {}", req.method, req.raw));
+        let delay = *shared.delay.lock().unwrap();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if handle(&req, &mut w, shared, stop, id).is_err() || req.close {
+            break;
+        }
+    }
+    shared.unregister(id);
+    let _ = w.shutdown(Shutdown::Both);
+}
+
+/// Where a resource path points.
+struct Target {
+    res: Resource,
+    ns: Option<String>,
+    name: Option<String>,
+}
+
+fn route(path: &str) -> Result<Target, Value> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io", rest),
+        _ => {
+            return Err(status(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({path})"),
+            ))
+        }
+    };
+    let (ns, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name) = match rest {
+        [plural] => (*plural, None),
+        [plural, name] => (*plural, Some(name.to_string())),
+        _ => {
+            return Err(status(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({path})"),
+            ))
+        }
+    };
+    let res = Resource::parse(plural)
+        .filter(|r| (r.api_version() == "v1") == group.is_empty())
+        .filter(|r| r.namespaced() || ns.is_none())
+        .ok_or_else(|| {
+            status(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({path})"),
+            )
+        })?;
+    Ok(Target { res, ns, name })
+}
+
+fn discovery(path: &str) -> Option<Value> {
+    let res = |r: Resource| {
+        json!({"name": r.plural(), "singularName": r.kind().to_ascii_lowercase(), "namespaced": r.namespaced(),
+               "kind": r.kind(), "verbs": ["get", "list", "watch"]})
+    };
+    Some(match path.trim_end_matches('/') {
+        "/version" => json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-nftopo-standin",
+                             "gitCommit": "0", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
+                             "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
+                         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+            "name": "discovery.k8s.io",
+            "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}}]}),
+        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1",
+                            "resources": [res(Resource::Service), res(Resource::Node)]}),
+        "/apis/discovery.k8s.io" => {
+            json!({"kind": "APIGroup", "apiVersion": "v1", "name": "discovery.k8s.io",
+            "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}})
+        }
+        "/apis/discovery.k8s.io/v1" => {
+            json!({"kind": "APIResourceList", "groupVersion": "discovery.k8s.io/v1",
+                                              "resources": [res(Resource::EndpointSlice)]})
+        }
+        _ => return None,
+    })
+}
+
+fn handle(
+    req: &Request,
+    w: &mut TcpStream,
+    shared: &Arc<Shared>,
+    stop: &AtomicBool,
+    id: u64,
+) -> io::Result<()> {
+    if req.method != "GET" {
+        return write_response(
+            w,
+            405,
+            &status(
+                405,
+                "MethodNotAllowed",
+                "the stand-in is read-only over HTTP",
+            ),
+            req.close,
+        );
+    }
+    if matches!(req.path.as_str(), "/healthz" | "/livez" | "/readyz") {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+        w.write_all(head.as_bytes())?;
+        return w.flush();
+    }
+    if let Some(doc) = discovery(&req.path) {
+        return write_response(w, 200, &doc, req.close);
+    }
+    let target = match route(&req.path) {
+        Ok(t) => t,
+        Err(st) => return write_response(w, 404, &st, req.close),
+    };
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    let sel = match Selectors::parse(q("labelSelector"), q("fieldSelector")) {
+        Ok(s) => s,
+        Err(e) => return write_response(w, 400, &status(400, "BadRequest", &e), req.close),
+    };
+    let store = shared.store.lock().unwrap();
+    if let Some(name) = &target.name {
+        let key = (
+            target.res,
+            target.ns.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        let obj = store.objects.get(&key).cloned();
+        drop(store);
+        return match obj {
+            Some(o) => write_response(w, 200, &o, req.close),
+            None => write_response(
+                w,
+                404,
+                &status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{name}\" not found", target.res.plural()),
+                ),
+                req.close,
+            ),
+        };
+    }
+    drop(store);
+    if matches!(q("watch"), Some("1" | "true")) {
+        return watch(req, w, shared, stop, id, &target, &sel);
+    }
+    list(req, w, shared, &target, &sel)
+}
+
+fn list(
+    req: &Request,
+    w: &mut TcpStream,
+    shared: &Arc<Shared>,
+    t: &Target,
+    sel: &Selectors,
+) -> io::Result<()> {
+    let limit: usize = req
+        .query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut store = shared.store.lock().unwrap();
+    let (snap_id, offset) = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let parsed = c
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
+            match parsed.filter(|(id, _)| store.snapshots.contains_key(id)) {
+                Some(p) => p,
+                None => {
+                    drop(store);
+                    let st = status(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. \
+                         You can start a new list without the continue parameter.",
+                    );
+                    return write_response(w, 410, &st, req.close);
+                }
+            }
+        }
+        None => {
+            let items = store.list(t.res, t.ns.as_deref(), sel);
+            let id = store.next_snapshot;
+            store.next_snapshot += 1;
+            let rv = store.rv;
+            store.snapshots.insert(id, Snapshot { rv, items });
+            while store.snapshots.len() > 64 {
+                store.snapshots.pop_first();
+            }
+            (id, 0)
+        }
+    };
+    let snap = &store.snapshots[&snap_id];
+    let rv = snap.rv;
+    let end = if limit == 0 {
+        snap.items.len()
+    } else {
+        (offset + limit).min(snap.items.len())
+    };
+    let items: Vec<&Value> = snap.items[offset.min(end)..end]
+        .iter()
+        .map(|a| &**a)
+        .collect();
+    let remaining = snap.items.len() - end;
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if remaining > 0 {
+        meta["continue"] = json!(format!("{snap_id}:{end}"));
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    let body = json!({"kind": format!("{}List", t.res.kind()), "apiVersion": t.res.api_version(),
+                      "metadata": meta, "items": items});
+    if remaining == 0 {
+        store.snapshots.remove(&snap_id);
+    }
+    drop(store);
+    write_response(w, 200, &body, req.close)
+}
+
+fn event(kind: &str, obj: &Value) -> Vec<u8> {
+    let mut v = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+fn bookmark(res: Resource, rv: u64, initial_end: bool) -> Vec<u8> {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event(
+        "BOOKMARK",
+        &json!({"kind": res.kind(), "apiVersion": res.api_version(), "metadata": meta}),
+    )
+}
+
+/// The watch event a change produces for one watcher, if any.
+fn translate(c: &Change, t: &Target, sel: &Selectors) -> Option<Vec<u8>> {
+    if c.key.0 != t.res || t.ns.as_ref().is_some_and(|ns| *ns != c.key.1) {
+        return None;
+    }
+    let was = c.old.as_ref().map(|o| sel.matches(o));
+    if c.deleted {
+        return (was == Some(true)).then(|| event("DELETED", &c.new));
+    }
+    match (was, sel.matches(&c.new)) {
+        (Some(true), true) => Some(event("MODIFIED", &c.new)),
+        (_, true) => Some(event("ADDED", &c.new)),
+        (Some(true), false) => Some(event("DELETED", &c.new)),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    req: &Request,
+    w: &mut TcpStream,
+    shared: &Arc<Shared>,
+    stop: &AtomicBool,
+    id: u64,
+    t: &Target,
+    sel: &Selectors,
+) -> io::Result<()> {
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    let bookmarks = matches!(q("allowWatchBookmarks"), Some("1" | "true"));
+    let initial = matches!(q("sendInitialEvents"), Some("1" | "true"));
+    let timeout = q("timeoutSeconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800u64);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let epoch = shared.watch_epoch.load(Ordering::SeqCst);
+    shared.mark_watch(id);
+
+    w.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )?;
+    w.flush()?;
+
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut store = shared.store.lock().unwrap();
+    let mut last = match q("resourceVersion").filter(|v| !v.is_empty() && !initial) {
+        Some(v) if v != "0" => match v.parse::<u64>() {
+            Ok(n) if n >= store.floor => n,
+            Ok(n) => {
+                let msg = format!("too old resource version: {n} ({})", store.floor + 1);
+                drop(store);
+                write_chunk(w, &event("ERROR", &status(410, "Expired", &msg)))?;
+                return write_chunk(w, b"");
+            }
+            Err(_) => {
+                drop(store);
+                write_chunk(
+                    w,
+                    &event(
+                        "ERROR",
+                        &status(400, "BadRequest", &format!("invalid resourceVersion {v:?}")),
+                    ),
+                )?;
+                return write_chunk(w, b"");
+            }
+        },
+        _ => {
+            // No version, "0" or a streaming list: the current state first.
+            for o in store.list(t.res, t.ns.as_deref(), sel) {
+                out.push(event("ADDED", &o));
+            }
+            if initial {
+                out.push(bookmark(t.res, store.rv, true));
+            }
+            store.rv
+        }
+    };
+    let mut next_bookmark = Instant::now() + *shared.bookmark_interval.lock().unwrap();
+    loop {
+        let dropped =
+            stop.load(Ordering::SeqCst) || shared.watch_epoch.load(Ordering::SeqCst) != epoch;
+        if dropped {
+            drop(store);
+            // Abrupt: no terminating chunk, the connection just goes away.
+            let _ = w.shutdown(Shutdown::Both);
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "watch dropped",
+            ));
+        }
+        if last < store.floor {
+            let msg = format!("too old resource version: {last} ({})", store.floor + 1);
+            out.push(event("ERROR", &status(410, "Expired", &msg)));
+            drop(store);
+            for e in &out {
+                write_chunk(w, e)?;
+            }
+            return write_chunk(w, b"");
+        }
+        for c in store.history.iter().filter(|c| c.rv > last) {
+            if let Some(e) = translate(c, t, sel) {
+                out.push(e);
+            }
+        }
+        last = store.rv;
+        let now = Instant::now();
+        if bookmarks && now >= next_bookmark {
+            out.push(bookmark(t.res, last, false));
+            next_bookmark = now + *shared.bookmark_interval.lock().unwrap();
+        }
+        if !out.is_empty() {
+            drop(store);
+            for e in out.drain(..) {
+                write_chunk(w, &e)?;
+            }
+            store = shared.store.lock().unwrap();
+            continue;
+        }
+        if now >= deadline {
+            drop(store);
+            return write_chunk(w, b"");
+        }
+        let mut wake = deadline.min(now + Duration::from_millis(200));
+        if bookmarks {
+            wake = wake.min(next_bookmark);
+        }
+        store = shared
+            .changed
+            .wait_timeout(store, wake.saturating_duration_since(now))
+            .unwrap()
+            .0;
+    }
+}
