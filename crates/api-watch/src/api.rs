@@ -1,1 +1,121 @@
-//! The API-server source.
+//! The API-server source: kube-rs watchers and reflectors for Services,
+//! EndpointSlices (discovery.k8s.io/v1) and Nodes, reduced to the same
+//! [`ClusterState`](crate::ClusterState) as the file source, handed out as
+//! coalesced [`Snapshot`]s.
+//!
+//! Nothing is handed out before all three kinds have completed their first
+//! list: a restart must never see an empty cluster. Bad objects are
+//! skipped, one [`ObjectError`] each. The deciding part is the pure
+//! [`Tracker`] (events in, snapshots out); [`Snapshots`] only pumps streams
+//! into it.
+
+mod kinds;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+mod tracker;
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client, Config};
+
+pub use kinds::Kind;
+pub use snapshots::{Snapshots, Stores};
+pub use tracker::{ObjectError, Snapshot, Tracker};
+
+/// Why no client could be built. None of these is retried: the
+/// configuration must be fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The kubeconfig file given (`--kubeconfig`) could not be read or
+    /// used.
+    #[error("kubeconfig {}: {source}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: KubeconfigError,
+    },
+    /// No kubeconfig was given, and neither the in-cluster config (service
+    /// account) nor the default kubeconfig could be loaded.
+    #[error(
+        "no kubeconfig given; in-cluster config (service account): {in_cluster}; \
+         default kubeconfig ($KUBECONFIG or ~/.kube/config): {kubeconfig}"
+    )]
+    NoConfig {
+        /// Why the in-cluster config failed.
+        in_cluster: InClusterError,
+        /// Why the default kubeconfig failed.
+        kubeconfig: KubeconfigError,
+    },
+    /// The configuration loaded but no client could be built from it
+    /// (e.g. bad TLS material).
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A client for the API server: from `kubeconfig` when given, else the
+/// in-cluster config (service account token and CA, `KUBERNETES_SERVICE_HOST`),
+/// else the default kubeconfig (`$KUBECONFIG` or `~/.kube/config`), like
+/// kube-proxy's `--kubeconfig`.
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| ApiError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => match Config::incluster() {
+            Ok(config) => config,
+            Err(in_cluster) => Config::from_kubeconfig(&KubeConfigOptions::default())
+                .await
+                .map_err(|kubeconfig| ApiError::NoConfig {
+                    in_cluster,
+                    kubeconfig,
+                })?,
+        },
+    };
+    Client::try_from(config).map_err(ApiError::Client)
+}
+
+/// Starts watching Services, EndpointSlices and Nodes in all namespaces,
+/// each through a kube-rs reflector with kube's default backoff (the
+/// watcher re-lists by itself after `410 Gone` or a dropped stream). Must
+/// be called inside a tokio runtime; the watches stop when the returned
+/// [`Snapshots`] is dropped.
+pub fn watch(client: Client) -> Snapshots {
+    let (services, services_writer) = reflector::store::<core::Service>();
+    let (slices, slices_writer) = reflector::store::<discovery::EndpointSlice>();
+    let (nodes, nodes_writer) = reflector::store::<core::Node>();
+    let config = watcher::Config::default;
+    let service_events = watcher(Api::<core::Service>::all(client.clone()), config())
+        .default_backoff()
+        .reflect(services_writer)
+        .boxed();
+    let slice_events = watcher(
+        Api::<discovery::EndpointSlice>::all(client.clone()),
+        config(),
+    )
+    .default_backoff()
+    .reflect(slices_writer)
+    .boxed();
+    let node_events = watcher(Api::<core::Node>::all(client), config())
+        .default_backoff()
+        .reflect(nodes_writer)
+        .boxed();
+    Snapshots::from_streams(service_events, slice_events, node_events).with_stores(Stores {
+        services,
+        endpoint_slices: slices,
+        nodes,
+    })
+}

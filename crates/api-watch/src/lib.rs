@@ -4,12 +4,14 @@
 //! planner consumes.
 //!
 //! It does not decide anything about traffic (that is `topology-filter`)
-//! and it never talks to the kernel. Today it has one source, manifest
-//! files ([`file`]); the API-server source (kube-rs reflectors) produces
-//! the same [`ClusterState`].
+//! and it never talks to the kernel. It has two sources with one output:
+//! manifest files ([`file`](mod@file)) and the API server ([`api`]: kube-rs
+//! watchers and reflectors, coalesced into snapshots). Both convert
+//! through the same code, so an object means the same from either.
 //!
-//! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`],
-//! and [`LoadError`] for objects that were skipped.
+//! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`];
+//! [`file::LoadError`] and [`api::ObjectError`] for objects that were
+//! skipped; [`api::Snapshots`] for the daemon.
 
 pub mod api;
 mod convert;

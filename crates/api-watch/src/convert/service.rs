@@ -16,7 +16,10 @@ use crate::{
 /// `spec.topologyKeys` (removed from the API in 1.22, so k8s-openapi no
 /// longer has it): `Null` when absent, as it always is from the API
 /// server, which drops the field.
-pub(crate) fn service(service: &core::Service, topology_keys: &Value) -> Result<Service, FieldError> {
+pub(crate) fn service(
+    service: &core::Service,
+    topology_keys: &Value,
+) -> Result<Service, FieldError> {
     let key = key_of(&service.metadata)?;
     let default_spec = core::ServiceSpec::default();
     let spec = service.spec.as_ref().unwrap_or(&default_spec);

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::discovery::v1 as discovery;
 use super::{ip, key_of, port_number, protocol, FieldError};
 use crate::{AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, SERVICE_NAME_LABEL};
+use k8s_openapi::api::discovery::v1 as discovery;
 
 /// Node label (and v1beta1 topology key) naming the endpoint's node.
 pub(crate) const HOSTNAME_KEY: &str = "kubernetes.io/hostname";

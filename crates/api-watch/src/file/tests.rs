@@ -823,3 +823,52 @@ fn errors_read_as_one_line_leaving_out_unknown_parts() {
         assert_eq!(error.to_string(), want);
     }
 }
+
+#[test]
+fn health_check_node_ports_and_nodes_being_deleted_load() {
+    let (state, errors) = load(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: shop}
+spec: {type: LoadBalancer, clusterIP: 10.43.0.11, externalTrafficPolicy: Local,
+       healthCheckNodePort: 31000, ports: [{port: 80, nodePort: 30080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad, namespace: shop}
+spec: {clusterIP: 10.43.0.12, healthCheckNodePort: 70000, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: going, deletionTimestamp: '2024-01-01T00:00:00Z'}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: scaled-down}
+spec: {taints: [{key: ToBeDeletedByClusterAutoscaler, effect: NoSchedule}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: staying}
+spec: {taints: [{key: other, effect: NoSchedule}]}
+",
+    );
+    assert_eq!(
+        state.services[&key("shop", "lb")].health_check_node_port,
+        Some(31000)
+    );
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["test.yaml: document 2: Service shop/bad: spec.healthCheckNodePort: port 70000 is not in 1..=65535"]
+    );
+    let deleting: Vec<_> = state
+        .nodes
+        .values()
+        .map(|n| (n.name.as_str(), n.deleting))
+        .collect();
+    assert_eq!(
+        deleting,
+        [("going", true), ("scaled-down", true), ("staying", false)]
+    );
+}

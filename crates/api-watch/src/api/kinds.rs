@@ -1,0 +1,168 @@
+//! The three kinds the API source watches, and how each maps onto the
+//! model: its identity, its conversion and its place in [`ClusterState`].
+
+use std::fmt;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+use crate::convert::{self, FieldError};
+use crate::{ClusterState, ObjectKey, LAST_CHANGE_TRIGGER_TIME_ANNOTATION};
+
+/// The kind of a watched object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1 Service`.
+    Service,
+    /// `discovery.k8s.io/v1 EndpointSlice`.
+    EndpointSlice,
+    /// `v1 Node`.
+    Node,
+}
+
+impl Kind {
+    /// The Kubernetes kind name (`Service`, `EndpointSlice`, `Node`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Node => "Node",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A k8s-openapi type the source watches. Identity is `namespace/name`
+/// from the metadata (namespace empty for Nodes), so that an object is
+/// found again on delete even when it never converted.
+pub(crate) trait Watched {
+    /// The model type.
+    type Model: Clone + PartialEq;
+    /// Which kind this is.
+    const KIND: Kind;
+    /// The object's metadata.
+    fn meta(&self) -> &ObjectMeta;
+    /// Converts to the model.
+    fn convert(&self) -> Result<Self::Model, FieldError>;
+    /// The model entry of `id` in `state`.
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a Self::Model>;
+    /// Puts `model` into `state` under `id`.
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: Self::Model);
+    /// Removes `id` from `state`.
+    fn remove(state: &mut ClusterState, id: &ObjectKey);
+    /// The ids of this kind in `state`.
+    fn ids(state: &ClusterState) -> Vec<ObjectKey>;
+    /// When the change this object carries was triggered (EndpointSlices'
+    /// `endpoints.kubernetes.io/last-change-trigger-time`).
+    fn trigger_time(&self) -> Option<SystemTime> {
+        None
+    }
+
+    /// `namespace/name` of the object (namespace `default` when missing
+    /// for namespaced kinds, as the converters read it; empty for Nodes).
+    fn id(&self) -> ObjectKey {
+        let meta = self.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        if Self::KIND == Kind::Node {
+            return ObjectKey::new("", name);
+        }
+        let namespace = meta
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        ObjectKey::new(namespace, name)
+    }
+}
+
+impl Watched for core::Service {
+    type Model = crate::Service;
+    const KIND: Kind = Kind::Service;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn convert(&self) -> Result<crate::Service, FieldError> {
+        // The API server drops `spec.topologyKeys`: only the annotation
+        // form of topology keys reaches us from it.
+        convert::service(self, &Value::Null)
+    }
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::Service> {
+        state.services.get(id)
+    }
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::Service) {
+        state.services.insert(id.clone(), model);
+    }
+    fn remove(state: &mut ClusterState, id: &ObjectKey) {
+        state.services.remove(id);
+    }
+    fn ids(state: &ClusterState) -> Vec<ObjectKey> {
+        state.services.keys().cloned().collect()
+    }
+}
+
+impl Watched for discovery::EndpointSlice {
+    type Model = crate::EndpointSlice;
+    const KIND: Kind = Kind::EndpointSlice;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn convert(&self) -> Result<crate::EndpointSlice, FieldError> {
+        convert::slice_v1(self)
+    }
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::EndpointSlice> {
+        state.endpoint_slices.get(id)
+    }
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::EndpointSlice) {
+        state.endpoint_slices.insert(id.clone(), model);
+    }
+    fn remove(state: &mut ClusterState, id: &ObjectKey) {
+        state.endpoint_slices.remove(id);
+    }
+    fn ids(state: &ClusterState) -> Vec<ObjectKey> {
+        state.endpoint_slices.keys().cloned().collect()
+    }
+    fn trigger_time(&self) -> Option<SystemTime> {
+        let written = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(LAST_CHANGE_TRIGGER_TIME_ANNOTATION)?;
+        let parsed = written.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
+        Some(SystemTime::from(parsed))
+    }
+}
+
+impl Watched for core::Node {
+    type Model = crate::Node;
+    const KIND: Kind = Kind::Node;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn convert(&self) -> Result<crate::Node, FieldError> {
+        convert::node(self)
+    }
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::Node> {
+        state.nodes.get(&id.name)
+    }
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::Node) {
+        state.nodes.insert(id.name.clone(), model);
+    }
+    fn remove(state: &mut ClusterState, id: &ObjectKey) {
+        state.nodes.remove(&id.name);
+    }
+    fn ids(state: &ClusterState) -> Vec<ObjectKey> {
+        state
+            .nodes
+            .keys()
+            .map(|n| ObjectKey::new("", n.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,162 @@
+//! The stream plumbing: one task per kind applies its watcher events to
+//! the shared [`Tracker`]; [`Snapshots::next`] takes the latest state.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::Event;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::kinds::Kind;
+use super::tracker::{Snapshot, Tracker};
+
+/// Events applied under one lock, at most (a burst is applied in chunks of
+/// what the stream has ready, so the consumer is woken once per chunk).
+const CHUNK: usize = 256;
+
+/// The reflector stores of the three kinds: the raw objects as the API
+/// server last showed them (including those the model skipped).
+#[derive(Clone)]
+pub struct Stores {
+    /// Services.
+    pub services: Store<core::Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: Store<discovery::EndpointSlice>,
+    /// Nodes.
+    pub nodes: Store<core::Node>,
+}
+
+struct Shared {
+    tracker: Mutex<Tracker>,
+    /// Woken when a snapshot is due; holds one permit when nobody waits,
+    /// so a wake-up between two `next` calls is not lost.
+    due: Notify,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        // A panic while holding the lock leaves a consistent tracker (each
+        // event is applied whole or not at all); keep going.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Coalesced snapshots of the cluster, from three watcher streams. The
+/// watch tasks stop when this is dropped.
+pub struct Snapshots {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    stores: Option<Stores>,
+}
+
+impl Snapshots {
+    /// Spawns one task per stream (inside the current tokio runtime) that
+    /// applies its events. A stream error is logged and skipped: kube's
+    /// watcher re-lists and retries by itself (with backoff when the
+    /// stream has it). Used by [`super::watch`], and by tests with
+    /// hand-made events.
+    pub fn from_streams<S, E, N, Err>(services: S, endpoint_slices: E, nodes: N) -> Self
+    where
+        S: Stream<Item = Result<Event<core::Service>, Err>> + Send + 'static,
+        E: Stream<Item = Result<Event<discovery::EndpointSlice>, Err>> + Send + 'static,
+        N: Stream<Item = Result<Event<core::Node>, Err>> + Send + 'static,
+        Err: std::fmt::Display + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(Tracker::new(SystemTime::now())),
+            due: Notify::new(),
+        });
+        let tasks = vec![
+            tokio::spawn(pump(
+                shared.clone(),
+                Kind::Service,
+                services,
+                Tracker::service,
+            )),
+            tokio::spawn(pump(
+                shared.clone(),
+                Kind::EndpointSlice,
+                endpoint_slices,
+                Tracker::endpoint_slice,
+            )),
+            tokio::spawn(pump(shared.clone(), Kind::Node, nodes, Tracker::node)),
+        ];
+        Self {
+            shared,
+            tasks,
+            stores: None,
+        }
+    }
+
+    pub(super) fn with_stores(mut self, stores: Stores) -> Self {
+        self.stores = Some(stores);
+        self
+    }
+
+    /// The next snapshot: waits until all three kinds have completed their
+    /// first list, then until something changed since the previous call.
+    /// Returns the latest state, never a queue of stale ones: a burst of
+    /// events between two calls is one snapshot.
+    pub async fn next(&mut self) -> Arc<Snapshot> {
+        loop {
+            if let Some(snapshot) = self.shared.tracker().take_snapshot() {
+                return Arc::new(snapshot);
+            }
+            self.shared.due.notified().await;
+        }
+    }
+
+    /// Whether all three kinds have completed their first list.
+    pub fn ready(&self) -> bool {
+        self.shared.tracker().ready()
+    }
+
+    /// The reflector stores (`None` when built with
+    /// [`Snapshots::from_streams`]).
+    pub fn stores(&self) -> Option<&Stores> {
+        self.stores.as_ref()
+    }
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn pump<K, S, Err>(
+    shared: Arc<Shared>,
+    kind: Kind,
+    stream: S,
+    apply: fn(&mut Tracker, Event<K>),
+) where
+    S: Stream<Item = Result<Event<K>, Err>> + Send + 'static,
+    Err: std::fmt::Display,
+{
+    let mut chunks = std::pin::pin!(stream.ready_chunks(CHUNK));
+    while let Some(chunk) = chunks.next().await {
+        let due = {
+            let mut tracker = shared.tracker();
+            for item in chunk {
+                match item {
+                    Ok(event) => apply(&mut tracker, event),
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "watch failed; the watcher re-lists and retries")
+                    }
+                }
+            }
+            tracker.pending()
+        };
+        if due {
+            shared.due.notify_one();
+        }
+    }
+    tracing::error!(%kind, "watch stream ended; no more updates for this kind");
+}

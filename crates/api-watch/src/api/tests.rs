@@ -1,0 +1,319 @@
+use std::time::{Duration, SystemTime};
+
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+use super::*;
+use crate::ObjectKey;
+
+fn service(name: &str, port: i64) -> core::Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": port}], "healthCheckNodePort": 31000},
+    }))
+    .unwrap()
+}
+
+fn slice(name: &str, ip: &str, trigger: Option<&str>) -> discovery::EndpointSlice {
+    let mut annotations = serde_json::Map::new();
+    if let Some(t) = trigger {
+        annotations.insert(crate::LAST_CHANGE_TRIGGER_TIME_ANNOTATION.into(), t.into());
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "shop", "annotations": annotations,
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080}],
+        "endpoints": [{"addresses": [ip]}],
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, taint: bool) -> core::Node {
+    let taints = if taint {
+        json!([{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}])
+    } else {
+        json!([])
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "a"}},
+        "spec": {"podCIDR": "10.42.1.0/24", "taints": taints},
+    }))
+    .unwrap()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("shop", name)
+}
+
+/// Lists every kind once: services and slices as given, one node.
+fn list_all(t: &mut Tracker, services: Vec<core::Service>, slices: Vec<discovery::EndpointSlice>) {
+    t.service(Event::Init);
+    for s in services {
+        t.service(Event::InitApply(s));
+    }
+    t.service(Event::InitDone);
+    t.endpoint_slice(Event::Init);
+    for s in slices {
+        t.endpoint_slice(Event::InitApply(s));
+    }
+    t.endpoint_slice(Event::InitDone);
+    t.node(Event::Init);
+    t.node(Event::InitApply(node("node-1", false)));
+    t.node(Event::InitDone);
+}
+
+fn start() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+#[test]
+fn nothing_is_handed_out_until_all_three_kinds_have_listed() {
+    let mut t = Tracker::new(start());
+    t.service(Event::Init);
+    t.service(Event::InitApply(service("web", 80)));
+    t.service(Event::InitDone);
+    t.endpoint_slice(Event::Init);
+    t.endpoint_slice(Event::InitDone);
+    assert!(!t.ready());
+    assert_eq!(t.take_snapshot(), None, "nodes have not listed yet");
+    t.node(Event::Init);
+    t.node(Event::InitApply(node("node-1", false)));
+    assert_eq!(t.take_snapshot(), None, "the node list is not done");
+    t.node(Event::InitDone);
+    let s = t.take_snapshot().expect("all three listed");
+    assert_eq!(s.generation, 1);
+    assert_eq!(s.state.services.len(), 1);
+    assert_eq!(s.state.nodes.len(), 1);
+    assert_eq!(t.take_snapshot(), None, "nothing changed since");
+}
+
+#[test]
+fn an_empty_cluster_is_still_one_snapshot_once_listed() {
+    let mut t = Tracker::new(start());
+    list_all(&mut t, vec![], vec![]);
+    // The node goes away in a re-list before anyone looked.
+    t.node(Event::Init);
+    t.node(Event::InitDone);
+    let s = t.take_snapshot().unwrap();
+    assert!(s.state.services.is_empty() && s.state.nodes.is_empty());
+}
+
+#[test]
+fn changes_are_counted_since_the_last_snapshot() {
+    let mut t = Tracker::new(start());
+    list_all(
+        &mut t,
+        vec![service("web", 80)],
+        vec![slice("web-1", "10.42.1.5", None)],
+    );
+    let first = t.take_snapshot().unwrap();
+    assert_eq!((first.services_changed, first.endpoints_changed), (1, 1));
+
+    // An update that changes nothing in the model is not a change.
+    t.service(Event::Apply(service("web", 80)));
+    assert_eq!(t.take_snapshot(), None);
+
+    t.service(Event::Apply(service("web", 81)));
+    t.service(Event::Apply(service("api", 90)));
+    t.endpoint_slice(Event::Apply(slice("web-1", "10.42.1.6", None)));
+    t.endpoint_slice(Event::Delete(slice("web-1", "10.42.1.6", None)));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.generation, 2);
+    assert_eq!((s.services_changed, s.endpoints_changed), (2, 2));
+    assert_eq!(s.state.services[&key("web")].ports[0].port, 81);
+    assert!(s.state.endpoint_slices.is_empty());
+}
+
+#[test]
+fn a_relist_replaces_the_kind_atomically_and_drops_what_is_gone() {
+    let mut t = Tracker::new(start());
+    list_all(
+        &mut t,
+        vec![service("web", 80), service("old", 80)],
+        vec![slice("web-1", "10.42.1.5", None)],
+    );
+    t.take_snapshot().unwrap();
+    // After a 410 Gone the watcher lists again.
+    t.service(Event::Init);
+    t.service(Event::InitApply(service("web", 80)));
+    assert_eq!(t.take_snapshot(), None, "half a re-list is never shown");
+    t.service(Event::InitApply(service("new", 80)));
+    t.service(Event::InitDone);
+    let s = t.take_snapshot().unwrap();
+    let names: Vec<_> = s.state.services.keys().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["new", "web"]);
+    assert_eq!(
+        s.services_changed, 2,
+        "old deleted, new added; web unchanged"
+    );
+    assert_eq!(s.state.endpoint_slices.len(), 1, "other kinds untouched");
+}
+
+#[test]
+fn a_bad_object_is_skipped_with_one_error_naming_kind_object_and_field() {
+    let mut t = Tracker::new(start());
+    list_all(&mut t, vec![service("web", 80), service("bad", 0)], vec![]);
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.state.services.len(), 1);
+    assert_eq!(
+        s.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["Service shop/bad: spec.ports[0].port: port 0 is not in 1..=65535"]
+    );
+    assert_eq!(s.errors[0].kind, Kind::Service);
+
+    // Fixed: the error goes, the service comes.
+    t.service(Event::Apply(service("bad", 80)));
+    let s = t.take_snapshot().unwrap();
+    assert!(s.errors.is_empty());
+    assert_eq!(s.state.services.len(), 2);
+
+    // A good object turning bad leaves the model: a change.
+    t.service(Event::Apply(service("web", 70000)));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.services_changed, 1);
+    assert!(!s.state.services.contains_key(&key("web")));
+    assert_eq!(s.errors[0].object, "shop/web");
+
+    // Deleting the bad object clears its error.
+    t.service(Event::Delete(service("web", 70000)));
+    assert!(t.take_snapshot().unwrap().errors.is_empty());
+}
+
+#[test]
+fn trigger_times_come_from_changes_after_the_first_list_and_after_start() {
+    let mut t = Tracker::new(start());
+    let before = "2023-11-14T22:00:00Z"; // before start()
+    let after = "2023-11-14T22:20:00.5Z"; // 1700000400.5
+    list_all(
+        &mut t,
+        vec![],
+        vec![slice("web-1", "10.42.1.5", Some(after))],
+    );
+    let s = t.take_snapshot().unwrap();
+    assert!(
+        s.trigger_times.is_empty(),
+        "the first list is not a change we programmed late"
+    );
+
+    t.endpoint_slice(Event::Apply(slice("web-1", "10.42.1.6", Some(after))));
+    t.endpoint_slice(Event::Apply(slice("web-2", "10.42.1.7", Some(before))));
+    t.endpoint_slice(Event::Apply(slice(
+        "web-3",
+        "10.42.1.8",
+        Some("not a time"),
+    )));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(
+        s.trigger_times,
+        [SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_400_500)]
+    );
+    assert_eq!(s.state.endpoint_slices.len(), 3);
+}
+
+#[test]
+fn nodes_being_deleted_and_health_check_ports_reach_the_model() {
+    let mut t = Tracker::new(start());
+    list_all(&mut t, vec![service("web", 80)], vec![]);
+    t.node(Event::Apply(node("node-2", true)));
+    let s = t.take_snapshot().unwrap();
+    assert!(!s.state.nodes["node-1"].deleting);
+    assert!(s.state.nodes["node-2"].deleting);
+    assert_eq!(
+        s.state.services[&key("web")].health_check_node_port,
+        Some(31000)
+    );
+}
+
+type Sender<K> = mpsc::UnboundedSender<Result<Event<K>, watcher::Error>>;
+
+struct Feeds {
+    services: Sender<core::Service>,
+    slices: Sender<discovery::EndpointSlice>,
+    nodes: Sender<core::Node>,
+}
+
+fn snapshots() -> (Snapshots, Feeds) {
+    let (services, s) = mpsc::unbounded();
+    let (slices, e) = mpsc::unbounded();
+    let (nodes, n) = mpsc::unbounded();
+    (
+        Snapshots::from_streams(s, e, n),
+        Feeds {
+            services,
+            slices,
+            nodes,
+        },
+    )
+}
+
+/// Lets the pump tasks run until they wait again.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_waits_for_all_three_lists_then_coalesces_bursts() {
+    let (mut snapshots, feeds) = snapshots();
+    for event in [
+        Event::Init,
+        Event::InitApply(service("web", 80)),
+        Event::InitDone,
+    ] {
+        feeds.services.unbounded_send(Ok(event)).unwrap();
+    }
+    for event in [Event::Init, Event::InitDone] {
+        feeds.slices.unbounded_send(Ok(event)).unwrap();
+    }
+    settle().await;
+    let early = tokio::time::timeout(Duration::from_secs(5), snapshots.next()).await;
+    assert!(early.is_err(), "no snapshot before nodes have listed");
+    assert!(!snapshots.ready());
+
+    // A watch error is logged and skipped; the stream goes on.
+    feeds
+        .nodes
+        .unbounded_send(Err(watcher::Error::NoResourceVersion))
+        .unwrap();
+    for event in [
+        Event::Init,
+        Event::InitApply(node("node-1", false)),
+        Event::InitDone,
+    ] {
+        feeds.nodes.unbounded_send(Ok(event)).unwrap();
+    }
+    let first = snapshots.next().await;
+    assert_eq!(first.generation, 1);
+    assert_eq!(first.state.services.len(), 1);
+
+    // A burst of changes while the consumer is busy is one snapshot with
+    // the latest state.
+    for port in 81..=90 {
+        feeds
+            .services
+            .unbounded_send(Ok(Event::Apply(service("web", port))))
+            .unwrap();
+    }
+    settle().await;
+    let second = snapshots.next().await;
+    assert_eq!(second.generation, 2);
+    assert_eq!(second.state.services[&key("web")].ports[0].port, 90);
+    assert_eq!(second.services_changed, 10);
+    let idle = tokio::time::timeout(Duration::from_secs(5), snapshots.next()).await;
+    assert!(idle.is_err(), "no stale snapshot is queued behind it");
+
+    // A change after the consumer started waiting wakes it.
+    let waiter = tokio::spawn(async move { snapshots.next().await });
+    settle().await;
+    feeds
+        .slices
+        .unbounded_send(Ok(Event::Apply(slice("web-1", "10.42.1.5", None))))
+        .unwrap();
+    let third = waiter.await.unwrap();
+    assert_eq!((third.generation, third.endpoints_changed), (3, 1));
+}

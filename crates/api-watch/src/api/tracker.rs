@@ -1,0 +1,288 @@
+//! The pure core of the API source: watcher events in, snapshots out. No
+//! async, no clock, no I/O; the stream plumbing in [`super::snapshots`]
+//! feeds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::runtime::watcher::Event;
+
+use super::kinds::{Kind, Watched};
+use crate::{ClusterState, ObjectKey};
+
+/// One object that was skipped, and why. Shown as
+/// `Service shop/web: spec.ports[0].port: port 0 is not in 1..=65535`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {object}{}: {message}", field_part(.field))]
+pub struct ObjectError {
+    /// The object's kind.
+    pub kind: Kind,
+    /// `namespace/name`, or the name alone for a Node.
+    pub object: String,
+    /// The field, e.g. `spec.ports[0].port`; empty when not known.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn field_part(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(": {field}")
+    }
+}
+
+/// The cluster as the API server showed it at one moment, with what
+/// changed since the previous snapshot.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Every object that converted.
+    pub state: ClusterState,
+    /// Every object currently skipped (one error each), by kind and name.
+    pub errors: Vec<ObjectError>,
+    /// 1 for the first snapshot, then +1 for each.
+    pub generation: u64,
+    /// Service changes (add, update that changed the model, delete) since
+    /// the previous snapshot: feeds kube-proxy's
+    /// `sync_proxy_rules_service_changes_{pending,total}`.
+    pub services_changed: usize,
+    /// EndpointSlice changes since the previous snapshot (the
+    /// `endpoint_changes_*` metrics).
+    pub endpoints_changed: usize,
+    /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
+    /// changed since the previous snapshot, for
+    /// `network_programming_duration_seconds`. Left out: slices listed
+    /// in a kind's first list, and times before the tracker started (as
+    /// kube-proxy does, so that a restart does not report huge latencies).
+    pub trigger_times: Vec<SystemTime>,
+}
+
+/// Per-kind progress through list and watch.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The kind has completed a list at least once.
+    listed: bool,
+    /// During a (re-)list: what has been listed so far, replacing the
+    /// kind's objects atomically on `InitDone`.
+    relist: Option<BTreeMap<ObjectKey, Listed>>,
+}
+
+/// An object as listed: its raw form converts only at `InitDone`.
+#[derive(Debug)]
+enum Listed {
+    Service(Box<core::Service>),
+    Slice(Box<discovery::EndpointSlice>),
+    Node(Box<core::Node>),
+}
+
+/// Applies watcher events of all three kinds to one [`ClusterState`];
+/// hands out a [`Snapshot`] when all three kinds have listed once and
+/// something changed since the last one.
+#[derive(Debug)]
+pub struct Tracker {
+    started: SystemTime,
+    state: ClusterState,
+    errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
+    progress: BTreeMap<Kind, Progress>,
+    generation: u64,
+    dirty: bool,
+    services_changed: usize,
+    endpoints_changed: usize,
+    trigger_times: Vec<SystemTime>,
+}
+
+impl Tracker {
+    /// An empty tracker; trigger times before `started` are ignored.
+    pub fn new(started: SystemTime) -> Self {
+        Self {
+            started,
+            state: ClusterState::default(),
+            errors: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            generation: 0,
+            dirty: false,
+            services_changed: 0,
+            endpoints_changed: 0,
+            trigger_times: Vec::new(),
+        }
+    }
+
+    /// Applies one Service event.
+    pub fn service(&mut self, event: Event<core::Service>) {
+        self.apply(event, |s| Listed::Service(Box::new(s)));
+    }
+
+    /// Applies one EndpointSlice event.
+    pub fn endpoint_slice(&mut self, event: Event<discovery::EndpointSlice>) {
+        self.apply(event, |s| Listed::Slice(Box::new(s)));
+    }
+
+    /// Applies one Node event.
+    pub fn node(&mut self, event: Event<core::Node>) {
+        self.apply(event, |n| Listed::Node(Box::new(n)));
+    }
+
+    /// Whether all three kinds have completed their first list.
+    pub fn ready(&self) -> bool {
+        [Kind::Service, Kind::EndpointSlice, Kind::Node]
+            .iter()
+            .all(|k| self.progress.get(k).is_some_and(|p| p.listed))
+    }
+
+    /// Whether a snapshot is due: ready, and something changed since the
+    /// last one (or there has been none yet).
+    pub fn pending(&self) -> bool {
+        self.ready() && (self.dirty || self.generation == 0)
+    }
+
+    /// The current state, and the changes since the last snapshot (which
+    /// it resets), when [`Tracker::pending`]; `None` otherwise.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        if !self.pending() {
+            return None;
+        }
+        self.generation += 1;
+        self.dirty = false;
+        Some(Snapshot {
+            state: self.state.clone(),
+            errors: self.errors.values().cloned().collect(),
+            generation: self.generation,
+            services_changed: std::mem::take(&mut self.services_changed),
+            endpoints_changed: std::mem::take(&mut self.endpoints_changed),
+            trigger_times: std::mem::take(&mut self.trigger_times),
+        })
+    }
+
+    fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed) {
+        match event {
+            Event::Apply(object) => {
+                let id = object.id();
+                self.set(&id, Some(&object));
+            }
+            Event::Delete(object) => self.set::<K>(&object.id(), None),
+            Event::Init => {
+                self.progress.entry(K::KIND).or_default().relist = Some(BTreeMap::new());
+            }
+            Event::InitApply(object) => {
+                let id = object.id();
+                let progress = self.progress.entry(K::KIND).or_default();
+                // kube's watcher always sends Init first; be lenient if not.
+                let relist = progress.relist.get_or_insert_with(BTreeMap::new);
+                relist.insert(id, listed(object));
+            }
+            Event::InitDone => self.init_done::<K>(),
+        }
+    }
+
+    /// Replaces the kind's objects with those listed since `Init`: those
+    /// not listed again are deleted.
+    fn init_done<K: Watched>(&mut self) {
+        let progress = self.progress.entry(K::KIND).or_default();
+        let listed = progress.relist.take().unwrap_or_default();
+        let mut gone: BTreeSet<ObjectKey> = K::ids(&self.state).into_iter().collect();
+        gone.extend(
+            self.errors
+                .keys()
+                .filter(|(kind, _)| *kind == K::KIND)
+                .map(|(_, id)| id.clone()),
+        );
+        for id in listed.keys() {
+            gone.remove(id);
+        }
+        for id in gone {
+            self.set::<K>(&id, None);
+        }
+        for (id, object) in listed {
+            match object {
+                Listed::Service(s) => self.set(&id, Some(s.as_ref())),
+                Listed::Slice(s) => self.set(&id, Some(s.as_ref())),
+                Listed::Node(n) => self.set(&id, Some(n.as_ref())),
+            }
+        }
+        if !self.progress.entry(K::KIND).or_default().listed {
+            self.progress.entry(K::KIND).or_default().listed = true;
+            // The first list completing can make the tracker ready.
+            self.dirty = true;
+        }
+    }
+
+    /// Sets (or with `None` deletes) one object; counts it when the model
+    /// or its error changed.
+    fn set<K: Watched>(&mut self, id: &ObjectKey, object: Option<&K>) {
+        let converted = object.map(|o| o.convert());
+        let error_key = (K::KIND, id.clone());
+        let before_model = K::get(&self.state, id).cloned();
+        let before_error = self.errors.get(&error_key).cloned();
+        let (after_model, after_error) = match converted {
+            None => (None, None),
+            Some(Ok(model)) => (Some(model), None),
+            Some(Err(e)) => (
+                None,
+                Some(ObjectError {
+                    kind: K::KIND,
+                    object: object_name(id),
+                    field: e.field,
+                    message: e.message,
+                }),
+            ),
+        };
+        if after_error != before_error {
+            match &after_error {
+                Some(e) => {
+                    tracing::warn!(error = %e, "skipping an object nftopo cannot use");
+                    self.errors.insert(error_key, e.clone());
+                }
+                None => {
+                    self.errors.remove(&error_key);
+                }
+            }
+            self.dirty = true;
+        }
+        if after_model == before_model {
+            return;
+        }
+        match after_model {
+            Some(model) => K::insert(&mut self.state, id, model),
+            None => K::remove(&mut self.state, id),
+        }
+        self.dirty = true;
+        match K::KIND {
+            Kind::Service => self.services_changed += 1,
+            Kind::EndpointSlice => {
+                self.endpoints_changed += 1;
+                let listed_before = self.progress.get(&K::KIND).is_some_and(|p| p.listed);
+                let time = object.and_then(Watched::trigger_time);
+                if let Some(t) = time.filter(|t| listed_before && *t >= self.started) {
+                    self.trigger_times.push(t);
+                }
+            }
+            Kind::Node => {}
+        }
+    }
+}
+
+fn object_name(id: &ObjectKey) -> String {
+    if id.namespace.is_empty() {
+        id.name.clone()
+    } else {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "snapshot {}: {} services, {} endpoint slices, {} nodes, {} skipped",
+            self.generation,
+            self.state.services.len(),
+            self.state.endpoint_slices.len(),
+            self.state.nodes.len(),
+            self.errors.len()
+        )
+    }
+}
