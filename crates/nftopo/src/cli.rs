@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::explain::Output;
+use crate::run::config::{LogFormat, RunArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nft_writer::conntrack::{clean_udp, Conntrack};
@@ -40,6 +41,9 @@ enum Command {
     },
     /// Remove every table nftopo owns.
     Cleanup,
+    /// Run the node daemon: watch the API server and keep the kernel in
+    /// step (kube-proxy's flags and configuration file).
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,8 +75,20 @@ struct Manifests {
     masquerade_bit: u8,
 }
 
-/// Runs one subcommand.
-pub fn run(cli: Cli) -> Result<()> {
+impl Cli {
+    /// Log format and verbosity (`None`: the quiet default of the one-shot
+    /// subcommands).
+    pub fn log_settings(&self) -> (LogFormat, Option<u8>) {
+        match &self.command {
+            Command::Run(a) => (a.log_format, Some(a.verbose)),
+            _ => (LogFormat::Text, None),
+        }
+    }
+}
+
+/// Runs one subcommand; `matches` are the parsed arguments `cli` came
+/// from (`run` needs to know which flags were given).
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Render(m) => {
             let ruleset = plan(&m)?;
@@ -122,7 +138,21 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::explain::explain(&plan, &service, output)?);
             Ok(())
         }
-        Command::Cleanup => {
+        Command::Run(args) => {
+            let sub = matches
+                .subcommand_matches("run")
+                .context("the run subcommand's arguments")?;
+            crate::run::main(&args, sub)
+        }
+        Command::Cleanup => cleanup(),
+    }
+}
+
+/// Removes nftopo's tables (`nft delete table ip nftopo; nft delete table
+/// ip6 nftopo`).
+pub fn cleanup() -> Result<()> {
+    {
+        {
             let tables = [Family::Ip, Family::Ip6].map(|family| TableRef {
                 family,
                 name: names::TABLE.into(),

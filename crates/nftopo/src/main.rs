@@ -3,20 +3,22 @@
 
 mod cli;
 mod explain;
+mod run;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NFTOPO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    match cli::run(args) {
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let args = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let (format, verbosity) = args.log_settings();
+    match verbosity {
+        Some(v) => run::logs::init(format, v, "info"),
+        None => run::logs::init(format, 0, "warn"),
+    }
+    match cli::run(args, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nftopo: error: {e:#}");

@@ -1,0 +1,425 @@
+//! `nftopo run`'s configuration: kube-proxy's flags, its configuration
+//! file (`KubeProxyConfiguration`, kubeproxy.config.k8s.io/v1alpha1, the
+//! fields that mean something here) and the defaults, merged per field.
+//!
+//! Precedence, per field: a flag given on the command line (even when it
+//! repeats the default value), then the file, then the default. kube-proxy
+//! gets this wrong (kubernetes/kubernetes#108737: with `--config`, most
+//! flags are silently ignored); here every field is decided by where its
+//! value came from (`ArgMatches::value_source`), never by comparing it
+//! with the default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
+use nft_writer::{Cidr, NodePortAddresses, PlannerConfig};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::duration;
+
+/// The API group and version of the file this module reads.
+pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `nftopo run`, named as kube-proxy's.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Path to a kubeconfig file; in-cluster configuration when absent.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) YAML
+    /// file; flags given on the command line win over it, field by field.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's name (default: $NODE_NAME, else the kernel's hostname).
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// Pod CIDR(s) of the cluster, at most one per family, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_cidr: Vec<String>,
+    /// Local addresses that serve node ports: `primary` (default), `all`,
+    /// or comma-separated CIDRs.
+    #[arg(long, value_delimiter = ',')]
+    pub nodeport_addresses: Vec<String>,
+    /// Masquerade all traffic to cluster IPs (`--masquerade-all=false`
+    /// overrides a file that sets it).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub masquerade_all: bool,
+    /// Packet-mark bit that asks for masquerading.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub masquerade_bit: u8,
+    /// Minimum interval between two syncs (e.g. 1s, 500ms; 0 syncs on
+    /// every change).
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    pub min_sync_period: Duration,
+    /// Maximum interval between two full syncs (e.g. 1h0m0s).
+    #[arg(long, default_value = "1h0m0s", value_parser = duration::parse)]
+    pub sync_period: Duration,
+    /// Address (IP:port, or IP) of the metrics server; empty disables it.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: String,
+    /// Address (IP:port, or IP) of the /healthz and /livez server; empty
+    /// disables it.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logs: -v for debug, -vv for trace ($NFTOPO_LOG overrides).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Remove nftopo's tables and exit.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// The merged configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Kubeconfig path; `None` for in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name.
+    pub node_name: String,
+    /// What the ruleset planner needs.
+    pub planner: PlannerConfig,
+    /// At most one sync per this interval.
+    pub min_sync_period: Duration,
+    /// A full sync at least this often.
+    pub sync_period: Duration,
+    /// Metrics server address; `None` when disabled.
+    pub metrics_bind_address: Option<SocketAddr>,
+    /// Health server address; `None` when disabled.
+    pub healthz_bind_address: Option<SocketAddr>,
+}
+
+/// The fields of a `KubeProxyConfiguration` file. Fields kube-proxy has
+/// but nftopo does not use are accepted and ignored, so that an existing
+/// kube-proxy file works; anything else is an error naming the field.
+// kube-proxy's fields that mean nothing here are read (so that an
+// existing file loads) and never used.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileConfig {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    client_connection: ClientConnection,
+    hostname_override: Option<String>,
+    #[serde(rename = "clusterCIDR")]
+    cluster_cidr: Option<String>,
+    metrics_bind_address: Option<String>,
+    healthz_bind_address: Option<String>,
+    node_port_addresses: Option<Vec<String>>,
+    masquerade_all: Option<bool>,
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    #[serde(default)]
+    iptables: ModeConfig,
+    #[serde(default)]
+    nftables: ModeConfig,
+    // Accepted and ignored (kube-proxy's, meaningless here).
+    feature_gates: Option<IgnoredAny>,
+    bind_address: Option<IgnoredAny>,
+    bind_address_hard_fail: Option<IgnoredAny>,
+    enable_profiling: Option<IgnoredAny>,
+    show_hidden_metrics_for_version: Option<IgnoredAny>,
+    mode: Option<IgnoredAny>,
+    ipvs: Option<IgnoredAny>,
+    winkernel: Option<IgnoredAny>,
+    detect_local_mode: Option<IgnoredAny>,
+    detect_local: Option<IgnoredAny>,
+    oom_score_adj: Option<IgnoredAny>,
+    conntrack: Option<IgnoredAny>,
+    config_sync_period: Option<IgnoredAny>,
+    port_range: Option<IgnoredAny>,
+    logging: Option<IgnoredAny>,
+    windows_run_as_service: Option<IgnoredAny>,
+}
+
+// kube-proxy's fields that mean nothing here are read (so that an
+// existing file loads) and never used.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ClientConnection {
+    kubeconfig: Option<String>,
+    accept_content_types: Option<IgnoredAny>,
+    content_type: Option<IgnoredAny>,
+    qps: Option<IgnoredAny>,
+    burst: Option<IgnoredAny>,
+}
+
+/// `iptables:` and `nftables:` sections.
+// kube-proxy's fields that mean nothing here are read (so that an
+// existing file loads) and never used.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ModeConfig {
+    masquerade_bit: Option<i32>,
+    masquerade_all: Option<bool>,
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    localhost_node_ports: Option<IgnoredAny>,
+}
+
+impl FileConfig {
+    /// Parses a file's text; `source` names it in errors.
+    pub fn parse(source: &str, text: &str) -> Result<Self> {
+        let file: FileConfig =
+            serde_yaml::from_str(text).with_context(|| format!("config file {source}"))?;
+        if let Some(v) = &file.api_version {
+            if v != API_VERSION {
+                bail!("config file {source}: apiVersion {v:?} is not {API_VERSION}");
+            }
+        }
+        if let Some(k) = &file.kind {
+            if k != "KubeProxyConfiguration" {
+                bail!("config file {source}: kind {k:?} is not KubeProxyConfiguration");
+            }
+        }
+        Ok(file)
+    }
+
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+}
+
+/// Builds the configuration: reads `--config` if given and merges.
+/// `node_name_default` is called only when neither flag nor file names
+/// the node.
+pub fn load(
+    args: &RunArgs,
+    matches: &ArgMatches,
+    node_name_default: impl FnOnce() -> Result<String>,
+) -> Result<Config> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    merge(args, matches, &file, node_name_default)
+}
+
+/// Merges flags, file and defaults, per field (see the module doc).
+pub fn merge(
+    args: &RunArgs,
+    matches: &ArgMatches,
+    file: &FileConfig,
+    node_name_default: impl FnOnce() -> Result<String>,
+) -> Result<Config> {
+    let flag = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    // `flag_or(id, flag value, file value)`: the flag when given, else the
+    // file's value when set, else the flag's (default) value.
+    fn pick<T>(given: bool, flag: T, file: Option<T>) -> T {
+        match (given, file) {
+            (false, Some(f)) => f,
+            _ => flag,
+        }
+    }
+    let file_duration = |field: &str, v: Option<&String>| -> Result<Option<Duration>> {
+        v.map(|s| duration::parse(s).map_err(|e| anyhow::anyhow!("config file field {field}: {e}")))
+            .transpose()
+    };
+    let nft = &file.nftables;
+    let ipt = &file.iptables;
+
+    let kubeconfig = pick(
+        flag("kubeconfig"),
+        args.kubeconfig.clone(),
+        file.client_connection
+            .kubeconfig
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| Some(PathBuf::from(s))),
+    );
+    let node_name = match pick(
+        flag("hostname_override"),
+        args.hostname_override.clone(),
+        file.hostname_override
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(Some),
+    ) {
+        Some(n) if !n.trim().is_empty() => n.trim().to_lowercase(),
+        _ => node_name_default()?,
+    };
+    let cluster_cidr = pick(
+        flag("cluster_cidr"),
+        args.cluster_cidr.clone(),
+        file.cluster_cidr.as_ref().map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        }),
+    );
+    let nodeport = pick(
+        flag("nodeport_addresses"),
+        args.nodeport_addresses.clone(),
+        file.node_port_addresses.clone(),
+    );
+    let masquerade_all = pick(
+        flag("masquerade_all"),
+        args.masquerade_all,
+        file.masquerade_all
+            .or(nft.masquerade_all)
+            .or(ipt.masquerade_all),
+    );
+    let file_bit = match nft.masquerade_bit.or(ipt.masquerade_bit) {
+        Some(b) if !(0..=31).contains(&b) => {
+            bail!("config file field nftables.masqueradeBit: {b} is not in 0..=31")
+        }
+        b => b.map(|b| b as u8),
+    };
+    let masquerade_bit = pick(flag("masquerade_bit"), args.masquerade_bit, file_bit);
+    let file_min = file_duration("minSyncPeriod", file.min_sync_period.as_ref())?
+        .or(file_duration(
+            "nftables.minSyncPeriod",
+            nft.min_sync_period.as_ref(),
+        )?)
+        .or(file_duration(
+            "iptables.minSyncPeriod",
+            ipt.min_sync_period.as_ref(),
+        )?);
+    let min_sync_period = pick(flag("min_sync_period"), args.min_sync_period, file_min);
+    let file_sync = file_duration("syncPeriod", file.sync_period.as_ref())?
+        .or(file_duration(
+            "nftables.syncPeriod",
+            nft.sync_period.as_ref(),
+        )?)
+        .or(file_duration(
+            "iptables.syncPeriod",
+            ipt.sync_period.as_ref(),
+        )?);
+    let sync_period = pick(flag("sync_period"), args.sync_period, file_sync);
+    if sync_period.is_zero() {
+        bail!("--sync-period must be greater than 0");
+    }
+    if min_sync_period > sync_period {
+        bail!(
+            "--min-sync-period ({}) must not exceed --sync-period ({})",
+            duration::format(min_sync_period),
+            duration::format(sync_period)
+        );
+    }
+    let metrics = pick(
+        flag("metrics_bind_address"),
+        args.metrics_bind_address.clone(),
+        file.metrics_bind_address.clone(),
+    );
+    let healthz = pick(
+        flag("healthz_bind_address"),
+        args.healthz_bind_address.clone(),
+        file.healthz_bind_address.clone(),
+    );
+    Ok(Config {
+        kubeconfig,
+        node_name,
+        planner: PlannerConfig {
+            cluster_cidrs: parse_cluster_cidrs(&cluster_cidr)?,
+            masquerade_all,
+            masquerade_bit,
+            nodeport_addresses: parse_nodeport_addresses(&nodeport)?,
+        },
+        min_sync_period,
+        sync_period,
+        metrics_bind_address: bind_address(&metrics, 10249, "metrics-bind-address")?,
+        healthz_bind_address: bind_address(&healthz, 10256, "healthz-bind-address")?,
+    })
+}
+
+/// `--cluster-cidr`: at most one non-empty prefix per family.
+pub fn parse_cluster_cidrs(list: &[String]) -> Result<Vec<Cidr>> {
+    let mut out: Vec<Cidr> = Vec::new();
+    for s in list {
+        let c = Cidr::parse(s.trim()).ok_or_else(|| {
+            anyhow::anyhow!("--cluster-cidr {s:?} is not a CIDR such as 10.42.0.0/16")
+        })?;
+        if c.prefix == 0 || out.iter().any(|o| o.family() == c.family()) {
+            bail!("--cluster-cidr {s:?}: give at most one non-empty prefix per family");
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// `--nodeport-addresses`: empty or `primary`, `all`, or CIDRs.
+pub fn parse_nodeport_addresses(list: &[String]) -> Result<NodePortAddresses> {
+    match list {
+        [] => Ok(NodePortAddresses::Primary),
+        [one] if one == "primary" => Ok(NodePortAddresses::Primary),
+        [one] if one == "all" => Ok(NodePortAddresses::All),
+        cidrs => cidrs
+            .iter()
+            .map(|s| {
+                Cidr::parse(s.trim()).ok_or_else(|| {
+                    anyhow::anyhow!("--nodeport-addresses {s:?} is not `primary`, `all` or a CIDR")
+                })
+            })
+            .collect::<Result<_>>()
+            .map(NodePortAddresses::Cidrs),
+    }
+}
+
+/// A bind address as kube-proxy takes it: `IP:port`, `[IPv6]:port`, a
+/// bare IP (with `default_port`), or empty (disabled).
+pub fn bind_address(s: &str, default_port: u16, flag: &str) -> Result<Option<SocketAddr>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(Some(a));
+    }
+    match s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, default_port))),
+        Err(_) => bail!("--{flag} {s:?} is not IP:port"),
+    }
+}
+
+/// The default node name: `$NODE_NAME`, else the kernel's hostname (read
+/// from /proc, no name-service lookup), lower-cased as kube-proxy does.
+pub fn default_node_name() -> Result<String> {
+    if let Ok(n) = std::env::var("NODE_NAME") {
+        if !n.trim().is_empty() {
+            return Ok(n.trim().to_lowercase());
+        }
+    }
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading /proc/sys/kernel/hostname (give --hostname-override)")?;
+    match h.trim() {
+        "" => bail!("the hostname is empty: give --hostname-override"),
+        h => Ok(h.to_lowercase()),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

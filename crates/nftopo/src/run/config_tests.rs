@@ -1,0 +1,227 @@
+use super::*;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+#[derive(Debug, Parser)]
+struct Cmd {
+    #[command(flatten)]
+    args: RunArgs,
+}
+
+fn config(argv: &[&str], file: &str) -> Result<Config> {
+    let argv = std::iter::once("run").chain(argv.iter().copied());
+    let matches = Cmd::command().try_get_matches_from(argv)?;
+    let cmd = Cmd::from_arg_matches(&matches)?;
+    let file = FileConfig::parse("test.yaml", file)?;
+    merge(&cmd.args, &matches, &file, || Ok("from-hostname".into()))
+}
+
+const FILE: &str = "
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection:
+  kubeconfig: /etc/file.kubeconfig
+  qps: 5
+hostnameOverride: file-node
+clusterCIDR: 10.42.0.0/16,fd00:42::/48
+metricsBindAddress: 0.0.0.0:9999
+healthzBindAddress: 127.0.0.1:8888
+nodePortAddresses: [192.168.0.0/16]
+masqueradeAll: true
+nftables:
+  masqueradeBit: 5
+  minSyncPeriod: 3s
+  syncPeriod: 30m
+conntrack:
+  maxPerCore: 0
+";
+
+#[test]
+fn without_flags_or_file_the_defaults_are_kube_proxys() {
+    let c = config(&[], "").unwrap();
+    assert_eq!(c.kubeconfig, None);
+    assert_eq!(c.node_name, "from-hostname");
+    assert_eq!(c.min_sync_period, Duration::from_secs(1));
+    assert_eq!(c.sync_period, Duration::from_secs(3600));
+    assert_eq!(
+        c.metrics_bind_address,
+        Some("127.0.0.1:10249".parse().unwrap())
+    );
+    assert_eq!(
+        c.healthz_bind_address,
+        Some("0.0.0.0:10256".parse().unwrap())
+    );
+    assert!(!c.planner.masquerade_all);
+    assert_eq!(c.planner.masquerade_bit, 14);
+    assert_eq!(c.planner.nodeport_addresses, NodePortAddresses::Primary);
+    assert!(c.planner.cluster_cidrs.is_empty());
+}
+
+#[test]
+fn the_file_wins_over_every_default() {
+    let c = config(&[], FILE).unwrap();
+    assert_eq!(c.kubeconfig, Some(PathBuf::from("/etc/file.kubeconfig")));
+    assert_eq!(c.node_name, "file-node");
+    assert_eq!(c.planner.cluster_cidrs.len(), 2);
+    assert_eq!(
+        c.metrics_bind_address,
+        Some("0.0.0.0:9999".parse().unwrap())
+    );
+    assert_eq!(
+        c.healthz_bind_address,
+        Some("127.0.0.1:8888".parse().unwrap())
+    );
+    assert_eq!(
+        c.planner.nodeport_addresses,
+        NodePortAddresses::Cidrs(vec![Cidr::parse("192.168.0.0/16").unwrap()])
+    );
+    assert!(c.planner.masquerade_all);
+    assert_eq!(c.planner.masquerade_bit, 5);
+    assert_eq!(c.min_sync_period, Duration::from_secs(3));
+    assert_eq!(c.sync_period, Duration::from_secs(1800));
+}
+
+/// kubernetes/kubernetes#108737: a flag given on the command line wins
+/// over the file, even when its value is the flag's default.
+#[test]
+fn a_flag_on_the_command_line_wins_over_the_file_field_by_field() {
+    type Check = fn(&Config) -> bool;
+    let cases: &[(&str, &[&str], Check)] = &[
+        ("--kubeconfig", &["--kubeconfig", "/flag"], |c| {
+            c.kubeconfig == Some(PathBuf::from("/flag"))
+        }),
+        (
+            "--hostname-override",
+            &["--hostname-override", "Flag-Node"],
+            |c| c.node_name == "flag-node",
+        ),
+        ("--cluster-cidr", &["--cluster-cidr", "10.1.0.0/16"], |c| {
+            c.planner.cluster_cidrs == vec![Cidr::parse("10.1.0.0/16").unwrap()]
+        }),
+        (
+            "--nodeport-addresses set to its default",
+            &["--nodeport-addresses", "primary"],
+            |c| c.planner.nodeport_addresses == NodePortAddresses::Primary,
+        ),
+        (
+            "--masquerade-all=false against a file that sets it",
+            &["--masquerade-all=false"],
+            |c| !c.planner.masquerade_all,
+        ),
+        (
+            "--masquerade-bit set to its default",
+            &["--masquerade-bit", "14"],
+            |c| c.planner.masquerade_bit == 14,
+        ),
+        (
+            "--min-sync-period set to its default",
+            &["--min-sync-period", "1s"],
+            |c| c.min_sync_period == Duration::from_secs(1),
+        ),
+        ("--min-sync-period 0", &["--min-sync-period", "0"], |c| {
+            c.min_sync_period.is_zero()
+        }),
+        (
+            "--sync-period set to its default",
+            &["--sync-period", "1h0m0s"],
+            |c| c.sync_period == Duration::from_secs(3600),
+        ),
+        (
+            "--metrics-bind-address set to its default",
+            &["--metrics-bind-address", "127.0.0.1:10249"],
+            |c| c.metrics_bind_address == Some("127.0.0.1:10249".parse().unwrap()),
+        ),
+        (
+            "--healthz-bind-address set to its default",
+            &["--healthz-bind-address", "0.0.0.0:10256"],
+            |c| c.healthz_bind_address == Some("0.0.0.0:10256".parse().unwrap()),
+        ),
+    ];
+    let from_file = config(&[], FILE).unwrap();
+    for (name, argv, check) in cases {
+        assert!(
+            !check(&from_file),
+            "{name}: the file alone must differ, or the case proves nothing"
+        );
+        let c = config(argv, FILE).unwrap();
+        assert!(check(&c), "{name}: {c:#?}");
+    }
+}
+
+#[test]
+fn masquerade_all_as_a_bare_flag_is_true() {
+    assert!(
+        config(&["--masquerade-all"], "")
+            .unwrap()
+            .planner
+            .masquerade_all
+    );
+}
+
+#[test]
+fn top_level_sync_periods_win_over_the_nftables_section() {
+    let c = config(
+        &[],
+        "syncPeriod: 10m\nminSyncPeriod: 2s\nnftables: {syncPeriod: 20m, minSyncPeriod: 4s}\niptables: {masqueradeBit: 7}\n",
+    )
+    .unwrap();
+    assert_eq!(c.sync_period, Duration::from_secs(600));
+    assert_eq!(c.min_sync_period, Duration::from_secs(2));
+    assert_eq!(
+        c.planner.masquerade_bit, 7,
+        "iptables.masqueradeBit when nftables has none"
+    );
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_field() {
+    let cases = [
+        (
+            "an unknown top-level field",
+            "clusterCidr: 10.0.0.0/8\n",
+            "clusterCidr",
+        ),
+        (
+            "an unknown nested field",
+            "nftables:\n  masqBit: 3\n",
+            "masqBit",
+        ),
+        ("another apiVersion", "apiVersion: v1\n", "apiVersion"),
+        ("another kind", "kind: KubeletConfiguration\n", "kind"),
+        ("a bad duration", "syncPeriod: 1 hour\n", "syncPeriod"),
+        (
+            "a bit out of range",
+            "nftables: {masqueradeBit: 40}\n",
+            "masqueradeBit",
+        ),
+    ];
+    for (name, file, field) in cases {
+        let err = format!("{:#}", config(&[], file).unwrap_err());
+        assert!(err.contains(field), "{name}: {err}");
+    }
+}
+
+#[test]
+fn bind_addresses_read_as_kube_proxy_reads_them() {
+    let cases = [
+        ("IP and port", "127.0.0.1:1", Some("127.0.0.1:1")),
+        (
+            "a bare IP takes the default port",
+            "0.0.0.0",
+            Some("0.0.0.0:10256"),
+        ),
+        ("IPv6", "[::]:5", Some("[::]:5")),
+        ("a bare IPv6", "::", Some("[::]:10256")),
+        ("empty disables the server", "", None),
+    ];
+    for (name, text, want) in cases {
+        let got = bind_address(text, 10256, "x").unwrap();
+        assert_eq!(got, want.map(|w| w.parse().unwrap()), "{name}");
+    }
+    assert!(bind_address("nowhere:80", 1, "x").is_err());
+}
+
+#[test]
+fn min_sync_period_may_not_exceed_sync_period() {
+    assert!(config(&["--min-sync-period", "2h"], "").is_err());
+}

@@ -1,0 +1,154 @@
+//! `nftopo run`: the daemon. This module wires and waits: configuration,
+//! logs, the metrics and health servers, the cluster source, the kernel
+//! syncer and the sync loop, then a signal. The decisions live in the
+//! submodules and the libraries.
+
+pub mod config;
+pub mod duration;
+pub mod health;
+pub mod http;
+pub mod logs;
+pub mod metrics;
+pub mod svc_health;
+pub mod sync_loop;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use clap::ArgMatches;
+use nft_writer::{NetlinkKernel, Syncer};
+use tokio::net::TcpListener;
+
+use config::{Config, RunArgs};
+use health::ProxyHealth;
+use http::Response;
+use metrics::Metrics;
+use sync_loop::{Outputs, Settings, Source, Update};
+
+/// Runs the daemon (or `--cleanup`) with flags `args` parsed from
+/// `matches`.
+pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
+    if args.cleanup {
+        return crate::cli::cleanup();
+    }
+    let cfg = config::load(args, matches, config::default_node_name)?;
+    tracing::info!(node = %cfg.node_name, min_sync_period = %duration::format(cfg.min_sync_period),
+        sync_period = %duration::format(cfg.sync_period), "starting");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(daemon(cfg))
+}
+
+async fn daemon(cfg: Config) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Mutex::new(ProxyHealth::new(cfg.sync_period)));
+    if let Some(addr) = cfg.metrics_bind_address {
+        let m = metrics.clone();
+        serve(
+            addr,
+            "metrics",
+            Arc::new(move |path: &str| match path {
+                "/metrics" => Response::text(
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    m.encode(),
+                ),
+                _ => Response::not_found(),
+            }),
+        )
+        .await?;
+    }
+    if let Some(addr) = cfg.healthz_bind_address {
+        let h = health.clone();
+        serve(
+            addr,
+            "healthz",
+            Arc::new(move |path: &str| {
+                let h = h.lock().expect("health lock");
+                let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
+                match path {
+                    "/healthz" => h.healthz(now, wall),
+                    "/livez" => h.livez(now, wall),
+                    _ => Response::not_found(),
+                }
+            }),
+        )
+        .await?;
+    }
+    let source = api_source(&cfg).await?;
+    let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
+    let outputs = Outputs {
+        metrics,
+        health: health.clone(),
+        service_health: Some(svc_health::ServiceHealthServers::new(None, health)),
+    };
+    let settings = Settings {
+        node: cfg.node_name,
+        planner: cfg.planner,
+        min_sync_period: cfg.min_sync_period,
+        sync_period: cfg.sync_period,
+    };
+    sync_loop::run(
+        settings,
+        source,
+        Syncer::new(kernel),
+        outputs,
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Binds `addr` and serves `handler` in the background.
+async fn serve(addr: SocketAddr, what: &str, handler: http::Handler) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} address {addr}"))?;
+    tracing::info!(%addr, "serving {what}");
+    tokio::spawn(http::serve(listener, handler));
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        tokio::select! {
+            () = term => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        }
+    }
+}
+
+/// The API-server source. SEAM: `api_watch::api` (kube-rs reflectors) is
+/// not in the tree yet; when it lands this becomes
+/// `api_watch::api::connect(cfg.kubeconfig.as_deref())` and an adapter
+/// from its `Arc<Snapshot>` stream to [`Update`]s (state, changed
+/// counts, trigger times, newly skipped objects).
+async fn api_source(cfg: &Config) -> Result<NoSource> {
+    let _ = &cfg.kubeconfig;
+    anyhow::bail!("the API-server source (api_watch::api) is not in this build yet")
+}
+
+/// Stands in for the API source until it lands.
+enum NoSource {}
+
+impl Source for NoSource {
+    async fn next(&mut self) -> Option<Update> {
+        match *self {}
+    }
+}

@@ -1,0 +1,293 @@
+//! The sync loop: turns cluster snapshots into kernel transactions.
+//!
+//! * at most one sync per `min_sync_period` (bursts coalesce into the
+//!   latest snapshot);
+//! * a full sync at least every `sync_period`, which restores anything
+//!   changed behind our back;
+//! * after a failed sync, a retry with exponential backoff, forced full;
+//! * metrics and health updated per queued snapshot and per sync.
+//!
+//! The cluster and the kernel sit behind two small traits, [`Source`] and
+//! [`Programmer`], so the timing is tested with fakes on tokio's paused
+//! clock. Planning is pure (`topology_filter::plan`, `plan_ruleset`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api_watch::{ClusterState, ObjectKey};
+use nft_writer::{Kernel, PlannerConfig, Ruleset, SyncStats, Syncer};
+use tokio::time::{sleep_until, Instant};
+
+use super::health::{NodeStatus, ProxyHealth};
+use super::metrics::Metrics;
+use super::svc_health::{self, ServiceHealthServers};
+
+/// First retry delay after a failed sync.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// One coalesced view of the cluster, as the loop consumes it.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    /// The whole state.
+    pub state: Arc<ClusterState>,
+    /// Services changed since the previous update.
+    pub services_changed: usize,
+    /// EndpointSlices changed since the previous update.
+    pub endpoints_changed: usize,
+    /// Objects newly skipped for bad input since the previous update, as
+    /// (kind, reason).
+    pub skipped: Vec<(String, String)>,
+    /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
+    /// changed since the previous update.
+    pub trigger_times: Vec<SystemTime>,
+}
+
+impl Update {
+    /// Folds an older, not yet applied update into this newer one.
+    fn absorb(&mut self, older: Update) {
+        self.services_changed += older.services_changed;
+        self.endpoints_changed += older.endpoints_changed;
+        self.trigger_times.extend(older.trigger_times);
+    }
+}
+
+/// Where updates come from. Yields only once the state is complete
+/// (everything listed once); `None` when the source has ended.
+/// `next` must be cancel-safe: the loop drops it when a timer fires.
+pub trait Source {
+    /// The next update.
+    fn next(&mut self) -> impl Future<Output = Option<Update>> + Send;
+}
+
+/// What programs the kernel ([`Syncer`] in the daemon).
+pub trait Programmer {
+    /// Brings the kernel to `ruleset`, replacing everything if `full`.
+    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats>;
+}
+
+impl<K: Kernel> Programmer for Syncer<K> {
+    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
+        Ok(Syncer::sync(self, ruleset, full)?)
+    }
+}
+
+/// Fixed settings of the loop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name.
+    pub node: String,
+    /// Planner configuration.
+    pub planner: PlannerConfig,
+    /// At most one sync per this interval.
+    pub min_sync_period: Duration,
+    /// A full sync at least this often.
+    pub sync_period: Duration,
+}
+
+/// What the loop reports to.
+pub struct Outputs {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `/healthz` state.
+    pub health: Arc<Mutex<ProxyHealth>>,
+    /// Health-check node port servers, if served.
+    pub service_health: Option<ServiceHealthServers>,
+}
+
+/// Runs until `shutdown` completes (returns `Ok`, rules left in place) or
+/// the source ends (an error: the daemon should restart).
+pub async fn run(
+    settings: Settings,
+    mut source: impl Source,
+    mut programmer: impl Programmer,
+    mut out: Outputs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut st = LoopState::default();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = st.deadline(&settings);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                tracing::info!("stopping; the rules stay in place");
+                return Ok(());
+            }
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                st.sync(&settings, &mut programmer, &mut out);
+            }
+            update = source.next() => match update {
+                Some(u) => st.queue(&settings, u, &out),
+                None => anyhow::bail!("the cluster source ended"),
+            },
+        }
+    }
+}
+
+/// The loop's memory between syncs.
+#[derive(Default)]
+struct LoopState {
+    /// Received and not yet applied.
+    pending: Option<Update>,
+    /// The state last applied (for periodic resyncs).
+    applied: Option<Arc<ClusterState>>,
+    last_ruleset: Option<Ruleset>,
+    last_sync: Option<Instant>,
+    last_full: Option<Instant>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl LoopState {
+    /// When the next sync is due; `None` before the first update.
+    fn deadline(&self, s: &Settings) -> Option<Instant> {
+        let earliest = self.last_sync.map(|t| t + s.min_sync_period);
+        let due = match (self.retry_at, &self.pending, self.last_full) {
+            (Some(retry), _, _) => Some(retry),
+            (None, Some(_), _) => Some(earliest.unwrap_or_else(Instant::now)),
+            (None, None, Some(full)) if self.applied.is_some() => Some(full + s.sync_period),
+            _ => None,
+        }?;
+        Some(earliest.map_or(due, |e| due.max(e)))
+    }
+
+    fn queue(&mut self, s: &Settings, mut u: Update, out: &Outputs) {
+        let m = &out.metrics;
+        m.last_queued.set(unix_seconds(SystemTime::now()));
+        m.service_changes.inc_by(u.services_changed as u64);
+        m.endpoint_changes.inc_by(u.endpoints_changed as u64);
+        for (kind, reason) in &u.skipped {
+            m.skipped(kind, reason);
+        }
+        let mut health = out.health.lock().expect("health lock");
+        health.queued(Instant::now());
+        health.set_node(NodeStatus {
+            deleting: u.state.nodes.get(&s.node).is_some_and(|n| n.deleting),
+            to_be_deleted: false,
+        });
+        if let Some(older) = self.pending.take() {
+            u.absorb(older);
+        }
+        m.service_changes_pending.set(u.services_changed as i64);
+        m.endpoint_changes_pending.set(u.endpoints_changed as i64);
+        self.pending = Some(u);
+    }
+
+    fn sync(&mut self, s: &Settings, programmer: &mut impl Programmer, out: &mut Outputs) {
+        let now = Instant::now();
+        let full_due = self.last_full.is_none_or(|t| now >= t + s.sync_period);
+        let full = full_due || self.retry_at.is_some();
+        let fresh = self.pending.take();
+        let (ruleset, wanted) = match (&fresh, &self.last_ruleset) {
+            (Some(u), _) => {
+                let plan = topology_filter::plan(&u.state, &s.node);
+                out.metrics.plan(&plan);
+                let (ruleset, problems) = nft_writer::plan_ruleset(&plan, &s.planner);
+                for p in problems.iter().chain(&plan.problems) {
+                    tracing::debug!(object = %p.object, kind = %p.kind, "{}", p.message);
+                }
+                for p in &problems {
+                    out.metrics
+                        .planner_problems
+                        .get_or_create(&vec![("kind".into(), p.kind.as_str().into())])
+                        .inc();
+                }
+                let wanted = svc_health::wanted(&plan, &health_check_ports(&u.state));
+                (ruleset, Some(wanted))
+            }
+            (None, Some(r)) => (r.clone(), None),
+            (None, None) => return,
+        };
+        let started = Instant::now();
+        let result = programmer.sync(&ruleset, full);
+        let elapsed = started.elapsed().as_secs_f64();
+        self.last_sync = Some(now);
+        match result {
+            Ok(stats) => {
+                let m = &out.metrics;
+                m.sync_duration.observe(elapsed);
+                if stats.full {
+                    m.sync_full_duration.observe(elapsed);
+                    self.last_full = Some(now);
+                } else {
+                    m.sync_partial_duration.observe(elapsed);
+                }
+                if stats.messages > 0 {
+                    m.netlink_messages.observe(stats.messages as f64);
+                }
+                let wall = SystemTime::now();
+                m.last_sync.set(unix_seconds(wall));
+                m.service_changes_pending.set(0);
+                m.endpoint_changes_pending.set(0);
+                if let Some(u) = &fresh {
+                    for t in &u.trigger_times {
+                        if let Ok(d) = wall.duration_since(*t) {
+                            m.network_programming.observe(d.as_secs_f64());
+                        }
+                    }
+                    self.applied = Some(u.state.clone());
+                }
+                out.health.lock().expect("health lock").updated(wall);
+                if let (Some(servers), Some(wanted)) = (&mut out.service_health, &wanted) {
+                    servers.sync(wanted);
+                }
+                tracing::debug!(
+                    full = stats.full,
+                    operations = stats.operations,
+                    messages = stats.messages,
+                    seconds = elapsed,
+                    "synced"
+                );
+                self.last_ruleset = Some(ruleset);
+                self.failures = 0;
+                self.retry_at = None;
+            }
+            Err(e) => {
+                out.metrics.sync_failures.inc();
+                self.failures += 1;
+                let delay = backoff(self.failures);
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?delay, "sync failed; retrying with a full sync");
+                self.retry_at = Some(now + delay);
+                // Keep what was not applied for the retry.
+                match (fresh, self.pending.take()) {
+                    (Some(u), None) => self.pending = Some(u),
+                    (Some(u), Some(mut newer)) => {
+                        newer.absorb(u);
+                        self.pending = Some(newer);
+                    }
+                    (None, p) => self.pending = p,
+                }
+            }
+        }
+    }
+}
+
+/// `healthCheckNodePort` of every Service that has one.
+fn health_check_ports(state: &ClusterState) -> BTreeMap<ObjectKey, u16> {
+    state
+        .services
+        .values()
+        .filter_map(|s| Some((s.key.clone(), s.health_check_node_port?)))
+        .collect()
+}
+
+/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … up to
+/// [`BACKOFF_MAX`].
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_INITIAL
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+#[path = "sync_loop_tests.rs"]
+mod tests;

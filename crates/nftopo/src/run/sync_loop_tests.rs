@@ -1,0 +1,261 @@
+//! The loop's timing on tokio's paused clock, with a fake source and a
+//! fake programmer.
+
+use super::*;
+use tokio::sync::mpsc;
+
+struct ChannelSource(mpsc::UnboundedReceiver<Update>);
+
+impl Source for ChannelSource {
+    fn next(&mut self) -> impl Future<Output = Option<Update>> + Send {
+        self.0.recv()
+    }
+}
+
+/// Records every sync as (seconds since the start, full); fails while
+/// `fail` is above zero.
+#[derive(Clone, Default)]
+struct Recorder {
+    calls: Arc<Mutex<Vec<(u64, bool)>>>,
+    fail: Arc<Mutex<u32>>,
+    start: Option<Instant>,
+}
+
+impl Programmer for Recorder {
+    fn sync(&mut self, _: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
+        let at = self.start.expect("start").elapsed().as_millis() as u64;
+        self.calls.lock().unwrap().push((at, full));
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            anyhow::bail!("kernel said no");
+        }
+        Ok(SyncStats {
+            full,
+            operations: 3,
+            messages: 5,
+        })
+    }
+}
+
+struct Harness {
+    tx: mpsc::UnboundedSender<Update>,
+    rec: Recorder,
+    metrics: Arc<Metrics>,
+    health: Arc<Mutex<ProxyHealth>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(min_sync: Duration, sync_period: Duration) -> Harness {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rec = Recorder {
+        start: Some(Instant::now()),
+        ..Recorder::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Mutex::new(ProxyHealth::new(sync_period)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig {
+            cluster_cidrs: vec![],
+            masquerade_all: false,
+            masquerade_bit: 14,
+            nodeport_addresses: nft_writer::NodePortAddresses::Primary,
+        },
+        min_sync_period: min_sync,
+        sync_period,
+    };
+    let out = Outputs {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        service_health: None,
+    };
+    let task = tokio::spawn(run(settings, ChannelSource(rx), rec.clone(), out, async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        tx,
+        rec,
+        metrics,
+        health,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Harness {
+    fn send(&self, services: usize, endpoints: usize) {
+        let u = Update {
+            services_changed: services,
+            endpoints_changed: endpoints,
+            ..Update::default()
+        };
+        self.tx.send(u).unwrap();
+    }
+    fn calls(&self) -> Vec<(u64, bool)> {
+        self.rec.calls.lock().unwrap().clone()
+    }
+}
+
+async fn wait(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+const SEC: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_programmed_before_the_first_update_which_syncs_fully_at_once() {
+    let h = start(SEC, HOUR);
+    wait(10_000).await;
+    assert_eq!(h.calls(), vec![], "no sync without a complete state");
+    h.send(1, 1);
+    wait(1).await;
+    assert_eq!(h.calls(), vec![(10_000, true)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_within_min_sync_period_is_one_sync() {
+    let h = start(SEC, HOUR);
+    h.send(1, 0);
+    wait(100).await; // first sync at 0
+    for _ in 0..5 {
+        h.send(0, 1);
+        wait(100).await;
+    }
+    wait(2_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![(0, true), (1_000, false)],
+        "the burst waits for min-sync-period"
+    );
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(text.contains("nftopo_netlink_messages_count 2"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_sync_period_zero_syncs_every_update() {
+    let h = start(Duration::ZERO, HOUR);
+    for _ in 0..3 {
+        h.send(0, 1);
+        wait(10).await;
+    }
+    assert_eq!(h.calls(), vec![(0, true), (10, false), (20, false)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_sync_runs_every_sync_period_without_changes() {
+    let h = start(SEC, Duration::from_secs(60));
+    h.send(1, 1);
+    wait(30_000).await;
+    h.send(0, 1); // a partial sync in between does not postpone the full one
+    wait(100_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![(0, true), (30_000, false), (60_000, true), (120_000, true)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_sync_is_retried_with_backoff_and_forced_full() {
+    let h = start(Duration::from_millis(100), HOUR);
+    h.send(1, 1);
+    wait(1).await;
+    *h.rec.fail.lock().unwrap() = 3;
+    h.send(0, 1);
+    wait(20_000).await;
+    h.send(0, 1);
+    wait(1_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![
+            (0, true),
+            (100, false),    // fails
+            (1_100, true),   // +1 s, fails
+            (3_100, true),   // +2 s, fails
+            (7_100, true),   // +4 s, succeeds
+            (20_001, false), // back to partial syncs
+        ]
+    );
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_turns_bad_when_a_queued_update_is_not_applied_in_time() {
+    let period = Duration::from_secs(60);
+    let h = start(SEC, period);
+    h.send(1, 1);
+    wait(1).await;
+    *h.rec.fail.lock().unwrap() = u32::MAX;
+    h.send(0, 1);
+    wait(119_000).await;
+    assert!(
+        h.health.lock().unwrap().healthy(Instant::now()),
+        "within 2 x sync period"
+    );
+    wait(2_000).await;
+    assert!(
+        !h.health.lock().unwrap().healthy(Instant::now()),
+        "after 2 x sync period"
+    );
+    *h.rec.fail.lock().unwrap() = 0;
+    wait(121_000).await;
+    assert!(
+        h.health.lock().unwrap().healthy(Instant::now()),
+        "healthy once applied"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_the_loop_without_touching_the_rules() {
+    let mut h = start(SEC, HOUR);
+    h.send(1, 1);
+    wait(10).await;
+    h.send(0, 1);
+    h.stop.take().unwrap().send(()).unwrap();
+    let result = (&mut h.task).await.unwrap();
+    assert!(result.is_ok());
+    wait(5_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![(0, true)],
+        "the queued update is not applied after the signal"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_fails_when_the_source_ends() {
+    let h = start(SEC, HOUR);
+    drop(h.tx);
+    let err = h.task.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("source ended"), "{err}");
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 120, 120]);
+    assert_eq!(backoff(1000), BACKOFF_MAX);
+}
