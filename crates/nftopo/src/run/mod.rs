@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod source;
 pub mod svc_health;
 pub mod sync_loop;
 
@@ -25,7 +26,7 @@ use config::{Config, RunArgs};
 use health::ProxyHealth;
 use http::Response;
 use metrics::Metrics;
-use sync_loop::{Outputs, Settings, Source, Update};
+use sync_loop::{Outputs, Settings};
 
 /// Runs the daemon (or `--cleanup`) with flags `args` parsed from
 /// `matches`.
@@ -80,7 +81,13 @@ async fn daemon(cfg: Config) -> Result<()> {
         )
         .await?;
     }
-    let source = api_source(&cfg).await?;
+    let client = api_watch::api::connect(cfg.kubeconfig.as_deref())
+        .await
+        .context("connecting to the API server")?;
+    // Nothing is programmed until Services, EndpointSlices and Nodes have
+    // all listed once (the snapshots wait for it): a restart never wipes
+    // the rules of a running node.
+    let source = source::ApiSource::new(api_watch::api::watch(client));
     let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
     let outputs = Outputs {
         metrics,
@@ -131,24 +138,5 @@ async fn shutdown_signal() {
             () = term => tracing::info!("SIGTERM"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
         }
-    }
-}
-
-/// The API-server source. SEAM: `api_watch::api` (kube-rs reflectors) is
-/// not in the tree yet; when it lands this becomes
-/// `api_watch::api::connect(cfg.kubeconfig.as_deref())` and an adapter
-/// from its `Arc<Snapshot>` stream to [`Update`]s (state, changed
-/// counts, trigger times, newly skipped objects).
-async fn api_source(cfg: &Config) -> Result<NoSource> {
-    let _ = &cfg.kubeconfig;
-    anyhow::bail!("the API-server source (api_watch::api) is not in this build yet")
-}
-
-/// Stands in for the API source until it lands.
-enum NoSource {}
-
-impl Source for NoSource {
-    async fn next(&mut self) -> Option<Update> {
-        match *self {}
     }
 }

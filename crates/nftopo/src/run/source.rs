@@ -1,0 +1,166 @@
+//! The API-server source of the sync loop: `api_watch::api`'s coalesced
+//! snapshots, turned into [`Update`]s.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use api_watch::api::{ObjectError, Snapshot, Snapshots};
+
+use super::sync_loop::{Source, Update};
+
+/// Snapshots from the API server's watches.
+pub struct ApiSource {
+    snapshots: Snapshots,
+    /// Objects skipped in the previous snapshot, as (kind, object, field).
+    skipped: BTreeSet<(String, String, String)>,
+}
+
+impl ApiSource {
+    /// Wraps the watches started by `api_watch::api::watch`.
+    pub fn new(snapshots: Snapshots) -> Self {
+        ApiSource {
+            snapshots,
+            skipped: BTreeSet::new(),
+        }
+    }
+}
+
+impl Source for ApiSource {
+    async fn next(&mut self) -> Option<Update> {
+        let snapshot = self.snapshots.next().await;
+        Some(to_update(snapshot, &mut self.skipped))
+    }
+}
+
+/// The update for `snapshot`; `skipped` carries the skipped objects from
+/// one snapshot to the next so that each is counted once, when it first
+/// appears (a snapshot lists every object currently skipped).
+pub fn to_update(
+    snapshot: Arc<Snapshot>,
+    skipped: &mut BTreeSet<(String, String, String)>,
+) -> Update {
+    let now: BTreeSet<_> = snapshot.errors.iter().map(error_key).collect();
+    let new_skips = now
+        .difference(skipped)
+        .map(|(kind, _, field)| (kind.clone(), reason(field)))
+        .collect();
+    *skipped = now;
+    for e in &snapshot.errors {
+        tracing::debug!(kind = %e.kind, object = %e.object, field = %e.field, "skipped: {}", e.message);
+    }
+    // `Snapshots::next` hands out a fresh Arc: take the state without a
+    // copy when nobody else holds it.
+    let (state, services_changed, endpoints_changed, trigger_times) =
+        match Arc::try_unwrap(snapshot) {
+            Ok(s) => (
+                s.state,
+                s.services_changed,
+                s.endpoints_changed,
+                s.trigger_times,
+            ),
+            Err(s) => (
+                s.state.clone(),
+                s.services_changed,
+                s.endpoints_changed,
+                s.trigger_times.clone(),
+            ),
+        };
+    Update {
+        state: Arc::new(state),
+        services_changed,
+        endpoints_changed,
+        skipped: new_skips,
+        trigger_times,
+    }
+}
+
+fn error_key(e: &ObjectError) -> (String, String, String) {
+    (e.kind.to_string(), e.object.clone(), e.field.clone())
+}
+
+/// A metric label for a skip: the field with list indices removed
+/// (`spec.ports[].port`), so that the label set stays small; `object`
+/// when the field is not known.
+fn reason(field: &str) -> String {
+    if field.is_empty() {
+        return "object".into();
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_watch::api::Kind;
+    use api_watch::ClusterState;
+
+    fn snapshot(errors: Vec<ObjectError>) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            state: ClusterState::default(),
+            errors,
+            generation: 1,
+            services_changed: 2,
+            endpoints_changed: 3,
+            trigger_times: vec![std::time::UNIX_EPOCH],
+        })
+    }
+
+    fn error(object: &str, field: &str) -> ObjectError {
+        ObjectError {
+            kind: Kind::Service,
+            object: object.into(),
+            field: field.into(),
+            message: "bad".into(),
+        }
+    }
+
+    #[test]
+    fn a_skipped_object_is_counted_once_when_it_first_appears() {
+        let mut seen = BTreeSet::new();
+        let u = to_update(
+            snapshot(vec![error("ns/a", "spec.ports[3].port")]),
+            &mut seen,
+        );
+        assert_eq!(
+            u.skipped,
+            vec![("Service".into(), "spec.ports[].port".into())]
+        );
+        assert_eq!(
+            (
+                u.services_changed,
+                u.endpoints_changed,
+                u.trigger_times.len()
+            ),
+            (2, 3, 1)
+        );
+        let again = to_update(
+            snapshot(vec![error("ns/a", "spec.ports[3].port"), error("ns/b", "")]),
+            &mut seen,
+        );
+        assert_eq!(again.skipped, vec![("Service".into(), "object".into())]);
+        let fixed = to_update(snapshot(vec![]), &mut seen);
+        assert!(fixed.skipped.is_empty());
+        let back = to_update(snapshot(vec![error("ns/b", "")]), &mut seen);
+        assert_eq!(
+            back.skipped.len(),
+            1,
+            "skipped again after being fixed counts again"
+        );
+    }
+}
