@@ -39,6 +39,7 @@ demo: deps build
 # The full-sync benchmark (integration/src/bin/bench.rs), release build.
 bench: deps
 	$(CARGO) build --release -p nftopo -p nftopo-integration --bins
+	$(CARGO) build --release -p nft-writer --examples
 	$(CARGO) run --release -p nftopo-integration --bin bench -- $(BENCH_ARGS)
 
 clean:

@@ -407,6 +407,25 @@ fn main() {
         let _ = writeln!(report, "{}", row(label, &s, &ours));
     }
     std::fs::remove_dir_all(&dir).ok();
+    // Incremental syncs through the daemon's code path (an example of
+    // nft-writer, built by `make bench`).
+    let incremental = sibling("examples").join("incremental_bench");
+    if incremental.exists() {
+        let (services, changes) = if quick {
+            ("1000", "50")
+        } else {
+            ("10000", "200")
+        };
+        let out =
+            run_ok(Command::new(&incremental).args(["--services", services, "--changes", changes]));
+        let _ = writeln!(
+            report,
+            "\n## Incremental syncs ({services} services x 10 endpoints, {changes} changes of each kind)\n\n\
+             One change at a time through the daemon's path: plan (topology filter and ruleset, \
+             both over the whole cluster), then diff against the last applied ruleset and one \
+             netlink batch. The goal is 20 messages or fewer for a single change.\n\n{out}"
+        );
+    }
     // Hand-written reading of the figures, kept next to the code.
     let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-notes.md");
     if let Ok(text) = std::fs::read_to_string(&notes) {
