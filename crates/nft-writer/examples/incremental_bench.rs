@@ -38,7 +38,7 @@ fn node(i: u32, zone: &str) -> Node {
 fn service(i: u32) -> Service {
     let mut annotations = BTreeMap::new();
     // Every tenth service routes by zone, so that a node label matters.
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         annotations.insert(TOPOLOGY_KEYS_ANNOTATION.to_string(), format!("{ZONE},*"));
     }
     Service {
@@ -155,7 +155,7 @@ fn main() {
         (
             "node-1's zone label changed (10% of services route by zone)",
             |st, i, _| {
-                let zone = if i % 2 == 0 { "b" } else { "a" };
+                let zone = if i.is_multiple_of(2) { "b" } else { "a" };
                 st.nodes.insert("node-1".into(), node(1, zone));
             },
         ),
