@@ -100,14 +100,36 @@ async fn daemon(cfg: Config) -> Result<()> {
         min_sync_period: cfg.min_sync_period,
         sync_period: cfg.sync_period,
     };
+    let conntrack =
+        nft_writer::conntrack::Conntrack::open().context("opening the ctnetlink socket")?;
     sync_loop::run(
         settings,
         source,
-        Syncer::new(kernel),
+        KernelProgrammer {
+            syncer: Syncer::new(kernel),
+            conntrack,
+        },
         outputs,
         shutdown_signal(),
     )
     .await
+}
+
+/// The kernel side of the daemon: nftables through [`Syncer`], and
+/// conntrack clean-up of UDP flows after each sync.
+struct KernelProgrammer {
+    syncer: Syncer<NetlinkKernel>,
+    conntrack: nft_writer::conntrack::Conntrack,
+}
+
+impl sync_loop::Programmer for KernelProgrammer {
+    fn sync(&mut self, ruleset: &nft_writer::Ruleset, full: bool) -> Result<nft_writer::SyncStats> {
+        Ok(self.syncer.sync(ruleset, full)?)
+    }
+
+    fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {
+        Ok(nft_writer::conntrack::clean_udp(&mut self.conntrack, udp)?)
+    }
 }
 
 /// Binds `addr` and serves `handler` in the background.

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api_watch::{ClusterState, ObjectKey};
+use nft_writer::conntrack::UdpService;
 use nft_writer::{Kernel, PlannerConfig, Ruleset, SyncStats, Syncer};
 use tokio::time::{sleep_until, Instant};
 
@@ -67,6 +68,14 @@ pub trait Source {
 pub trait Programmer {
     /// Brings the kernel to `ruleset`, replacing everything if `full`.
     fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats>;
+
+    /// After a successful sync: deletes UDP conntrack entries that no
+    /// longer match `udp` (the daemon's programmer does; fakes need not).
+    /// Returns how many were deleted.
+    fn clean_udp(&mut self, udp: &[UdpService]) -> anyhow::Result<usize> {
+        let _ = udp;
+        Ok(0)
+    }
 }
 
 impl<K: Kernel> Programmer for Syncer<K> {
@@ -136,6 +145,8 @@ struct LoopState {
     /// The state last applied (for periodic resyncs).
     applied: Option<Arc<ClusterState>>,
     last_ruleset: Option<Ruleset>,
+    /// The UDP entries of the last plan, for conntrack clean-up.
+    last_udp: Vec<UdpService>,
     last_sync: Option<Instant>,
     last_full: Option<Instant>,
     failures: u32,
@@ -197,6 +208,7 @@ impl LoopState {
                         .inc();
                 }
                 let wanted = svc_health::wanted(&plan, &health_check_ports(&u.state));
+                self.last_udp = nft_writer::udp_services(&plan);
                 (ruleset, Some(wanted))
             }
             (None, Some(r)) => (r.clone(), None),
@@ -245,6 +257,13 @@ impl LoopState {
                 self.last_ruleset = Some(ruleset);
                 self.failures = 0;
                 self.retry_at = None;
+                match programmer.clean_udp(&self.last_udp) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "stale UDP conntrack entries deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "UDP conntrack clean-up failed")
+                    }
+                }
             }
             Err(e) => {
                 out.metrics.sync_failures.inc();
