@@ -30,27 +30,34 @@ pub struct NetlinkKernel {
 impl NetlinkKernel {
     /// Opens and binds a NETLINK_NETFILTER socket.
     pub fn open() -> Result<Self, Error> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
+        let (socket, seq) = open_netfilter()?;
         // Answers are errors and one ack: a few MiB are plenty, and forcing
         // the size avoids ENOBUFS when a large batch fails everywhere.
         let _ = setsockopt(&socket, sockopt::RcvBufForce, &(8 << 20));
-        // The kernel answers while our send() runs, so the answers are
-        // queued by the time we read; the timeout only guards against an
-        // answer that never comes (a kernel bug) hanging the agent.
-        setsockopt(
-            &socket,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(30, 0),
-        )
-        .map_err(|e| Error::Io(e.into()))?;
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
         Ok(Self { socket, seq })
     }
+}
+
+/// A bound and connected NETLINK_NETFILTER socket with a receive timeout,
+/// and a first sequence number (the clock's seconds), for nf_tables and
+/// ctnetlink alike. The kernel answers while our send() runs, so answers
+/// are queued by the time we read; the timeout only guards against one
+/// that never comes (a kernel bug) hanging the agent.
+pub(crate) fn open_netfilter() -> Result<(Socket, u32), Error> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    setsockopt(
+        &socket,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(30, 0),
+    )
+    .map_err(|e| Error::Io(e.into()))?;
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(1);
+    Ok((socket, seq))
 }
 
 fn nfproto(family: Family) -> NetfilterProtoFamily {

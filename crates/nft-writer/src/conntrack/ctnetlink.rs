@@ -14,8 +14,7 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NlAddr};
-use nix::sys::socket::{setsockopt, sockopt};
+use netlink_sys::Socket;
 
 use super::Flow;
 use crate::error::{libc_errno, Error};
@@ -38,21 +37,8 @@ impl Conntrack {
     /// on start. The kernel loads `nf_conntrack_netlink` on the first
     /// request if it is a module.
     pub fn open() -> Result<Self, Error> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&NlAddr::new(0, 0))?;
-        // A dump is paced by our reads, so the default buffer suffices; the
-        // timeout only guards against an answer that never comes.
-        setsockopt(
-            &socket,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(30, 0),
-        )
-        .map_err(|e| Error::Io(e.into()))?;
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
+        // A dump is paced by our reads, so the default buffer suffices.
+        let (socket, seq) = crate::netlink::open_netfilter()?;
         Ok(Self { socket, seq })
     }
 
