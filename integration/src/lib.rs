@@ -21,6 +21,7 @@
 
 pub mod apiserver;
 mod cluster;
+pub mod daemon;
 pub mod edge;
 mod netns;
 mod probe;

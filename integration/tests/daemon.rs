@@ -1,0 +1,664 @@
+//! The daemon (`nftopo run`) against the API server stand-in, on a real
+//! kernel (needs root).
+//!
+//! Each test builds its own seed cluster (node-2, node-3, node-4, five
+//! `swansea-city-api` pods, a client on node-2), starts the stand-in
+//! inside node-2's namespace on 127.0.0.1, feeds it the seed manifests
+//! (YAML converted to JSON values) and runs `nftopo run
+//! --hostname-override node-2 --min-sync-period 0s` there as a child
+//! process. The witnesses are independent of nftopo: `nft list`, and real
+//! connections whose answers name the pod that served them, so the
+//! assertions are exact sets of pod IPs. Every wait for convergence is
+//! bounded; no assertion is about time.
+//!
+//! The tests take one lock and run one at a time: each builds a dozen
+//! namespaces and processes, and the latency test measures the daemon,
+//! not its neighbours.
+
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nftopo_integration::apiserver::{ApiServer, Restart};
+use nftopo_integration::daemon::*;
+use nftopo_integration::*;
+use serde_json::{json, Value};
+
+/// Connections per probe: with five backends the chance that a working
+/// random spread misses one is 5 * 0.8^100, about 1e-9.
+const CONNS: usize = 100;
+/// Bound of every wait for the kernel to follow the stand-in.
+const CONVERGE: Duration = Duration::from_secs(10);
+
+/// A second service, added through the stand-in.
+const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 118, 40);
+const WEB_PORT: u16 = 8080;
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 42, 187, 66);
+const B: Ipv4Addr = Ipv4Addr::new(10, 42, 187, 67);
+const C: Ipv4Addr = Ipv4Addr::new(10, 42, 54, 130);
+const D: Ipv4Addr = Ipv4Addr::new(10, 42, 54, 131);
+const E: Ipv4Addr = Ipv4Addr::new(10, 42, 201, 2);
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unwraps with the harness error's readable message.
+fn ok<T, E: Display>(r: std::result::Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn set(ips: &[Ipv4Addr]) -> BTreeSet<Ipv4Addr> {
+    ips.iter().copied().collect()
+}
+
+/// One test's world. Fields drop in order: the daemon first, then the
+/// stand-in, then the namespaces.
+struct Env {
+    daemon: Option<Daemon>,
+    api: ApiServer,
+    cluster: SeedCluster,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Env {
+    /// A seed cluster and a stand-in in node-2 holding the objects of the
+    /// given seed manifest files.
+    fn new(files: &[&str]) -> Env {
+        let guard = serial();
+        require_root();
+        let cluster = ok(
+            SeedCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))),
+            "seed cluster",
+        );
+        let node2 = cluster.node(THIS_NODE).name().to_owned();
+        let api = ok(
+            ApiServer::start_in_netns(&node2, "127.0.0.1:0".parse().unwrap()),
+            "stand-in in node-2",
+        );
+        let dir = std::env::temp_dir().join(format!("{}-daemon-test", unique_prefix()));
+        ok(std::fs::create_dir_all(&dir), "scratch dir");
+        let kubeconfig = dir.join("kubeconfig");
+        ok(api.write_kubeconfig(&kubeconfig), "kubeconfig");
+        let env = Env {
+            daemon: None,
+            api,
+            cluster,
+            dir,
+            kubeconfig,
+            _serial: guard,
+        };
+        for f in files {
+            for obj in ok(seed_objects(f), f) {
+                env.apply(obj);
+            }
+        }
+        env
+    }
+
+    fn apply(&self, obj: Value) {
+        ok(self.api.apply(obj), "stand-in apply");
+    }
+
+    fn node2(&self) -> &Netns {
+        self.cluster.node(THIS_NODE)
+    }
+
+    fn start_daemon(&mut self) {
+        let d = ok(
+            Daemon::start(self.node2(), &self.kubeconfig, &[]),
+            "nftopo run",
+        );
+        self.daemon = Some(d);
+    }
+
+    fn daemon(&mut self) -> &mut Daemon {
+        self.daemon.as_mut().expect("daemon started")
+    }
+
+    /// The daemon's last 60 log lines.
+    fn log(&self) -> String {
+        let all = self.daemon.as_ref().map(Daemon::log).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Fails the test (with the daemon's log) if the daemon has exited.
+    fn assert_running(&mut self) {
+        if let Some(st) = self.daemon().exited() {
+            panic!("nftopo run exited ({st}); log:\n{}", self.log());
+        }
+    }
+
+    /// The endpoints the kernel holds for `ip:port/tcp`.
+    fn kernel(&self, ip: Ipv4Addr, port: u16) -> Option<BTreeSet<Ipv4Addr>> {
+        ok(kernel_endpoints(self.node2(), ip, port), "nft list map")
+    }
+
+    /// Waits (bounded) until the kernel's map holds exactly `want` for
+    /// `ip:port/tcp`; returns how long it took.
+    fn wait_kernel(
+        &mut self,
+        ip: Ipv4Addr,
+        port: u16,
+        want: &BTreeSet<Ipv4Addr>,
+        case: &str,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let got = self.kernel(ip, port);
+            if got.as_ref() == Some(want) {
+                return start.elapsed();
+            }
+            if start.elapsed() > CONVERGE {
+                panic!(
+                    "{case}: the kernel never held {want:?} for {ip}:{port} within {CONVERGE:?}; \
+                     last {got:?}; stand-in requests {:?}; daemon log:\n{}",
+                    self.api.requests(),
+                    self.log()
+                );
+            }
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `swansea-city-api` (10.43.118.32:80) converges to `want`, then
+    /// serves exactly `want` from the client pod and from node-2.
+    fn expect_api(&mut self, want: &[Ipv4Addr], case: &str) {
+        let want = set(want);
+        self.wait_kernel(SERVICE_IP, SERVICE_PORT, &want, case);
+        self.assert_serves(service_addr(), &want, case);
+    }
+
+    /// Every one of CONNS connections from the client pod and from node-2
+    /// is answered, by exactly the pods `want` (each at least once).
+    fn assert_serves(&self, target: SocketAddrV4, want: &BTreeSet<Ipv4Addr>, case: &str) {
+        let from_pod = ok(
+            self.cluster.probe_from_pod(CLIENT, target, CONNS, false),
+            "probe from client",
+        );
+        let from_node = ok(
+            self.cluster
+                .probe_from_node(THIS_NODE, target, CONNS, false),
+            "probe from node-2",
+        );
+        for (path, r) in [
+            ("from the client pod", from_pod),
+            ("from node-2", from_node),
+        ] {
+            assert_eq!(r.answered(), *want, "{case}, {target} {path}: {r}");
+            assert_eq!(
+                r.answered_count(),
+                CONNS,
+                "{case}, {target} {path}: every connection must be answered: {r}"
+            );
+        }
+    }
+
+    fn has_table(&self) -> bool {
+        ok(has_nftopo_table(self.node2()), "nft list tables")
+    }
+
+    fn get(&self, addr: &str, path: &str) -> (u16, String) {
+        let addr: SocketAddr = addr.parse().unwrap();
+        ok(http_get(self.node2().name(), addr, path), "http get")
+    }
+
+    /// The stored object (kind, default namespace, name).
+    fn stored(&self, kind: &str, name: &str) -> Value {
+        self.api
+            .get(kind, "default", name)
+            .unwrap_or_else(|| panic!("stand-in has no {kind} {name}"))
+    }
+}
+
+/// The seed slice `name` of `slices-v1.yaml` with only the ready
+/// endpoints whose address is in `keep` (not-ready ones always stay).
+fn seed_slice(name: &str, keep: &[Ipv4Addr]) -> Value {
+    let mut s = ok(seed_objects("slices-v1.yaml"), "slices-v1.yaml")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == json!(name))
+        .unwrap_or_else(|| panic!("no slice {name} in slices-v1.yaml"));
+    let endpoints: Vec<Value> = s["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let ip: Ipv4Addr = e["addresses"][0].as_str().unwrap().parse().unwrap();
+            e["conditions"]["ready"] == json!(false) || keep.contains(&ip)
+        })
+        .cloned()
+        .collect();
+    s["endpoints"] = endpoints.into();
+    s
+}
+
+/// `swansea-city-api-q9d4m` (node-3's .131, node-4's .2) keeping `keep`.
+fn slice_q9d4m(keep: &[Ipv4Addr]) -> Value {
+    seed_slice("swansea-city-api-q9d4m", keep)
+}
+
+/// `swansea-city-api-7xk2p` (node-2's .66, .67, the not-ready .68,
+/// node-3's .130) keeping `keep` (and .68).
+fn slice_7xk2p(keep: &[Ipv4Addr]) -> Value {
+    seed_slice("swansea-city-api-7xk2p", keep)
+}
+
+fn strip_server_fields(obj: &mut Value) {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+}
+
+/// A Node from the stand-in with its zone label set to `zone`.
+fn node_in_zone(env: &Env, name: &str, zone: &str) -> Value {
+    let mut n = env.stored("Node", name);
+    strip_server_fields(&mut n);
+    n["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!(zone);
+    n
+}
+
+/// `swansea-city-web`: 10.43.118.40:8080 → port 5000 of node-3's .130
+/// and node-4's .2.
+fn web_service() -> [Value; 2] {
+    [
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "swansea-city-web", "namespace": "default"},
+               "spec": {"type": "ClusterIP", "clusterIP": WEB_IP.to_string(), "clusterIPs": [WEB_IP.to_string()],
+                        "ports": [{"port": WEB_PORT, "protocol": "TCP", "targetPort": 5000}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "swansea-city-web-1", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "swansea-city-web"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "", "port": 5000, "protocol": "TCP"}],
+               "endpoints": [
+                   {"addresses": ["10.42.54.130"], "conditions": {"ready": true}, "nodeName": "node-3"},
+                   {"addresses": ["10.42.201.2"], "conditions": {"ready": true}, "nodeName": "node-4"}]}),
+    ]
+}
+
+const SEED: [&str; 3] = ["nodes.yaml", "svc-plain.yaml", "slices-v1.yaml"];
+
+/// Seed cluster with all three kinds in the stand-in and the daemon
+/// running and converged on the five pods.
+fn running() -> Env {
+    let mut env = Env::new(&SEED);
+    env.start_daemon();
+    env.wait_kernel(SERVICE_IP, SERVICE_PORT, &backends(), "first sync");
+    env
+}
+
+#[test]
+fn nothing_is_programmed_before_all_three_kinds_have_listed() {
+    let mut env = Env::new(&SEED);
+    // Every response (lists and watch starts) waits 3 s: the daemon is
+    // connected but has no complete list yet.
+    env.api.set_delay(Duration::from_secs(3));
+    env.start_daemon();
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut checks = 0;
+    while Instant::now() < until {
+        env.assert_running();
+        assert!(
+            !env.has_table(),
+            "nftopo programmed the kernel before its lists completed; requests {:?}; log:\n{}",
+            env.api.requests(),
+            env.log()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        checks >= 10,
+        "only {checks} checks while the lists were delayed"
+    );
+    let lists = |kind: &str| {
+        env.api
+            .requests()
+            .iter()
+            .filter(|r| r.contains(kind) && !r.contains("watch="))
+            .count()
+    };
+    assert!(
+        lists("/services") >= 1 && lists("/endpointslices") >= 1 && lists("/nodes") >= 1,
+        "the daemon should be waiting on its three lists: {:?}",
+        env.api.requests()
+    );
+    env.api.set_delay(Duration::ZERO);
+    env.expect_api(&[A, B, C, D, E], "after the lists completed");
+}
+
+#[test]
+fn follows_new_services_removed_endpoints_and_node_labels() {
+    let mut env = running();
+    env.assert_serves(service_addr(), &backends(), "seed");
+
+    // A Service added through the stand-in becomes reachable.
+    for obj in web_service() {
+        env.apply(obj);
+    }
+    let web = SocketAddrV4::new(WEB_IP, WEB_PORT);
+    env.wait_kernel(WEB_IP, WEB_PORT, &set(&[C, E]), "new service");
+    env.assert_serves(web, &set(&[C, E]), "new service");
+
+    // An endpoint removed from its slice is no longer chosen.
+    let s = slice_q9d4m(&[D]);
+    env.apply(s);
+    env.expect_api(&[A, B, C, D], "node-4's pod removed from the slice");
+    let s = slice_7xk2p(&[A, C]);
+    env.apply(s);
+    env.expect_api(&[A, C, D], "node-2's .67 removed from the slice");
+    let s = slice_7xk2p(&[A, B, C]);
+    env.apply(s);
+    let s = slice_q9d4m(&[D, E]);
+    env.apply(s);
+    env.expect_api(&[A, B, C, D, E], "both restored");
+
+    // Zone topology (the annotation): node-2 and node-3 share eu-west-2a.
+    let mut svc = env.stored("Service", "swansea-city-api");
+    strip_server_fields(&mut svc);
+    svc["metadata"]["annotations"] =
+        json!({"nftopo.io/topology-keys": "topology.kubernetes.io/zone"});
+    env.apply(svc);
+    env.expect_api(&[A, B, C, D], "zone topology");
+    // node-3 leaves node-2's zone: its pods go.
+    let n = node_in_zone(&env, "node-3", "eu-west-2b");
+    env.apply(n);
+    env.expect_api(&[A, B], "node-3 moved to eu-west-2b");
+    // node-4 joins it: its pod comes.
+    let n = node_in_zone(&env, "node-4", "eu-west-2a");
+    env.apply(n);
+    env.expect_api(&[A, B, E], "node-4 moved to eu-west-2a");
+    // node-2 itself moves to eu-west-2b: now node-3's pods are its zone.
+    let n = node_in_zone(&env, "node-2", "eu-west-2b");
+    env.apply(n);
+    env.expect_api(&[A, B, C, D], "node-2 moved to eu-west-2b");
+    // The other service has no topology and never changed.
+    assert_eq!(env.kernel(WEB_IP, WEB_PORT), Some(set(&[C, E])));
+}
+
+#[test]
+fn stand_in_stopped_mid_churn_keeps_rules_then_relists() {
+    let mut env = running();
+    for obj in web_service() {
+        env.apply(obj);
+    }
+    env.wait_kernel(WEB_IP, WEB_PORT, &set(&[C, E]), "web service");
+
+    // Churn, and stop the stand-in right after the last change without
+    // waiting for the daemon: it holds one of the churn's states, each of
+    // which keeps at least two pods of the five.
+    let states: [&[Ipv4Addr]; 4] = [&[D], &[], &[D, E], &[E]];
+    for keep in states {
+        let s = slice_q9d4m(keep);
+        env.apply(s);
+    }
+    env.api.stop();
+    assert!(!env.api.is_running());
+
+    // Down: the rules stay and traffic flows.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        env.assert_running();
+        assert!(
+            env.has_table(),
+            "the table went while the stand-in was down"
+        );
+        let held = env.kernel(SERVICE_IP, SERVICE_PORT).expect("map");
+        assert!(
+            held.len() >= 3 && held.is_subset(&backends()),
+            "while down the kernel holds {held:?}"
+        );
+        assert_eq!(env.kernel(WEB_IP, WEB_PORT), Some(set(&[C, E])));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = ok(
+        env.cluster
+            .probe_from_pod(CLIENT, service_addr(), CONNS, false),
+        "probe while down",
+    );
+    assert_eq!(
+        r.answered_count(),
+        CONNS,
+        "traffic while the stand-in is down: {r}"
+    );
+    assert!(r.answered().is_subset(&backends()), "{r}");
+
+    // Changes made while it is down: node-2's pods leave, the web service
+    // is deleted (a deletion only a re-list can reveal), a third slice
+    // state for node-3/4.
+    let s = slice_7xk2p(&[C]);
+    env.apply(s);
+    let s = slice_q9d4m(&[D, E]);
+    env.apply(s);
+    assert!(env
+        .api
+        .delete("Service", "default", "swansea-city-web")
+        .is_some());
+    assert!(env
+        .api
+        .delete("EndpointSlice", "default", "swansea-city-web-1")
+        .is_some());
+
+    // Restarted without history: the daemon's watches get 410 and
+    // re-list.
+    ok(env.api.restart(Restart::KeepObjects), "restart");
+    env.expect_api(&[C, D, E], "after the restart");
+    env.wait_kernel(
+        WEB_IP,
+        WEB_PORT,
+        &BTreeSet::new(),
+        "web service deleted while down",
+    );
+    let relisted = env
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/endpointslices") && !r.contains("watch="))
+        .count();
+    assert!(
+        relisted >= 2,
+        "no re-list of EndpointSlices: {:?}",
+        env.api.requests()
+    );
+    // Still the same process: it never exited.
+    env.assert_running();
+}
+
+#[test]
+fn changes_arrive_after_dropped_watches_and_compaction() {
+    let mut env = running();
+    let slice_lists = |env: &Env| {
+        env.api
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/endpointslices") && !r.contains("watch="))
+            .count()
+    };
+    let wait_watches = |env: &Env| {
+        let deadline = Instant::now() + CONVERGE;
+        while env.api.open_watches() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "watches never reopened: {:?}",
+                env.api.requests()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_watches(&env);
+    assert_eq!(env.api.drop_watches(), 3, "Services, EndpointSlices, Nodes");
+    let s = slice_q9d4m(&[D]);
+    env.apply(s);
+    env.expect_api(&[A, B, C, D], "after dropped watches");
+    wait_watches(&env);
+
+    // Compaction alone: the open watches keep streaming.
+    env.api.compact();
+    let s = slice_7xk2p(&[B, C]);
+    env.apply(s);
+    env.expect_api(&[B, C, D], "after compaction");
+
+    // A change, compaction, then dropped watches: the resumed watches get
+    // 410, the daemon re-lists and sees both changes.
+    let before = slice_lists(&env);
+    let s = slice_q9d4m(&[D, E]);
+    env.apply(s);
+    env.api.compact();
+    env.api.drop_watches();
+    let s = slice_7xk2p(&[A, B, C]);
+    env.apply(s);
+    env.expect_api(&[A, B, C, D, E], "after compaction and dropped watches");
+    assert!(
+        slice_lists(&env) > before,
+        "expected a re-list of EndpointSlices after 410: {:?}",
+        env.api.requests()
+    );
+}
+
+#[test]
+fn metrics_and_health() {
+    let mut env = running();
+    // Answers come once the sync is recorded; the map may be written a
+    // moment before.
+    let deadline = Instant::now() + CONVERGE;
+    let (count, text) = loop {
+        let (status, text) = env.get(METRICS_ADDR, "/metrics");
+        assert_eq!(status, 200, "/metrics: {text}");
+        let count =
+            metric_value(&text, "kubeproxy_sync_proxy_rules_duration_seconds_count").unwrap_or(0.0);
+        if count > 0.0 {
+            break (count, text);
+        }
+        assert!(Instant::now() < deadline, "no sync counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let last = metric_value(&text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+        .unwrap_or_else(|| panic!("no kubeproxy_sync_proxy_rules_last_timestamp_seconds:\n{text}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        last > now - 120.0 && last <= now + 1.0,
+        "last sync at {last}, now {now}"
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF:\n{text}"
+    );
+
+    let (status, body) = env.get(HEALTHZ_ADDR, "/healthz");
+    assert_eq!(status, 200, "/healthz after syncing: {body}");
+    let (status, body) = env.get(HEALTHZ_ADDR, "/livez");
+    assert_eq!(status, 200, "/livez after syncing: {body}");
+
+    // One more EndpointSlice change is one more sync and one more
+    // endpoint change counted.
+    let changes =
+        metric_value(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_total").unwrap_or(0.0);
+    let s = slice_q9d4m(&[D]);
+    env.apply(s);
+    env.wait_kernel(
+        SERVICE_IP,
+        SERVICE_PORT,
+        &set(&[A, B, C, D]),
+        "endpoint removed",
+    );
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let (_, text) = env.get(METRICS_ADDR, "/metrics");
+        let n =
+            metric_value(&text, "kubeproxy_sync_proxy_rules_duration_seconds_count").unwrap_or(0.0);
+        let ch =
+            metric_value(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_total").unwrap_or(0.0);
+        if n > count && ch > changes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sync count {count} -> {n}, endpoint changes {changes} -> {ch}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_leaves_the_rules_and_cleanup_removes_them() {
+    let mut env = running();
+    let st = ok(env.daemon().terminate(Duration::from_secs(10)), "SIGTERM");
+    assert!(
+        st.success(),
+        "nftopo run after SIGTERM: {st}; log:\n{}",
+        env.log()
+    );
+    assert!(env.has_table(), "SIGTERM flushed the rules");
+    assert_eq!(env.kernel(SERVICE_IP, SERVICE_PORT), Some(backends()));
+    env.assert_serves(service_addr(), &backends(), "after SIGTERM");
+
+    let bin = ok(nftopo_bin(), "nftopo binary");
+    ok(
+        env.node2().exec(&bin, &["run", "--cleanup"]),
+        "nftopo run --cleanup",
+    );
+    let tables = ok(nft_tables(env.node2()), "nft list tables");
+    assert!(
+        !tables.contains("nftopo"),
+        "tables left after --cleanup:\n{tables}"
+    );
+}
+
+#[test]
+fn event_to_kernel_latency() {
+    let mut env = running();
+    // Resolution: what one poll (`ip netns exec … nft list map`) costs.
+    let t = Instant::now();
+    for _ in 0..10 {
+        env.kernel(SERVICE_IP, SERVICE_PORT);
+    }
+    let poll = t.elapsed() / 10;
+
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let (keep, want): (&[Ipv4Addr], &[Ipv4Addr]) = if i % 2 == 0 {
+            (&[D], &[A, B, C, D])
+        } else {
+            (&[D, E], &[A, B, C, D, E])
+        };
+        let s = slice_q9d4m(keep);
+        let t = Instant::now();
+        env.apply(s);
+        env.wait_kernel(SERVICE_IP, SERVICE_PORT, &set(want), &format!("change {i}"));
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // Nearest rank: p50 is the 10th of 20, p99 the 20th.
+    let p50 = samples[samples.len().div_ceil(2) - 1];
+    let p99 = samples[(samples.len() * 99).div_ceil(100) - 1];
+    eprintln!(
+        "event-to-kernel latency over {} EndpointSlice changes (apply() to `nft list map` showing it, \
+         polled every 5 ms, one poll ~{:.1} ms): p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        samples.len(),
+        ms(poll),
+        ms(p50),
+        ms(p99),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1]),
+    );
+    env.assert_serves(service_addr(), &backends(), "after the changes");
+}
