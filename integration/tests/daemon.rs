@@ -32,6 +32,10 @@ use serde_json::{json, Value};
 const CONNS: usize = 100;
 /// Bound of every wait for the kernel to follow the stand-in.
 const CONVERGE: Duration = Duration::from_secs(10);
+/// Bound of the re-list after the stand-in was down (see
+/// `stand_in_stopped_mid_churn_keeps_rules_then_relists`): one step of
+/// the watchers' backoff past its 30 s cap.
+const RELIST_CONVERGE: Duration = Duration::from_secs(40);
 
 /// A second service, added through the stand-in.
 const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 118, 40);
@@ -148,10 +152,22 @@ impl Env {
         ok(kernel_endpoints(self.node2(), ip, port), "nft list map")
     }
 
-    /// Waits (bounded) until the kernel's map holds exactly `want` for
-    /// `ip:port/tcp`; returns how long it took.
+    /// Waits (up to [`CONVERGE`]) until the kernel's map holds exactly
+    /// `want` for `ip:port/tcp`; returns how long it took.
     fn wait_kernel(
         &mut self,
+        ip: Ipv4Addr,
+        port: u16,
+        want: &BTreeSet<Ipv4Addr>,
+        case: &str,
+    ) -> Duration {
+        self.wait_kernel_within(CONVERGE, ip, port, want, case)
+    }
+
+    /// [`Env::wait_kernel`] with its own bound.
+    fn wait_kernel_within(
+        &mut self,
+        limit: Duration,
         ip: Ipv4Addr,
         port: u16,
         want: &BTreeSet<Ipv4Addr>,
@@ -163,11 +179,12 @@ impl Env {
             if got.as_ref() == Some(want) {
                 return start.elapsed();
             }
-            if start.elapsed() > CONVERGE {
+            if start.elapsed() > limit {
+                let requests = self.api.requests();
+                let recent = &requests[requests.len().saturating_sub(30)..];
                 panic!(
-                    "{case}: the kernel never held {want:?} for {ip}:{port} within {CONVERGE:?}; \
-                     last {got:?}; stand-in requests {:?}; daemon log:\n{}",
-                    self.api.requests(),
+                    "{case}: the kernel never held {want:?} for {ip}:{port} within {limit:?}; \
+                     last {got:?}; last stand-in requests {recent:?}; daemon log:\n{}",
                     self.log()
                 );
             }
@@ -408,6 +425,7 @@ fn stand_in_stopped_mid_churn_keeps_rules_then_relists() {
         env.apply(s);
     }
     env.api.stop();
+    let stopped = Instant::now();
     assert!(!env.api.is_running());
 
     // Down: the rules stay and traffic flows.
@@ -456,8 +474,27 @@ fn stand_in_stopped_mid_churn_keeps_rules_then_relists() {
 
     // Restarted without history: the daemon's watches get 410 and
     // re-list.
+    //
+    // Bound: kube-rs's default watcher backoff (0.8 s doubling, jittered,
+    // capped at 30 s, reset only after 120 s without errors) keeps growing
+    // through the outage's connection failures and takes one more step
+    // on the 410 before re-listing, so convergence here can take more
+    // than CONVERGE; the time is printed, only correctness is asserted.
+    let down = stopped.elapsed();
     ok(env.api.restart(Restart::KeepObjects), "restart");
-    env.expect_api(&[C, D, E], "after the restart");
+    let took = env.wait_kernel_within(
+        RELIST_CONVERGE,
+        SERVICE_IP,
+        SERVICE_PORT,
+        &set(&[C, D, E]),
+        "after the restart",
+    );
+    eprintln!(
+        "stand-in down ~{:.1} s, restarted (KeepObjects, 410): kernel matched after {:.2} s",
+        down.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    env.assert_serves(service_addr(), &set(&[C, D, E]), "after the restart");
     env.wait_kernel(
         WEB_IP,
         WEB_PORT,
