@@ -15,7 +15,8 @@
 //! stopping the others. [`reconcile`] diffs that plan against the kernel's
 //! routes of our protocol ([`parse_protocol`], `bird` = 12 by default) into
 //! [`RouteOp`]s; [`sync`] runs both against a [`RouteKernel`], of which
-//! [`NetlinkRoutes`] is the rtnetlink implementation; it also manages the
+//! [`NetlinkRoutes`] is the rtnetlink implementation and [`FakeRoutes`]
+//! the in-memory one for tests; it also manages the
 //! tunnel device ([`NetlinkRoutes::ensure_tunnel`]). Routes of any other
 //! protocol are never touched.
 //!
@@ -24,6 +25,7 @@
 //! files or the clock: the binary reads `rt_protos` and drives the loop.
 
 mod cidr;
+mod fake;
 mod netlink;
 mod plan;
 mod protocol;
@@ -31,6 +33,7 @@ mod reconcile;
 mod route;
 
 pub use cidr::{Cidr, CidrError};
+pub use fake::FakeRoutes;
 pub use netlink::{sync, NetlinkRoutes, RouteKernel, SyncReport};
 pub use plan::{
     plan_routes, BlockAffinity, DesiredRoutes, Mode, NextHopSource, NodeProblem, PodCidrSource,

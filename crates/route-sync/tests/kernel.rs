@@ -267,3 +267,21 @@ fn without_tunl0_the_ipip_link_is_created_or_the_error_says_the_kernel_lacks_ipi
         }
     });
 }
+
+#[test]
+fn a_foreign_route_with_our_exact_key_is_never_overwritten() {
+    in_netns(|ns| {
+        underlay(&ns, true);
+        ip(&ns, "link set tunl0 up");
+        ip(&ns, "route add 10.42.187.64/26 via 172.31.0.1 proto static");
+        let mut k = NetlinkRoutes::open().unwrap();
+        let desired = plan_routes(&cluster(), &[], "node-2", &RouteConfig::default()).unwrap();
+        let report = sync(&mut k, &desired, DEFAULT_PROTOCOL).unwrap();
+        assert_eq!(report.applied.len(), 2, "{report:?}");
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert_eq!(report.failed[0].1.errno(), Some(17), "EEXIST");
+        assert!(
+            ip(&ns, "route show 10.42.187.64/26").contains("via 172.31.0.1 dev eth0 proto static")
+        );
+    });
+}

@@ -374,3 +374,34 @@ fn reconcile_cases() {
         assert_eq!(ops, *want, "{name}");
     }
 }
+
+#[test]
+fn sync_over_the_fake_converges_once_and_leaves_a_foreign_route_holding_our_prefix() {
+    let foreign = route("10.42.201.0/26 via 172.31.0.1 proto 4");
+    let mut k = FakeRoutes {
+        routes: vec![
+            foreign.clone(),
+            route("10.42.9.0/26 via 172.31.0.9 proto 12"),
+        ],
+        log: vec![],
+    };
+    let desired = plan_routes(&cluster(), &[], "node-2", &cfg(Mode::Ipip)).unwrap();
+    let report = sync(&mut k, &desired, 12).unwrap();
+    let applied: Vec<String> = report.applied.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        applied,
+        [
+            "route del 10.42.9.0/26 via 172.31.0.9 proto 12",
+            "route add blackhole 10.42.54.128/26 proto 12",
+            "route add 10.42.187.64/26 via 172.31.4.10 dev tunl0 proto 12 onlink",
+        ]
+    );
+    // The add over the foreign route is refused (EEXIST) and reported.
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].1.errno(), Some(17));
+    assert!(k.routes.contains(&foreign));
+    // A second sync only retries the refused add.
+    let again = sync(&mut k, &desired, 12).unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.failed.len(), 1);
+}
