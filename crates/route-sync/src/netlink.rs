@@ -9,6 +9,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -172,7 +173,8 @@ impl NetlinkRoutes {
     /// up [mtu MTU]`. An existing device of any type is used as is (tests
     /// use a veth). [`Error::NoIpipSupport`] when the kernel has no ipip.
     ///
-    /// The tunnel address in [`TunnelPlan::address`] is not assigned yet.
+    /// Then assigns [`TunnelPlan::address`] as a /32 when the plan has one
+    /// (`ip addr replace ADDR/32 dev tunl0`, Calico's tunnel address).
     pub fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<u32, Error> {
         let dev = plan.device.as_str();
         let index = match self.link_index(dev)? {
@@ -211,6 +213,19 @@ impl NetlinkRoutes {
             None => format!("link set {dev} up"),
         };
         self.request(RouteNetlinkMessage::SetLink(msg), 0, &what)?;
+        if let Some(addr) = plan.address {
+            let mut msg = AddressMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = 32;
+            msg.header.index = index;
+            msg.attributes.push(AddressAttribute::Local(addr.into()));
+            msg.attributes.push(AddressAttribute::Address(addr.into()));
+            self.request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+                &format!("addr replace {addr}/32 dev {dev}"),
+            )?;
+        }
         Ok(index)
     }
 }

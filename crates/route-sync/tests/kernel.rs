@@ -130,11 +130,19 @@ fn ipip_routes_converge_and_foreign_routes_survive_node_changes() {
 
         let mut k = NetlinkRoutes::open().unwrap();
         let cfg = RouteConfig::default(); // ipip, proto bird
-        let plan = plan_routes(&cluster(), &[], "node-2", &cfg).unwrap();
+        let mut with_addr = cluster();
+        with_addr[0]
+            .annotations
+            .insert(IPIP_TUNNEL_ADDR_ANNOTATION.into(), "10.42.54.128".into());
+        let plan = plan_routes(&with_addr, &[], "node-2", &cfg).unwrap();
         k.ensure_tunnel(plan.tunnel.as_ref().unwrap(), Some(1480))
             .unwrap();
-        let link = ip(&ns, "link show dev tunl0");
+        let link = ip(&ns, "addr show dev tunl0");
         assert!(link.contains("mtu 1480") && link.contains(",UP"), "{link}");
+        assert!(link.contains("inet 10.42.54.128/32"), "{link}");
+        // Idempotent.
+        k.ensure_tunnel(plan.tunnel.as_ref().unwrap(), Some(1480))
+            .unwrap();
 
         let report = sync_to(&mut k, &cluster(), &cfg);
         assert_eq!(report.applied.len(), 3);
