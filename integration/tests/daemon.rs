@@ -550,16 +550,23 @@ fn changes_arrive_after_dropped_watches_and_compaction() {
     env.apply(s);
     env.expect_api(&[B, C, D], "after compaction");
 
-    // A change, compaction, then dropped watches: the resumed watches get
-    // 410, the daemon re-lists and sees both changes.
+    // Dropped watches, then a change and compaction before the watches are
+    // served again: the resumed watches get 410, the daemon re-lists and
+    // sees both changes. The stand-in holds every request for a while, so
+    // that the watches cannot resume before the compaction (a watch that
+    // has already seen the newest version is not expired by compaction,
+    // here as on a real API server: an earlier version of this test raced
+    // on that and failed when the daemon was quick).
     let before = slice_lists(&env);
+    env.api.set_delay(Duration::from_millis(1500));
+    env.api.drop_watches();
     let s = slice_q9d4m(&[D, E]);
     env.apply(s);
     env.api.compact();
-    env.api.drop_watches();
     let s = slice_7xk2p(&[A, B, C]);
     env.apply(s);
     env.expect_api(&[A, B, C, D, E], "after compaction and dropped watches");
+    env.api.set_delay(Duration::ZERO);
     assert!(
         slice_lists(&env) > before,
         "expected a re-list of EndpointSlices after 410: {:?}",
