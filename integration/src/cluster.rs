@@ -164,6 +164,66 @@ fn cali_name(ip: Ipv4Addr) -> String {
     format!("cali{:02x}{:02x}{:02x}{:02x}", o[0], o[1], o[2], o[3])
 }
 
+/// Plugs the namespace `pod` into `node` as Calico does: a veth `cali…` on
+/// the node with proxy ARP and a host route to the pod's /32, and in the
+/// pod an `eth0` with that /32 and a default route via 169.254.1.1
+/// onlink. With an IPv6 address, also its /128 route, fe80::1 on the node
+/// side and the pod's IPv6 default route via it.
+pub(crate) fn plug_calico_pod(
+    node: &Netns,
+    pod: &Netns,
+    ip4: Ipv4Addr,
+    ip6: Option<std::net::Ipv6Addr>,
+) -> Result<()> {
+    let cali = cali_name(ip4);
+    node.ip(&[
+        "link",
+        "add",
+        &cali,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ])?;
+    node.sysctl(&[
+        (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
+        (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
+    ])?;
+    node.ip(&["link", "set", &cali, "up"])?;
+    if ip6.is_some() {
+        node.ip(&["addr", "add", "fe80::1/64", "dev", &cali, "nodad"])?;
+    }
+    let host4 = format!("{ip4}/32");
+    node.ip(&["route", "add", &host4, "dev", &cali, "scope", "link"])?;
+    if let Some(ip6) = ip6 {
+        node.ip(&["-6", "route", "add", &format!("{ip6}/128"), "dev", &cali])?;
+    }
+    pod.ip(&["addr", "add", &host4, "dev", "eth0"])?;
+    if let Some(ip6) = ip6 {
+        pod.ip(&["addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+    }
+    pod.ip(&["link", "set", "eth0", "up"])?;
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "onlink",
+    ])?;
+    if ip6.is_some() {
+        pod.ip(&[
+            "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+        ])?;
+    }
+    Ok(())
+}
+
 /// A running seed cluster. Dropping it deletes every namespace (pods,
 /// then nodes, then the fabric) and kills the servers.
 pub struct SeedCluster {
@@ -234,45 +294,7 @@ impl SeedCluster {
         for (i, pod) in PODS.iter().enumerate() {
             let ns = Netns::create(format!("{prefix}-p{i}"))?;
             let node = &cluster.nodes[pod.node];
-            let cali = cali_name(pod.ip);
-            node.ip(&[
-                "link",
-                "add",
-                &cali,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns.name(),
-            ])?;
-            node.sysctl(&[
-                (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
-                (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
-            ])?;
-            node.ip(&["link", "set", &cali, "up"])?;
-            node.ip(&[
-                "route",
-                "add",
-                &format!("{}/32", pod.ip),
-                "dev",
-                &cali,
-                "scope",
-                "link",
-            ])?;
-            ns.ip(&["addr", "add", &format!("{}/32", pod.ip), "dev", "eth0"])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
-            ns.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "onlink",
-            ])?;
+            plug_calico_pod(node, &ns, pod.ip, None)?;
             if pod.backend {
                 ns.spawn(testpod, &["serve", "--port", &TARGET_PORT.to_string()])?;
             }

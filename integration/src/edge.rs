@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::NODE_SYSCTLS;
+use crate::cluster::{plug_calico_pod, NODE_SYSCTLS};
 use crate::netns::{sweep_stale, unique_prefix, Error, Netns, Result};
 use crate::probe::{Probe, ProbeResult};
 use crate::tools;
@@ -221,12 +221,6 @@ pub fn edge_manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/edge")
 }
 
-/// The node-side veth name for a pod, Calico style (`cali` + hex of its IPv4).
-fn cali_name(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("cali{:02x}{:02x}{:02x}{:02x}", o[0], o[1], o[2], o[3])
-}
-
 /// Settings of every namespace: no duplicate address detection, so IPv6
 /// addresses are usable at once.
 const NO_DAD: &[(&str, &str)] = &[
@@ -400,65 +394,7 @@ impl EdgeCluster {
         for (i, pod) in PODS.iter().enumerate() {
             let ns = new_ns(format!("{prefix}-p{i}"))?;
             let node = &cluster.nodes[pod.node];
-            let cali = cali_name(pod.ip4);
-            node.ip(&[
-                "link",
-                "add",
-                &cali,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns.name(),
-            ])?;
-            node.sysctl(&[
-                (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
-                (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
-            ])?;
-            node.ip(&["link", "set", &cali, "up"])?;
-            node.ip(&["addr", "add", "fe80::1/64", "dev", &cali, "nodad"])?;
-            node.ip(&[
-                "route",
-                "add",
-                &format!("{}/32", pod.ip4),
-                "dev",
-                &cali,
-                "scope",
-                "link",
-            ])?;
-            node.ip(&[
-                "-6",
-                "route",
-                "add",
-                &format!("{}/128", pod.ip6),
-                "dev",
-                &cali,
-            ])?;
-            ns.ip(&["addr", "add", &format!("{}/32", pod.ip4), "dev", "eth0"])?;
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/128", pod.ip6),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
-            ns.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "onlink",
-            ])?;
-            ns.ip(&[
-                "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
-            ])?;
+            plug_calico_pod(node, &ns, pod.ip4, Some(pod.ip6))?;
             if pod.backend {
                 ns.spawn(
                     testpod,
