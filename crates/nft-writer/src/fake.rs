@@ -64,31 +64,25 @@ fn verdict_target(v: &Verdict) -> Option<&str> {
     }
 }
 
-fn check_rule(table: &Table, rule: &Rule) -> bool {
-    rule.0.iter().all(|s| match s {
+/// The set or map a statement refers to, if any.
+fn map_of(stmt: &Stmt) -> Option<&str> {
+    match stmt {
         Stmt::DestVmap { map }
         | Stmt::PortVmap { map }
         | Stmt::DnatSpread { map, .. }
         | Stmt::DnatSpreadPort { map, .. }
         | Stmt::AddrPairInSet { set: map }
         | Stmt::SaddrInSet { set: map }
-        | Stmt::UpdateSaddr { set: map } => table.maps.contains_key(map),
-        Stmt::Verdict(v) => verdict_target(v).is_none_or(|c| table.chains.contains_key(c)),
-        _ => true,
-    })
+        | Stmt::UpdateSaddr { set: map } => Some(map),
+        _ => None,
+    }
 }
 
-/// Whether `rule` still has every map it uses when `without` is gone.
-fn check_rule_without(table: &Table, rule: &Rule, without: &str) -> bool {
+/// Whether every set, map and chain `rule` refers to exists.
+fn check_rule(table: &Table, rule: &Rule) -> bool {
     rule.0.iter().all(|s| match s {
-        Stmt::DestVmap { map }
-        | Stmt::PortVmap { map }
-        | Stmt::DnatSpread { map, .. }
-        | Stmt::DnatSpreadPort { map, .. }
-        | Stmt::AddrPairInSet { set: map }
-        | Stmt::SaddrInSet { set: map }
-        | Stmt::UpdateSaddr { set: map } => map != without && table.maps.contains_key(map),
-        _ => true,
+        Stmt::Verdict(v) => verdict_target(v).is_none_or(|c| table.chains.contains_key(c)),
+        s => map_of(s).is_none_or(|m| table.maps.contains_key(m)),
     })
 }
 
@@ -177,10 +171,11 @@ fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
             if !t.maps.contains_key(name) {
                 return Err(libc_errno::ENOENT);
             }
-            let used = t
-                .chains
-                .values()
-                .any(|c| c.rules.iter().any(|r| !check_rule_without(t, r, name)));
+            let used = t.chains.values().any(|c| {
+                c.rules
+                    .iter()
+                    .any(|r| r.0.iter().any(|s| map_of(s) == Some(name.as_str())))
+            });
             if used {
                 return Err(libc_errno::EBUSY);
             }
