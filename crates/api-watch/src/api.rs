@@ -1,9 +1,10 @@
 //! The API-server source: kube-rs watchers and reflectors for Services,
-//! EndpointSlices (discovery.k8s.io/v1) and Nodes, reduced to the same
+//! EndpointSlices (discovery.k8s.io/v1) and Nodes (and Calico
+//! BlockAffinities when routes come from Calico IPAM), reduced to the same
 //! [`ClusterState`](crate::ClusterState) as the file source, handed out as
 //! coalesced [`Snapshot`]s.
 //!
-//! Nothing is handed out before all three kinds have completed their first
+//! Nothing is handed out before every watched kind has completed its first
 //! list: a restart must never see an empty cluster. Bad objects are
 //! skipped, one [`ObjectError`] each. The deciding part is the pure
 //! [`Tracker`] (events in, snapshots out); [`Snapshots`] only pumps streams
@@ -20,9 +21,10 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use kube::api::DynamicObject;
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, Resource};
 
 pub use kinds::Kind;
 pub use snapshots::{Snapshots, Stores};
@@ -88,12 +90,14 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
     Client::try_from(config).map_err(ApiError::Client)
 }
 
-/// Starts watching Services, EndpointSlices and Nodes in all namespaces,
-/// each through a kube-rs reflector with kube's default backoff (the
-/// watcher re-lists by itself after `410 Gone` or a dropped stream). Must
-/// be called inside a tokio runtime; the watches stop when the returned
-/// [`Snapshots`] is dropped.
-pub fn watch(client: Client) -> Snapshots {
+/// Starts watching Services, EndpointSlices and Nodes in all namespaces
+/// (and Calico `BlockAffinity` objects when `block_affinities`), each
+/// through a kube-rs watcher with kube's default backoff (the watcher
+/// re-lists by itself after `410 Gone` or a dropped stream); the first
+/// three are also reflected into [`Stores`]. Must be called inside a
+/// tokio runtime; the watches stop when the returned [`Snapshots`] is
+/// dropped. The requests it makes are [`access`]'s.
+pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
     let (services, services_writer) = reflector::store::<core::Service>();
     let (slices, slices_writer) = reflector::store::<discovery::EndpointSlice>();
     let (nodes, nodes_writer) = reflector::store::<core::Node>();
@@ -109,13 +113,71 @@ pub fn watch(client: Client) -> Snapshots {
     .default_backoff()
     .reflect(slices_writer)
     .boxed();
-    let node_events = watcher(Api::<core::Node>::all(client), config())
+    let node_events = watcher(Api::<core::Node>::all(client.clone()), config())
         .default_backoff()
         .reflect(nodes_writer)
         .boxed();
-    Snapshots::from_streams(service_events, slice_events, node_events).with_stores(Stores {
+    let stores = Stores {
         services,
         endpoint_slices: slices,
         nodes,
-    })
+    };
+    if !block_affinities {
+        return Snapshots::from_streams(service_events, slice_events, node_events)
+            .with_stores(stores);
+    }
+    let resource = kinds::block_affinity_resource();
+    let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
+        .default_backoff()
+        .boxed();
+    Snapshots::from_streams_with_block_affinities(
+        service_events,
+        slice_events,
+        node_events,
+        block_events,
+    )
+    .with_stores(stores)
 }
+
+/// One kind of request [`watch`] makes of the API server: what the
+/// daemon's RBAC role must allow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiAccess {
+    /// The API group (`""` for the core group).
+    pub group: String,
+    /// The resource (plural), e.g. `endpointslices`.
+    pub resource: String,
+    /// The verbs, e.g. `["list", "watch"]`.
+    pub verbs: Vec<&'static str>,
+}
+
+/// The requests [`watch`] makes, derived from the types it watches: a
+/// watcher lists, then watches. With `block_affinities`, Calico's
+/// BlockAffinities too.
+pub fn access(block_affinities: bool) -> Vec<ApiAccess> {
+    fn of<K: Resource<DynamicType = ()>>() -> ApiAccess {
+        ApiAccess {
+            group: K::group(&()).into_owned(),
+            resource: K::plural(&()).into_owned(),
+            verbs: WATCHER_VERBS.to_vec(),
+        }
+    }
+    let mut out = vec![
+        of::<core::Service>(),
+        of::<discovery::EndpointSlice>(),
+        of::<core::Node>(),
+    ];
+    if block_affinities {
+        let resource = kinds::block_affinity_resource();
+        out.push(ApiAccess {
+            group: DynamicObject::group(&resource).into_owned(),
+            resource: DynamicObject::plural(&resource).into_owned(),
+            verbs: WATCHER_VERBS.to_vec(),
+        });
+    }
+    out
+}
+
+/// What a kube-rs watcher asks for: a list, then a watch from its
+/// resourceVersion (again after `410 Gone`).
+const WATCHER_VERBS: [&str; 2] = ["list", "watch"];

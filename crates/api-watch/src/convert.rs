@@ -3,6 +3,7 @@
 //! relies on and names the field that is wrong in a [`FieldError`]; the
 //! caller adds where the object came from.
 
+mod block_affinity;
 mod node;
 mod service;
 mod slice;
@@ -11,6 +12,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub(crate) use block_affinity::{block_affinity, API_VERSION as CALICO_API_VERSION};
 pub(crate) use node::node;
 pub(crate) use service::service;
 pub(crate) use slice::{slice_v1, HOSTNAME_KEY, ZONE_KEY};

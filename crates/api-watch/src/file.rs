@@ -1,6 +1,6 @@
 //! The manifest file source: YAML (one object per document, or several
 //! documents separated by `---`) and JSON files with Services,
-//! EndpointSlices and Nodes, or a `kind: List` of them (what
+//! EndpointSlices, Nodes and Calico BlockAffinities, or a `kind: List` of them (what
 //! `kubectl get -o yaml` prints), reduced to a [`ClusterState`].
 //!
 //! Bad input is skipped per object: every object that cannot be used is
@@ -188,6 +188,15 @@ impl Loader<'_> {
                 }
                 Err(e) => self.error(object, e),
             },
+            (convert::CALICO_API_VERSION, "BlockAffinity") => {
+                let name = value["metadata"]["name"].as_str();
+                match convert::block_affinity(name, &value["spec"]) {
+                    Ok(b) => {
+                        self.state.block_affinities.insert(b.name.clone(), b);
+                    }
+                    Err(e) => self.error(object, e),
+                }
+            }
             _ => tracing::debug!(
                 file = self.file,
                 document = self.document,
@@ -234,7 +243,7 @@ fn object_name(kind: &str, value: &Value, path: Option<&str>) -> String {
     let metadata = &value["metadata"];
     let name = metadata["name"].as_str().filter(|n| !n.is_empty());
     match name {
-        Some(name) if kind == "Node" || kind == "List" => format!("{kind} {name}"),
+        Some(name) if matches!(kind, "Node" | "List" | "BlockAffinity") => format!("{kind} {name}"),
         Some(name) => {
             let namespace = namespace_of(metadata);
             format!("{kind} {namespace}/{name}")

@@ -367,6 +367,23 @@ pub struct Node {
     pub deleting: bool,
 }
 
+/// Calico IPAM's `BlockAffinity` (crd.projectcalico.org/v1): a block of
+/// pod addresses and the node it is affine to. Only the route syncer uses
+/// it, when pod CIDRs come from Calico IPAM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockAffinity {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.cidr`, as written (e.g. `10.42.54.128/26`).
+    pub cidr: String,
+    /// `spec.node`: the node the block belongs to.
+    pub node: String,
+    /// `spec.state`: `confirmed`, `pending` or `pendingDeletion`.
+    pub state: String,
+    /// `spec.deleted` is `"true"`: Calico is releasing the block.
+    pub deleted: bool,
+}
+
 /// Everything the planner needs to know about the cluster, keyed for
 /// deterministic iteration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -377,6 +394,9 @@ pub struct ClusterState {
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
+    /// Calico `BlockAffinity` objects by name (empty unless they are read:
+    /// from manifests, or watched with Calico IPAM as the pod CIDR source).
+    pub block_affinities: BTreeMap<String, BlockAffinity>,
 }
 
 impl ClusterState {

@@ -1,4 +1,4 @@
-//! The three kinds the API source watches, and how each maps onto the
+//! The kinds the API source watches, and how each maps onto the
 //! model: its identity, its conversion and its place in [`ClusterState`].
 
 use std::fmt;
@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
 
 use crate::convert::{self, FieldError};
@@ -21,6 +22,9 @@ pub enum Kind {
     EndpointSlice,
     /// `v1 Node`.
     Node,
+    /// `crd.projectcalico.org/v1 BlockAffinity` (watched only when pod
+    /// CIDRs come from Calico IPAM).
+    BlockAffinity,
 }
 
 impl Kind {
@@ -30,6 +34,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::BlockAffinity => "BlockAffinity",
         }
     }
 }
@@ -67,11 +72,12 @@ pub(crate) trait Watched {
     }
 
     /// `namespace/name` of the object (namespace `default` when missing
-    /// for namespaced kinds, as the converters read it; empty for Nodes).
+    /// for namespaced kinds, as the converters read it; empty for the
+    /// cluster-scoped Nodes and BlockAffinities).
     fn id(&self) -> ObjectKey {
         let meta = self.meta();
         let name = meta.name.clone().unwrap_or_default();
-        if Self::KIND == Kind::Node {
+        if matches!(Self::KIND, Kind::Node | Kind::BlockAffinity) {
             return ObjectKey::new("", name);
         }
         let namespace = meta
@@ -161,6 +167,45 @@ impl Watched for core::Node {
     fn ids(state: &ClusterState) -> Vec<ObjectKey> {
         state
             .nodes
+            .keys()
+            .map(|n| ObjectKey::new("", n.clone()))
+            .collect()
+    }
+}
+
+/// Calico's `BlockAffinity` CRD: cluster-scoped, no k8s-openapi type, so
+/// watched as a [`DynamicObject`].
+pub(crate) fn block_affinity_resource() -> ApiResource {
+    ApiResource {
+        group: "crd.projectcalico.org".into(),
+        version: "v1".into(),
+        api_version: convert::CALICO_API_VERSION.into(),
+        kind: "BlockAffinity".into(),
+        plural: "blockaffinities".into(),
+    }
+}
+
+impl Watched for DynamicObject {
+    type Model = crate::BlockAffinity;
+    const KIND: Kind = Kind::BlockAffinity;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn convert(&self) -> Result<crate::BlockAffinity, FieldError> {
+        convert::block_affinity(self.metadata.name.as_deref(), &self.data["spec"])
+    }
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::BlockAffinity> {
+        state.block_affinities.get(&id.name)
+    }
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::BlockAffinity) {
+        state.block_affinities.insert(id.name.clone(), model);
+    }
+    fn remove(state: &mut ClusterState, id: &ObjectKey) {
+        state.block_affinities.remove(&id.name);
+    }
+    fn ids(state: &ClusterState) -> Vec<ObjectKey> {
+        state
+            .block_affinities
             .keys()
             .map(|n| ObjectKey::new("", n.clone()))
             .collect()

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use kube::api::DynamicObject;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher::Event;
 use tokio::sync::Notify;
@@ -67,8 +68,49 @@ impl Snapshots {
         N: Stream<Item = Result<Event<core::Node>, Err>> + Send + 'static,
         Err: std::fmt::Display + Send + 'static,
     {
+        Self::spawn(
+            Tracker::new(SystemTime::now()),
+            services,
+            endpoint_slices,
+            nodes,
+        )
+    }
+
+    /// As [`Snapshots::from_streams`], and Calico BlockAffinities too: the
+    /// first snapshot also waits for them to list.
+    pub fn from_streams_with_block_affinities<S, E, N, B, Err>(
+        services: S,
+        endpoint_slices: E,
+        nodes: N,
+        block_affinities: B,
+    ) -> Self
+    where
+        S: Stream<Item = Result<Event<core::Service>, Err>> + Send + 'static,
+        E: Stream<Item = Result<Event<discovery::EndpointSlice>, Err>> + Send + 'static,
+        N: Stream<Item = Result<Event<core::Node>, Err>> + Send + 'static,
+        B: Stream<Item = Result<Event<DynamicObject>, Err>> + Send + 'static,
+        Err: std::fmt::Display + Send + 'static,
+    {
+        let tracker = Tracker::new(SystemTime::now()).with_block_affinities();
+        let mut snapshots = Self::spawn(tracker, services, endpoint_slices, nodes);
+        snapshots.tasks.push(tokio::spawn(pump(
+            snapshots.shared.clone(),
+            Kind::BlockAffinity,
+            block_affinities,
+            Tracker::block_affinity,
+        )));
+        snapshots
+    }
+
+    fn spawn<S, E, N, Err>(tracker: Tracker, services: S, endpoint_slices: E, nodes: N) -> Self
+    where
+        S: Stream<Item = Result<Event<core::Service>, Err>> + Send + 'static,
+        E: Stream<Item = Result<Event<discovery::EndpointSlice>, Err>> + Send + 'static,
+        N: Stream<Item = Result<Event<core::Node>, Err>> + Send + 'static,
+        Err: std::fmt::Display + Send + 'static,
+    {
         let shared = Arc::new(Shared {
-            tracker: Mutex::new(Tracker::new(SystemTime::now())),
+            tracker: Mutex::new(tracker),
             due: Notify::new(),
         });
         let tasks = vec![
@@ -98,7 +140,7 @@ impl Snapshots {
         self
     }
 
-    /// The next snapshot: waits until all three kinds have completed their
+    /// The next snapshot: waits until every watched kind has completed its
     /// first list, then until something changed since the previous call.
     /// Returns the latest state, never a queue of stale ones: a burst of
     /// events between two calls is one snapshot.
@@ -111,7 +153,7 @@ impl Snapshots {
         }
     }
 
-    /// Whether all three kinds have completed their first list.
+    /// Whether every watched kind has completed its first list.
     pub fn ready(&self) -> bool {
         self.shared.tracker().ready()
     }

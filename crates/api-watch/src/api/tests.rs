@@ -317,3 +317,71 @@ async fn next_waits_for_all_three_lists_then_coalesces_bursts() {
     let third = waiter.await.unwrap();
     assert_eq!((third.generation, third.endpoints_changed), (3, 1));
 }
+
+fn block(name: &str, node: &str, state: &str) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BlockAffinity",
+        "metadata": {"name": name},
+        "spec": {"cidr": "10.42.54.128/26", "node": node, "state": state, "deleted": "false"},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn block_affinities_gate_the_first_snapshot_only_when_watched() {
+    let mut plain = Tracker::new(start());
+    list_all(&mut plain, vec![], vec![]);
+    assert!(plain.take_snapshot().is_some(), "three kinds are enough");
+
+    let mut t = Tracker::new(start()).with_block_affinities();
+    list_all(&mut t, vec![], vec![]);
+    assert_eq!(t.take_snapshot(), None, "block affinities have not listed");
+    t.block_affinity(Event::Init);
+    t.block_affinity(Event::InitApply(block("node-3-a", "node-3", "confirmed")));
+    t.block_affinity(Event::InitApply(block("", "node-3", "confirmed")));
+    t.block_affinity(Event::InitDone);
+    let s = t.take_snapshot().expect("all four listed");
+    assert_eq!(
+        s.state.block_affinities.keys().collect::<Vec<_>>(),
+        ["node-3-a"]
+    );
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert_eq!(s.errors[0].kind, Kind::BlockAffinity);
+    assert_eq!(s.errors[0].field, "metadata.name");
+
+    // A state change is a change; a delete removes it.
+    t.block_affinity(Event::Apply(block("node-3-a", "node-3", "pendingDeletion")));
+    let s = t.take_snapshot().expect("changed");
+    assert_eq!(
+        s.state.block_affinities["node-3-a"].state,
+        "pendingDeletion"
+    );
+    t.block_affinity(Event::Delete(block(
+        "node-3-a",
+        "node-3",
+        "pendingDeletion",
+    )));
+    assert!(t.take_snapshot().unwrap().state.block_affinities.is_empty());
+}
+
+#[test]
+fn access_lists_what_the_watchers_request() {
+    let plain: Vec<(String, String)> = access(false)
+        .into_iter()
+        .map(|a| {
+            assert_eq!(a.verbs, ["list", "watch"]);
+            (a.group, a.resource)
+        })
+        .collect();
+    let expected = [
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("", "nodes"),
+    ]
+    .map(|(g, r)| (g.to_string(), r.to_string()));
+    assert_eq!(plain, expected);
+    let calico = access(true);
+    assert_eq!(calico.len(), 4);
+    assert_eq!(calico[3].group, "crd.projectcalico.org");
+    assert_eq!(calico[3].resource, "blockaffinities");
+}

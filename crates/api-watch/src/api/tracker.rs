@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
 use super::kinds::{Kind, Watched};
@@ -77,14 +78,17 @@ enum Listed {
     Service(Box<core::Service>),
     Slice(Box<discovery::EndpointSlice>),
     Node(Box<core::Node>),
+    Block(Box<DynamicObject>),
 }
 
-/// Applies watcher events of all three kinds to one [`ClusterState`];
-/// hands out a [`Snapshot`] when all three kinds have listed once and
-/// something changed since the last one.
+/// Applies watcher events of all kinds to one [`ClusterState`]; hands out
+/// a [`Snapshot`] when every watched kind has listed once and something
+/// changed since the last one.
 #[derive(Debug)]
 pub struct Tracker {
     started: SystemTime,
+    /// The kinds that must have listed before the first snapshot.
+    watched: Vec<Kind>,
     state: ClusterState,
     errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
     progress: BTreeMap<Kind, Progress>,
@@ -100,6 +104,7 @@ impl Tracker {
     pub fn new(started: SystemTime) -> Self {
         Self {
             started,
+            watched: vec![Kind::Service, Kind::EndpointSlice, Kind::Node],
             state: ClusterState::default(),
             errors: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -109,6 +114,15 @@ impl Tracker {
             endpoints_changed: 0,
             trigger_times: Vec::new(),
         }
+    }
+
+    /// Also waits for Calico BlockAffinities to list before the first
+    /// snapshot (when they are watched).
+    pub fn with_block_affinities(mut self) -> Self {
+        if !self.watched.contains(&Kind::BlockAffinity) {
+            self.watched.push(Kind::BlockAffinity);
+        }
+        self
     }
 
     /// Applies one Service event.
@@ -126,9 +140,14 @@ impl Tracker {
         self.apply(event, |n| Listed::Node(Box::new(n)));
     }
 
-    /// Whether all three kinds have completed their first list.
+    /// Applies one BlockAffinity event.
+    pub fn block_affinity(&mut self, event: Event<DynamicObject>) {
+        self.apply(event, |b| Listed::Block(Box::new(b)));
+    }
+
+    /// Whether every watched kind has completed its first list.
     pub fn ready(&self) -> bool {
-        [Kind::Service, Kind::EndpointSlice, Kind::Node]
+        self.watched
             .iter()
             .all(|k| self.progress.get(k).is_some_and(|p| p.listed))
     }
@@ -201,6 +220,7 @@ impl Tracker {
                 Listed::Service(s) => self.set(&id, Some(s.as_ref())),
                 Listed::Slice(s) => self.set(&id, Some(s.as_ref())),
                 Listed::Node(n) => self.set(&id, Some(n.as_ref())),
+                Listed::Block(b) => self.set(&id, Some(b.as_ref())),
             }
         }
         if !self.progress.entry(K::KIND).or_default().listed {
@@ -260,7 +280,7 @@ impl Tracker {
                     self.trigger_times.push(t);
                 }
             }
-            Kind::Node => {}
+            Kind::Node | Kind::BlockAffinity => {}
         }
     }
 }

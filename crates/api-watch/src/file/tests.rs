@@ -872,3 +872,34 @@ spec: {taints: [{key: other, effect: NoSchedule}]}
         [("going", true), ("scaled-down", true), ("staying", false)]
     );
 }
+
+#[test]
+fn calico_block_affinities_load_and_bad_ones_are_named() {
+    let (state, errors) = load(
+        "
+apiVersion: crd.projectcalico.org/v1
+kind: BlockAffinity
+metadata: {name: node-3-10-42-54-128-26}
+spec: {cidr: 10.42.54.128/26, node: node-3, state: confirmed, deleted: 'false'}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: BlockAffinity
+metadata: {name: broken}
+spec: {node: node-4, state: confirmed}
+",
+    );
+    let b = &state.block_affinities["node-3-10-42-54-128-26"];
+    assert_eq!(
+        (
+            b.cidr.as_str(),
+            b.node.as_str(),
+            b.state.as_str(),
+            b.deleted
+        ),
+        ("10.42.54.128/26", "node-3", "confirmed", false)
+    );
+    assert_eq!(state.block_affinities.len(), 1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].object, "BlockAffinity broken");
+    assert_eq!(errors[0].field, "spec.cidr");
+}

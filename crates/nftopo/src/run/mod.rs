@@ -87,7 +87,7 @@ async fn daemon(cfg: Config) -> Result<()> {
     // Nothing is programmed until Services, EndpointSlices and Nodes have
     // all listed once (the snapshots wait for it): a restart never wipes
     // the rules of a running node.
-    let source = source::ApiSource::new(api_watch::api::watch(client));
+    let source = source::ApiSource::new(api_watch::api::watch(client, false));
     let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
     let outputs = Outputs {
         metrics,
