@@ -1,6 +1,6 @@
 //! An in-memory [`RouteKernel`] for tests of the sync loop.
 
-use crate::{Error, Route, RouteKernel, RouteOp};
+use crate::{Error, Interface, Route, RouteKernel, RouteOp, TunnelPlan};
 
 const EEXIST: i32 = 17;
 const ESRCH: i32 = 3;
@@ -15,6 +15,15 @@ pub struct FakeRoutes {
     pub routes: Vec<Route>,
     /// Operations applied successfully, in order.
     pub log: Vec<RouteOp>,
+    /// What [`RouteKernel::interfaces`] answers.
+    pub interfaces: Vec<Interface>,
+    /// The tunnel device exists (or can be created): `ensure_tunnel`
+    /// succeeds and records its MTU; when false it fails as on a kernel
+    /// without ipip.
+    pub tunnel_supported: bool,
+    /// The MTU `ensure_tunnel` last set (`Some(None)`: brought up, MTU
+    /// left alone).
+    pub tunnel_mtu: Option<Option<u32>>,
 }
 
 impl RouteKernel for FakeRoutes {
@@ -55,6 +64,18 @@ impl RouteKernel for FakeRoutes {
             }
         }
         self.log.push(op.clone());
+        Ok(())
+    }
+
+    fn interfaces(&mut self) -> Result<Vec<Interface>, Error> {
+        Ok(self.interfaces.clone())
+    }
+
+    fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<(), Error> {
+        if !self.tunnel_supported {
+            return Err(Error::NoIpipSupport(plan.device.clone()));
+        }
+        self.tunnel_mtu = Some(mtu);
         Ok(())
     }
 }

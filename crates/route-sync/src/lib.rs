@@ -25,6 +25,7 @@
 //! files or the clock: the binary reads `rt_protos` and drives the loop.
 
 mod cidr;
+mod converge;
 mod fake;
 mod netlink;
 mod plan;
@@ -33,8 +34,9 @@ mod reconcile;
 mod route;
 
 pub use cidr::{Cidr, CidrError};
+pub use converge::{converge, Converged, TunnelMtu, IPIP_OVERHEAD};
 pub use fake::FakeRoutes;
-pub use netlink::{sync, NetlinkRoutes, RouteKernel, SyncReport};
+pub use netlink::{sync, Interface, NetlinkRoutes, RouteKernel, SyncReport};
 pub use plan::{
     plan_routes, BlockAffinity, DesiredRoutes, Mode, NextHopSource, NodeProblem, PodCidrSource,
     Problem, RouteConfig, TunnelPlan, IPIP_TUNNEL_ADDR_ANNOTATION, IPV4_ADDRESS_ANNOTATION,

@@ -9,7 +9,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -31,6 +31,22 @@ pub trait RouteKernel {
     fn dump(&mut self, protocol: u8) -> Result<Vec<Route>, Error>;
     /// Applies one operation (`ip route add|replace|del …`).
     fn apply(&mut self, op: &RouteOp) -> Result<(), Error>;
+    /// `ip addr show`: the interfaces with their MTU and their global
+    /// addresses (for cross-subnet mode and the default tunnel MTU).
+    fn interfaces(&mut self) -> Result<Vec<Interface>, Error>;
+    /// Makes the tunnel device usable (see [`NetlinkRoutes::ensure_tunnel`]).
+    fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<(), Error>;
+}
+
+/// One network interface as route-sync needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// `eth0`.
+    pub name: String,
+    /// Its MTU (`None` if the kernel did not say).
+    pub mtu: Option<u32>,
+    /// Its global-scope addresses, each with its prefix length.
+    pub addresses: Vec<(IpAddr, u8)>,
 }
 
 /// What one [`sync`] did.
@@ -176,6 +192,10 @@ impl NetlinkRoutes {
     /// Then assigns [`TunnelPlan::address`] as a /32 when the plan has one
     /// (`ip addr replace ADDR/32 dev tunl0`, Calico's tunnel address).
     pub fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<u32, Error> {
+        self.tunnel(plan, mtu)
+    }
+
+    fn tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<u32, Error> {
         let dev = plan.device.as_str();
         let index = match self.link_index(dev)? {
             Some(i) => i,
@@ -267,6 +287,65 @@ impl RouteKernel for NetlinkRoutes {
             ),
         };
         self.request(msg, flags, &what).map(|_| ())
+    }
+
+    fn interfaces(&mut self) -> Result<Vec<Interface>, Error> {
+        let links = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+            "link show",
+        )?;
+        let mut out: BTreeMap<u32, Interface> = links
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let mut name = None;
+                    let mut mtu = None;
+                    for a in &l.attributes {
+                        match a {
+                            LinkAttribute::IfName(n) => name = Some(n.clone()),
+                            LinkAttribute::Mtu(m) => mtu = Some(*m),
+                            _ => {}
+                        }
+                    }
+                    Some((
+                        l.header.index,
+                        Interface {
+                            name: name?,
+                            mtu,
+                            addresses: Vec::new(),
+                        },
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        let addrs = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+            "addr show",
+        )?;
+        for m in addrs {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            // Universe scope only: not 127.0.0.1, not fe80::.
+            if a.header.scope != AddressScope::Universe {
+                continue;
+            }
+            let ip = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if let (Some(ip), Some(iface)) = (ip, out.get_mut(&a.header.index)) {
+                iface.addresses.push((ip, a.header.prefix_len));
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<(), Error> {
+        self.tunnel(plan, mtu).map(|_| ())
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+pub use api_watch::BlockAffinity;
 use api_watch::Node;
 
 use crate::{Cidr, Error, Route, RouteKind, DEFAULT_PROTOCOL, TUNNEL_DEVICE};
@@ -35,7 +36,8 @@ pub enum PodCidrSource {
     /// `spec.podCIDRs` / `spec.podCIDR` of the Node.
     #[default]
     NodeSpec,
-    /// Calico IPAM `BlockAffinity` objects (only `confirmed` ones).
+    /// Calico IPAM `BlockAffinity` objects (only `confirmed` ones that are
+    /// not being deleted).
     CalicoIpam,
 }
 
@@ -78,18 +80,6 @@ impl Default for RouteConfig {
             local_subnets: Vec::new(),
         }
     }
-}
-
-/// Calico's `BlockAffinity` (crd.projectcalico.org/v1), reduced to its
-/// spec; api-watch does not model it, so route-sync carries its own type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockAffinity {
-    /// `spec.cidr`, e.g. `10.42.54.128/26`.
-    pub cidr: String,
-    /// `spec.node`: the owning node's name.
-    pub node: String,
-    /// `spec.state`: `confirmed`, `pending`, `pendingDeletion`.
-    pub state: String,
 }
 
 /// The planner's answer.
@@ -191,7 +181,10 @@ pub fn plan_routes<'a>(
             }
         }
         PodCidrSource::CalicoIpam => {
-            for b in blocks.iter().filter(|b| b.state == "confirmed") {
+            for b in blocks
+                .iter()
+                .filter(|b| b.state == "confirmed" && !b.deleted)
+            {
                 if nodes.contains_key(b.node.as_str()) {
                     cidrs.entry(&b.node).or_default().push(&b.cidr);
                 } else {

@@ -293,3 +293,51 @@ fn a_foreign_route_with_our_exact_key_is_never_overwritten() {
         );
     });
 }
+
+#[test]
+fn converge_takes_the_tunnel_mtu_and_local_subnets_from_the_interfaces() {
+    in_netns(|ns| {
+        underlay(&ns, true);
+        ip(&ns, "link set eth0 mtu 9001");
+        let mut k = NetlinkRoutes::open().unwrap();
+        let eth0 = k
+            .interfaces()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name == "eth0")
+            .expect("eth0 listed");
+        assert_eq!(eth0.mtu, Some(9001));
+        assert!(
+            eth0.addresses
+                .contains(&("172.31.11.157".parse().unwrap(), 20)),
+            "{eth0:?}"
+        );
+        assert!(
+            !eth0
+                .addresses
+                .iter()
+                .any(|(ip, _)| ip.to_string().starts_with("fe80")),
+            "link-local addresses are left out: {eth0:?}"
+        );
+        // node-3 (172.31.4.10) is inside eth0's /20, node-4 is not.
+        let nodes = cluster();
+        let refs: Vec<&Node> = nodes.iter().collect();
+        let cfg = RouteConfig {
+            mode: Mode::CrossSubnet,
+            ..RouteConfig::default()
+        };
+        let done = converge(&mut k, &refs, &[], "node-2", &cfg, TunnelMtu::Auto).unwrap();
+        assert!(done.report.failed.is_empty(), "{:?}", done.report.failed);
+        assert!(done.tunnel_error.is_none());
+        assert_eq!(done.tunnel_mtu, Some(8981));
+        assert!(ip(&ns, "link show dev tunl0").contains("mtu 8981"));
+        assert_eq!(
+            our_routes(&ns),
+            [
+                "10.42.187.64/26 via 172.31.4.10 dev eth0 proto bird",
+                "10.42.201.0/26 via 172.31.40.20 dev tunl0 proto bird onlink",
+                "blackhole 10.42.54.128/26 proto bird",
+            ]
+        );
+    });
+}

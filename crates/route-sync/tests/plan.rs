@@ -68,9 +68,11 @@ fn planner_cases() {
         problems: &'static [&'static str],
     }
     let block = |cidr: &str, node: &str, state: &str| BlockAffinity {
+        name: format!("{node}-{}", cidr.replace(['.', '/'], "-")),
         cidr: cidr.into(),
         node: node.into(),
         state: state.into(),
+        deleted: false,
     };
     let cases = vec![
         Case {
@@ -150,7 +152,7 @@ fn planner_cases() {
             ],
         },
         Case {
-            name: "Calico IPAM routes only confirmed blocks, several per node, and reports blocks of unknown nodes",
+            name: "Calico IPAM routes only confirmed blocks not being deleted, several per node, and reports blocks of unknown nodes",
             nodes: cluster(),
             blocks: vec![
                 block("10.42.54.128/26", "node-2", "confirmed"),
@@ -158,6 +160,7 @@ fn planner_cases() {
                 block("10.42.187.128/26", "node-3", "confirmed"),
                 block("10.42.201.0/26", "node-4", "pending"),
                 block("10.42.9.0/26", "node-9", "confirmed"),
+                BlockAffinity { deleted: true, ..block("10.42.187.192/26", "node-3", "confirmed") },
             ],
             cfg: RouteConfig { pod_cidr_source: PodCidrSource::CalicoIpam, mode: Mode::Direct, ..RouteConfig::default() },
             want: &[
@@ -383,7 +386,7 @@ fn sync_over_the_fake_converges_once_and_leaves_a_foreign_route_holding_our_pref
             foreign.clone(),
             route("10.42.9.0/26 via 172.31.0.9 proto 12"),
         ],
-        log: vec![],
+        ..FakeRoutes::default()
     };
     let desired = plan_routes(&cluster(), &[], "node-2", &cfg(Mode::Ipip)).unwrap();
     let report = sync(&mut k, &desired, 12).unwrap();
