@@ -1,4 +1,4 @@
-//! Subcommands: `render`, `apply`, `cleanup`.
+//! Subcommands: `render`, `apply`, `explain`, `cleanup`, `run`.
 
 use std::path::PathBuf;
 
@@ -11,11 +11,16 @@ use nft_writer::{
     names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel, NodePortAddresses,
     PlannerConfig, Ruleset, TableRef, Transaction,
 };
+use route_sync::NetlinkRoutes;
 use topology_filter::ProxyPlan;
+
+use crate::routes::{RouteArgs, Routes};
+use api_watch::ClusterState;
 
 /// nftopo: topology-aware service proxy for Kubernetes nodes (nftables).
 #[derive(Debug, Parser)]
-#[command(name = "nftopo", version, about)]
+#[command(name = "nftopo", about,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("NFTOPO_GIT_COMMIT"), ")"))]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,6 +78,8 @@ struct Manifests {
     /// --masquerade-bit).
     #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
     masquerade_bit: u8,
+    #[command(flatten)]
+    routes: RouteArgs,
 }
 
 impl Cli {
@@ -91,12 +98,17 @@ impl Cli {
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Render(m) => {
-            let ruleset = plan(&m)?;
-            print!("{ruleset}");
+            let routes = Routes::from_args(&m.routes)?;
+            let (state, plan, cfg) = load_plan(&m)?;
+            print!("{}", ruleset(&plan, &cfg));
+            if let Some(routes) = routes {
+                print!("{}", routes.render(&state, &m.node)?);
+            }
             Ok(())
         }
         Command::Apply(m) => {
-            let (plan, cfg) = load_plan(&m)?;
+            let routes = Routes::from_args(&m.routes)?;
+            let (state, plan, cfg) = load_plan(&m)?;
             let ruleset = ruleset(&plan, &cfg);
             let tx = Transaction::replace(&ruleset);
             let mut kernel =
@@ -114,6 +126,13 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             let deleted = clean_udp(&mut ct, &udp_services(&plan))
                 .context("cleaning stale UDP conntrack entries")?;
             tracing::info!(deleted, "conntrack clean-up");
+            if let Some(routes) = routes {
+                let mut kernel = NetlinkRoutes::open().context("opening the rtnetlink socket")?;
+                let done = routes.converge(&mut kernel, &state, &m.node)?;
+                if let Some(failed) = crate::routes::failures(&done) {
+                    bail!("the ruleset is applied, but not every route: {failed}");
+                }
+            }
             Ok(())
         }
         Command::Explain {
@@ -134,7 +153,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
                     _ => bail!("explain needs the Service as NAMESPACE/NAME"),
                 },
             };
-            let (plan, _) = load_plan(&manifests)?;
+            let (_, plan, _) = load_plan(&manifests)?;
             print!("{}", crate::explain::explain(&plan, &service, output)?);
             Ok(())
         }
@@ -167,11 +186,6 @@ pub fn cleanup() -> Result<()> {
     }
 }
 
-fn plan(m: &Manifests) -> Result<Ruleset> {
-    let (plan, cfg) = load_plan(m)?;
-    Ok(ruleset(&plan, &cfg))
-}
-
 /// The ruleset for `plan`; reports the planner's problems on stderr.
 fn ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> Ruleset {
     let (ruleset, problems) = plan_ruleset(plan, cfg);
@@ -183,7 +197,7 @@ fn ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> Ruleset {
 
 /// Reads the manifests and plans for the node; reports skipped objects
 /// and planning problems on stderr.
-fn load_plan(m: &Manifests) -> Result<(ProxyPlan, PlannerConfig)> {
+fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> {
     let cidr = |s: &str, flag: &str| match Cidr::parse(s) {
         Some(c) => Ok(c),
         None => Err(anyhow::anyhow!(
@@ -231,6 +245,7 @@ fn load_plan(m: &Manifests) -> Result<(ProxyPlan, PlannerConfig)> {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }
     Ok((
+        state,
         plan,
         PlannerConfig {
             cluster_cidrs,

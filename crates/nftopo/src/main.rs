@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod routes;
 mod run;
 
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::duration;
+use crate::routes::{CidrSource, NextHop, RouteArgs, RouteMode, Routes};
 
 /// The API group and version of the file this module reads.
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
@@ -85,6 +86,8 @@ pub struct RunArgs {
     /// Remove nftopo's tables and exit.
     #[arg(long)]
     pub cleanup: bool,
+    #[command(flatten)]
+    pub routes: RouteArgs,
 }
 
 /// The merged configuration the daemon runs with.
@@ -104,6 +107,8 @@ pub struct Config {
     pub metrics_bind_address: Option<SocketAddr>,
     /// Health server address; `None` when disabled.
     pub healthz_bind_address: Option<SocketAddr>,
+    /// Routes to the other nodes' pod CIDRs; `None` when off.
+    pub routes: Option<Routes>,
 }
 
 /// The fields of a `KubeProxyConfiguration` file. Fields kube-proxy has
@@ -132,6 +137,9 @@ pub struct FileConfig {
     iptables: ModeConfig,
     #[serde(default)]
     nftables: ModeConfig,
+    /// nftopo's own section (kube-proxy has no routes).
+    #[serde(default)]
+    routes: RoutesConfig,
     // Accepted and ignored (kube-proxy's, meaningless here).
     feature_gates: Option<IgnoredAny>,
     bind_address: Option<IgnoredAny>,
@@ -176,6 +184,21 @@ struct ModeConfig {
     sync_period: Option<String>,
     min_sync_period: Option<String>,
     localhost_node_ports: Option<IgnoredAny>,
+}
+
+/// `routes:`, nftopo's section: the route flags by other names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RoutesConfig {
+    mode: Option<RouteMode>,
+    #[serde(rename = "podCIDRSource")]
+    pod_cidr_source: Option<CidrSource>,
+    next_hop: Option<NextHop>,
+    protocol: Option<String>,
+    #[serde(rename = "tunnelMTU")]
+    tunnel_mtu: Option<u32>,
+    #[serde(rename = "blackholeOwnCIDRs")]
+    blackhole_own_cidrs: Option<bool>,
 }
 
 impl FileConfig {
@@ -335,7 +358,30 @@ pub fn merge(
         args.healthz_bind_address.clone(),
         file.healthz_bind_address.clone(),
     );
+    let r = &file.routes;
+    let a = &args.routes;
+    let routes = Routes::new(
+        pick(flag("route_mode"), a.route_mode, r.mode),
+        pick(
+            flag("pod_cidr_source"),
+            a.pod_cidr_source,
+            r.pod_cidr_source,
+        ),
+        pick(flag("route_next_hop"), a.route_next_hop, r.next_hop),
+        &pick(
+            flag("route_protocol"),
+            a.route_protocol.clone(),
+            r.protocol.clone(),
+        ),
+        pick(flag("tunnel_mtu"), a.tunnel_mtu, r.tunnel_mtu.map(Some)),
+        pick(
+            flag("blackhole_own_cidrs"),
+            a.blackhole_own_cidrs,
+            r.blackhole_own_cidrs,
+        ),
+    )?;
     Ok(Config {
+        routes,
         kubeconfig,
         node_name,
         planner: PlannerConfig {

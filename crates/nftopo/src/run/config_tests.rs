@@ -34,6 +34,13 @@ nftables:
   syncPeriod: 30m
 conntrack:
   maxPerCore: 0
+routes:
+  mode: ipip
+  podCIDRSource: calico-ipam
+  nextHop: calico-annotation
+  protocol: zebra
+  tunnelMTU: 1400
+  blackholeOwnCIDRs: false
 ";
 
 #[test]
@@ -55,6 +62,7 @@ fn without_flags_or_file_the_defaults_are_kube_proxys() {
     assert_eq!(c.planner.masquerade_bit, 14);
     assert_eq!(c.planner.nodeport_addresses, NodePortAddresses::Primary);
     assert!(c.planner.cluster_cidrs.is_empty());
+    assert_eq!(c.routes, None, "routes are off unless asked for");
 }
 
 #[test]
@@ -79,6 +87,20 @@ fn the_file_wins_over_every_default() {
     assert_eq!(c.planner.masquerade_bit, 5);
     assert_eq!(c.min_sync_period, Duration::from_secs(3));
     assert_eq!(c.sync_period, Duration::from_secs(1800));
+    let r = c.routes.expect("routes on");
+    assert_eq!(r.config.mode, route_sync::Mode::Ipip);
+    assert_eq!(
+        r.config.pod_cidr_source,
+        route_sync::PodCidrSource::CalicoIpam
+    );
+    assert_eq!(
+        r.config.next_hop,
+        route_sync::NextHopSource::CalicoAnnotation
+    );
+    assert_eq!(r.config.protocol, 11, "zebra");
+    assert_eq!(r.mtu, route_sync::TunnelMtu::Fixed(1400));
+    assert!(!r.config.blackhole_own_cidrs);
+    assert!(r.needs_block_affinities());
 }
 
 /// kubernetes/kubernetes#108737: a flag given on the command line wins
@@ -135,6 +157,35 @@ fn a_flag_on_the_command_line_wins_over_the_file_field_by_field() {
             "--healthz-bind-address set to its default",
             &["--healthz-bind-address", "0.0.0.0:10256"],
             |c| c.healthz_bind_address == Some("0.0.0.0:10256".parse().unwrap()),
+        ),
+        ("--route-mode none", &["--route-mode", "none"], |c| {
+            c.routes.is_none()
+        }),
+        ("--route-mode direct", &["--route-mode", "direct"], |c| {
+            c.routes.as_ref().unwrap().config.mode == route_sync::Mode::Direct
+        }),
+        (
+            "--pod-cidr-source node-spec set to its default",
+            &["--pod-cidr-source", "node-spec"],
+            |c| !c.routes.as_ref().unwrap().needs_block_affinities(),
+        ),
+        (
+            "--route-next-hop internal-ip set to its default",
+            &["--route-next-hop", "internal-ip"],
+            |c| c.routes.as_ref().unwrap().config.next_hop == route_sync::NextHopSource::InternalIp,
+        ),
+        (
+            "--route-protocol bird set to its default",
+            &["--route-protocol", "bird"],
+            |c| c.routes.as_ref().unwrap().config.protocol == 12,
+        ),
+        ("--tunnel-mtu", &["--tunnel-mtu", "1480"], |c| {
+            c.routes.as_ref().unwrap().mtu == route_sync::TunnelMtu::Fixed(1480)
+        }),
+        (
+            "--blackhole-own-cidrs set to its default",
+            &["--blackhole-own-cidrs=true"],
+            |c| c.routes.as_ref().unwrap().config.blackhole_own_cidrs,
         ),
     ];
     let from_file = config(&[], FILE).unwrap();
@@ -224,4 +275,32 @@ fn bind_addresses_read_as_kube_proxy_reads_them() {
 #[test]
 fn min_sync_period_may_not_exceed_sync_period() {
     assert!(config(&["--min-sync-period", "2h"], "").is_err());
+}
+
+#[test]
+fn an_unknown_route_protocol_or_mode_is_refused_naming_it() {
+    let e = config(
+        &["--route-mode", "direct", "--route-protocol", "nosuch"],
+        "",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("--route-protocol \"nosuch\""),
+        "{e:#}"
+    );
+    let e = config(&["--route-mode", "direct", "--route-protocol", "2"], "").unwrap_err();
+    assert!(format!("{e:#}").contains("route-protocol"), "{e:#}");
+    let e = config(&[], "routes: {mode: sometimes}").unwrap_err();
+    assert!(format!("{e:#}").contains("routes.mode"), "{e:#}");
+    let e = config(&[], "routes: {tunnelMtu: 1400}").unwrap_err();
+    assert!(format!("{e:#}").contains("tunnelMtu"), "{e:#}");
+    assert_eq!(
+        config(&["--route-mode", "direct", "--route-protocol", "77"], "")
+            .unwrap()
+            .routes
+            .unwrap()
+            .config
+            .protocol,
+        77
+    );
 }

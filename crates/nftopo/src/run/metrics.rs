@@ -53,8 +53,12 @@ pub struct Metrics {
     pub objects_skipped: Family<Labels, Counter>,
     /// `nftopo_netlink_messages`: netlink messages per transaction.
     pub netlink_messages: Histogram,
-    /// `nftopo_routes_programmed` (0 until route-sync is wired).
+    /// `nftopo_routes_programmed`: routes to other nodes' pod CIDRs (and
+    /// own blackholes) in the kernel after the last route pass.
     pub routes_programmed: Gauge,
+    /// `nftopo_route_failures_total`: route operations the kernel refused,
+    /// and route passes that failed whole.
+    pub route_failures: Counter,
     /// `nftopo_planner_problems_total{kind}`.
     pub planner_problems: Family<Labels, Counter>,
 }
@@ -94,6 +98,7 @@ impl Metrics {
             objects_skipped: Family::default(),
             netlink_messages: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             routes_programmed: Gauge::default(),
+            route_failures: Counter::default(),
             planner_problems: Family::default(),
         };
         let mut registry = Registry::default();
@@ -172,6 +177,11 @@ impl Metrics {
             "nftopo_routes_programmed",
             "Routes programmed by route-sync",
             m.routes_programmed.clone(),
+        );
+        r.register(
+            "nftopo_route_failures",
+            "Route operations the kernel refused, and failed route passes",
+            m.route_failures.clone(),
         );
         r.register(
             "nftopo_planner_problems",
@@ -264,6 +274,7 @@ mod tests {
             "nftopo_objects_skipped_total{kind=\"Service\",reason=\"bad_port\"} 1",
             "nftopo_netlink_messages_bucket",
             "nftopo_routes_programmed 0",
+            "nftopo_route_failures_total 0",
             "nftopo_planner_problems_total{kind=\"invalid_topology_keys\"} 1",
             "# EOF",
         ] {

@@ -87,12 +87,25 @@ async fn daemon(cfg: Config) -> Result<()> {
     // Nothing is programmed until Services, EndpointSlices and Nodes have
     // all listed once (the snapshots wait for it): a restart never wipes
     // the rules of a running node.
-    let source = source::ApiSource::new(api_watch::api::watch(client, false));
+    let block_affinities = cfg
+        .routes
+        .as_ref()
+        .is_some_and(|r| r.needs_block_affinities());
+    let source = source::ApiSource::new(api_watch::api::watch(client, block_affinities));
     let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
     let outputs = Outputs {
         metrics,
         health: health.clone(),
         service_health: Some(svc_health::ServiceHealthServers::new(None, health)),
+    };
+    let routes = match cfg.routes {
+        Some(settings) => Some(RouteProgrammer {
+            settings,
+            kernel: route_sync::NetlinkRoutes::open().context("opening the rtnetlink socket")?,
+            node: cfg.node_name.clone(),
+            last: None,
+        }),
+        None => None,
     };
     let settings = Settings {
         node: cfg.node_name,
@@ -108,6 +121,7 @@ async fn daemon(cfg: Config) -> Result<()> {
         KernelProgrammer {
             syncer: Syncer::new(kernel),
             conntrack,
+            routes,
         },
         outputs,
         shutdown_signal(),
@@ -115,11 +129,59 @@ async fn daemon(cfg: Config) -> Result<()> {
     .await
 }
 
-/// The kernel side of the daemon: nftables through [`Syncer`], and
-/// conntrack clean-up of UDP flows after each sync.
+/// The kernel side of the daemon: nftables through [`Syncer`],
+/// conntrack clean-up of UDP flows after each sync, and routes.
 struct KernelProgrammer {
     syncer: Syncer<NetlinkKernel>,
     conntrack: nft_writer::conntrack::Conntrack,
+    routes: Option<RouteProgrammer>,
+}
+
+/// Routes over rtnetlink, re-synced when the Nodes (or Calico blocks)
+/// change, after a pass with refusals, and on every full sync (which
+/// restores routes deleted behind our back).
+struct RouteProgrammer {
+    settings: crate::routes::Routes,
+    kernel: route_sync::NetlinkRoutes,
+    node: String,
+    /// What the last pass that went through in full was planned from.
+    last: Option<RouteInputs>,
+}
+
+/// What routes are planned from.
+#[derive(PartialEq)]
+struct RouteInputs {
+    nodes: std::collections::BTreeMap<String, api_watch::Node>,
+    blocks: std::collections::BTreeMap<String, api_watch::BlockAffinity>,
+}
+
+impl RouteProgrammer {
+    fn sync(
+        &mut self,
+        state: &api_watch::ClusterState,
+        full: bool,
+    ) -> Result<Option<sync_loop::RouteSummary>> {
+        let inputs = RouteInputs {
+            nodes: state.nodes.clone(),
+            blocks: state.block_affinities.clone(),
+        };
+        if !full && self.last.as_ref() == Some(&inputs) {
+            return Ok(None);
+        }
+        self.last = None;
+        let done = self
+            .settings
+            .converge(&mut self.kernel, state, &self.node)?;
+        let failed = done.report.failed.len() + usize::from(done.tunnel_error.is_some());
+        if failed == 0 {
+            self.last = Some(inputs);
+        }
+        Ok(Some(sync_loop::RouteSummary {
+            desired: done.desired.routes.len(),
+            applied: done.report.applied.len(),
+            failed,
+        }))
+    }
 }
 
 impl sync_loop::Programmer for KernelProgrammer {
@@ -129,6 +191,17 @@ impl sync_loop::Programmer for KernelProgrammer {
 
     fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {
         Ok(nft_writer::conntrack::clean_udp(&mut self.conntrack, udp)?)
+    }
+
+    fn sync_routes(
+        &mut self,
+        state: &api_watch::ClusterState,
+        full: bool,
+    ) -> Result<Option<sync_loop::RouteSummary>> {
+        match &mut self.routes {
+            Some(r) => r.sync(state, full),
+            None => Ok(None),
+        }
     }
 }
 

@@ -76,6 +76,31 @@ pub trait Programmer {
         let _ = udp;
         Ok(0)
     }
+
+    /// Brings this node's routes to what `state` asks for, after each
+    /// sync (the daemon's programmer does when routes are on; fakes need
+    /// not). `full`: a periodic or retry sync, which reads the kernel
+    /// back even when the Nodes did not change. `None` when routes are
+    /// off or nothing needed doing.
+    fn sync_routes(
+        &mut self,
+        state: &ClusterState,
+        full: bool,
+    ) -> anyhow::Result<Option<RouteSummary>> {
+        let _ = (state, full);
+        Ok(None)
+    }
+}
+
+/// What one route pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteSummary {
+    /// Routes this node should hold.
+    pub desired: usize,
+    /// Operations the kernel accepted.
+    pub applied: usize,
+    /// Operations it refused (or routes over a tunnel that is unusable).
+    pub failed: usize,
 }
 
 impl<K: Kernel> Programmer for Syncer<K> {
@@ -214,6 +239,10 @@ impl LoopState {
             (None, Some(r)) => (r.clone(), None),
             (None, None) => return,
         };
+        let routes_state = fresh
+            .as_ref()
+            .map(|u| u.state.clone())
+            .or_else(|| self.applied.clone());
         let started = Instant::now();
         let result = programmer.sync(&ruleset, full);
         let elapsed = started.elapsed().as_secs_f64();
@@ -279,6 +308,25 @@ impl LoopState {
                         self.pending = Some(newer);
                     }
                     (None, p) => self.pending = p,
+                }
+            }
+        }
+        // Routes do not depend on the ruleset: a failed nftables sync
+        // does not hold them back.
+        if let Some(state) = routes_state {
+            match programmer.sync_routes(&state, full) {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    out.metrics
+                        .routes_programmed
+                        .set(r.desired.saturating_sub(r.failed) as i64);
+                    if r.failed > 0 {
+                        out.metrics.route_failures.inc_by(r.failed as u64);
+                    }
+                }
+                Err(e) => {
+                    out.metrics.route_failures.inc();
+                    tracing::error!(error = %format!("{e:#}"), "route sync failed; retrying on the next sync");
                 }
             }
         }

@@ -19,6 +19,8 @@ struct Recorder {
     calls: Arc<Mutex<Vec<(u64, bool)>>>,
     fail: Arc<Mutex<u32>>,
     start: Option<Instant>,
+    /// Route passes as (seconds since the start, full, node count).
+    route_calls: Arc<Mutex<Vec<(u64, bool, usize)>>>,
 }
 
 impl Programmer for Recorder {
@@ -35,6 +37,23 @@ impl Programmer for Recorder {
             operations: 3,
             messages: 5,
         })
+    }
+
+    fn sync_routes(
+        &mut self,
+        state: &ClusterState,
+        full: bool,
+    ) -> anyhow::Result<Option<RouteSummary>> {
+        let at = self.start.expect("start").elapsed().as_millis() as u64;
+        self.route_calls
+            .lock()
+            .unwrap()
+            .push((at, full, state.nodes.len()));
+        Ok(Some(RouteSummary {
+            desired: state.nodes.len(),
+            applied: 1,
+            failed: 1,
+        }))
     }
 }
 
@@ -258,4 +277,40 @@ fn backoff_doubles_up_to_its_cap() {
     let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
     assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 120, 120]);
     assert_eq!(backoff(1000), BACKOFF_MAX);
+}
+
+#[tokio::test(start_paused = true)]
+async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
+    let h = start(SEC, HOUR);
+    *h.rec.fail.lock().unwrap() = 1;
+    let mut state = ClusterState::default();
+    for n in ["node-1", "node-2", "node-3"] {
+        state.nodes.insert(
+            n.into(),
+            api_watch::Node {
+                name: n.into(),
+                ..Default::default()
+            },
+        );
+    }
+    h.tx.send(Update {
+        state: Arc::new(state),
+        ..Update::default()
+    })
+    .unwrap();
+    wait(1).await;
+    // The nftables sync failed; the routes were still synced, from the
+    // same state, fully.
+    assert_eq!(h.calls(), vec![(0, true)]);
+    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![(0, true, 3)]);
+    // The retry (1 s later) syncs both again.
+    wait(1_500).await;
+    assert_eq!(h.calls(), vec![(0, true), (1_000, true)]);
+    assert_eq!(
+        *h.rec.route_calls.lock().unwrap(),
+        vec![(0, true, 3), (1_000, true, 3)]
+    );
+    let text = h.metrics.encode();
+    assert!(text.contains("nftopo_routes_programmed 2"), "{text}");
+    assert!(text.contains("nftopo_route_failures_total 2"), "{text}");
 }
