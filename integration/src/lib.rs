@@ -25,9 +25,11 @@ pub mod daemon;
 pub mod edge;
 mod netns;
 mod probe;
+mod routed;
 mod tools;
 
 pub use cluster::*;
 pub use netns::{check, require_root, run, sweep_stale, unique_prefix, Error, Netns, Result};
 pub use probe::*;
+pub use routed::*;
 pub use tools::*;
