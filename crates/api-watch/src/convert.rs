@@ -4,6 +4,7 @@
 //! caller adds where the object came from.
 
 mod block_affinity;
+mod names;
 mod node;
 mod service;
 mod slice;
@@ -13,6 +14,7 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub(crate) use block_affinity::{block_affinity, API_VERSION as CALICO_API_VERSION};
+pub(crate) use names::shorten;
 pub(crate) use node::node;
 pub(crate) use service::service;
 pub(crate) use slice::{slice_v1, HOSTNAME_KEY, ZONE_KEY};
@@ -37,6 +39,9 @@ impl FieldError {
 }
 
 /// `metadata.name` (required) and `metadata.namespace` (default `default`).
+/// Both must be valid Kubernetes names: the namespace a DNS-1123 label,
+/// the name a DNS-1123 subdomain (the kinds with stricter rules check
+/// them on top).
 pub(crate) fn key_of(metadata: &ObjectMeta) -> Result<crate::ObjectKey, FieldError> {
     let name = name_of(metadata)?;
     let namespace = metadata
@@ -44,16 +49,29 @@ pub(crate) fn key_of(metadata: &ObjectMeta) -> Result<crate::ObjectKey, FieldErr
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".to_string());
+    names::dns1123_label(&namespace).map_err(|e| FieldError::new("metadata.namespace", e))?;
     Ok(crate::ObjectKey::new(namespace, name))
 }
 
-/// `metadata.name`, which every object needs.
+/// `metadata.name`, which every object needs; a DNS-1123 subdomain.
 pub(crate) fn name_of(metadata: &ObjectMeta) -> Result<String, FieldError> {
-    metadata
+    let name = metadata
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| FieldError::new("metadata.name", "missing"))
+        .ok_or_else(|| FieldError::new("metadata.name", "missing"))?;
+    names::dns1123_subdomain(&name).map_err(|e| FieldError::new("metadata.name", e))?;
+    Ok(name)
+}
+
+/// A port's `name`: empty, or a DNS-1123 label.
+fn port_name(field: impl Into<String>, name: Option<&str>) -> Result<String, FieldError> {
+    match name {
+        None | Some("") => Ok(String::new()),
+        Some(n) => names::dns1123_label(n)
+            .map(|()| n.to_string())
+            .map_err(|e| FieldError::new(field, e)),
+    }
 }
 
 /// A port number from the API (`i32`) that must be 1..=65535.

@@ -8,6 +8,7 @@
 //! the object and the field; every other object still loads. Objects with
 //! the same key replace earlier ones (the last one read wins).
 
+mod guard;
 mod slice;
 #[cfg(test)]
 mod tests;
@@ -29,8 +30,11 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>)
     for path in paths {
         let path = path.as_ref();
         let source = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => errors.extend(load_str(&source, &text, &mut state)),
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let (text, lossy) = guard::decode(&bytes);
+                errors.extend(load_text(&source, &text, lossy, &mut state));
+            }
             Err(e) => errors.push(LoadError {
                 file: source,
                 document: 0,
@@ -46,24 +50,35 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>)
 /// Loads one text (YAML, multi-document `---`, or JSON) under the name
 /// `source` into `state`; returns every object skipped.
 pub fn load_str(source: &str, text: &str, state: &mut ClusterState) -> Vec<LoadError> {
+    load_text(source, text, false, state)
+}
+
+/// [`load_str`]; `lossy`: the file was not valid UTF-8 and its invalid
+/// bytes were replaced by U+FFFD, so objects holding U+FFFD are skipped.
+fn load_text(source: &str, text: &str, lossy: bool, state: &mut ClusterState) -> Vec<LoadError> {
     let mut loader = Loader {
         file: source,
         document: 0,
         state,
         errors: Vec::new(),
     };
-    match parse_documents(text) {
-        Ok(documents) => {
-            for (i, value) in documents.iter().enumerate() {
-                loader.document = i + 1;
-                if !value.is_null() {
-                    loader.load_object(value, None);
+    for (i, document) in parse_documents(text).into_iter().enumerate() {
+        loader.document = i + 1;
+        match document {
+            Ok(value) if value.is_null() => {}
+            Ok(value) => match guard::replaced_field(&value).filter(|_| lossy) {
+                None => loader.load_object(&value, None),
+                Some(field) => {
+                    let kind = value["kind"].as_str().unwrap_or("");
+                    let object = match kind {
+                        "" => "document".to_string(),
+                        kind => object_name(kind, &value, None),
+                    };
+                    let message = "not valid UTF-8 (the file's invalid bytes are here)";
+                    loader.error(object, FieldError::new(field, message));
                 }
-            }
-        }
-        Err((document, message)) => {
-            loader.document = document;
-            loader.error("document", FieldError::new("", message));
+            },
+            Err(message) => loader.error("document", FieldError::new("", message)),
         }
     }
     loader.errors
@@ -107,26 +122,44 @@ fn prefixed(part: &str) -> String {
     }
 }
 
-/// Splits the text into documents. JSON (one or several concatenated
-/// values) is tried first when the text looks like JSON; otherwise, or if
-/// that fails, YAML. Errors carry the 1-based document number.
-fn parse_documents(text: &str) -> Result<Vec<Value>, (usize, String)> {
+/// Splits the text into documents, each parsed or the reason it was not.
+/// JSON (one or several concatenated values) is tried first when the text
+/// looks like JSON; otherwise, or if that fails, YAML, where a document
+/// that cannot be read does not stop the later ones (a syntax error
+/// does: the parser cannot find the next document after it). Documents
+/// nested deeper than [`guard::MAX_FLOW_DEPTH`] are refused unparsed.
+fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
             .collect();
         if let Ok(values) = json {
-            return Ok(values);
+            return values.into_iter().map(Ok).collect();
         }
     }
+    let text = guard::flatten_deep(text);
     let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let n = documents.len() + 1;
-        let value = Value::deserialize(document).map_err(|e| (n, e.to_string()))?;
-        documents.push(value);
+    let mut last_error = None;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let document = match Value::deserialize(document) {
+            Ok(value) if guard::too_deep(&value) => Err(format!(
+                "collections nested deeper than {} levels; not parsed",
+                guard::MAX_FLOW_DEPTH
+            )),
+            Ok(value) => Ok(value),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(message) = &document {
+            // After a syntax error the parser repeats it for ever.
+            if last_error.as_ref() == Some(message) {
+                break;
+            }
+            last_error = Some(message.clone());
+        }
+        documents.push(document);
     }
-    Ok(documents)
+    documents
 }
 
 struct Loader<'a> {
@@ -239,17 +272,29 @@ impl Loader<'_> {
 
 /// `Service default/web`, `Node node-1`, or `Service items[3]` when the
 /// object has no name.
+///
+/// Names are shown escaped and shortened (`a\"b\n…`), so that a hostile
+/// name is still one short log line.
 fn object_name(kind: &str, value: &Value, path: Option<&str>) -> String {
     let metadata = &value["metadata"];
     let name = metadata["name"].as_str().filter(|n| !n.is_empty());
-    match name {
-        Some(name) if matches!(kind, "Node" | "List" | "BlockAffinity") => format!("{kind} {name}"),
+    let kind = printable(kind);
+    match name.map(printable) {
+        Some(name) if matches!(&*kind, "Node" | "List" | "BlockAffinity") => {
+            format!("{kind} {name}")
+        }
         Some(name) => {
-            let namespace = namespace_of(metadata);
+            let namespace = printable(namespace_of(metadata));
             format!("{kind} {namespace}/{name}")
         }
         None => format!("{kind} {}", path.unwrap_or("(unnamed)")),
     }
+}
+
+/// `s` with quotes, backslashes and control characters escaped, cut
+/// after 80 characters.
+fn printable(s: &str) -> String {
+    convert::shorten(&s.escape_debug().to_string())
 }
 
 /// `metadata.namespace`, or `default` when missing.

@@ -100,15 +100,27 @@ pub fn port_chain(
         port_part
     );
     let identity = format!("{readable}\0{port}");
-    let mut name = format!("{kind}-{}-{}", short_hash(identity.as_bytes()), readable);
-    if name.len() > MAX_CHAIN_NAME {
-        let mut cut = MAX_CHAIN_NAME;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-    }
+    let mut name = format!(
+        "{kind}-{}-{}",
+        short_hash(identity.as_bytes()),
+        nft_safe(&readable)
+    );
+    name.truncate(MAX_CHAIN_NAME);
     name
+}
+
+/// `s` with every character that `nft` does not accept in an unquoted
+/// name (letters, digits, `/`, `-`, `_`, `.`) replaced by `_`: the
+/// loader only lets Kubernetes names through, but a chain name must stay
+/// one `nft` word (and NUL-free for netlink) whatever the input. The hash
+/// is over the original, so replaced names stay unique.
+fn nft_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '/' | '-' | '_' | '.' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// 8 characters of RFC 4648 base32 (uppercase) of the FNV-1a hash of `data`.
@@ -162,6 +174,33 @@ mod tests {
         let a = service_chain(&ObjectKey::new("a-b", "c"), "", Protocol::Tcp, 80);
         let b = service_chain(&ObjectKey::new("a", "b-c"), "", Protocol::Tcp, 80);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hostile_names_still_make_one_nft_word_and_stay_unique() {
+        let hostile = [
+            ("ns{x}", "we b\"; flush ruleset;\n#", "ht tp\"}"),
+            ("ns", "\u{fc}mlaut\0z", ""),
+            ("ns", "\u{fc}mlaut\0y", ""),
+            ("a b", "c", "dns"),
+            ("a_b", "c", "dns"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (namespace, name, port_name) in hostile {
+            let chain = service_chain(
+                &ObjectKey::new(namespace, name),
+                port_name,
+                Protocol::Tcp,
+                80,
+            );
+            let word = chain.starts_with(|c: char| c.is_ascii_alphabetic())
+                && chain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+            assert!(word, "{chain:?} is not one nft word");
+            assert!(chain.len() <= MAX_CHAIN_NAME, "{chain:?}");
+            assert!(seen.insert(chain.clone()), "{chain:?} twice");
+        }
     }
 
     #[test]

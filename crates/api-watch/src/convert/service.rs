@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::{ip, key_of, port_number, protocol, FieldError};
+use super::{ip, key_of, port_name, port_number, protocol, FieldError};
 use crate::{
     IpFamily, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
     DEFAULT_SESSION_AFFINITY_TIMEOUT, MAX_SESSION_AFFINITY_TIMEOUT,
@@ -21,6 +21,7 @@ pub(crate) fn service(
     topology_keys: &Value,
 ) -> Result<Service, FieldError> {
     let key = key_of(&service.metadata)?;
+    super::names::dns1035_label(&key.name).map_err(|e| FieldError::new("metadata.name", e))?;
     let default_spec = core::ServiceSpec::default();
     let spec = service.spec.as_ref().unwrap_or(&default_spec);
     let ports = spec
@@ -321,7 +322,7 @@ fn service_port(i: usize, p: &core::ServicePort) -> Result<ServicePort, FieldErr
         Some(n) => Some(port_number(field("nodePort"), n)?),
     };
     Ok(ServicePort {
-        name: p.name.clone().unwrap_or_default(),
+        name: port_name(field("name"), p.name.as_deref())?,
         protocol: protocol(field("protocol"), p.protocol.as_deref())?,
         port,
         target_port,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ip, key_of, port_number, protocol, FieldError};
+use super::{ip, key_of, port_name, port_number, protocol, FieldError};
 use crate::{AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, SERVICE_NAME_LABEL};
 use k8s_openapi::api::discovery::v1 as discovery;
 
@@ -28,6 +28,9 @@ pub(crate) fn slice_v1(slice: &discovery::EndpointSlice) -> Result<EndpointSlice
                 "missing; nftopo cannot tell which Service the slice belongs to",
             )
         })?;
+    // A value no Service can have: the slice could never be used.
+    super::names::dns1035_label(&service_name)
+        .map_err(|e| FieldError::new(format!("metadata.labels[{SERVICE_NAME_LABEL:?}]"), e))?;
     let address_type = match slice.address_type.as_str() {
         "IPv4" => AddressType::IPv4,
         "IPv6" => AddressType::IPv6,
@@ -71,7 +74,7 @@ fn endpoint_port(i: usize, p: &discovery::EndpointPort) -> Result<EndpointPort, 
         .port
         .ok_or_else(|| FieldError::new(field("port"), "missing"))?;
     Ok(EndpointPort {
-        name: p.name.clone().unwrap_or_default(),
+        name: port_name(field("name"), p.name.as_deref())?,
         protocol: protocol(field("protocol"), p.protocol.as_deref())?,
         port: port_number(field("port"), port)?,
     })
