@@ -84,23 +84,23 @@ impl Daemon {
             .map_err(|e| Error(format!("cannot clone the log file: {e}")))?;
         let bin = nftopo_bin()?;
         let kubeconfig = kubeconfig.display().to_string();
-        let mut args = vec![
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--hostname-override",
-            THIS_NODE,
-            "--cluster-cidr",
-            CLUSTER_CIDR,
-            "--min-sync-period",
-            "0s",
-            "--sync-period",
-            "1h",
-            "--metrics-bind-address",
-            METRICS_ADDR,
-            "--healthz-bind-address",
-            HEALTHZ_ADDR,
+        let defaults = [
+            ("--kubeconfig", kubeconfig.as_str()),
+            ("--hostname-override", THIS_NODE),
+            ("--cluster-cidr", CLUSTER_CIDR),
+            ("--min-sync-period", "0s"),
+            ("--sync-period", "1h"),
+            ("--metrics-bind-address", METRICS_ADDR),
+            ("--healthz-bind-address", HEALTHZ_ADDR),
         ];
+        // A flag in `extra` replaces its default (clap refuses a flag
+        // given twice).
+        let mut args = vec!["run"];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         // `ip netns exec` execs nftopo: the child's pid is nftopo's.
         let mut cmd = ns.command(&bin, &args);

@@ -122,11 +122,38 @@ impl Env {
     }
 
     fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    fn start_daemon_with(&mut self, extra: &[&str]) {
         let d = ok(
-            Daemon::start(self.node2(), &self.kubeconfig, &[]),
+            Daemon::start(self.node2(), &self.kubeconfig, extra),
             "nftopo run",
         );
         self.daemon = Some(d);
+    }
+
+    /// Waits (bounded) until node-2's `proto bird` routes are `want`.
+    fn wait_routes(&mut self, want: &[&str], case: &str) {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let out = ok(
+                self.node2().ip(&["route", "show", "proto", "bird"]),
+                "ip route",
+            );
+            let mut got: Vec<String> = out
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
+            got.sort();
+            if got == want {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{case}: routes {got:#?}, want {want:#?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn daemon(&mut self) -> &mut Daemon {
@@ -705,4 +732,86 @@ fn event_to_kernel_latency() {
         ms(samples[samples.len() - 1]),
     );
     env.assert_serves(service_addr(), &backends(), "after the changes");
+}
+
+/// A Calico BlockAffinity for the stand-in.
+fn block(node: &str, cidr: &str, state: &str) -> Value {
+    json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "BlockAffinity",
+           "metadata": {"name": format!("{node}-{}", cidr.replace(['.', '/'], "-"))},
+           "spec": {"cidr": cidr, "node": node, "state": state, "deleted": "false"}})
+}
+
+#[test]
+fn routes_follow_calico_blocks_and_come_back_when_deleted_by_hand() {
+    let mut env = Env::new(&SEED);
+    for (node, cidr) in [
+        ("node-2", "10.42.187.64/26"),
+        ("node-3", "10.42.54.128/26"),
+        ("node-4", "10.42.201.0/26"),
+    ] {
+        env.apply(block(node, cidr, "confirmed"));
+    }
+    // The seed harness installed these same routes by hand (as BIRD
+    // would have); the daemon adopts them: same protocol, same shape.
+    let seed = [
+        "10.42.201.0/26 via 172.31.11.212 dev eth0",
+        "10.42.54.128/26 via 172.31.11.157 dev eth0",
+        "blackhole 10.42.187.64/26",
+    ];
+    env.wait_routes(&seed, "seed routes");
+    env.start_daemon_with(&[
+        "--route-mode",
+        "direct",
+        "--pod-cidr-source",
+        "calico-ipam",
+        "--sync-period",
+        "3s",
+    ]);
+    env.wait_kernel(SERVICE_IP, SERVICE_PORT, &backends(), "first sync");
+    env.wait_routes(&seed, "after the first sync");
+
+    // node-3 gets a second block: routed once confirmed, not before.
+    env.apply(block("node-3", "10.42.54.192/26", "pending"));
+    env.apply(block("node-2", "10.42.187.0/26", "confirmed"));
+    let with_new = [
+        "10.42.201.0/26 via 172.31.11.212 dev eth0",
+        "10.42.54.128/26 via 172.31.11.157 dev eth0",
+        "blackhole 10.42.187.0/26",
+        "blackhole 10.42.187.64/26",
+    ];
+    env.wait_routes(
+        &with_new,
+        "node-2's new block; node-3's pending one not yet",
+    );
+    env.apply(block("node-3", "10.42.54.192/26", "confirmed"));
+    let mut all = with_new.to_vec();
+    all.insert(2, "10.42.54.192/26 via 172.31.11.157 dev eth0");
+    env.wait_routes(&all, "node-3's block confirmed");
+
+    // Deleted by hand: the periodic full sync (3 s) puts it back.
+    ok(
+        env.node2().ip(&["route", "del", "10.42.54.192/26"]),
+        "delete by hand",
+    );
+    env.wait_routes(&all, "restored by the periodic sync");
+
+    // A block released: its route goes; the others and the traffic stay.
+    ok(
+        env.api
+            .delete("BlockAffinity", "", "node-3-10-42-54-192-26")
+            .ok_or("no such block"),
+        "delete block",
+    );
+    env.wait_routes(&with_new, "node-3's extra block released");
+    env.assert_serves(
+        service_addr(),
+        &backends(),
+        "pods on every node still reached",
+    );
+    let (_, text) = env.get(METRICS_ADDR, "/metrics");
+    assert_eq!(
+        metric_value(&text, "nftopo_routes_programmed"),
+        Some(4.0),
+        "{text}"
+    );
 }

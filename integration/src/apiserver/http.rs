@@ -189,6 +189,7 @@ fn route(path: &str) -> Result<Target, Value> {
     let (group, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io", rest),
+        ["apis", "crd.projectcalico.org", "v1", rest @ ..] => ("crd.projectcalico.org", rest),
         _ => {
             return Err(status(
                 404,
@@ -213,7 +214,7 @@ fn route(path: &str) -> Result<Target, Value> {
         }
     };
     let res = Resource::parse(plural)
-        .filter(|r| (r.api_version() == "v1") == group.is_empty())
+        .filter(|r| r.group() == group)
         .filter(|r| r.namespaced() || ns.is_none())
         .ok_or_else(|| {
             status(
@@ -250,6 +251,10 @@ fn discovery(path: &str) -> Option<Value> {
         "/apis/discovery.k8s.io/v1" => {
             json!({"kind": "APIResourceList", "groupVersion": "discovery.k8s.io/v1",
                                               "resources": [res(Resource::EndpointSlice)]})
+        }
+        "/apis/crd.projectcalico.org/v1" => {
+            json!({"kind": "APIResourceList", "groupVersion": "crd.projectcalico.org/v1",
+                                              "resources": [res(Resource::BlockAffinity)]})
         }
         _ => return None,
     })

@@ -15,6 +15,9 @@ pub enum Resource {
     EndpointSlice,
     /// core/v1 Node (cluster-scoped).
     Node,
+    /// crd.projectcalico.org/v1 BlockAffinity (cluster-scoped; Calico's
+    /// CRD, served as if installed).
+    BlockAffinity,
 }
 
 impl Resource {
@@ -24,6 +27,7 @@ impl Resource {
             "Service" | "services" => Some(Self::Service),
             "EndpointSlice" | "endpointslices" => Some(Self::EndpointSlice),
             "Node" | "nodes" => Some(Self::Node),
+            "BlockAffinity" | "blockaffinities" => Some(Self::BlockAffinity),
             _ => None,
         }
     }
@@ -33,6 +37,7 @@ impl Resource {
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
             Self::Node => "Node",
+            Self::BlockAffinity => "BlockAffinity",
         }
     }
     /// The plural name in paths.
@@ -41,6 +46,7 @@ impl Resource {
             Self::Service => "services",
             Self::EndpointSlice => "endpointslices",
             Self::Node => "nodes",
+            Self::BlockAffinity => "blockaffinities",
         }
     }
     /// apiVersion of objects and lists.
@@ -48,11 +54,18 @@ impl Resource {
         match self {
             Self::Service | Self::Node => "v1",
             Self::EndpointSlice => "discovery.k8s.io/v1",
+            Self::BlockAffinity => "crd.projectcalico.org/v1",
         }
+    }
+    /// The API group ("" for the core group).
+    pub fn group(self) -> &'static str {
+        self.api_version()
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
     }
     /// Whether objects live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Self::Node)
+        !matches!(self, Self::Node | Self::BlockAffinity)
     }
 }
 
