@@ -44,10 +44,16 @@ pub fn to_update(
         .difference(skipped)
         .map(|(kind, _, field)| (kind.clone(), reason(field)))
         .collect();
-    *skipped = now;
+    // One line per object when it is first skipped. The object's name is
+    // escaped (the API server admits only valid names, but this is one log
+    // line whatever it holds); fields and messages quote what they show.
     for e in &snapshot.errors {
-        tracing::debug!(kind = %e.kind, object = %e.object, field = %e.field, "skipped: {}", e.message);
+        if !skipped.contains(&error_key(e)) {
+            tracing::warn!(kind = %e.kind, object = %e.object.escape_debug(), field = %e.field,
+                "skipped: {}", e.message);
+        }
     }
+    *skipped = now;
     // `Snapshots::next` hands out a fresh Arc: take the state without a
     // copy when nobody else holds it.
     let (state, services_changed, endpoints_changed, trigger_times) =
