@@ -73,6 +73,18 @@ impl Daemon {
     /// own debug lines (`NFTOPO_LOG`, unless the caller's environment
     /// sets it).
     pub fn start(ns: &Netns, kubeconfig: &Path, extra: &[&str]) -> Result<Daemon> {
+        Self::start_as(ns, kubeconfig, extra, &[])
+    }
+
+    /// [`Daemon::start`] through `wrapper` (a program and its arguments
+    /// that execs the rest of its command line, e.g. `setpriv … --`), so
+    /// that the daemon runs with fewer privileges.
+    pub fn start_as(
+        ns: &Netns,
+        kubeconfig: &Path,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Result<Daemon> {
         let dir = std::env::temp_dir().join(format!("{}-daemon", unique_prefix()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
@@ -102,8 +114,18 @@ impl Daemon {
             }
         }
         args.extend_from_slice(extra);
-        // `ip netns exec` execs nftopo: the child's pid is nftopo's.
-        let mut cmd = ns.command(&bin, &args);
+        // `ip netns exec` (and the wrapper) exec nftopo: the child's pid
+        // is nftopo's.
+        let bin_text = bin.display().to_string();
+        let mut cmd = match wrapper.split_first() {
+            None => ns.command(&bin, &args),
+            Some((program, rest)) => {
+                let mut all: Vec<&str> = rest.to_vec();
+                all.push(&bin_text);
+                all.extend_from_slice(&args);
+                ns.command(Path::new(program), &all)
+            }
+        };
         if std::env::var_os("NFTOPO_LOG").is_none() {
             cmd.env(
                 "NFTOPO_LOG",

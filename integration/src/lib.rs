@@ -29,7 +29,9 @@ mod routed;
 mod tools;
 
 pub use cluster::*;
-pub use netns::{check, require_root, run, sweep_stale, unique_prefix, Error, Netns, Result};
+pub use netns::{
+    check, require_root, run, spawn_in_netns, sweep_stale, unique_prefix, Error, Netns, Result,
+};
 pub use probe::*;
 pub use routed::*;
 pub use tools::*;

@@ -217,3 +217,19 @@ pub fn sweep_stale() {
         }
     }
 }
+
+/// Runs `f` on a new thread that first joins network namespace `netns`
+/// (a name under /run/netns) with setns(2): sockets it opens live there.
+pub fn spawn_in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{netns}"))
+            .map_err(|e| Error(format!("cannot open netns {netns}: {e}")))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error(format!("setns {netns}: {e}")))?;
+        Ok(f())
+    })
+}

@@ -8,7 +8,7 @@ pub enum Error {
     /// the failing operation when the answer points at one. Nothing was
     /// applied. The caller logs it, counts it, retries with backoff and
     /// follows with a full sync.
-    #[error("the kernel refused operation {op_index:?} `{op}`: {} (errno {errno})", errno_text(*errno))]
+    #[error("the kernel refused {}`{op}`: {} (errno {errno})", op_number(*op_index), errno_text(*errno))]
     Rejected {
         /// Index of the failing operation in the transaction, if known.
         op_index: Option<usize>,
@@ -25,6 +25,11 @@ pub enum Error {
     /// state": retry with a full sync.
     #[error("unexpected netlink answer: {0}")]
     Protocol(String),
+}
+
+/// `operation 6 of the transaction: ` when the index is known.
+fn op_number(index: Option<usize>) -> String {
+    index.map_or(String::new(), |i| format!("operation {i} of the transaction: "))
 }
 
 /// Classes of refusals, by errno.
