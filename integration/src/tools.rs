@@ -104,3 +104,22 @@ pub fn nft_tables(ns: &Netns) -> Result<String> {
 pub fn ip_route(ns: &Netns) -> Result<String> {
     ns.ip(&["route"])
 }
+
+/// Witness: `nft list table ip nftopo` as a sorted multiset of its lines
+/// and set elements (the kernel lists sets in creation order and elements
+/// in hash order, both of which depend on history, so two kernels holding
+/// the same ruleset can list it differently); empty when there is no
+/// table. Two equal answers mean the same rules and elements.
+pub fn canonical_table(ns: &Netns) -> Vec<String> {
+    let Ok(text) = ns.exec("nft", &["list", "table", "ip", "nftopo"]) else {
+        return Vec::new();
+    };
+    let mut atoms: Vec<String> = text
+        .replace("elements = {", "\n")
+        .split(['\n', ','])
+        .map(|a| a.trim().trim_end_matches('}').trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    atoms.sort();
+    atoms
+}

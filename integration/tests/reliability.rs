@@ -61,23 +61,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> St
     }
 }
 
-/// `nft list table ip nftopo` as a sorted multiset of its lines and
-/// elements (the kernel lists sets in creation order and elements in hash
-/// order, both of which depend on history); empty when there is no table.
-fn canonical(ns: &Netns) -> Vec<String> {
-    let Ok(text) = ns.exec("nft", &["list", "table", "ip", "nftopo"]) else {
-        return Vec::new();
-    };
-    let mut atoms: Vec<String> = text
-        .replace("elements = {", "\n")
-        .split(['\n', ','])
-        .map(|a| a.trim().trim_end_matches('}').trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    atoms.sort();
-    atoms
-}
-
 /// A seed cluster, the API stand-in in node-2 holding the seed objects,
 /// and (once started) the daemon there.
 struct World {
@@ -191,7 +174,7 @@ fn tampering_is_undone_by_the_periodic_full_sync() {
     w.wait_endpoints(&backends(), "first sync");
     // Let one periodic sync pass so that the baseline is a steady state.
     std::thread::sleep(Duration::from_millis(2500));
-    let baseline = canonical(w.node2());
+    let baseline = canonical_table(w.node2());
     assert!(!baseline.is_empty());
     let node2 = w.node2().name().to_string();
     let nft = |args: &str| -> Result<String> {
@@ -214,10 +197,14 @@ fn tampering_is_undone_by_the_periodic_full_sync() {
         for c in commands {
             ok(nft(c), &format!("{what}: nft {c} in {node2}"));
         }
-        assert_ne!(canonical(w.node2()), baseline, "{what}: the tampering took");
+        assert_ne!(
+            canonical_table(w.node2()),
+            baseline,
+            "{what}: the tampering took"
+        );
         wait_for(
             &format!("{what}: restored"),
-            || canonical(w.node2()) == baseline,
+            || canonical_table(w.node2()) == baseline,
             || w.log(),
         );
         w.assert_serves(&backends(), what);
@@ -552,9 +539,9 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
     let started = Instant::now();
     apply(&b);
     let full = started.elapsed();
-    let canon_b = canonical(&ns);
+    let canon_b = canonical_table(&ns);
     apply(&a);
-    let canon_a = canonical(&ns);
+    let canon_a = canonical_table(&ns);
     assert_ne!(canon_a, canon_b);
     assert!(!canon_a.is_empty() && !canon_b.is_empty());
     let (mut now_a, mut stayed, mut switched) = (true, 0, 0);
@@ -566,7 +553,7 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
-        let got = canonical(&ns);
+        let got = canonical_table(&ns);
         let is_a = got == canon_a;
         assert!(
             is_a || got == canon_b,
