@@ -575,3 +575,102 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_daemon_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
+    let _serial = serial();
+    require_root();
+    let kills: usize = std::env::var("NFTOPO_RUN_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut rng = Rng(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1);
+    let ns = ok(
+        Netns::create(format!("{}-runkill", unique_prefix())),
+        "netns",
+    );
+    let dir = std::env::temp_dir().join(format!("{}-runkill", unique_prefix()));
+    ok(std::fs::create_dir_all(&dir), "dir");
+    let gen = |endpoints: &str, file: &str| -> PathBuf {
+        let path = dir.join(file);
+        let out = Command::new(env!("CARGO_BIN_EXE_gen-manifests"))
+            .args(["--services", "1000", "--endpoints", endpoints, "--out"])
+            .arg(&path)
+            .output()
+            .expect("gen-manifests");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    // The kernel starts from A (apply, 9 endpoints per service); the API
+    // holds B (10 endpoints per service), which the daemon programs with
+    // one full replace when it starts.
+    let a = gen("9", "a.yaml");
+    let b = gen("10", "b.yaml");
+    let api = ok(
+        ApiServer::start_in_netns(ns.name(), "127.0.0.1:0".parse().unwrap()),
+        "stand-in",
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    ok(api.write_kubeconfig(&kubeconfig), "kubeconfig");
+    let text = ok(std::fs::read_to_string(&b), "read");
+    for o in ok(yaml_objects(&text), "yaml") {
+        ok(api.apply(o), "stand-in apply");
+    }
+    let reset = || {
+        ok(
+            apply(
+                &ns,
+                THIS_NODE,
+                std::slice::from_ref(&a),
+                &["--cluster-cidr", CLUSTER_CIDR],
+            ),
+            "apply A",
+        )
+    };
+    reset();
+    let canon_a = canonical_table(&ns);
+    // B as the daemon programs it, and how long that takes.
+    let started = Instant::now();
+    let daemon = ok(Daemon::start(&ns, &kubeconfig, &[]), "nftopo run");
+    wait_for(
+        "the daemon's first sync",
+        || canonical_table(&ns) != canon_a,
+        || daemon.log(),
+    );
+    let full = started.elapsed();
+    drop(daemon);
+    let canon_b = canonical_table(&ns);
+    assert!(!canon_a.is_empty() && !canon_b.is_empty() && canon_a != canon_b);
+    let (mut old, mut new) = (0, 0);
+    for i in 0..kills {
+        reset();
+        let daemon = ok(Daemon::start(&ns, &kubeconfig, &[]), "nftopo run");
+        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 12 / 10 + 1));
+        std::thread::sleep(delay);
+        drop(daemon); // SIGKILL
+        let got = canonical_table(&ns);
+        if got == canon_a {
+            old += 1;
+        } else if got == canon_b {
+            new += 1;
+        } else {
+            panic!(
+                "kill {i} after {delay:?} left neither ruleset ({} atoms)",
+                got.len()
+            );
+        }
+    }
+    println!(
+        "{kills} kills of nftopo run (start to first sync takes {full:?}): {old} left the old \
+         ruleset, {new} the new one, 0 a mix"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
