@@ -44,3 +44,99 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+# ---- Packaging (packaging/README.md): `make static deb image`, proven by
+# `make package-test` (root: chroot, network namespaces, dpkg -i/-r).
+
+PKG := target/packaging
+STATIC_TARGET := x86_64-unknown-linux-gnu
+# getrandom's default Linux backend finds getrandom(2) with dlsym, which a
+# static binary cannot do, and falls back to /dev/urandom (absent in an
+# empty chroot): use the syscall directly.
+STATIC_RUSTFLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
+STATIC_BIN := $(PKG)/static/nftopo
+IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CARGO_DEB_VERSION := 3.8.0
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+PKG_TOOLS := file:file strip:binutils git:git python3:python3 openssl:openssl \
+  dpkg-deb:dpkg lintian:lintian systemd-analyze:systemd man:man-db \
+  skopeo:skopeo umoci:umoci nft:nftables ip:iproute2
+
+.PHONY: package-deps static deb image package-test
+
+# Idempotent, as `deps`: apt packages, cargo-deb (pinned), and the
+# kubernetes-validate venv (pinned) under target/.
+package-deps:
+	@missing=""; \
+	for t in $(PKG_TOOLS); do \
+	  command -v "$${t%%:*}" >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+	@$(CARGO) deb --version 2>/dev/null | grep -qx 'cargo-deb $(CARGO_DEB_VERSION)' || \
+	  $(CARGO) install cargo-deb --version $(CARGO_DEB_VERSION) --locked
+	@$(PKG)/venv/bin/kubernetes-validate --version 2>/dev/null | grep -q '$(KUBERNETES_VALIDATE_VERSION)' || \
+	  { python3 -m venv $(PKG)/venv && \
+	    $(PKG)/venv/bin/pip install -q kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION); }
+
+# Statically linked (glibc), stripped.
+static:
+	RUSTFLAGS='$(STATIC_RUSTFLAGS)' $(CARGO) build --release --target $(STATIC_TARGET) -p nftopo
+	mkdir -p $(PKG)/static
+	strip -o $(STATIC_BIN) target/$(STATIC_TARGET)/release/nftopo
+
+# The static binary, packed by cargo-deb with man pages and a copyright file
+# generated here (see [package.metadata.deb] in crates/nftopo/Cargo.toml).
+deb: package-deps static
+	rm -rf $(PKG)/man && $(STATIC_BIN) man $(PKG)/man
+	python3 packaging/copyright.py --static > $(PKG)/copyright.new && mv $(PKG)/copyright.new $(PKG)/copyright
+	rm -f $(PKG)/nftopo_*.deb
+	$(CARGO) deb -p nftopo --no-build --output $(PKG)/
+	@ls -l $(PKG)/nftopo_*.deb
+
+# OCI image layout in $(PKG)/image, tag = the version; no container engine.
+image: static
+	python3 packaging/oci-image.py $(STATIC_BIN) $(PKG)/image $(IMAGE_TAG) $(IMAGE_TAG) \
+	  "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+	  "$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+package-test: package-deps static deb image
+	packaging/tests/static.sh $(STATIC_BIN)
+	packaging/tests/deb.sh $(PKG)/nftopo_*.deb
+	packaging/tests/image.sh $(PKG)/image $(IMAGE_TAG)
+	packaging/tests/kubernetes.sh $(PKG)/venv/bin/kubernetes-validate
+	$(CARGO) test -p nftopo --test rbac
+
+# ---- Fuzzing (fuzz/, its own workspace on nightly; fuzz/README.md) ----
+# Each target runs FUZZ_SECONDS on one core; corpora stay in fuzz/corpus,
+# crashes land in fuzz/artifacts/TARGET/ and fail the run (the full log
+# is fuzz/artifacts/TARGET.log). Crash regressions are unit tests in the
+# crates, so `make test` keeps them.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= manifest planner netlink
+
+.PHONY: fuzz reliability
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cd fuzz && $(CARGO) +nightly fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts; \
+	  seeds=""; \
+	  [ $$t = manifest ] && seeds="../integration/manifests/seed ../integration/manifests/edge"; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run -O $$t corpus/$$t $$seeds -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 \
+	    -print_final_stats=1) > fuzz/artifacts/$$t.log 2>&1; \
+	  rc=$$?; \
+	  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' fuzz/artifacts/$$t.log; \
+	  [ $$rc -eq 0 ] || { tail -40 fuzz/artifacts/$$t.log; exit $$rc; }; \
+	done
+
+# Everything that proves nftopo survives bad input and failures, the long
+# way; add prerequisites here.
+reliability: fuzz

@@ -49,6 +49,12 @@ enum Command {
     /// Run the node daemon: watch the API server and keep the kernel in
     /// step (kube-proxy's flags and configuration file).
     Run(RunArgs),
+    /// Write the man pages into DIR (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +170,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             crate::run::main(&args, sub)
         }
         Command::Cleanup => cleanup(),
+        Command::Man { dir } => crate::man::write(&dir),
     }
 }
 

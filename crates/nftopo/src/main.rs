@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod man;
 mod routes;
 mod run;
 

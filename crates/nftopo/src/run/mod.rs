@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod logs;
@@ -84,6 +85,11 @@ async fn daemon(cfg: Config) -> Result<()> {
     let client = api_watch::api::connect(cfg.kubeconfig.as_deref())
         .await
         .context("connecting to the API server")?;
+    // Best effort, in the background: never fails or delays the start.
+    tokio::spawn(events::record_starting(
+        client.clone(),
+        cfg.node_name.clone(),
+    ));
     // Nothing is programmed until Services, EndpointSlices and Nodes have
     // all listed once (the snapshots wait for it): a restart never wipes
     // the rules of a running node.
