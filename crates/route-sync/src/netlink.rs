@@ -17,6 +17,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::{reconcile, Cidr, DesiredRoutes, Error, Route, RouteKind, RouteOp, TunnelPlan};
 
@@ -84,11 +85,19 @@ pub struct NetlinkRoutes {
 }
 
 impl NetlinkRoutes {
-    /// Opens and binds the socket.
+    /// Opens and binds the socket, with a receive timeout: the kernel
+    /// answers while our send() runs, so the timeout only guards against
+    /// an answer that never comes hanging the agent.
     pub fn open() -> Result<Self, Error> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        setsockopt(
+            &socket,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(30, 0),
+        )
+        .map_err(|e| Error::Io(e.into()))?;
         Ok(NetlinkRoutes { socket, seq: 1 })
     }
 
