@@ -32,6 +32,7 @@ test: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	$(MAKE) package-test
 
 demo: deps build
 	target/debug/demo
@@ -100,14 +101,14 @@ deb: package-deps static
 # OCI image layout in $(PKG)/image, tag = the version; no container engine.
 image: static
 	python3 packaging/oci-image.py $(STATIC_BIN) $(PKG)/image $(IMAGE_TAG) $(IMAGE_TAG) \
-	  "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+	  "$$($(STATIC_BIN) --version | sed -n 's/.*(git \(.*\))$$/\1/p')" \
 	  "$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 package-test: package-deps static deb image
 	packaging/tests/static.sh $(STATIC_BIN)
 	packaging/tests/deb.sh $(PKG)/nftopo_*.deb
 	packaging/tests/image.sh $(PKG)/image $(IMAGE_TAG)
-	packaging/tests/kubernetes.sh $(PKG)/venv/bin/kubernetes-validate
+	packaging/tests/kubernetes.sh $(PKG)/venv $(STATIC_BIN)
 	$(CARGO) test -p nftopo --test rbac
 
 # ---- Fuzzing (fuzz/, its own workspace on nightly; fuzz/README.md) ----
