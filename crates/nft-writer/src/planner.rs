@@ -146,12 +146,116 @@ enum Keyspace {
     Port,
 }
 
+/// What service ports add to one table on top of its [`skeleton`]: their
+/// own chains and sets, their elements in the shared maps, and the shared
+/// `spread-N` / `spread-port-N` chains they jump to. [`plan_ruleset`]
+/// builds one for the whole plan; the incremental planner one per Service,
+/// with the same code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Contribution {
+    /// Chains of their own, by name.
+    pub chains: BTreeMap<String, Chain>,
+    /// Sets of their own (session affinity), by name.
+    pub sets: BTreeMap<String, Map>,
+    /// Elements in the skeleton's maps, by map name.
+    pub elements: BTreeMap<&'static str, BTreeMap<ElemKey, ElemValue>>,
+    /// N of every `spread-N` chain used.
+    pub spreads: BTreeSet<usize>,
+    /// N of every `spread-port-N` chain used.
+    pub port_spreads: BTreeSet<usize>,
+}
+
+impl Contribution {
+    /// Adds `self` to `table` (whose skeleton holds the shared maps); a
+    /// chain, set or element already there is replaced, as a later
+    /// service port replaces an earlier one's in [`plan_ruleset`].
+    pub(crate) fn merge_into(&self, table: &mut Table) {
+        for (name, c) in &self.chains {
+            table.chains.insert(name.clone(), c.clone());
+        }
+        for (name, m) in &self.sets {
+            table.maps.insert(name.clone(), m.clone());
+        }
+        for (map, elements) in &self.elements {
+            let m = table.maps.get_mut(*map).expect("skeleton maps exist");
+            for (k, v) in elements {
+                m.elements.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The chain `spread-N`: DNAT to one of N endpoints of the service
+/// address in `service-endpoints`.
+pub(crate) fn spread_chain(n: usize) -> Chain {
+    let r = rule(vec![Stmt::DnatSpread {
+        modulus: n as u32,
+        map: names::SERVICE_ENDPOINTS.into(),
+    }]);
+    Chain::regular(names::spread_chain(n), vec![r])
+}
+
+/// The chain `spread-port-N`: DNAT to one of N endpoints of the node port
+/// in `nodeport-endpoints`.
+pub(crate) fn spread_port_chain(n: usize) -> Chain {
+    let r = rule(vec![Stmt::DnatSpreadPort {
+        modulus: n as u32,
+        map: names::NODEPORT_ENDPOINTS.into(),
+    }]);
+    Chain::regular(names::spread_port_chain(n), vec![r])
+}
+
+/// Adds the shared chains `spread-N` (N in `spreads`) and `spread-port-N`
+/// (N in `ports`) to `table`.
+pub(crate) fn add_spread_chains(
+    table: &mut Table,
+    spreads: &BTreeSet<usize>,
+    ports: &BTreeSet<usize>,
+) {
+    for c in spreads
+        .iter()
+        .map(|n| spread_chain(*n))
+        .chain(ports.iter().map(|n| spread_port_chain(*n)))
+    {
+        table.chains.insert(c.name.clone(), c);
+    }
+}
+
+/// The part of a table that does not depend on the services: the table,
+/// base chains, `services`, `reject-chain` and the shared maps (empty).
+/// Depends on this node's addresses (node ports) and the settings.
+pub(crate) fn skeleton(node_addresses: &[IpAddr], cfg: &PlannerConfig, family: Family) -> Table {
+    let mut table = Table::new(family, names::TABLE);
+    fixed(&mut table, node_addresses, cfg);
+    table
+}
+
+/// Adds service port `sp`'s part of the `family` table to `out`: `addrs`
+/// are the addresses of `sp` in that family it owns (cluster IPs first, in
+/// the plan's order), `node_port` its node port if it owns it.
+pub(crate) fn contribute(
+    cfg: &PlannerConfig,
+    family: Family,
+    node: &str,
+    sp: &ServicePortPlan,
+    addrs: &[IpAddr],
+    node_port: Option<u16>,
+    out: &mut Contribution,
+) {
+    let mut b = Builder {
+        family,
+        cfg,
+        node,
+        out,
+    };
+    b.service_port(sp, addrs, node_port);
+}
+
 struct Builder<'a> {
-    table: Table,
+    family: Family,
     cfg: &'a PlannerConfig,
     node: &'a str,
-    spreads: BTreeSet<usize>,
-    port_spreads: BTreeSet<usize>,
+    out: &'a mut Contribution,
 }
 
 fn plan_table(
@@ -160,14 +264,8 @@ fn plan_table(
     family: Family,
     problems: &mut Vec<Problem>,
 ) -> Table {
-    let mut b = Builder {
-        table: Table::new(family, names::TABLE),
-        cfg,
-        node: &plan.node,
-        spreads: BTreeSet::new(),
-        port_spreads: BTreeSet::new(),
-    };
-    b.fixed(plan);
+    let mut table = skeleton(&plan.node_addresses, cfg, family);
+    let mut all = Contribution::default();
     let mut owners: BTreeMap<(IpAddr, Protocol, u16), (&api_watch::ObjectKey, &str)> =
         BTreeMap::new();
     let mut port_owners: BTreeMap<(Protocol, u16), (&api_watch::ObjectKey, &str)> = BTreeMap::new();
@@ -200,9 +298,11 @@ fn plan_table(
             }
             owner == me
         });
-        b.service_port(sp, &addrs, node_port);
+        contribute(cfg, family, &plan.node, sp, &addrs, node_port, &mut all);
     }
-    b.finish()
+    all.merge_into(&mut table);
+    add_spread_chains(&mut table, &all.spreads, &all.port_spreads);
+    table
 }
 
 fn duplicate(
@@ -236,187 +336,183 @@ fn host(ip: IpAddr) -> Cidr {
     }
 }
 
+/// The rules that pick the node-port destinations, each ending in
+/// `meta l4proto . th dport vmap @map`.
+fn nodeport_rules(
+    family: Family,
+    cfg: &PlannerConfig,
+    node_addresses: &[IpAddr],
+    map: &str,
+) -> Vec<Rule> {
+    let vmap = Stmt::PortVmap { map: map.into() };
+    match &cfg.nodeport_addresses {
+        NodePortAddresses::Primary => node_addresses
+            .iter()
+            .filter(|ip| family.contains(ip))
+            .map(|ip| rule(vec![Stmt::DaddrIn(host(*ip)), vmap.clone()]))
+            .collect(),
+        NodePortAddresses::All => {
+            let loopback = match family {
+                Family::Ip => Cidr::parse("127.0.0.0/8"),
+                Family::Ip6 => Cidr::parse("::1/128"),
+            }
+            .expect("valid prefix");
+            vec![rule(vec![
+                Stmt::FibDaddrLocal,
+                Stmt::DaddrNotIn(loopback),
+                vmap,
+            ])]
+        }
+        NodePortAddresses::Cidrs(cidrs) => cidrs
+            .iter()
+            .filter(|c| c.family() == family)
+            .map(|c| rule(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c), vmap.clone()]))
+            .collect(),
+    }
+}
+
+fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
+    let family = table.family;
+    let base = |name: &str, chain_type, hook, priority, rules| Chain {
+        name: name.to_string(),
+        base: Some(BaseChain {
+            chain_type,
+            hook,
+            priority,
+        }),
+        rules,
+    };
+    let jump_services = || {
+        vec![rule(vec![Stmt::Verdict(Verdict::Jump(
+            names::SERVICES.into(),
+        ))])]
+    };
+    let no_endpoints = || {
+        rule(vec![Stmt::DestVmap {
+            map: names::NO_ENDPOINT_SERVICES.into(),
+        }])
+    };
+    let mark = cfg.mark();
+    let mut with_nodeports = vec![no_endpoints()];
+    with_nodeports.extend(nodeport_rules(
+        family,
+        cfg,
+        node_addresses,
+        names::NO_ENDPOINT_NODEPORTS,
+    ));
+    let mut services = vec![rule(vec![Stmt::DestVmap {
+        map: names::SERVICE_IPS.into(),
+    }])];
+    services.extend(nodeport_rules(
+        family,
+        cfg,
+        node_addresses,
+        names::SERVICE_NODEPORTS,
+    ));
+    let chains = [
+        base(
+            names::FILTER_PREROUTING,
+            ChainType::Filter,
+            HookPoint::Prerouting,
+            -110,
+            vec![rule(vec![Stmt::DestVmap {
+                map: names::FIREWALL_IPS.into(),
+            }])],
+        ),
+        base(
+            names::NAT_PREROUTING,
+            ChainType::Nat,
+            HookPoint::Prerouting,
+            -100,
+            jump_services(),
+        ),
+        base(
+            names::NAT_OUTPUT,
+            ChainType::Nat,
+            HookPoint::Output,
+            -100,
+            jump_services(),
+        ),
+        base(
+            names::NAT_POSTROUTING,
+            ChainType::Nat,
+            HookPoint::Postrouting,
+            100,
+            vec![
+                rule(vec![
+                    Stmt::AddrPairInSet {
+                        set: names::HAIRPIN.into(),
+                    },
+                    Stmt::MarkSetBits(mark),
+                ]),
+                rule(vec![
+                    Stmt::MarkBitsClear(mark),
+                    Stmt::Verdict(Verdict::Return),
+                ]),
+                rule(vec![Stmt::MarkToggleBits(mark)]),
+                rule(vec![Stmt::Masquerade]),
+            ],
+        ),
+        base(
+            names::FILTER_INPUT,
+            ChainType::Filter,
+            HookPoint::Input,
+            -110,
+            with_nodeports.clone(),
+        ),
+        base(
+            names::FILTER_FORWARD,
+            ChainType::Filter,
+            HookPoint::Forward,
+            -110,
+            vec![no_endpoints()],
+        ),
+        base(
+            names::FILTER_OUTPUT,
+            ChainType::Filter,
+            HookPoint::Output,
+            -110,
+            with_nodeports,
+        ),
+        Chain::regular(names::SERVICES, services),
+        Chain::regular(
+            names::REJECT_CHAIN,
+            vec![
+                rule(vec![Stmt::L4ProtoIs(Protocol::Tcp), Stmt::RejectTcpReset]),
+                rule(vec![Stmt::Reject]),
+            ],
+        ),
+    ];
+    for c in chains {
+        table.chains.insert(c.name.clone(), c);
+    }
+    for (name, kind) in [
+        (names::SERVICE_IPS, MapKind::ServiceVerdict),
+        (names::SERVICE_NODEPORTS, MapKind::PortVerdict),
+        (names::NO_ENDPOINT_SERVICES, MapKind::ServiceVerdict),
+        (names::NO_ENDPOINT_NODEPORTS, MapKind::PortVerdict),
+        (names::FIREWALL_IPS, MapKind::ServiceVerdict),
+        (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
+        (names::NODEPORT_ENDPOINTS, MapKind::PortEndpointDnat),
+        (names::HAIRPIN, MapKind::AddrPairSet),
+    ] {
+        table.maps.insert(name.into(), Map::new(name, kind));
+    }
+}
+
 impl Builder<'_> {
     fn family(&self) -> Family {
-        self.table.family
+        self.family
     }
 
-    fn map(&mut self, name: &str) -> &mut Map {
-        self.table.maps.get_mut(name).expect("fixed maps exist")
+    fn map(&mut self, name: &'static str) -> &mut BTreeMap<ElemKey, ElemValue> {
+        self.out.elements.entry(name).or_default()
     }
 
     fn add_chain(&mut self, name: String, rules: Vec<Rule>) {
-        self.table
+        self.out
             .chains
             .insert(name.clone(), Chain::regular(name, rules));
-    }
-
-    /// The rules that pick the node-port destinations, each ending in
-    /// `meta l4proto . th dport vmap @map`.
-    fn nodeport_rules(&self, plan: &ProxyPlan, map: &str) -> Vec<Rule> {
-        let family = self.family();
-        let vmap = Stmt::PortVmap { map: map.into() };
-        match &self.cfg.nodeport_addresses {
-            NodePortAddresses::Primary => plan
-                .node_addresses
-                .iter()
-                .filter(|ip| family.contains(ip))
-                .map(|ip| rule(vec![Stmt::DaddrIn(host(*ip)), vmap.clone()]))
-                .collect(),
-            NodePortAddresses::All => {
-                let loopback = match family {
-                    Family::Ip => Cidr::parse("127.0.0.0/8"),
-                    Family::Ip6 => Cidr::parse("::1/128"),
-                }
-                .expect("valid prefix");
-                vec![rule(vec![
-                    Stmt::FibDaddrLocal,
-                    Stmt::DaddrNotIn(loopback),
-                    vmap,
-                ])]
-            }
-            NodePortAddresses::Cidrs(cidrs) => cidrs
-                .iter()
-                .filter(|c| c.family() == family)
-                .map(|c| rule(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c), vmap.clone()]))
-                .collect(),
-        }
-    }
-
-    fn fixed(&mut self, plan: &ProxyPlan) {
-        let base = |name: &str, chain_type, hook, priority, rules| Chain {
-            name: name.to_string(),
-            base: Some(BaseChain {
-                chain_type,
-                hook,
-                priority,
-            }),
-            rules,
-        };
-        let jump_services = || {
-            vec![rule(vec![Stmt::Verdict(Verdict::Jump(
-                names::SERVICES.into(),
-            ))])]
-        };
-        let no_endpoints = || {
-            rule(vec![Stmt::DestVmap {
-                map: names::NO_ENDPOINT_SERVICES.into(),
-            }])
-        };
-        let mark = self.cfg.mark();
-        let mut with_nodeports = vec![no_endpoints()];
-        with_nodeports.extend(self.nodeport_rules(plan, names::NO_ENDPOINT_NODEPORTS));
-        let mut services = vec![rule(vec![Stmt::DestVmap {
-            map: names::SERVICE_IPS.into(),
-        }])];
-        services.extend(self.nodeport_rules(plan, names::SERVICE_NODEPORTS));
-        let chains = [
-            base(
-                names::FILTER_PREROUTING,
-                ChainType::Filter,
-                HookPoint::Prerouting,
-                -110,
-                vec![rule(vec![Stmt::DestVmap {
-                    map: names::FIREWALL_IPS.into(),
-                }])],
-            ),
-            base(
-                names::NAT_PREROUTING,
-                ChainType::Nat,
-                HookPoint::Prerouting,
-                -100,
-                jump_services(),
-            ),
-            base(
-                names::NAT_OUTPUT,
-                ChainType::Nat,
-                HookPoint::Output,
-                -100,
-                jump_services(),
-            ),
-            base(
-                names::NAT_POSTROUTING,
-                ChainType::Nat,
-                HookPoint::Postrouting,
-                100,
-                vec![
-                    rule(vec![
-                        Stmt::AddrPairInSet {
-                            set: names::HAIRPIN.into(),
-                        },
-                        Stmt::MarkSetBits(mark),
-                    ]),
-                    rule(vec![
-                        Stmt::MarkBitsClear(mark),
-                        Stmt::Verdict(Verdict::Return),
-                    ]),
-                    rule(vec![Stmt::MarkToggleBits(mark)]),
-                    rule(vec![Stmt::Masquerade]),
-                ],
-            ),
-            base(
-                names::FILTER_INPUT,
-                ChainType::Filter,
-                HookPoint::Input,
-                -110,
-                with_nodeports.clone(),
-            ),
-            base(
-                names::FILTER_FORWARD,
-                ChainType::Filter,
-                HookPoint::Forward,
-                -110,
-                vec![no_endpoints()],
-            ),
-            base(
-                names::FILTER_OUTPUT,
-                ChainType::Filter,
-                HookPoint::Output,
-                -110,
-                with_nodeports,
-            ),
-            Chain::regular(names::SERVICES, services),
-            Chain::regular(
-                names::REJECT_CHAIN,
-                vec![
-                    rule(vec![Stmt::L4ProtoIs(Protocol::Tcp), Stmt::RejectTcpReset]),
-                    rule(vec![Stmt::Reject]),
-                ],
-            ),
-        ];
-        for c in chains {
-            self.table.chains.insert(c.name.clone(), c);
-        }
-        for (name, kind) in [
-            (names::SERVICE_IPS, MapKind::ServiceVerdict),
-            (names::SERVICE_NODEPORTS, MapKind::PortVerdict),
-            (names::NO_ENDPOINT_SERVICES, MapKind::ServiceVerdict),
-            (names::NO_ENDPOINT_NODEPORTS, MapKind::PortVerdict),
-            (names::FIREWALL_IPS, MapKind::ServiceVerdict),
-            (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
-            (names::NODEPORT_ENDPOINTS, MapKind::PortEndpointDnat),
-            (names::HAIRPIN, MapKind::AddrPairSet),
-        ] {
-            self.table.maps.insert(name.into(), Map::new(name, kind));
-        }
-    }
-
-    fn finish(mut self) -> Table {
-        for n in std::mem::take(&mut self.spreads) {
-            let r = rule(vec![Stmt::DnatSpread {
-                modulus: n as u32,
-                map: names::SERVICE_ENDPOINTS.into(),
-            }]);
-            self.add_chain(names::spread_chain(n), vec![r]);
-        }
-        for n in std::mem::take(&mut self.port_spreads) {
-            let r = rule(vec![Stmt::DnatSpreadPort {
-                modulus: n as u32,
-                map: names::NODEPORT_ENDPOINTS.into(),
-            }]);
-            self.add_chain(names::spread_port_chain(n), vec![r]);
-        }
-        self.table
     }
 
     /// Rules that DNAT into `eps`, for a chain named `chain`. Without
@@ -461,16 +557,14 @@ impl Builder<'_> {
                         )
                     }
                 };
-                self.map(map)
-                    .elements
-                    .insert(k, ElemValue::Dnat(ep.ip, ep.port));
+                self.map(map).insert(k, ElemValue::Dnat(ep.ip, ep.port));
             }
         }
         if spread_port {
-            self.port_spreads.insert(n);
+            self.out.port_spreads.insert(n);
             vec![rule(vec![goto(&names::spread_port_chain(n))])]
         } else {
-            self.spreads.insert(n);
+            self.out.spreads.insert(n);
             vec![rule(vec![goto(&names::spread_chain(n))])]
         }
     }
@@ -488,7 +582,7 @@ impl Builder<'_> {
             .map(|i| {
                 affinity.map(|(chain, role, timeout)| {
                     let name = names::affinity_set(chain, role.letter(), i);
-                    self.table.maps.insert(
+                    self.out.sets.insert(
                         name.clone(),
                         Map::new(&name, MapKind::AffinitySet { timeout }),
                     );
@@ -545,7 +639,6 @@ impl Builder<'_> {
         for ep in eps {
             if ep.node_name.as_deref() == Some(node.as_str()) {
                 self.map(names::HAIRPIN)
-                    .elements
                     .insert(ElemKey::Pair(ep.ip, ep.ip), ElemValue::Member);
             }
         }
@@ -585,7 +678,6 @@ impl Builder<'_> {
             if internal.is_empty() {
                 let v = Self::refusal(sp, sp.internal_policy_local);
                 self.map(names::NO_ENDPOINT_SERVICES)
-                    .elements
                     .insert(svc_key(*ip), v);
                 continue;
             }
@@ -606,7 +698,6 @@ impl Builder<'_> {
             ));
             self.add_chain(name.clone(), rules);
             self.map(names::SERVICE_IPS)
-                .elements
                 .insert(svc_key(*ip), ElemValue::Verdict(Verdict::Goto(name)));
         }
 
@@ -630,7 +721,6 @@ impl Builder<'_> {
             let v = Self::refusal(sp, sp.external_policy_local);
             for ip in &external {
                 self.map(names::NO_ENDPOINT_SERVICES)
-                    .elements
                     .insert(svc_key(*ip), v.clone());
             }
             if let Some(np) = node_port {
@@ -639,7 +729,7 @@ impl Builder<'_> {
                     port: np,
                     index: None,
                 };
-                self.map(names::NO_ENDPOINT_NODEPORTS).elements.insert(k, v);
+                self.map(names::NO_ENDPOINT_NODEPORTS).insert(k, v);
             }
             return;
         }
@@ -696,7 +786,6 @@ impl Builder<'_> {
                 "ext" => {
                     for ip in &external {
                         self.map(names::SERVICE_IPS)
-                            .elements
                             .insert(svc_key(*ip), to_chain.clone());
                     }
                 }
@@ -706,9 +795,7 @@ impl Builder<'_> {
                         port: node_port.expect("np entry only with a node port"),
                         index: None,
                     };
-                    self.map(names::SERVICE_NODEPORTS)
-                        .elements
-                        .insert(k, to_chain);
+                    self.map(names::SERVICE_NODEPORTS).insert(k, to_chain);
                 }
             }
         }
@@ -741,7 +828,7 @@ impl Builder<'_> {
         rules.push(rule(vec![Stmt::Verdict(Verdict::Drop)]));
         self.add_chain(name.to_string(), rules);
         for ip in lbs {
-            self.map(names::FIREWALL_IPS).elements.insert(
+            self.map(names::FIREWALL_IPS).insert(
                 ElemKey::service(ip, sp.protocol, sp.port),
                 ElemValue::Verdict(Verdict::Goto(name.to_string())),
             );

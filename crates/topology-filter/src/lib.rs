@@ -27,7 +27,8 @@
 //!    narrow the cluster set to the endpoints hinted for this node or its
 //!    zone, when every ready endpoint has hints and one matches.
 //!
-//! Main items: [`plan`], [`ProxyPlan`], [`ServicePortPlan`],
+//! Main items: [`plan`] (and per Service: [`plan_service`], [`replan`]),
+//! [`ProxyPlan`], [`ServicePortPlan`],
 //! [`EndpointTarget`], [`Decision`], [`Rule`], [`Problem`],
 //! [`topology_keys`].
 
@@ -36,6 +37,7 @@ mod hints;
 mod keys;
 mod keys_filter;
 mod plan;
+mod replan;
 mod select;
 #[cfg(test)]
 mod test_support;
@@ -46,4 +48,5 @@ pub use hints::{
 };
 pub use keys::{topology_keys, TopologyKeysError, ANY_KEY, MAX_TOPOLOGY_KEYS};
 pub use plan::*;
-pub use select::plan;
+pub use replan::replan;
+pub use select::{depends_on_nodes, node_addresses, plan, plan_service, ServicePlan};

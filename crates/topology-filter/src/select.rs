@@ -78,64 +78,93 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
     };
     let slices = state.slices_by_service();
     for service in state.services.values() {
-        if service.service_type == ServiceType::ExternalName || service.cluster_ips.is_empty() {
-            continue;
-        }
-        let keys = match topology_keys(service) {
-            Ok(keys) => keys,
-            Err(error) => {
-                plan.problems.push(Problem {
-                    object: service.key.clone(),
-                    kind: ProblemKind::InvalidTopologyKeys,
-                    message: format!(
-                        "{} ignored: {error}; endpoints are not filtered by topology keys",
-                        keys_source(service)
-                    ),
-                });
-                None
-            }
-        };
-        let (request, problems) = hints::request(service);
-        plan.problems
-            .extend(problems.into_iter().map(|(kind, message)| Problem {
-                object: service.key.clone(),
-                kind,
-                message,
-            }));
-        let settings = Settings {
-            keys: keys.as_deref(),
-            hints: &request,
-        };
-        let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
-        ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
         let service_slices = slices.get(&service.key).map(Vec::as_slice).unwrap_or(&[]);
-        plan.problems.extend(
-            service_slices
-                .iter()
-                .filter(|s| s.address_type == AddressType::Fqdn)
-                .map(|s| Problem {
-                    object: service.key.clone(),
-                    kind: ProblemKind::FqdnSliceIgnored,
-                    message: format!("EndpointSlice {} has addressType FQDN; not proxied", s.key),
-                }),
-        );
-        for port in ports {
-            plan.services.push(port_plan(
-                state,
-                service_slices,
-                node,
-                service,
-                port,
-                &settings,
-            ));
-        }
+        let one = plan_service(state, service_slices, node, service);
+        plan.services.extend(one.ports);
+        plan.problems.extend(one.problems);
     }
     plan
 }
 
+/// What [`plan`] gives for one Service: its port plans (sorted by port
+/// name, protocol, port) and its problems, in plan order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServicePlan {
+    /// The Service's port plans; empty for ExternalName and headless
+    /// Services.
+    pub ports: Vec<ServicePortPlan>,
+    /// What was skipped or ignored in the Service or its slices.
+    pub problems: Vec<Problem>,
+}
+
+/// Plans one Service for `node`, given its EndpointSlices in slice-name
+/// order: exactly its part of [`plan`]'s output.
+pub fn plan_service(
+    state: &ClusterState,
+    slices: &[&EndpointSlice],
+    node: &str,
+    service: &Service,
+) -> ServicePlan {
+    let mut out = ServicePlan::default();
+    if service.service_type == ServiceType::ExternalName || service.cluster_ips.is_empty() {
+        return out;
+    }
+    let keys = match topology_keys(service) {
+        Ok(keys) => keys,
+        Err(error) => {
+            out.problems.push(Problem {
+                object: service.key.clone(),
+                kind: ProblemKind::InvalidTopologyKeys,
+                message: format!(
+                    "{} ignored: {error}; endpoints are not filtered by topology keys",
+                    keys_source(service)
+                ),
+            });
+            None
+        }
+    };
+    let (request, problems) = hints::request(service);
+    out.problems
+        .extend(problems.into_iter().map(|(kind, message)| Problem {
+            object: service.key.clone(),
+            kind,
+            message,
+        }));
+    let settings = Settings {
+        keys: keys.as_deref(),
+        hints: &request,
+    };
+    let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
+    ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
+    out.problems.extend(
+        slices
+            .iter()
+            .filter(|s| s.address_type == AddressType::Fqdn)
+            .map(|s| Problem {
+                object: service.key.clone(),
+                kind: ProblemKind::FqdnSliceIgnored,
+                message: format!("EndpointSlice {} has addressType FQDN; not proxied", s.key),
+            }),
+    );
+    for port in ports {
+        out.ports
+            .push(port_plan(state, slices, node, service, port, &settings));
+    }
+    out
+}
+
+/// Whether the Service's plan can change when Nodes change (their labels
+/// feed topology keys, this node's zone label feeds hints): valid topology
+/// keys, or hints asked for. Other Services depend on the Nodes only
+/// through this node's addresses, which are not part of a service plan.
+pub fn depends_on_nodes(service: &Service) -> bool {
+    matches!(topology_keys(service), Ok(Some(_)))
+        || hints::request(service).0 != hints::Request::Off
+}
+
 /// The node's `InternalIP` addresses, else its `ExternalIP` ones, in
 /// `status.addresses` order; empty when the Node is unknown.
-fn node_addresses(state: &ClusterState, node: &str) -> Vec<IpAddr> {
+pub fn node_addresses(state: &ClusterState, node: &str) -> Vec<IpAddr> {
     let Some(node) = state.nodes.get(node) else {
         return Vec::new();
     };
