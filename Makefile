@@ -61,7 +61,7 @@ CARGO_DEB_VERSION := 3.8.0
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 PKG_TOOLS := file:file strip:binutils git:git python3:python3 openssl:openssl \
   dpkg-deb:dpkg lintian:lintian systemd-analyze:systemd man:man-db \
-  skopeo:skopeo umoci:umoci nft:nftables ip:iproute2
+  skopeo:skopeo umoci:umoci strace:strace nft:nftables ip:iproute2
 
 .PHONY: package-deps static deb image package-test
 
@@ -107,6 +107,7 @@ image: static
 package-test: package-deps static deb image
 	packaging/tests/static.sh $(STATIC_BIN)
 	packaging/tests/deb.sh $(PKG)/nftopo_*.deb
+	packaging/tests/sandbox.sh $(STATIC_BIN)
 	packaging/tests/image.sh $(PKG)/image $(IMAGE_TAG)
 	packaging/tests/kubernetes.sh $(PKG)/venv $(STATIC_BIN)
 	$(CARGO) test -p nftopo --test rbac
