@@ -9,6 +9,8 @@
 //! the same key replace earlier ones (the last one read wins).
 
 mod guard;
+#[cfg(test)]
+mod regressions;
 mod slice;
 #[cfg(test)]
 mod tests;
@@ -31,10 +33,7 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>)
         let path = path.as_ref();
         let source = path.display().to_string();
         match std::fs::read(path) {
-            Ok(bytes) => {
-                let (text, lossy) = guard::decode(&bytes);
-                errors.extend(load_text(&source, &text, lossy, &mut state));
-            }
+            Ok(bytes) => errors.extend(load_bytes(&source, &bytes, &mut state)),
             Err(e) => errors.push(LoadError {
                 file: source,
                 document: 0,
@@ -51,6 +50,13 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>)
 /// `source` into `state`; returns every object skipped.
 pub fn load_str(source: &str, text: &str, state: &mut ClusterState) -> Vec<LoadError> {
     load_text(source, text, false, state)
+}
+
+/// Loads the bytes of one file (as [`load_str`]); bytes that are not
+/// UTF-8 cost only the objects that hold them, each reported.
+pub fn load_bytes(source: &str, bytes: &[u8], state: &mut ClusterState) -> Vec<LoadError> {
+    let (text, lossy) = guard::decode(bytes);
+    load_text(source, &text, lossy, state)
 }
 
 /// [`load_str`]; `lossy`: the file was not valid UTF-8 and its invalid
@@ -125,9 +131,10 @@ fn prefixed(part: &str) -> String {
 /// Splits the text into documents, each parsed or the reason it was not.
 /// JSON (one or several concatenated values) is tried first when the text
 /// looks like JSON; otherwise, or if that fails, YAML, where a document
-/// that cannot be read does not stop the later ones (a syntax error
-/// does: the parser cannot find the next document after it). Documents
-/// nested deeper than [`guard::MAX_FLOW_DEPTH`] are refused unparsed.
+/// too deep, too repetitive (billion laughs) or of the wrong shape does
+/// not stop the later ones (a syntax error does: the parser cannot find
+/// the next document after it). Documents nested deeper than
+/// [`guard::MAX_FLOW_DEPTH`] are refused unparsed.
 fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
@@ -140,7 +147,6 @@ fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
     }
     let text = guard::flatten_deep(text);
     let mut documents = Vec::new();
-    let mut last_error = None;
     for document in serde_yaml::Deserializer::from_str(&text) {
         let document = match Value::deserialize(document) {
             Ok(value) if guard::too_deep(&value) => Err(format!(
@@ -150,17 +156,32 @@ fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
             Ok(value) => Ok(value),
             Err(e) => Err(e.to_string()),
         };
-        if let Err(message) = &document {
-            // After a syntax error the parser repeats it for ever.
-            if last_error.as_ref() == Some(message) {
-                break;
-            }
-            last_error = Some(message.clone());
-        }
+        let go_on = match &document {
+            // Raised on a complete document: the next one starts cleanly.
+            Err(message) => COMPLETE_DOCUMENT_ERRORS
+                .iter()
+                .any(|e| message.starts_with(e)),
+            Ok(_) => true,
+        };
         documents.push(document);
+        if !go_on {
+            // Any other error (a syntax error, an unknown anchor) leaves
+            // the parser inside the document: what follows is not a
+            // document (serde_yaml even panics on it), so stop here.
+            break;
+        }
     }
     documents
 }
+
+/// serde_yaml errors raised while reading a document it has parsed to its
+/// end, after which the next document can still be read.
+const COMPLETE_DOCUMENT_ERRORS: &[&str] = &[
+    "recursion limit exceeded",
+    "repetition limit exceeded",
+    "invalid type",
+    "collections nested deeper than",
+];
 
 struct Loader<'a> {
     file: &'a str,
