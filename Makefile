@@ -92,7 +92,8 @@ static:
 # The static binary, packed by cargo-deb with man pages and a copyright file
 # generated here (see [package.metadata.deb] in crates/nftopo/Cargo.toml).
 deb: package-deps static
-	rm -rf $(PKG)/man && $(STATIC_BIN) man $(PKG)/man
+	rm -rf $(PKG)/man && SOURCE_DATE_EPOCH="$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}" \
+	  $(STATIC_BIN) man $(PKG)/man
 	python3 packaging/copyright.py --static > $(PKG)/copyright.new && mv $(PKG)/copyright.new $(PKG)/copyright
 	rm -f $(PKG)/nftopo_*.deb
 	$(CARGO) deb -p nftopo --no-build --output $(PKG)/

@@ -1,12 +1,14 @@
 //! Man pages from the command line's own definition (clap_mangen), for the
 //! Debian package: `nftopo man DIR` (a hidden subcommand) writes
 //! `nftopo.8` and one `nftopo-SUBCOMMAND.8` per subcommand into DIR.
-//! Section 8: nftopo administers the node and needs CAP_NET_ADMIN.
+//! Section 8: nftopo administers the node and needs CAP_NET_ADMIN. The
+//! pages are dated `$SOURCE_DATE_EPOCH` (reproducible builds), else today.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
+use k8s_openapi::jiff::Timestamp;
 
 /// Writes the man pages of `nftopo` and its visible subcommands into
 /// `dir` (created if missing).
@@ -16,15 +18,24 @@ pub fn write(dir: &Path) -> Result<()> {
     // Sets the subcommands' display names (`nftopo-run`), used as page
     // names.
     cmd.build();
-    page(cmd, dir)
+    let date = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => Timestamp::from_second(s.trim().parse().context("$SOURCE_DATE_EPOCH")?)
+            .context("$SOURCE_DATE_EPOCH")?,
+        Err(_) => Timestamp::now(),
+    }
+    .strftime("%Y-%m-%d")
+    .to_string();
+    page(cmd, dir, &date)
 }
 
-fn page(cmd: clap::Command, dir: &Path) -> Result<()> {
+fn page(cmd: clap::Command, dir: &Path, date: &str) -> Result<()> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        page(sub.clone(), dir)?;
+        page(sub.clone(), dir, date)?;
     }
     let man = clap_mangen::Man::new(cmd)
         .section("8")
+        .date(date)
+        .source(format!("nftopo {}", env!("CARGO_PKG_VERSION")))
         .manual("System Administration");
     let path = dir.join(man.get_filename());
     let mut out = Vec::new();
@@ -51,6 +62,6 @@ mod tests {
             !names.iter().any(|n| n.starts_with("nftopo-man")),
             "{names:?}"
         );
-        assert!(top.contains(".TH nftopo 8"), "{top}");
+        assert!(top.contains(".TH nftopo 8 20"), "{top}");
     }
 }
