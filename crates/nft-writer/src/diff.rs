@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::Error;
+use crate::incremental::{Changes, IncrementalPlanner};
 use crate::kernel::Kernel;
 use crate::model::*;
 use crate::transaction::{Op, TableRef, Transaction};
@@ -165,10 +166,14 @@ pub struct SyncStats {
 /// the first sync, when asked (periodic resync) and after any failure;
 /// otherwise only the differences from the last applied ruleset, plus the
 /// deletions deferred from the sync before.
+#[derive(Debug, Clone)]
 pub struct Syncer<K: Kernel> {
     kernel: K,
     last: Option<Ruleset>,
     deferred: Vec<Op>,
+    /// The kernel holds what the [`IncrementalPlanner`] planned before its
+    /// last update (the last [`Syncer::sync_changes`] went through).
+    in_step: bool,
 }
 
 impl<K: Kernel> Syncer<K> {
@@ -178,12 +183,18 @@ impl<K: Kernel> Syncer<K> {
             kernel,
             last: None,
             deferred: Vec::new(),
+            in_step: false,
         }
     }
 
     /// The kernel (for tests and read-outs).
     pub fn kernel(&self) -> &K {
         &self.kernel
+    }
+
+    /// The kernel, to change (tests inject failures into the fake).
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
     }
 
     /// Brings the kernel to `new`. On error nothing was applied (the
@@ -205,6 +216,7 @@ impl<K: Kernel> Syncer<K> {
             self.deferred = later;
             return Ok(SyncStats::default());
         }
+        self.in_step = false;
         match self.kernel.apply(&tx) {
             Ok(stats) => {
                 self.last = Some(new.clone());
@@ -217,6 +229,55 @@ impl<K: Kernel> Syncer<K> {
             }
             Err(e) => {
                 self.last = None;
+                self.deferred.clear();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<K: Kernel> Syncer<K> {
+    /// Brings the kernel to what `planner` holds after the update that
+    /// returned `changes`: only those operations (with the deletions
+    /// deferred from the sync before, unless the object came back), or a
+    /// full replace when `full` is asked, the planner needs one, or the
+    /// previous sync did not go through this way. Neither compares nor
+    /// copies the whole ruleset except for a full replace. On error
+    /// nothing was applied and the next sync is a full one.
+    pub fn sync_changes(
+        &mut self,
+        planner: &IncrementalPlanner,
+        changes: Changes,
+        full: bool,
+    ) -> Result<SyncStats, Error> {
+        let is_full = full || changes.full || !self.in_step;
+        let (tx, later) = if is_full {
+            (Transaction::replace(&planner.ruleset()), Vec::new())
+        } else {
+            let mut ops: Vec<Op> = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .filter(|op| !planner.holds(op))
+                .collect();
+            ops.extend(changes.now);
+            (Transaction { ops }, changes.later)
+        };
+        self.last = None;
+        if tx.is_empty() {
+            self.deferred = later;
+            return Ok(SyncStats::default());
+        }
+        match self.kernel.apply(&tx) {
+            Ok(stats) => {
+                self.in_step = true;
+                self.deferred = later;
+                Ok(SyncStats {
+                    full: is_full,
+                    operations: stats.operations,
+                    messages: stats.messages,
+                })
+            }
+            Err(e) => {
+                self.in_step = false;
                 self.deferred.clear();
                 Err(e)
             }

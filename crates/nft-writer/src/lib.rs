@@ -8,13 +8,16 @@
 //! It does not choose endpoints (`topology-filter` does) and does not
 //! read the cluster (`api-watch` does).
 //!
-//! Main types: [`Ruleset`], [`Transaction`], [`Kernel`], [`Error`].
+//! Main types: [`Ruleset`], [`Transaction`], [`Kernel`], [`Error`];
+//! [`IncrementalPlanner`] and [`Syncer::sync_changes`] for syncs that cost
+//! what changed, not what the cluster holds.
 
 pub mod conntrack;
 mod diff;
 pub mod encode;
 mod error;
 mod fake;
+mod incremental;
 mod kernel;
 mod model;
 pub mod names;
@@ -28,6 +31,7 @@ mod udata;
 pub use diff::{diff, Diff, SyncStats, Syncer};
 pub use error::{libc_errno, Error, ErrorKind};
 pub use fake::FakeKernel;
+pub use incremental::{Changes, Dirty, IncrementalPlanner};
 pub use kernel::{ApplyStats, Kernel};
 pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};

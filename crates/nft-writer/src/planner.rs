@@ -305,7 +305,7 @@ fn plan_table(
     table
 }
 
-fn duplicate(
+pub(crate) fn duplicate(
     sp: &ServicePortPlan,
     what: &str,
     port: u16,

@@ -1,0 +1,750 @@
+//! Incremental planning: the ruleset kept as a fixed skeleton per table
+//! plus one [`Contribution`] per Service, so that a change re-plans only
+//! the Services it touched and yields the operations for the difference
+//! without building or comparing the whole ruleset.
+//!
+//! What is shared between Services is counted: the `spread-N` /
+//! `spread-port-N` chains (added when the first Service uses them, flushed
+//! when the last one stops and deleted one sync later, as [`crate::diff`]
+//! does), the `hairpin` pairs (one element for all the ports of an
+//! endpoint) and `firewall-ips` elements (where, as in [`plan_ruleset`],
+//! the last Service in plan order wins). Which Service owns an address,
+//! protocol and port (or a node port) claimed by several is decided as in
+//! [`plan_ruleset`] (the first in plan order); a Service whose claims
+//! change re-plans the other claimants too.
+//!
+//! [`IncrementalPlanner::ruleset`] assembles the whole [`Ruleset`] from the
+//! same parts, for full syncs; it equals what [`plan_ruleset`] gives for
+//! the same plan.
+//!
+//! [`plan_ruleset`]: crate::plan_ruleset
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use api_watch::{ObjectKey, Protocol};
+use topology_filter::{Problem, ProxyPlan, ServicePortPlan};
+
+use crate::model::*;
+use crate::names;
+use crate::planner::{
+    add_spread_chains, contribute, duplicate, skeleton, spread_chain, spread_port_chain,
+    Contribution, PlannerConfig,
+};
+use crate::transaction::{Op, TableRef};
+
+const FAMILIES: [Family; 2] = [Family::Ip, Family::Ip6];
+
+fn fi(family: Family) -> usize {
+    match family {
+        Family::Ip => 0,
+        Family::Ip6 => 1,
+    }
+}
+
+/// Which Services to re-plan.
+#[derive(Debug, Clone, Copy)]
+pub enum Dirty<'a> {
+    /// Every Service (those in the plan and those the planner holds).
+    All,
+    /// Only these (Services gone from the plan are removed).
+    Services(&'a BTreeSet<ObjectKey>),
+}
+
+/// What [`IncrementalPlanner::update`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Operations that bring the previous ruleset to the new one.
+    pub now: Vec<Op>,
+    /// Deletions of chains and sets no longer used, for the next sync.
+    pub later: Vec<Op>,
+    /// Only a full replace gets there (first plan, this node's addresses
+    /// changed, the `ip6` table appears or goes, a set changed its shape):
+    /// `now` and `later` are empty then.
+    pub full: bool,
+    /// Services re-planned.
+    pub replanned: usize,
+}
+
+/// A Service's claim: (service, port name), ordered as the plan orders
+/// service ports.
+type Claimant = (ObjectKey, String);
+type AddrKey = (IpAddr, Protocol, u16);
+type PortKey = (Protocol, u16);
+
+/// What the planner holds for one Service.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Its part of the `ip` and the `ip6` table.
+    parts: [Contribution; 2],
+    /// Per family, the addresses and node ports it claims, with the port
+    /// name that claims them.
+    addr_claims: [Vec<(AddrKey, String)>; 2],
+    port_claims: [Vec<(PortKey, String)>; 2],
+    /// Service ports left out because another Service owns the address.
+    problems: Vec<Problem>,
+    /// It has an IPv6 address (the `ip6` table exists while any has).
+    wants_ip6: bool,
+}
+
+/// Per table: who claims what, and how many Services hold each shared
+/// object.
+#[derive(Debug, Default)]
+struct Index {
+    owners: BTreeMap<AddrKey, BTreeSet<Claimant>>,
+    port_owners: BTreeMap<PortKey, BTreeSet<Claimant>>,
+    /// Chains and sets of the parts, and spread chains, with the number
+    /// of Services that hold each.
+    objects: HashMap<String, usize>,
+    /// `hairpin` pairs with the number of Services that add each.
+    hairpin: HashMap<ElemKey, usize>,
+    /// `firewall-ips` elements by Service.
+    firewall: BTreeMap<ElemKey, BTreeMap<ObjectKey, ElemValue>>,
+}
+
+impl Index {
+    fn element(&self, map: &str, key: &ElemKey) -> Option<ElemValue> {
+        if map == names::HAIRPIN {
+            self.hairpin.get(key).map(|_| ElemValue::Member)
+        } else {
+            self.firewall
+                .get(key)
+                .and_then(|by| by.values().next_back().cloned())
+        }
+    }
+}
+
+/// A shared object whose count changed during an update.
+#[derive(Debug, Clone)]
+enum Object {
+    Chain,
+    Spread(usize),
+    SpreadPort(usize),
+    Set(MapKind),
+}
+
+/// The operations of one table, collected in the order they must run.
+#[derive(Debug, Default)]
+struct Delta {
+    add_chains: Vec<Op>,
+    add_maps: Vec<Op>,
+    rules: Vec<Op>,
+    deletes: BTreeMap<(MapKind, String), Vec<ElemKey>>,
+    adds: BTreeMap<(MapKind, String), Vec<(ElemKey, ElemValue)>>,
+    later: Vec<Op>,
+    /// Objects whose count changed: count before the update, and kind.
+    touched: BTreeMap<String, (usize, Object)>,
+    /// Shared elements that changed: value before the update.
+    shared: BTreeMap<(&'static str, ElemKey), Option<ElemValue>>,
+}
+
+/// Keeps the ruleset as per-Service contributions; see the module
+/// documentation.
+#[derive(Debug)]
+pub struct IncrementalPlanner {
+    cfg: PlannerConfig,
+    /// The node of the plan, and its addresses; `None` before the first
+    /// update.
+    node: Option<(String, Vec<IpAddr>)>,
+    skeletons: [Table; 2],
+    entries: BTreeMap<ObjectKey, Entry>,
+    index: [Index; 2],
+    ip6_services: usize,
+    /// Sets whose deletion the last update deferred, with their shape.
+    pending_sets: HashMap<(Family, String), MapKind>,
+}
+
+/// The port plans of `key` in `plan` (sorted by service, as
+/// `topology_filter::plan` makes it).
+fn ports_of<'p>(plan: &'p ProxyPlan, key: &ObjectKey) -> &'p [ServicePortPlan] {
+    let start = plan.services.partition_point(|p| p.service < *key);
+    let end = start + plan.services[start..].partition_point(|p| p.service == *key);
+    &plan.services[start..end]
+}
+
+fn wants_ip6(ports: &[ServicePortPlan]) -> bool {
+    ports.iter().any(|sp| {
+        sp.cluster_ips
+            .iter()
+            .chain(&sp.external_ips)
+            .chain(&sp.load_balancer_ips)
+            .any(IpAddr::is_ipv6)
+    })
+}
+
+/// The addresses of `sp` in `family` (cluster IPs, external IPs,
+/// load-balancer IPs, in that order), when the port belongs to the family.
+fn family_addrs(sp: &ServicePortPlan, family: Family) -> Option<Vec<IpAddr>> {
+    if !sp.cluster_ips.iter().any(|ip| family.contains(ip)) {
+        return None;
+    }
+    Some(
+        sp.cluster_ips
+            .iter()
+            .chain(&sp.external_ips)
+            .chain(&sp.load_balancer_ips)
+            .filter(|ip| family.contains(ip))
+            .copied()
+            .collect(),
+    )
+}
+
+impl IncrementalPlanner {
+    /// A planner that holds nothing yet: the first update is full.
+    pub fn new(cfg: PlannerConfig) -> Self {
+        Self {
+            skeletons: [
+                Table::new(Family::Ip, names::TABLE),
+                Table::new(Family::Ip6, names::TABLE),
+            ],
+            cfg,
+            node: None,
+            entries: BTreeMap::new(),
+            index: Default::default(),
+            ip6_services: 0,
+            pending_sets: HashMap::new(),
+        }
+    }
+
+    /// Brings the planner to `plan` (made by `topology_filter::plan`, or
+    /// kept up to date with `topology_filter::replan`), re-planning the
+    /// `dirty` Services (and those whose ownership of an address they
+    /// change), and returns the operations that take the kernel from the
+    /// previous ruleset to the new one. Services not in `dirty` must plan
+    /// as before.
+    pub fn update(&mut self, plan: &ProxyPlan, dirty: Dirty<'_>) -> Changes {
+        let same_node = self
+            .node
+            .as_ref()
+            .is_some_and(|(n, a)| *n == plan.node && *a == plan.node_addresses);
+        let mut full = !same_node;
+        if full {
+            let cfg = self.cfg.clone();
+            *self = Self::new(cfg);
+            self.node = Some((plan.node.clone(), plan.node_addresses.clone()));
+            for f in FAMILIES {
+                self.skeletons[fi(f)] = skeleton(&plan.node_addresses, &self.cfg, f);
+            }
+        }
+        let keys: BTreeSet<ObjectKey> = match (dirty, full) {
+            (Dirty::Services(keys), false) => keys.clone(),
+            _ => {
+                let mut all: BTreeSet<ObjectKey> = self.entries.keys().cloned().collect();
+                let mut last: Option<&ObjectKey> = None;
+                for sp in &plan.services {
+                    if last != Some(&sp.service) {
+                        all.insert(sp.service.clone());
+                        last = Some(&sp.service);
+                    }
+                }
+                all
+            }
+        };
+        let ip6_before = self.ip6_services > 0;
+        let affected = self.claim(plan, &keys);
+        let mut deltas: [Delta; 2] = Default::default();
+        for key in &affected {
+            full |= self.replan(plan, key, &mut deltas);
+        }
+        let mut changes = Changes {
+            replanned: affected.len(),
+            ..Changes::default()
+        };
+        for f in FAMILIES {
+            full |= self.finish(f, &mut deltas[fi(f)]);
+        }
+        if ip6_before != (self.ip6_services > 0) {
+            full = true;
+        }
+        self.pending_sets.clear();
+        if full {
+            changes.full = true;
+            return changes;
+        }
+        for f in FAMILIES {
+            let d = std::mem::take(&mut deltas[fi(f)]);
+            let t = TableRef {
+                family: f,
+                name: names::TABLE.into(),
+            };
+            changes.now.extend(d.add_chains);
+            changes.now.extend(d.add_maps);
+            changes.now.extend(d.rules);
+            for ((_, map), keys) in d.deletes {
+                changes.now.push(Op::DeleteElements {
+                    table: t.clone(),
+                    map,
+                    keys,
+                });
+            }
+            for ((kind, map), elements) in d.adds {
+                changes.now.push(Op::AddElements {
+                    table: t.clone(),
+                    map,
+                    kind,
+                    elements,
+                });
+            }
+            for op in &d.later {
+                if let Op::DeleteMap { table, name, kind } = op {
+                    self.pending_sets
+                        .insert((table.family, name.clone()), *kind);
+                }
+            }
+            changes.later.extend(d.later);
+        }
+        changes
+    }
+
+    /// Replaces the claims of `keys` with those of their new port plans;
+    /// returns `keys` and every other Service that claims one of the same
+    /// addresses or node ports (its ownership may have changed).
+    fn claim(&mut self, plan: &ProxyPlan, keys: &BTreeSet<ObjectKey>) -> BTreeSet<ObjectKey> {
+        let mut touched_addrs: [BTreeSet<AddrKey>; 2] = Default::default();
+        let mut touched_ports: [BTreeSet<PortKey>; 2] = Default::default();
+        for key in keys {
+            let ports = ports_of(plan, key);
+            let entry = self.entries.entry(key.clone()).or_default();
+            for f in FAMILIES {
+                let idx = &mut self.index[fi(f)];
+                for (k, name) in std::mem::take(&mut entry.addr_claims[fi(f)]) {
+                    if let Some(set) = idx.owners.get_mut(&k) {
+                        set.remove(&(key.clone(), name));
+                        if set.is_empty() {
+                            idx.owners.remove(&k);
+                        }
+                    }
+                    touched_addrs[fi(f)].insert(k);
+                }
+                for (k, name) in std::mem::take(&mut entry.port_claims[fi(f)]) {
+                    if let Some(set) = idx.port_owners.get_mut(&k) {
+                        set.remove(&(key.clone(), name));
+                        if set.is_empty() {
+                            idx.port_owners.remove(&k);
+                        }
+                    }
+                    touched_ports[fi(f)].insert(k);
+                }
+                for sp in ports {
+                    let Some(addrs) = family_addrs(sp, f) else {
+                        continue;
+                    };
+                    for ip in addrs {
+                        let k = (ip, sp.protocol, sp.port);
+                        idx.owners
+                            .entry(k)
+                            .or_default()
+                            .insert((key.clone(), sp.port_name.clone()));
+                        entry.addr_claims[fi(f)].push((k, sp.port_name.clone()));
+                        touched_addrs[fi(f)].insert(k);
+                    }
+                    if let Some(np) = sp.node_port {
+                        let k = (sp.protocol, np);
+                        idx.port_owners
+                            .entry(k)
+                            .or_default()
+                            .insert((key.clone(), sp.port_name.clone()));
+                        entry.port_claims[fi(f)].push((k, sp.port_name.clone()));
+                        touched_ports[fi(f)].insert(k);
+                    }
+                }
+            }
+            let wants = wants_ip6(ports);
+            match (entry.wants_ip6, wants) {
+                (false, true) => self.ip6_services += 1,
+                (true, false) => self.ip6_services -= 1,
+                _ => {}
+            }
+            entry.wants_ip6 = wants;
+        }
+        let mut affected = keys.clone();
+        for f in FAMILIES {
+            let idx = &self.index[fi(f)];
+            for k in &touched_addrs[fi(f)] {
+                let claimants = idx.owners.get(k).into_iter().flatten();
+                affected.extend(claimants.map(|(s, _)| s.clone()));
+            }
+            for k in &touched_ports[fi(f)] {
+                let claimants = idx.port_owners.get(k).into_iter().flatten();
+                affected.extend(claimants.map(|(s, _)| s.clone()));
+            }
+        }
+        affected
+    }
+
+    /// Re-plans one Service from its port plans in `plan` and records the
+    /// difference in `deltas`. Returns true when only a full replace can
+    /// apply it.
+    fn replan(&mut self, plan: &ProxyPlan, key: &ObjectKey, deltas: &mut [Delta; 2]) -> bool {
+        let ports = ports_of(plan, key);
+        let node = &self.node.as_ref().expect("set by update").0;
+        let mut parts: [Contribution; 2] = Default::default();
+        let mut problems = Vec::new();
+        for f in FAMILIES {
+            let idx = &self.index[fi(f)];
+            for sp in ports {
+                let Some(claimed) = family_addrs(sp, f) else {
+                    continue;
+                };
+                let me = (key, sp.port_name.as_str());
+                let mut addrs = Vec::new();
+                for ip in claimed {
+                    let owner = idx
+                        .owners
+                        .get(&(ip, sp.protocol, sp.port))
+                        .and_then(|s| s.first())
+                        .expect("claimed above");
+                    if (&owner.0, owner.1.as_str()) == me {
+                        addrs.push(ip);
+                    } else {
+                        problems.push(duplicate(
+                            sp,
+                            &ip.to_string(),
+                            sp.port,
+                            (&owner.0, owner.1.as_str()),
+                        ));
+                    }
+                }
+                let node_port = sp.node_port.filter(|np| {
+                    let owner = idx
+                        .port_owners
+                        .get(&(sp.protocol, *np))
+                        .and_then(|s| s.first())
+                        .expect("claimed above");
+                    let mine = (&owner.0, owner.1.as_str()) == me;
+                    if !mine && f == Family::Ip {
+                        problems.push(duplicate(
+                            sp,
+                            "node port",
+                            *np,
+                            (&owner.0, owner.1.as_str()),
+                        ));
+                    }
+                    mine
+                });
+                contribute(&self.cfg, f, node, sp, &addrs, node_port, &mut parts[fi(f)]);
+            }
+        }
+        let mut entry = self.entries.remove(key).unwrap_or_default();
+        let mut full = false;
+        for f in FAMILIES {
+            let old = std::mem::take(&mut entry.parts[fi(f)]);
+            let new = std::mem::take(&mut parts[fi(f)]);
+            full |= self.apply_part(f, key, &old, &new, &mut deltas[fi(f)]);
+            entry.parts[fi(f)] = new;
+        }
+        entry.problems = problems;
+        if !ports.is_empty() {
+            self.entries.insert(key.clone(), entry);
+        }
+        full
+    }
+
+    /// Records how Service `key`'s part of table `f` changes from `old`
+    /// to `new`, and updates the counts.
+    fn apply_part(
+        &mut self,
+        f: Family,
+        key: &ObjectKey,
+        old: &Contribution,
+        new: &Contribution,
+        d: &mut Delta,
+    ) -> bool {
+        let t = TableRef {
+            family: f,
+            name: names::TABLE.into(),
+        };
+        let idx = &mut self.index[fi(f)];
+        let mut count = |d: &mut Delta, name: String, object: Object, up: bool| {
+            let n = idx.objects.entry(name.clone()).or_insert(0);
+            d.touched.entry(name.clone()).or_insert((*n, object));
+            if up {
+                *n += 1;
+            } else {
+                *n -= 1;
+                if *n == 0 {
+                    idx.objects.remove(&name);
+                }
+            }
+        };
+        // Own chains: rewritten when their rules changed; new ones filled
+        // (created when first counted); gone ones handled when counted.
+        for (name, c) in &new.chains {
+            match old.chains.get(name) {
+                Some(o) if o.rules == c.rules => continue,
+                Some(_) => d.rules.push(Op::FlushChain {
+                    table: t.clone(),
+                    name: name.clone(),
+                }),
+                None => count(d, name.clone(), Object::Chain, true),
+            }
+            for r in &c.rules {
+                d.rules.push(Op::AddRule {
+                    table: t.clone(),
+                    chain: name.clone(),
+                    rule: r.clone(),
+                });
+            }
+        }
+        for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+            count(d, name.clone(), Object::Chain, false);
+        }
+        let mut full = false;
+        for (name, m) in &new.sets {
+            match old.sets.get(name) {
+                Some(o) if o.kind == m.kind => {}
+                Some(_) => full = true,
+                None => {
+                    let pending = self.pending_sets.get(&(f, name.clone()));
+                    full |= pending.is_some_and(|k| *k != m.kind);
+                    count(d, name.clone(), Object::Set(m.kind), true);
+                }
+            }
+        }
+        for (name, m) in &old.sets {
+            if !new.sets.contains_key(name) {
+                count(d, name.clone(), Object::Set(m.kind), false);
+            }
+        }
+        for n in new.spreads.difference(&old.spreads) {
+            count(d, names::spread_chain(*n), Object::Spread(*n), true);
+        }
+        for n in old.spreads.difference(&new.spreads) {
+            count(d, names::spread_chain(*n), Object::Spread(*n), false);
+        }
+        for n in new.port_spreads.difference(&old.port_spreads) {
+            count(
+                d,
+                names::spread_port_chain(*n),
+                Object::SpreadPort(*n),
+                true,
+            );
+        }
+        for n in old.port_spreads.difference(&new.port_spreads) {
+            count(
+                d,
+                names::spread_port_chain(*n),
+                Object::SpreadPort(*n),
+                false,
+            );
+        }
+        // Elements.
+        let empty = BTreeMap::new();
+        let maps: BTreeSet<&'static str> = old
+            .elements
+            .keys()
+            .chain(new.elements.keys())
+            .copied()
+            .collect();
+        for map in maps {
+            let o = old.elements.get(map).unwrap_or(&empty);
+            let n = new.elements.get(map).unwrap_or(&empty);
+            if map == names::HAIRPIN || map == names::FIREWALL_IPS {
+                self.shared_elements(f, key, map, o, n, d);
+                continue;
+            }
+            let kind = self.skeletons[fi(f)].maps[map].kind;
+            let gone: Vec<ElemKey> = o
+                .iter()
+                .filter(|(k, v)| n.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !gone.is_empty() {
+                d.deletes
+                    .entry((kind, map.to_string()))
+                    .or_default()
+                    .extend(gone);
+            }
+            let added: Vec<(ElemKey, ElemValue)> = n
+                .iter()
+                .filter(|(k, v)| o.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !added.is_empty() {
+                d.adds
+                    .entry((kind, map.to_string()))
+                    .or_default()
+                    .extend(added);
+            }
+        }
+        full
+    }
+
+    /// Updates the counted elements of `map` for Service `key`.
+    fn shared_elements(
+        &mut self,
+        f: Family,
+        key: &ObjectKey,
+        map: &'static str,
+        old: &BTreeMap<ElemKey, ElemValue>,
+        new: &BTreeMap<ElemKey, ElemValue>,
+        d: &mut Delta,
+    ) {
+        let idx = &mut self.index[fi(f)];
+        for (k, v) in old {
+            if new.get(k) == Some(v) {
+                continue;
+            }
+            let before = idx.element(map, k);
+            d.shared.entry((map, k.clone())).or_insert(before);
+            if map == names::HAIRPIN {
+                let n = idx.hairpin.get_mut(k).expect("counted when added");
+                *n -= 1;
+                if *n == 0 {
+                    idx.hairpin.remove(k);
+                }
+            } else if let Some(by) = idx.firewall.get_mut(k) {
+                by.remove(key);
+                if by.is_empty() {
+                    idx.firewall.remove(k);
+                }
+            }
+        }
+        for (k, v) in new {
+            if old.get(k) == Some(v) {
+                continue;
+            }
+            let before = idx.element(map, k);
+            d.shared.entry((map, k.clone())).or_insert(before);
+            if map == names::HAIRPIN {
+                *idx.hairpin.entry(k.clone()).or_insert(0) += 1;
+            } else {
+                idx.firewall
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(key.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Turns the counts that crossed zero and the shared elements that
+    /// changed into operations.
+    fn finish(&mut self, f: Family, d: &mut Delta) -> bool {
+        let t = TableRef {
+            family: f,
+            name: names::TABLE.into(),
+        };
+        let idx = &self.index[fi(f)];
+        let mut full = false;
+        for (name, (before, object)) in std::mem::take(&mut d.touched) {
+            let after = idx.objects.get(&name).copied().unwrap_or(0);
+            match (before > 0, after > 0) {
+                (false, true) => match object {
+                    Object::Set(kind) => d.add_maps.push(Op::AddMap {
+                        table: t.clone(),
+                        name,
+                        kind,
+                    }),
+                    Object::Chain | Object::Spread(_) | Object::SpreadPort(_) => {
+                        d.add_chains.push(Op::AddChain {
+                            table: t.clone(),
+                            name: name.clone(),
+                            base: None,
+                        });
+                        let shared = match object {
+                            Object::Spread(n) => Some(spread_chain(n)),
+                            Object::SpreadPort(n) => Some(spread_port_chain(n)),
+                            _ => None,
+                        };
+                        for r in shared.map(|c| c.rules).unwrap_or_default() {
+                            d.rules.push(Op::AddRule {
+                                table: t.clone(),
+                                chain: name.clone(),
+                                rule: r,
+                            });
+                        }
+                    }
+                },
+                (true, false) => match object {
+                    Object::Set(kind) => d.later.push(Op::DeleteMap {
+                        table: t.clone(),
+                        name,
+                        kind,
+                    }),
+                    _ => {
+                        d.rules.push(Op::FlushChain {
+                            table: t.clone(),
+                            name: name.clone(),
+                        });
+                        d.later.push(Op::DeleteChain {
+                            table: t.clone(),
+                            name,
+                        });
+                    }
+                },
+                _ => {}
+            }
+        }
+        for ((map, k), before) in std::mem::take(&mut d.shared) {
+            let after = idx.element(map, &k);
+            if after == before {
+                continue;
+            }
+            let Some(m) = self.skeletons[fi(f)].maps.get(map) else {
+                full = true;
+                continue;
+            };
+            if before.is_some() {
+                d.deletes
+                    .entry((m.kind, map.to_string()))
+                    .or_default()
+                    .push(k.clone());
+            }
+            if let Some(v) = after {
+                d.adds
+                    .entry((m.kind, map.to_string()))
+                    .or_default()
+                    .push((k, v));
+            }
+        }
+        full
+    }
+
+    /// Whether the planned ruleset holds the chain or set that `op`
+    /// deletes (a deferred deletion of something that came back is
+    /// dropped). Other operations: false.
+    pub fn holds(&self, op: &Op) -> bool {
+        let (table, name) = match op {
+            Op::DeleteChain { table, name } | Op::DeleteMap { table, name, .. } => (table, name),
+            _ => return false,
+        };
+        let f = table.family;
+        let sk = &self.skeletons[fi(f)];
+        sk.chains.contains_key(name)
+            || sk.maps.contains_key(name)
+            || self.index[fi(f)].objects.contains_key(name)
+    }
+
+    /// The whole ruleset, assembled from the skeleton and the parts: what
+    /// `plan_ruleset` gives for the plan of the last update.
+    pub fn ruleset(&self) -> Ruleset {
+        let mut tables = Vec::new();
+        if self.node.is_none() {
+            return Ruleset { tables };
+        }
+        for f in FAMILIES {
+            if f == Family::Ip6 && self.ip6_services == 0 {
+                continue;
+            }
+            let mut table = self.skeletons[fi(f)].clone();
+            let mut spreads = BTreeSet::new();
+            let mut port_spreads = BTreeSet::new();
+            for e in self.entries.values() {
+                let part = &e.parts[fi(f)];
+                part.merge_into(&mut table);
+                spreads.extend(part.spreads.iter().copied());
+                port_spreads.extend(part.port_spreads.iter().copied());
+            }
+            add_spread_chains(&mut table, &spreads, &port_spreads);
+            tables.push(table);
+        }
+        Ruleset { tables }
+    }
+
+    /// Service ports left out because another Service owns the same
+    /// address or node port (as `plan_ruleset` reports them, in Service
+    /// order).
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.entries.values().flat_map(|e| e.problems.iter())
+    }
+}
