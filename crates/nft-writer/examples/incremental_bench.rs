@@ -1,9 +1,14 @@
-//! `incremental_bench [--services N] [--changes C]`: the daemon's sync path
-//! (topology plan, ruleset plan, diff, one netlink batch) for single
-//! changes against N services x 10 endpoints, in a network namespace of
-//! its own. Prints a Markdown table: per kind of change, the netlink
-//! messages sent and the time to plan and to commit (p50/p99).
-//! Run by `make bench` (integration/src/bin/bench.rs); needs root.
+//! `incremental_bench [--services N] [--changes C] [--samples FILE]`: the
+//! daemon's sync path (topology plan, ruleset plan, diff, one netlink
+//! batch) for single changes against N services x 10 endpoints, in a
+//! network namespace of its own. Prints two Markdown tables: per kind of
+//! change (C changes of each kind), the netlink messages sent and the
+//! whole time per change (p50/p99); then that time split by phase:
+//! topology plan, ruleset plan, diff and clone inside `Syncer::sync`, the
+//! kernel's commit (a timing wrapper around the netlink kernel), and, on
+//! every fifth change, `diff` and `Ruleset::clone` timed on their own.
+//! `--samples` writes every change's whole time as CSV (`kind,ms`).
+//! Run by `make bench` (integration/src/bin/bench); needs root.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +18,9 @@ use api_watch::{
     AddressType, ClusterState, Conditions, Endpoint, EndpointPort, EndpointSlice, Node, ObjectKey,
     Protocol, Service, ServicePort, TargetPort, TOPOLOGY_KEYS_ANNOTATION,
 };
-use nft_writer::{plan_ruleset, Cidr, NetlinkKernel, PlannerConfig, Ruleset, Syncer};
+use nft_writer::{
+    diff, plan_ruleset, ApplyStats, Cidr, Kernel, NetlinkKernel, PlannerConfig, Syncer, Transaction,
+};
 
 const NODES: u32 = 3;
 const ZONE: &str = "topology.kubernetes.io/zone";
@@ -92,42 +99,50 @@ fn cluster(n: u32) -> ClusterState {
     st
 }
 
-fn plan(st: &ClusterState, cfg: &PlannerConfig) -> Ruleset {
-    plan_ruleset(&topology_filter::plan(st, "node-0"), cfg).0
+/// The netlink kernel, timing each commit.
+struct Timed {
+    inner: NetlinkKernel,
+    last: Duration,
 }
 
-fn pct(v: &mut [Duration], p: f64) -> f64 {
+impl Kernel for Timed {
+    fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, nft_writer::Error> {
+        let t = Instant::now();
+        let r = self.inner.apply(tx);
+        self.last = t.elapsed();
+        r
+    }
+}
+
+fn pct(v: &[Duration], p: f64) -> f64 {
+    let mut v = v.to_vec();
     v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank.
+    let rank = ((v.len() as f64) * p).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1].as_secs_f64() * 1000.0
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u32| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let n = arg("--services", 10_000);
-    let changes = arg("--changes", 200);
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare: run as root");
-    let cfg = PlannerConfig {
-        cluster_cidrs: Cidr::parse("10.64.0.0/10").into_iter().collect(),
-        ..PlannerConfig::default()
-    };
-    let mut st = cluster(n);
-    let mut syncer = Syncer::new(NetlinkKernel::open().expect("netlink"));
-    let t = Instant::now();
-    let full = syncer.sync(&plan(&st, &cfg), false).expect("full sync");
-    let full_time = t.elapsed();
+/// Per-phase times of one kind of change.
+#[derive(Default)]
+struct Phases {
+    topology: Vec<Duration>,
+    ruleset: Vec<Duration>,
+    sync: Vec<Duration>,
+    diff_clone: Vec<Duration>,
+    commit: Vec<Duration>,
+    total: Vec<Duration>,
+    diff_alone: Vec<Duration>,
+    clone_alone: Vec<Duration>,
+    max_msgs: usize,
+}
 
-    println!("| change | syncs | netlink messages (max) | plan p50 ms | plan p99 ms | diff+commit p50 ms | diff+commit p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
-    type Change = fn(&mut ClusterState, u32, u32);
-    let kinds: [(&str, Change); 4] = [
+type Change = fn(&mut ClusterState, u32, u32);
+
+fn kinds() -> [(&'static str, Change); 4] {
+    [
         ("one endpoint added, then removed", |st, i, n| {
             let k = ObjectKey::new("bench", format!("svc-{}-a", (i * 7919) % n));
             let s = st.endpoint_slices.get_mut(&k).unwrap();
@@ -159,26 +174,102 @@ fn main() {
                 st.nodes.insert("node-1".into(), node(1, zone));
             },
         ),
-    ];
-    for (name, change) in kinds {
-        let (mut plan_t, mut sync_t, mut max_msgs) = (Vec::new(), Vec::new(), 0);
+    ]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let num = |name: &str, default: u32| arg(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let n = num("--services", 10_000);
+    let changes = num("--changes", 200);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare: run as root");
+    let cfg = PlannerConfig {
+        cluster_cidrs: Cidr::parse("10.64.0.0/10").into_iter().collect(),
+        ..PlannerConfig::default()
+    };
+    let plan = |st: &ClusterState| plan_ruleset(&topology_filter::plan(st, "node-0"), &cfg).0;
+    let mut st = cluster(n);
+    let kernel = Timed {
+        inner: NetlinkKernel::open().expect("netlink"),
+        last: Duration::ZERO,
+    };
+    let mut syncer = Syncer::new(kernel);
+    let t = Instant::now();
+    let mut prev = plan(&st);
+    let full = syncer.sync(&prev, false).expect("full sync");
+    let full_time = t.elapsed();
+
+    let mut all = Vec::new();
+    for (name, change) in kinds() {
+        let mut ph = Phases::default();
         for i in 0..changes {
             change(&mut st, i, n);
-            let t = Instant::now();
-            let rs = plan(&st, &cfg);
-            plan_t.push(t.elapsed());
-            let t = Instant::now();
+            let t0 = Instant::now();
+            let topo = topology_filter::plan(&st, "node-0");
+            let t1 = Instant::now();
+            let rs = plan_ruleset(&topo, &cfg).0;
+            let t2 = Instant::now();
             let stats = syncer.sync(&rs, false).expect("incremental sync");
-            sync_t.push(t.elapsed());
+            let t3 = Instant::now();
             assert!(!stats.full, "an incremental sync fell back to a full one");
-            max_msgs = max_msgs.max(stats.messages);
+            let commit = syncer.kernel().last;
+            ph.topology.push(t1 - t0);
+            ph.ruleset.push(t2 - t1);
+            ph.sync.push(t3 - t2);
+            ph.commit.push(commit);
+            ph.diff_clone.push((t3 - t2).saturating_sub(commit));
+            ph.total.push(t3 - t0);
+            ph.max_msgs = ph.max_msgs.max(stats.messages);
+            drop(topo);
+            if i % 5 == 0 {
+                let t = Instant::now();
+                let d = diff(&prev, &rs);
+                ph.diff_alone.push(t.elapsed());
+                drop(d);
+                let t = Instant::now();
+                let c = rs.clone();
+                ph.clone_alone.push(t.elapsed());
+                drop(c);
+            }
+            prev = rs;
         }
+        all.push((name, ph));
+    }
+
+    println!("| change | syncs | netlink messages (max) | p50 ms | p99 ms | p99 / goal (5 ms) |");
+    println!("|---|---|---|---|---|---|");
+    for (name, ph) in &all {
         println!(
-            "| {name} | {changes} | {max_msgs} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            pct(&mut plan_t, 0.5),
-            pct(&mut plan_t, 0.99),
-            pct(&mut sync_t, 0.5),
-            pct(&mut sync_t, 0.99)
+            "| {name} | {changes} | {} | {:.1} | {:.1} | {:.0}x |",
+            ph.max_msgs,
+            pct(&ph.total, 0.5),
+            pct(&ph.total, 0.99),
+            pct(&ph.total, 0.99) / 5.0
+        );
+    }
+    println!(
+        "\nWhere the time goes, p50 ms (p99 ms) per phase; `diff + clone` is \
+         `Syncer::sync` minus the commit; the last two columns time `diff` and \
+         `Ruleset::clone` alone on every fifth change.\n"
+    );
+    println!("| change | topology plan | ruleset plan | diff + clone | kernel commit | diff alone | clone alone |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, ph) in &all {
+        let c = |v: &[Duration]| format!("{:.1} ({:.1})", pct(v, 0.5), pct(v, 0.99));
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            c(&ph.topology),
+            c(&ph.ruleset),
+            c(&ph.diff_clone),
+            c(&ph.commit),
+            c(&ph.diff_alone),
+            c(&ph.clone_alone)
         );
     }
     println!(
@@ -186,4 +277,13 @@ fn main() {
         full_time.as_secs_f64(),
         full.messages
     );
+    if let Some(path) = arg("--samples") {
+        let mut csv = String::from("kind,ms\n");
+        for (name, ph) in &all {
+            for d in &ph.total {
+                csv.push_str(&format!("{name},{:.3}\n", d.as_secs_f64() * 1000.0));
+            }
+        }
+        std::fs::write(&path, csv).expect("--samples file");
+    }
 }
