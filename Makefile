@@ -37,10 +37,14 @@ test: deps
 demo: deps build
 	target/debug/demo
 
-# The full-sync benchmark (integration/src/bin/bench.rs), release build.
+# The benchmark (integration/src/bin/bench/), release build: writes
+# BENCHMARKS.md and its plots in docs/bench/ (about 18 minutes;
+# BENCH_ARGS=--quick for a short run). The plots' text needs a TTF font.
+BENCH_FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 bench: deps
+	@test -f $(BENCH_FONT) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-dejavu-core; }
 	$(CARGO) build --release -p nftopo -p nftopo-integration --bins
-	$(CARGO) build --release -p nft-writer --examples
+	$(CARGO) build --release -p nft-writer -p route-sync --examples
 	$(CARGO) run --release -p nftopo-integration --bin bench -- $(BENCH_ARGS)
 
 clean:
