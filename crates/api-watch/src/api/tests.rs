@@ -102,6 +102,58 @@ fn an_empty_cluster_is_still_one_snapshot_once_listed() {
     assert!(s.state.services.is_empty() && s.state.nodes.is_empty());
 }
 
+/// A slice of `service` named `name`.
+fn slice_of(name: &str, service: &str, ip: &str) -> discovery::EndpointSlice {
+    let mut s = slice(name, ip, None);
+    s.metadata.labels = Some([("kubernetes.io/service-name".into(), service.into())].into());
+    s
+}
+
+#[test]
+fn snapshots_name_the_services_whose_service_or_slices_changed_and_whether_nodes_did() {
+    let mut t = Tracker::new(start());
+    list_all(
+        &mut t,
+        vec![service("web", 80), service("api", 80)],
+        vec![slice_of("web-1", "web", "10.42.1.5")],
+    );
+    let first = t.take_snapshot().unwrap();
+    assert_eq!(
+        first.changed_services,
+        [key("api"), key("web")].into(),
+        "the first snapshot names every Service"
+    );
+    assert!(first.nodes_changed);
+
+    t.endpoint_slice(Event::Apply(slice_of("web-1", "web", "10.42.1.6")));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.changed_services, [key("web")].into());
+    assert!(!s.nodes_changed);
+
+    // A slice that moves to another Service dirties both.
+    t.endpoint_slice(Event::Apply(slice_of("web-1", "shop-db", "10.42.1.6")));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.changed_services, [key("shop-db"), key("web")].into());
+
+    // A Service deleted, a slice deleted, a Node relabelled.
+    t.service(Event::Delete(service("api", 80)));
+    t.endpoint_slice(Event::Delete(slice_of("web-1", "shop-db", "10.42.1.6")));
+    let mut n = node("node-1", false);
+    n.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("topology.kubernetes.io/zone".into(), "b".into());
+    t.node(Event::Apply(n));
+    let s = t.take_snapshot().unwrap();
+    assert_eq!(s.changed_services, [key("api"), key("shop-db")].into());
+    assert!(s.nodes_changed);
+
+    // An update that changes nothing in the model names nothing.
+    t.service(Event::Apply(service("web", 80)));
+    assert_eq!(t.take_snapshot(), None);
+}
+
 #[test]
 fn changes_are_counted_since_the_last_snapshot() {
     let mut t = Tracker::new(start());

@@ -2,6 +2,7 @@
 //! async, no clock, no I/O; the stream plumbing in [`super::snapshots`]
 //! feeds it.
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::SystemTime;
@@ -60,6 +61,14 @@ pub struct Snapshot {
     /// in a kind's first list, and times before the tracker started (as
     /// kube-proxy does, so that a restart does not report huge latencies).
     pub trigger_times: Vec<SystemTime>,
+    /// The Services whose Service or EndpointSlices changed in the model
+    /// since the previous snapshot (for a slice: the Service it belonged
+    /// to before and the one it belongs to now). Every Service for the
+    /// first snapshot.
+    pub changed_services: BTreeSet<ObjectKey>,
+    /// A Node changed in the model since the previous snapshot (labels
+    /// feed topology keys and hints, addresses the node-port rules).
+    pub nodes_changed: bool,
 }
 
 /// Per-kind progress through list and watch.
@@ -97,6 +106,8 @@ pub struct Tracker {
     services_changed: usize,
     endpoints_changed: usize,
     trigger_times: Vec<SystemTime>,
+    changed_services: BTreeSet<ObjectKey>,
+    nodes_changed: bool,
 }
 
 impl Tracker {
@@ -113,6 +124,8 @@ impl Tracker {
             services_changed: 0,
             endpoints_changed: 0,
             trigger_times: Vec::new(),
+            changed_services: BTreeSet::new(),
+            nodes_changed: false,
         }
     }
 
@@ -166,6 +179,10 @@ impl Tracker {
         }
         self.generation += 1;
         self.dirty = false;
+        let mut changed_services = std::mem::take(&mut self.changed_services);
+        if self.generation == 1 {
+            changed_services.extend(self.state.services.keys().cloned());
+        }
         Some(Snapshot {
             state: self.state.clone(),
             errors: self.errors.values().cloned().collect(),
@@ -173,10 +190,15 @@ impl Tracker {
             services_changed: std::mem::take(&mut self.services_changed),
             endpoints_changed: std::mem::take(&mut self.endpoints_changed),
             trigger_times: std::mem::take(&mut self.trigger_times),
+            changed_services,
+            nodes_changed: std::mem::take(&mut self.nodes_changed),
         })
     }
 
-    fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed) {
+    fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed)
+    where
+        K::Model: 'static,
+    {
         match event {
             Event::Apply(object) => {
                 let id = object.id();
@@ -199,7 +221,10 @@ impl Tracker {
 
     /// Replaces the kind's objects with those listed since `Init`: those
     /// not listed again are deleted.
-    fn init_done<K: Watched>(&mut self) {
+    fn init_done<K: Watched>(&mut self)
+    where
+        K::Model: 'static,
+    {
         let progress = self.progress.entry(K::KIND).or_default();
         let listed = progress.relist.take().unwrap_or_default();
         let mut gone: BTreeSet<ObjectKey> = K::ids(&self.state).into_iter().collect();
@@ -232,7 +257,10 @@ impl Tracker {
 
     /// Sets (or with `None` deletes) one object; counts it when the model
     /// or its error changed.
-    fn set<K: Watched>(&mut self, id: &ObjectKey, object: Option<&K>) {
+    fn set<K: Watched>(&mut self, id: &ObjectKey, object: Option<&K>)
+    where
+        K::Model: 'static,
+    {
         let converted = object.map(|o| o.convert());
         let error_key = (K::KIND, id.clone());
         let before_model = K::get(&self.state, id).cloned();
@@ -271,16 +299,28 @@ impl Tracker {
         }
         self.dirty = true;
         match K::KIND {
-            Kind::Service => self.services_changed += 1,
+            Kind::Service => {
+                self.services_changed += 1;
+                self.changed_services.insert(id.clone());
+            }
             Kind::EndpointSlice => {
                 self.endpoints_changed += 1;
+                let owners = [before_model.as_ref(), K::get(&self.state, id)];
+                for model in owners.into_iter().flatten() {
+                    // `K::Model` is `crate::EndpointSlice` for this kind.
+                    if let Some(slice) = (model as &dyn Any).downcast_ref::<crate::EndpointSlice>()
+                    {
+                        self.changed_services.insert(slice.service_key());
+                    }
+                }
                 let listed_before = self.progress.get(&K::KIND).is_some_and(|p| p.listed);
                 let time = object.and_then(Watched::trigger_time);
                 if let Some(t) = time.filter(|t| listed_before && *t >= self.started) {
                     self.trigger_times.push(t);
                 }
             }
-            Kind::Node | Kind::BlockAffinity => {}
+            Kind::Node => self.nodes_changed = true,
+            Kind::BlockAffinity => {}
         }
     }
 }

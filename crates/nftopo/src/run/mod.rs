@@ -195,6 +195,15 @@ impl sync_loop::Programmer for KernelProgrammer {
         Ok(self.syncer.sync(ruleset, full)?)
     }
 
+    fn sync_changes(
+        &mut self,
+        planner: &nft_writer::IncrementalPlanner,
+        changes: nft_writer::Changes,
+        full: bool,
+    ) -> Result<nft_writer::SyncStats> {
+        Ok(self.syncer.sync_changes(planner, changes, full)?)
+    }
+
     fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {
         Ok(nft_writer::conntrack::clean_udp(&mut self.conntrack, udp)?)
     }

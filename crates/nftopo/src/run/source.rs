@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use api_watch::api::{ObjectError, Snapshot, Snapshots};
 
-use super::sync_loop::{Source, Update};
+use super::sync_loop::{Changed, Source, Update};
 
 /// Snapshots from the API server's watches.
 pub struct ApiSource {
@@ -56,27 +56,17 @@ pub fn to_update(
     *skipped = now;
     // `Snapshots::next` hands out a fresh Arc: take the state without a
     // copy when nobody else holds it.
-    let (state, services_changed, endpoints_changed, trigger_times) =
-        match Arc::try_unwrap(snapshot) {
-            Ok(s) => (
-                s.state,
-                s.services_changed,
-                s.endpoints_changed,
-                s.trigger_times,
-            ),
-            Err(s) => (
-                s.state.clone(),
-                s.services_changed,
-                s.endpoints_changed,
-                s.trigger_times.clone(),
-            ),
-        };
+    let s = Arc::try_unwrap(snapshot).unwrap_or_else(|shared| (*shared).clone());
     Update {
-        state: Arc::new(state),
-        services_changed,
-        endpoints_changed,
+        state: Arc::new(s.state),
+        services_changed: s.services_changed,
+        endpoints_changed: s.endpoints_changed,
         skipped: new_skips,
-        trigger_times,
+        trigger_times: s.trigger_times,
+        changed: Changed::Some {
+            services: s.changed_services,
+            nodes: s.nodes_changed,
+        },
     }
 }
 
@@ -124,6 +114,8 @@ mod tests {
             services_changed: 2,
             endpoints_changed: 3,
             trigger_times: vec![std::time::UNIX_EPOCH],
+            changed_services: [api_watch::ObjectKey::new("ns", "a")].into(),
+            nodes_changed: true,
         })
     }
 
@@ -154,6 +146,13 @@ mod tests {
                 u.trigger_times.len()
             ),
             (2, 3, 1)
+        );
+        assert_eq!(
+            u.changed,
+            Changed::Some {
+                services: [api_watch::ObjectKey::new("ns", "a")].into(),
+                nodes: true
+            }
         );
         let again = to_update(
             snapshot(vec![error("ns/a", "spec.ports[3].port"), error("ns/b", "")]),

@@ -10,16 +10,27 @@
 //! The cluster and the kernel sit behind two small traits, [`Source`] and
 //! [`Programmer`], so the timing is tested with fakes on tokio's paused
 //! clock. Planning is pure (`topology_filter::plan`, `plan_ruleset`).
+//!
+//! A sync costs what changed, not what the cluster holds: the loop keeps
+//! the last topology plan and an [`IncrementalPlanner`]; an update that
+//! names its changed Services re-plans only those
+//! (`topology_filter::replan`, and when a Node changed, the Services whose
+//! topology depends on Nodes) and sends only their operations
+//! ([`Programmer::sync_changes`]). An update that does not say, the first
+//! one, periodic syncs and retries plan or apply everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api_watch::{ClusterState, ObjectKey};
 use nft_writer::conntrack::UdpService;
-use nft_writer::{Kernel, PlannerConfig, Ruleset, SyncStats, Syncer};
+use nft_writer::{
+    Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, Ruleset, SyncStats, Syncer,
+};
 use tokio::time::{sleep_until, Instant};
+use topology_filter::ProxyPlan;
 
 use super::health::{NodeStatus, ProxyHealth};
 use super::metrics::Metrics;
@@ -45,6 +56,45 @@ pub struct Update {
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
     /// changed since the previous update.
     pub trigger_times: Vec<SystemTime>,
+    /// Which Services changed since the previous update.
+    pub changed: Changed,
+}
+
+/// What an update changed, for re-planning only that.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Changed {
+    /// Anything may have changed: plan everything (sources that do not
+    /// track changes).
+    #[default]
+    All,
+    /// Only these Services (their Service or EndpointSlices), and Nodes
+    /// when `nodes`.
+    Some {
+        /// The Services.
+        services: BTreeSet<ObjectKey>,
+        /// A Node changed.
+        nodes: bool,
+    },
+}
+
+impl Changed {
+    /// Adds what `older` changed.
+    fn absorb(&mut self, older: Changed) {
+        match (&mut *self, older) {
+            (Changed::All, _) => {}
+            (_, Changed::All) => *self = Changed::All,
+            (
+                Changed::Some { services, nodes },
+                Changed::Some {
+                    services: more,
+                    nodes: more_nodes,
+                },
+            ) => {
+                services.extend(more);
+                *nodes |= more_nodes;
+            }
+        }
+    }
 }
 
 impl Update {
@@ -53,6 +103,7 @@ impl Update {
         self.services_changed += older.services_changed;
         self.endpoints_changed += older.endpoints_changed;
         self.trigger_times.extend(older.trigger_times);
+        self.changed.absorb(older.changed);
     }
 }
 
@@ -68,6 +119,20 @@ pub trait Source {
 pub trait Programmer {
     /// Brings the kernel to `ruleset`, replacing everything if `full`.
     fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats>;
+
+    /// Brings the kernel to what `planner` holds, `changes` being what
+    /// its last update returned; replaces everything if `full`. The
+    /// default assembles the whole ruleset for [`Programmer::sync`];
+    /// [`Syncer`] applies only the changes.
+    fn sync_changes(
+        &mut self,
+        planner: &IncrementalPlanner,
+        changes: Changes,
+        full: bool,
+    ) -> anyhow::Result<SyncStats> {
+        let _ = changes;
+        self.sync(&planner.ruleset(), full)
+    }
 
     /// After a successful sync: deletes UDP conntrack entries that no
     /// longer match `udp` (the daemon's programmer does; fakes need not).
@@ -106,6 +171,15 @@ pub struct RouteSummary {
 impl<K: Kernel> Programmer for Syncer<K> {
     fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
         Ok(Syncer::sync(self, ruleset, full)?)
+    }
+
+    fn sync_changes(
+        &mut self,
+        planner: &IncrementalPlanner,
+        changes: Changes,
+        full: bool,
+    ) -> anyhow::Result<SyncStats> {
+        Ok(Syncer::sync_changes(self, planner, changes, full)?)
     }
 }
 
@@ -169,7 +243,10 @@ struct LoopState {
     pending: Option<Update>,
     /// The state last applied (for periodic resyncs).
     applied: Option<Arc<ClusterState>>,
-    last_ruleset: Option<Ruleset>,
+    /// The topology plan of the last update, kept up to date per Service.
+    plan: Option<ProxyPlan>,
+    /// The ruleset as per-Service parts; `None` before the first update.
+    planner: Option<IncrementalPlanner>,
     /// The UDP entries of the last plan, for conntrack clean-up.
     last_udp: Vec<UdpService>,
     last_sync: Option<Instant>,
@@ -218,33 +295,52 @@ impl LoopState {
         let full_due = self.last_full.is_none_or(|t| now >= t + s.sync_period);
         let full = full_due || self.retry_at.is_some();
         let fresh = self.pending.take();
-        let (ruleset, wanted) = match (&fresh, &self.last_ruleset) {
-            (Some(u), _) => {
-                let plan = topology_filter::plan(&u.state, &s.node);
-                out.metrics.plan(&plan);
-                let (ruleset, problems) = nft_writer::plan_ruleset(&plan, &s.planner);
-                for p in problems.iter().chain(&plan.problems) {
+        let (changes, wanted) = match &fresh {
+            Some(u) => {
+                let planner = self
+                    .planner
+                    .get_or_insert_with(|| IncrementalPlanner::new(s.planner.clone()));
+                let changes = match (&mut self.plan, &u.changed) {
+                    (Some(plan), Changed::Some { services, nodes }) => {
+                        let keys = dirty_services(&u.state, services, *nodes);
+                        topology_filter::replan(plan, &u.state, &keys);
+                        planner.update(plan, Dirty::Services(&keys))
+                    }
+                    (plan, _) => {
+                        let plan = plan.insert(topology_filter::plan(&u.state, &s.node));
+                        planner.update(plan, Dirty::All)
+                    }
+                };
+                let plan = self.plan.as_ref().expect("planned above");
+                out.metrics.plan(plan);
+                for p in planner.problems().chain(&plan.problems) {
                     tracing::debug!(object = %p.object, kind = %p.kind, "{}", p.message);
                 }
-                for p in &problems {
+                for p in planner.problems() {
                     out.metrics
                         .planner_problems
                         .get_or_create(&vec![("kind".into(), p.kind.as_str().into())])
                         .inc();
                 }
-                let wanted = svc_health::wanted(&plan, &health_check_ports(&u.state));
-                self.last_udp = nft_writer::udp_services(&plan);
-                (ruleset, Some(wanted))
+                tracing::debug!(
+                    replanned = changes.replanned,
+                    operations = changes.now.len(),
+                    "planned"
+                );
+                let wanted = svc_health::wanted(plan, &health_check_ports(&u.state));
+                self.last_udp = nft_writer::udp_services(plan);
+                (changes, Some(wanted))
             }
-            (None, Some(r)) => (r.clone(), None),
-            (None, None) => return,
+            None if self.planner.is_some() => (Changes::default(), None),
+            None => return,
         };
         let routes_state = fresh
             .as_ref()
             .map(|u| u.state.clone())
             .or_else(|| self.applied.clone());
         let started = Instant::now();
-        let result = programmer.sync(&ruleset, full);
+        let planner = self.planner.as_ref().expect("set with the first update");
+        let result = programmer.sync_changes(planner, changes, full);
         let elapsed = started.elapsed().as_secs_f64();
         self.last_sync = Some(now);
         match result {
@@ -283,7 +379,6 @@ impl LoopState {
                     seconds = elapsed,
                     "synced"
                 );
-                self.last_ruleset = Some(ruleset);
                 self.failures = 0;
                 self.retry_at = None;
                 match programmer.clean_udp(&self.last_udp) {
@@ -331,6 +426,26 @@ impl LoopState {
             }
         }
     }
+}
+
+/// The Services to re-plan: `services`, and when a Node changed, every
+/// Service whose plan depends on Nodes.
+fn dirty_services(
+    state: &ClusterState,
+    services: &BTreeSet<ObjectKey>,
+    nodes: bool,
+) -> BTreeSet<ObjectKey> {
+    let mut keys = services.clone();
+    if nodes {
+        keys.extend(
+            state
+                .services
+                .values()
+                .filter(|s| topology_filter::depends_on_nodes(s))
+                .map(|s| s.key.clone()),
+        );
+    }
+    keys
 }
 
 /// `healthCheckNodePort` of every Service that has one.

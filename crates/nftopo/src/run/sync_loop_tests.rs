@@ -314,3 +314,144 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
     assert!(text.contains("nftopo_routes_programmed 2"), "{text}");
     assert!(text.contains("nftopo_route_failures_total 2"), "{text}");
 }
+
+/// The real syncer on the fake kernel, shared with the test: every sync's
+/// stats are recorded.
+#[derive(Clone)]
+struct SharedSyncer(Arc<Mutex<(Syncer<nft_writer::FakeKernel>, Vec<SyncStats>)>>);
+
+impl Programmer for SharedSyncer {
+    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
+        let mut g = self.0.lock().unwrap();
+        let st = g.0.sync(ruleset, full)?;
+        g.1.push(st);
+        Ok(st)
+    }
+
+    fn sync_changes(
+        &mut self,
+        planner: &IncrementalPlanner,
+        changes: Changes,
+        full: bool,
+    ) -> anyhow::Result<SyncStats> {
+        let mut g = self.0.lock().unwrap();
+        let st = g.0.sync_changes(planner, changes, full)?;
+        g.1.push(st);
+        Ok(st)
+    }
+}
+
+fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
+    use api_watch::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut st = ClusterState::default();
+    for i in 0..services {
+        let s = Service {
+            key: ObjectKey::new("t", format!("s{i}")),
+            cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(0x0a2b_0000 + i))],
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                node_port: None,
+            }],
+            ..Service::default()
+        };
+        let sl = EndpointSlice {
+            key: ObjectKey::new("t", format!("s{i}-a")),
+            service_name: format!("s{i}"),
+            address_type: AddressType::IPv4,
+            ports: vec![EndpointPort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
+            endpoints: (0..endpoints(i))
+                .map(|j| Endpoint {
+                    addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a2a_0000 + i * 16 + j))],
+                    node_name: Some("node-1".into()),
+                    ..Endpoint::default()
+                })
+                .collect(),
+        };
+        st.services.insert(s.key.clone(), s);
+        st.endpoint_slices.insert(sl.key.clone(), sl);
+    }
+    st
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = SharedSyncer(Arc::new(Mutex::new((
+        Syncer::new(nft_writer::FakeKernel::new()),
+        Vec::new(),
+    ))));
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig::default(),
+        min_sync_period: Duration::ZERO,
+        sync_period: HOUR,
+    };
+    let out = Outputs {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Mutex::new(ProxyHealth::new(HOUR))),
+        service_health: None,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(
+        settings,
+        ChannelSource(rx),
+        shared.clone(),
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let first = cluster(200, |_| 3);
+    tx.send(Update {
+        state: Arc::new(first),
+        ..Update::default()
+    })
+    .unwrap();
+    wait(10).await;
+    // s7 gains an endpoint, s9 is gone: only they are named.
+    let mut second = cluster(200, |i| if i == 7 { 4 } else { 3 });
+    second.services.remove(&ObjectKey::new("t", "s9"));
+    second.endpoint_slices.remove(&ObjectKey::new("t", "s9-a"));
+    tx.send(Update {
+        state: Arc::new(second.clone()),
+        changed: Changed::Some {
+            services: [ObjectKey::new("t", "s7"), ObjectKey::new("t", "s9")].into(),
+            nodes: false,
+        },
+        ..Update::default()
+    })
+    .unwrap();
+    wait(10).await;
+    let g = shared.0.lock().unwrap();
+    let stats = &g.1;
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    assert!(stats[0].full);
+    assert!(!stats[1].full);
+    assert!(stats[1].messages <= 20, "{stats:?}");
+    let want = nft_writer::plan_ruleset(
+        &topology_filter::plan(&second, "node-1"),
+        &PlannerConfig::default(),
+    )
+    .0;
+    let mut fresh = nft_writer::FakeKernel::new();
+    fresh
+        .apply(&nft_writer::Transaction::replace(&want))
+        .unwrap();
+    // s9's chain is flushed now and deleted with the next sync.
+    let mut kernel = g.0.kernel().ruleset.clone();
+    for t in &mut kernel.tables {
+        t.chains
+            .retain(|name, c| !(c.rules.is_empty() && name.contains("t/s9/")));
+    }
+    let mut k = nft_writer::FakeKernel::new();
+    k.ruleset = kernel;
+    assert_eq!(k.dump(), fresh.dump());
+}
