@@ -8,6 +8,7 @@
 //! kernel's commit (a timing wrapper around the netlink kernel), and, on
 //! every fifth change, `diff` and `Ruleset::clone` timed on their own.
 //! `--samples` writes every change's whole time as CSV (`kind,ms`).
+//! Last, the memory each stage holds (VmRSS growth while it is built).
 //! Run by `make bench` (integration/src/bin/bench); needs root.
 
 use std::collections::BTreeMap;
@@ -114,6 +115,22 @@ impl Kernel for Timed {
     }
 }
 
+/// This process's VmRSS, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 fn pct(v: &[Duration], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort();
@@ -193,17 +210,38 @@ fn main() {
         cluster_cidrs: Cidr::parse("10.64.0.0/10").into_iter().collect(),
         ..PlannerConfig::default()
     };
-    let plan = |st: &ClusterState| plan_ruleset(&topology_filter::plan(st, "node-0"), &cfg).0;
+    // Memory by stage: VmRSS growth while each structure is built (all
+    // of them stay alive, so the growth is what each one holds).
+    let rss0 = rss_kib();
     let mut st = cluster(n);
+    let rss_model = rss_kib();
+    let topo = topology_filter::plan(&st, "node-0");
+    let rss_topo = rss_kib();
+    let mut prev = plan_ruleset(&topo, &cfg).0;
+    let rss_ruleset = rss_kib();
+    drop(topo);
     let kernel = Timed {
         inner: NetlinkKernel::open().expect("netlink"),
         last: Duration::ZERO,
     };
     let mut syncer = Syncer::new(kernel);
     let t = Instant::now();
-    let mut prev = plan(&st);
     let full = syncer.sync(&prev, false).expect("full sync");
     let full_time = t.elapsed();
+    let rss_synced = rss_kib();
+    let memory = format!(
+        "| stage (at {n} services x 10 endpoints) | VmRSS growth MiB |\n|---|---|\n\
+         | cluster model (api-watch `ClusterState`) | {:.1} |\n\
+         | topology plan (`topology_filter::plan`) | {:.1} |\n\
+         | ruleset (`plan_ruleset`) | {:.1} |\n\
+         | first full sync (`Syncer` keeps a clone of the ruleset; the batch) | {:.1} |\n\
+         | process before the cluster (binary, libc) | {:.1} (VmRSS) |\n",
+        mib(rss_model - rss0),
+        mib(rss_topo - rss_model),
+        mib(rss_ruleset - rss_topo),
+        mib(rss_synced.saturating_sub(rss_ruleset)),
+        mib(rss0)
+    );
 
     let mut all = Vec::new();
     for (name, change) in kinds() {
@@ -277,6 +315,7 @@ fn main() {
         full_time.as_secs_f64(),
         full.messages
     );
+    println!("\nMemory the sync path holds, by stage:\n\n{memory}");
     if let Some(path) = arg("--samples") {
         let mut csv = String::from("kind,ms\n");
         for (name, ph) in &all {

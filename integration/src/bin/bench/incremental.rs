@@ -119,7 +119,11 @@ pub fn run(cfg: &Config) -> String {
             .lines()
             .filter(|l| !l.starts_with('#') && l.contains('%'))
             .take(15)
-            .map(|l| l.trim().to_string())
+            .map(|l| {
+                l.trim()
+                    .trim_end_matches(|c: char| c == '-' || c.is_whitespace())
+                    .to_string()
+            })
             .collect();
         if top.is_empty() {
             let _ = writeln!(md, "(`perf record` gave no profile here.)\n");

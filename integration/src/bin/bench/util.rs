@@ -53,14 +53,16 @@ fn settle(wall: f64) {
     std::thread::sleep(Duration::from_secs_f64(secs));
 }
 
-/// Runs `args` under GNU time inside a fresh network namespace.
-pub fn timed_in_netns(args: &[&str]) -> Sample {
+/// Runs `args` under GNU time inside a fresh network namespace; an error
+/// carries the last lines of its stderr.
+pub fn timed_in_netns(args: &[&str]) -> Result<Sample, String> {
     let ns = format!("nftopo-bench-{}", std::process::id());
     let _ = Command::new("ip")
         .args(["netns", "del", &ns])
         .stderr(Stdio::null())
         .status();
     run_ok(Command::new("ip").args(["netns", "add", &ns]));
+    let t = std::time::Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "TIME %e %U %S %M", "ip", "netns", "exec", &ns])
         .args(args)
@@ -68,31 +70,38 @@ pub fn timed_in_netns(args: &[&str]) -> Sample {
         .output()
         .expect("/usr/bin/time (apt-get install time)");
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    settle(t.elapsed().as_secs_f64());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed: {err}");
+    if !out.status.success() {
+        let tail: Vec<&str> = err.lines().filter(|l| !l.starts_with("TIME ")).collect();
+        let tail = tail[tail.len().saturating_sub(2)..].join(" / ");
+        return Err(format!(
+            "failed after {:.0} s: {tail}",
+            t.elapsed().as_secs_f64()
+        ));
+    }
     let line = err
         .lines()
         .rev()
         .find(|l| l.starts_with("TIME "))
         .expect("GNU time output");
     let f: Vec<&str> = line.split_whitespace().collect();
-    let s = Sample {
+    Ok(Sample {
         wall: f[1].parse().unwrap(),
         user: f[2].parse().unwrap(),
         sys: f[3].parse().unwrap(),
         rss_kib: f[4].parse().unwrap(),
         runs: 1,
-    };
-    settle(s.wall);
-    s
+    })
 }
 
 /// The fastest of up to `runs` runs; a run longer than `long` seconds
-/// ends the series (its figure is then one run, and says so).
-pub fn best(runs: usize, long: f64, args: &[&str]) -> Sample {
+/// ends the series (its figure is then one run, and says so). The first
+/// failure ends it with an error.
+pub fn best(runs: usize, long: f64, args: &[&str]) -> Result<Sample, String> {
     let mut all: Vec<Sample> = Vec::new();
     for _ in 0..runs {
-        let s = timed_in_netns(args);
+        let s = timed_in_netns(args)?;
         all.push(s);
         if s.wall > long {
             break;
@@ -104,7 +113,7 @@ pub fn best(runs: usize, long: f64, args: &[&str]) -> Sample {
         .min_by(|a, b| a.wall.total_cmp(&b.wall))
         .expect("at least one run");
     b.runs = n;
-    b
+    Ok(b)
 }
 
 /// Nearest-rank percentile (`p` in 0..=1) of unsorted values.
