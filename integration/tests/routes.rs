@@ -245,6 +245,12 @@ fn ipip_routes_are_exact_and_follow_node_changes_leaving_foreign_routes() {
         "{text}"
     );
     assert!(text.contains("# ip link set tunl0 up mtu 1440"), "{text}");
+
+    // `cleanup --routes` removes nftopo's tables and routes, nobody else's.
+    ok(n2.exec(&bin, &["cleanup", "--routes"]), "cleanup --routes");
+    assert_eq!(ok(c.bird_routes("node-2"), "routes"), Vec::<String>::new());
+    assert_eq!(foreign(&c), foreign_before, "foreign routes untouched");
+    assert!(!ok(nft_tables(n2), "nft").contains("nftopo"));
 }
 
 #[test]

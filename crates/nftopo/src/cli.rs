@@ -44,8 +44,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Remove every table nftopo owns.
-    Cleanup,
+    /// Remove every table nftopo owns (and, with --routes, its routes).
+    Cleanup {
+        /// Also delete every route of --route-protocol in the main table:
+        /// only on nodes where nftopo programmed the routes (with BIRD
+        /// running, `bird` routes are BIRD's).
+        #[arg(long)]
+        routes: bool,
+        /// The protocol nftopo's routes carry (a number or a name from
+        /// /etc/iproute2/rt_protos).
+        #[arg(long, default_value = "bird")]
+        route_protocol: String,
+    },
     /// Run the node daemon: watch the API server and keep the kernel in
     /// step (kube-proxy's flags and configuration file).
     Run(RunArgs),
@@ -169,28 +179,41 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
                 .context("the run subcommand's arguments")?;
             crate::run::main(&args, sub)
         }
-        Command::Cleanup => cleanup(),
+        Command::Cleanup {
+            routes,
+            route_protocol,
+        } => {
+            let protocol = match routes {
+                true => Some(crate::routes::protocol_number(&route_protocol)?),
+                false => None,
+            };
+            cleanup(protocol)
+        }
         Command::Man { dir } => crate::man::write(&dir),
     }
 }
 
 /// Removes nftopo's tables (`nft delete table ip nftopo; nft delete table
-/// ip6 nftopo`).
-pub fn cleanup() -> Result<()> {
-    {
-        {
-            let tables = [Family::Ip, Family::Ip6].map(|family| TableRef {
-                family,
-                name: names::TABLE.into(),
-            });
-            let mut kernel =
-                NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
-            kernel
-                .apply(&Transaction::delete_tables(&tables))
-                .context("removing nftopo's tables")?;
-            Ok(())
+/// ip6 nftopo`) and, when `route_protocol` is given, every route of that
+/// protocol in the main table.
+pub fn cleanup(route_protocol: Option<u8>) -> Result<()> {
+    let tables = [Family::Ip, Family::Ip6].map(|family| TableRef {
+        family,
+        name: names::TABLE.into(),
+    });
+    let mut kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
+    kernel
+        .apply(&Transaction::delete_tables(&tables))
+        .context("removing nftopo's tables")?;
+    if let Some(protocol) = route_protocol {
+        let mut routes = NetlinkRoutes::open().context("opening the rtnetlink socket")?;
+        let report = route_sync::sync(&mut routes, &route_sync::DesiredRoutes::default(), protocol)
+            .context("reading the routes back")?;
+        if let Some((op, e)) = report.failed.first() {
+            bail!("removing routes: {op}: {e}");
         }
     }
+    Ok(())
 }
 
 /// The ruleset for `plan`; reports the planner's problems on stderr.

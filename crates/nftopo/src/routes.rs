@@ -83,6 +83,23 @@ pub struct RouteArgs {
     pub blackhole_own_cidrs: bool,
 }
 
+/// Resolves `--route-protocol` through iproute2's `rt_protos`.
+pub fn protocol_number(protocol: &str) -> Result<u8> {
+    let names: String = RT_PROTOS
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    match route_sync::parse_protocol(protocol, &names) {
+        Some(n) => Ok(n),
+        None => bail!(
+            "--route-protocol {protocol:?} is neither a number in 1..=255 (but not 2, the \
+             kernel's) nor a name in {}",
+            RT_PROTOS.join(" or ")
+        ),
+    }
+}
+
 /// The route settings in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
@@ -109,18 +126,7 @@ impl Routes {
             RouteMode::Direct => Mode::Direct,
             RouteMode::CrossSubnet => Mode::CrossSubnet,
         };
-        let names: String = RT_PROTOS
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let Some(protocol_number) = route_sync::parse_protocol(protocol, &names) else {
-            bail!(
-                "--route-protocol {protocol:?} is neither a number in 1..=255 (but not 2, the \
-                 kernel's) nor a name in {}",
-                RT_PROTOS.join(" or ")
-            );
-        };
+        let protocol_number = protocol_number(protocol)?;
         Ok(Some(Routes {
             config: RouteConfig {
                 mode,

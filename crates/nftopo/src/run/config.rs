@@ -83,7 +83,8 @@ pub struct RunArgs {
     /// More logs: -v for debug, -vv for trace ($NFTOPO_LOG overrides).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Remove nftopo's tables and exit.
+    /// Remove nftopo's tables (and its routes, when the configuration has
+    /// a route mode) and exit.
     #[arg(long)]
     pub cleanup: bool,
     #[command(flatten)]

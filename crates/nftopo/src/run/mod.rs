@@ -32,10 +32,11 @@ use sync_loop::{Outputs, Settings};
 /// Runs the daemon (or `--cleanup`) with flags `args` parsed from
 /// `matches`.
 pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
-    if args.cleanup {
-        return crate::cli::cleanup();
-    }
     let cfg = config::load(args, matches, config::default_node_name)?;
+    if args.cleanup {
+        // Routes too when the configuration has nftopo program them.
+        return crate::cli::cleanup(cfg.routes.map(|r| r.config.protocol));
+    }
     tracing::info!(node = %cfg.node_name, min_sync_period = %duration::format(cfg.min_sync_period),
         sync_period = %duration::format(cfg.sync_period), "starting");
     tokio::runtime::Builder::new_multi_thread()
