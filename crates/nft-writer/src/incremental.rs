@@ -126,6 +126,8 @@ enum Object {
 /// The operations of one table, collected in the order they must run.
 #[derive(Debug, Default)]
 struct Delta {
+    /// Collect operations (not when the update is a full one anyway).
+    emit: bool,
     add_chains: Vec<Op>,
     add_maps: Vec<Op>,
     rules: Vec<Op>,
@@ -243,6 +245,9 @@ impl IncrementalPlanner {
         let ip6_before = self.ip6_services > 0;
         let affected = self.claim(plan, &keys);
         let mut deltas: [Delta; 2] = Default::default();
+        for d in &mut deltas {
+            d.emit = !full;
+        }
         for key in &affected {
             full |= self.replan(plan, key, &mut deltas);
         }
@@ -457,7 +462,9 @@ impl IncrementalPlanner {
         let idx = &mut self.index[fi(f)];
         let mut count = |d: &mut Delta, name: String, object: Object, up: bool| {
             let n = idx.objects.entry(name.clone()).or_insert(0);
-            d.touched.entry(name.clone()).or_insert((*n, object));
+            if d.emit {
+                d.touched.entry(name.clone()).or_insert((*n, object));
+            }
             if up {
                 *n += 1;
             } else {
@@ -472,11 +479,15 @@ impl IncrementalPlanner {
         for (name, c) in &new.chains {
             match old.chains.get(name) {
                 Some(o) if o.rules == c.rules => continue,
+                Some(_) if !d.emit => continue,
                 Some(_) => d.rules.push(Op::FlushChain {
                     table: t.clone(),
                     name: name.clone(),
                 }),
                 None => count(d, name.clone(), Object::Chain, true),
+            }
+            if !d.emit {
+                continue;
             }
             for r in &c.rules {
                 d.rules.push(Op::AddRule {
@@ -543,6 +554,9 @@ impl IncrementalPlanner {
                 self.shared_elements(f, key, map, o, n, d);
                 continue;
             }
+            if !d.emit {
+                continue;
+            }
             let kind = self.skeletons[fi(f)].maps[map].kind;
             let gone: Vec<ElemKey> = o
                 .iter()
@@ -585,8 +599,10 @@ impl IncrementalPlanner {
             if new.get(k) == Some(v) {
                 continue;
             }
-            let before = idx.element(map, k);
-            d.shared.entry((map, k.clone())).or_insert(before);
+            if d.emit {
+                let before = idx.element(map, k);
+                d.shared.entry((map, k.clone())).or_insert(before);
+            }
             if map == names::HAIRPIN {
                 let n = idx.hairpin.get_mut(k).expect("counted when added");
                 *n -= 1;
@@ -604,8 +620,10 @@ impl IncrementalPlanner {
             if old.get(k) == Some(v) {
                 continue;
             }
-            let before = idx.element(map, k);
-            d.shared.entry((map, k.clone())).or_insert(before);
+            if d.emit {
+                let before = idx.element(map, k);
+                d.shared.entry((map, k.clone())).or_insert(before);
+            }
             if map == names::HAIRPIN {
                 *idx.hairpin.entry(k.clone()).or_insert(0) += 1;
             } else {
