@@ -11,8 +11,8 @@ use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use netlink_packet_core::NetlinkMessage;
 use netlink_packet_netfilter::NetfilterMessage;
-use nft_writer::encode::encode_ops;
 use nft_writer::build_batch;
+use nft_writer::encode::encode_ops;
 use nftopo_fuzz::wire::{check_batch, op};
 
 fuzz_target!(|data: &[u8]| {

@@ -93,8 +93,16 @@ fn service(u: &mut Unstructured) -> Result<Service> {
         ServiceType::LoadBalancer,
         ServiceType::ExternalName,
     ])?;
-    let a = if u.ratio(9, 10)? { Some(IpAddr::V4(v4(u)?)) } else { None };
-    let b = if u.ratio(1, 4)? { Some(IpAddr::V6(v6(u)?)) } else { None };
+    let a = if u.ratio(9, 10)? {
+        Some(IpAddr::V4(v4(u)?))
+    } else {
+        None
+    };
+    let b = if u.ratio(1, 4)? {
+        Some(IpAddr::V6(v6(u)?))
+    } else {
+        None
+    };
     let mut ips: Vec<IpAddr> = a.into_iter().chain(b).collect();
     if u.arbitrary()? {
         ips.reverse();
@@ -114,22 +122,33 @@ fn service(u: &mut Unstructured) -> Result<Service> {
             } else {
                 TargetPort::Number(self::port(u)?)
             },
-            node_port: if u.ratio(1, 3)? { Some(self::port(u)?) } else { None },
+            node_port: if u.ratio(1, 3)? {
+                Some(self::port(u)?)
+            } else {
+                None
+            },
         })
     })?;
     if u.ratio(1, 3)? {
         s.topology_keys = Some(small_vec(u, 3, |u| {
             text(
                 u,
-                &["kubernetes.io/hostname", "topology.kubernetes.io/zone", "*", "rack"],
+                &[
+                    "kubernetes.io/hostname",
+                    "topology.kubernetes.io/zone",
+                    "*",
+                    "rack",
+                ],
             )
         })?);
     }
     s.internal_traffic_policy = *u.choose(&[TrafficPolicy::Cluster, TrafficPolicy::Local])?;
     s.external_traffic_policy = *u.choose(&[TrafficPolicy::Cluster, TrafficPolicy::Local])?;
     if u.ratio(1, 4)? {
-        s.traffic_distribution =
-            Some(text(u, &["PreferClose", "PreferSameZone", "PreferSameNode"])?);
+        s.traffic_distribution = Some(text(
+            u,
+            &["PreferClose", "PreferSameZone", "PreferSameNode"],
+        )?);
     }
     s.external_ips = small_vec(u, 2, ip)?;
     s.load_balancer_ips = small_vec(u, 2, ip)?;
@@ -149,7 +168,10 @@ fn service(u: &mut Unstructured) -> Result<Service> {
                 "service.kubernetes.io/topology-aware-hints",
             ],
         )?;
-        let value = text(u, &["Auto", "auto", "kubernetes.io/hostname, *", "", "Disabled"])?;
+        let value = text(
+            u,
+            &["Auto", "auto", "kubernetes.io/hostname, *", "", "Disabled"],
+        )?;
         s.annotations.insert(key, value);
     }
     Ok(s)
@@ -186,7 +208,10 @@ fn slice(u: &mut Unstructured, services: &[Service]) -> Result<EndpointSlice> {
         };
         let mut topology = BTreeMap::new();
         if u.ratio(1, 5)? {
-            topology.insert(text(u, &["kubernetes.io/hostname", "rack"])?, text(u, NODES)?);
+            topology.insert(
+                text(u, &["kubernetes.io/hostname", "rack"])?,
+                text(u, NODES)?,
+            );
         }
         Ok(Endpoint {
             addresses,
@@ -195,15 +220,26 @@ fn slice(u: &mut Unstructured, services: &[Service]) -> Result<EndpointSlice> {
                 serving: u.ratio(3, 4)?,
                 terminating: u.ratio(1, 5)?,
             },
-            node_name: if u.ratio(4, 5)? { Some(text(u, NODES)?) } else { None },
-            zone: if u.arbitrary()? { Some(text(u, ZONES)?) } else { None },
+            node_name: if u.ratio(4, 5)? {
+                Some(text(u, NODES)?)
+            } else {
+                None
+            },
+            zone: if u.arbitrary()? {
+                Some(text(u, ZONES)?)
+            } else {
+                None
+            },
             hint_zones: small_vec(u, 2, |u| text(u, ZONES))?,
             hint_nodes: small_vec(u, 2, |u| text(u, NODES))?,
             topology,
         })
     })?;
     Ok(EndpointSlice {
-        key: ObjectKey::new(namespace, format!("{}-{}", service_name, u.int_in_range(0..=3u8)?)),
+        key: ObjectKey::new(
+            namespace,
+            format!("{}-{}", service_name, u.int_in_range(0..=3u8)?),
+        ),
         service_name,
         address_type,
         ports,
@@ -283,12 +319,10 @@ impl<'a> arbitrary::Arbitrary<'a> for Scenario {
             let mask: u32 = u.arbitrary()?;
             let keep = |i: usize| mask & (1 << (i % 32)) != 0 || mask == 0;
             let mut state = ClusterState::default();
-            for (i, s) in services.iter().enumerate().filter(|(i, _)| keep(*i)) {
-                let _ = i;
+            for (_, s) in services.iter().enumerate().filter(|(i, _)| keep(*i)) {
                 state.services.insert(s.key.clone(), s.clone());
             }
-            for (i, s) in slices.iter().enumerate().filter(|(i, _)| keep(i + 8)) {
-                let _ = i;
+            for (_, s) in slices.iter().enumerate().filter(|(i, _)| keep(i + 8)) {
                 state.endpoint_slices.insert(s.key.clone(), s.clone());
             }
             for n in &nodes {

@@ -11,7 +11,8 @@ use nft_writer::{FakeKernel, Kernel, PlannerConfig, Ruleset, Syncer, Transaction
 /// letters, digits, `/`, `-`, `_` and `.`.
 pub fn nft_word(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
         && s.len() < 256
 }
 
@@ -39,11 +40,7 @@ pub fn check_text(ruleset: &Ruleset) {
 /// fake kernel (which refuses dangling references and duplicates), and
 /// returns it. (Determinism is left to the crates' tests: planning twice
 /// here would cost a third of the executions.)
-pub fn plan_and_check(
-    state: &api_watch::ClusterState,
-    node: &str,
-    cfg: &PlannerConfig,
-) -> Ruleset {
+pub fn plan_and_check(state: &api_watch::ClusterState, node: &str, cfg: &PlannerConfig) -> Ruleset {
     let plan = topology_filter::plan(state, node);
     let (ruleset, _problems) = nft_writer::plan_ruleset(&plan, cfg);
     check_text(&ruleset);

@@ -341,14 +341,21 @@ pub fn check_batch(buf: &[u8], encoded: &[encode::Encoded], first_seq: u32) {
             first_seq.wrapping_add(index as u32),
             "sequence number of message {index}"
         );
-        assert!(flags & NLM_F_REQUEST != 0, "message {index} is not a request");
+        assert!(
+            flags & NLM_F_REQUEST != 0,
+            "message {index} is not a request"
+        );
         let message = &buf[at..at + len];
         let last = index == encoded.len() + 1;
         match index {
             0 => assert_eq!(kind, NFNL_MSG_BATCH_BEGIN, "batch begin"),
             _ if last => assert_eq!(kind, NFNL_MSG_BATCH_END, "batch end"),
             _ => {
-                assert_eq!(kind >> 8, NFNL_SUBSYS_NFTABLES, "subsystem of message {index}");
+                assert_eq!(
+                    kind >> 8,
+                    NFNL_SUBSYS_NFTABLES,
+                    "subsystem of message {index}"
+                );
                 check_attributes(&message[NLMSG_HDRLEN + 4..], 0);
                 // The library's set-element parser formats its whole input
                 // for every attribute (quadratic): decode the small ones.
