@@ -75,3 +75,120 @@ fn slices_of<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crate::{depends_on_nodes, plan};
+
+    /// Three copies of the test Service (`svc`, `svc-b`, `svc-c`), each with
+    /// its own slice, on nodes in two zones; `svc-b` routes by zone.
+    fn cluster() -> ClusterState {
+        let nodes = vec![
+            node("node-1", &[("topology.kubernetes.io/zone", "a")]),
+            node("node-2", &[("topology.kubernetes.io/zone", "b")]),
+        ];
+        let mut st = state(
+            service(),
+            vec![ep("10.42.0.1", "node-1", Ready::Yes)],
+            nodes,
+        );
+        for (name, ip, svc_ip) in [
+            ("svc-b", "10.42.0.2", "10.43.0.2"),
+            ("svc-c", "10.42.0.3", "10.43.0.3"),
+        ] {
+            let mut s = service();
+            s.key = ObjectKey::new("default", name);
+            s.cluster_ips = vec![svc_ip.parse().unwrap()];
+            if name == "svc-b" {
+                s = keys(s, &["topology.kubernetes.io/zone", "*"]);
+            }
+            let mut sl = st.endpoint_slices.values().next().unwrap().clone();
+            sl.key = ObjectKey::new("default", format!("{name}-1"));
+            sl.service_name = name.into();
+            sl.endpoints = vec![
+                ep(ip, "node-1", Ready::Yes),
+                ep("10.42.9.9", "node-2", Ready::Yes),
+            ];
+            st.services.insert(s.key.clone(), s);
+            st.endpoint_slices.insert(sl.key.clone(), sl);
+        }
+        st
+    }
+
+    #[test]
+    fn replanning_the_changed_services_gives_the_plan_of_the_new_state() {
+        let before = cluster();
+        let mut kept = plan(&before, "node-1");
+        let mut after = before.clone();
+        // svc-c gains an endpoint, svc goes away, svc-d arrives.
+        let c = ObjectKey::new("default", "svc-c-1");
+        let extra = ep("10.42.0.4", "node-2", Ready::Yes);
+        after
+            .endpoint_slices
+            .get_mut(&c)
+            .unwrap()
+            .endpoints
+            .push(extra);
+        let gone = ObjectKey::new("default", "svc");
+        after.services.remove(&gone);
+        let mut d = service();
+        d.key = ObjectKey::new("default", "svc-d");
+        after.services.insert(d.key.clone(), d.clone());
+        let changed: BTreeSet<ObjectKey> = [gone, ObjectKey::new("default", "svc-c"), d.key].into();
+        replan(&mut kept, &after, &changed);
+        assert_eq!(kept, plan(&after, "node-1"));
+    }
+
+    #[test]
+    fn both_ways_of_finding_slices_agree() {
+        let mut st = cluster();
+        let template = st.endpoint_slices.values().next().unwrap().clone();
+        for i in 0..12 {
+            for part in ["x", "y"] {
+                let mut sl = template.clone();
+                sl.key = ObjectKey::new("default", format!("other-{part}-{i}"));
+                sl.service_name = format!("s{i}");
+                st.endpoint_slices.insert(sl.key.clone(), sl);
+            }
+        }
+        let keys: BTreeSet<ObjectKey> = (0..12)
+            .map(|i| ObjectKey::new("default", format!("s{i}")))
+            .chain([ObjectKey::new("default", "svc-b")])
+            .collect();
+        assert!(keys.len() > RANGE_SCAN_LIMIT);
+        let together = slices_of(&st, &keys);
+        for k in &keys {
+            let alone = slices_of(&st, &[k.clone()].into());
+            assert_eq!(
+                together.get(k),
+                alone.get(k).filter(|v| !v.is_empty()),
+                "{k}"
+            );
+        }
+        assert_eq!(together[&ObjectKey::new("default", "s3")].len(), 2);
+    }
+
+    #[test]
+    fn a_node_label_change_needs_only_the_services_that_depend_on_nodes() {
+        let before = cluster();
+        let mut kept = plan(&before, "node-1");
+        let mut after = before.clone();
+        after.nodes.insert(
+            "node-2".into(),
+            node("node-2", &[("topology.kubernetes.io/zone", "a")]),
+        );
+        let dependent: BTreeSet<ObjectKey> = after
+            .services
+            .values()
+            .filter(|s| depends_on_nodes(s))
+            .map(|s| s.key.clone())
+            .collect();
+        assert_eq!(dependent, [ObjectKey::new("default", "svc-b")].into());
+        replan(&mut kept, &after, &dependent);
+        let fresh = plan(&after, "node-1");
+        assert_ne!(fresh, plan(&before, "node-1"), "the zone change matters");
+        assert_eq!(kept, fresh);
+    }
+}
