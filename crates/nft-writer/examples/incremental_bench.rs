@@ -6,7 +6,7 @@
 //! whole time per change (p50/p99); then that time split by phase:
 //! topology plan, ruleset plan, diff and clone inside `Syncer::sync`, the
 //! kernel's commit (a timing wrapper around the netlink kernel), and, on
-//! every fifth change, `diff` and `Ruleset::clone` timed on their own.
+//! every tenth change, `diff` and `Ruleset::clone` timed on their own.
 //! `--samples` writes every change's whole time as CSV (`kind,ms`).
 //! Last, the memory each stage holds (VmRSS growth while it is built).
 //! Run by `make bench` (integration/src/bin/bench); needs root.
@@ -265,7 +265,7 @@ fn main() {
             ph.total.push(t3 - t0);
             ph.max_msgs = ph.max_msgs.max(stats.messages);
             drop(topo);
-            if i % 5 == 0 {
+            if i % 10 == 0 {
                 let t = Instant::now();
                 let d = diff(&prev, &rs);
                 ph.diff_alone.push(t.elapsed());
@@ -294,7 +294,7 @@ fn main() {
     println!(
         "\nWhere the time goes, p50 ms (p99 ms) per phase; `diff + clone` is \
          `Syncer::sync` minus the commit; the last two columns time `diff` and \
-         `Ruleset::clone` alone on every fifth change.\n"
+         `Ruleset::clone` alone on every tenth change.\n"
     );
     println!("| change | topology plan | ruleset plan | diff + clone | kernel commit | diff alone | clone alone |");
     println!("|---|---|---|---|---|---|---|");
