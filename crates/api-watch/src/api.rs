@@ -28,7 +28,7 @@ use kube::{Api, Client, Config, Resource};
 
 pub use kinds::Kind;
 pub use snapshots::{Snapshots, Stores};
-pub use tracker::{ObjectError, Snapshot, Tracker};
+pub use tracker::{Increment, ModelChanges, ObjectError, Snapshot, StateChange, Tracker};
 
 /// Why no client could be built. None of these is retried: the
 /// configuration must be fixed.

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::kinds::Kind;
-use super::tracker::{Snapshot, Tracker};
+use super::tracker::{Increment, Snapshot, Tracker};
 
 /// Events applied under one lock, at most (a burst is applied in chunks of
 /// what the stream has ready, so the consumer is woken once per chunk).
@@ -148,6 +148,19 @@ impl Snapshots {
         loop {
             if let Some(snapshot) = self.shared.tracker().take_snapshot() {
                 return Arc::new(snapshot);
+            }
+            self.shared.due.notified().await;
+        }
+    }
+
+    /// As [`Snapshots::next`], but the changes since the previous call
+    /// (the whole state the first time) rather than a copy of the state:
+    /// for a consumer that keeps its own copy up to date. Use one or the
+    /// other, not both.
+    pub async fn next_increment(&mut self) -> Increment {
+        loop {
+            if let Some(increment) = self.shared.tracker().take_increment() {
+                return increment;
             }
             self.shared.due.notified().await;
         }

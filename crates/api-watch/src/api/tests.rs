@@ -437,3 +437,61 @@ fn access_lists_what_the_watchers_request() {
     assert_eq!(calico[3].group, "crd.projectcalico.org");
     assert_eq!(calico[3].resource, "blockaffinities");
 }
+
+#[test]
+fn increments_applied_in_turn_give_the_state_snapshots_copy() {
+    // The same events into two trackers: one hands out snapshots, the
+    // other increments applied to a copy of the first.
+    let mut snaps = Tracker::new(start());
+    let mut incs = Tracker::new(start());
+    let mut mirror = crate::ClusterState::default();
+    let mut step = |f: &dyn Fn(&mut Tracker)| {
+        f(&mut snaps);
+        f(&mut incs);
+        let s = snaps.take_snapshot();
+        let i = incs.take_increment();
+        assert_eq!(s.is_some(), i.is_some());
+        if let (Some(s), Some(i)) = (s, i) {
+            assert_eq!(s.generation, i.generation);
+            assert_eq!(s.changed_services, i.changed_services);
+            assert_eq!(s.errors, i.errors);
+            assert_eq!(
+                (s.services_changed, s.endpoints_changed, s.nodes_changed),
+                (i.services_changed, i.endpoints_changed, i.nodes_changed)
+            );
+            if i.generation > 1 {
+                assert!(matches!(i.state, StateChange::Changes(_)));
+            }
+            i.state.apply_to(&mut mirror);
+            assert_eq!(mirror, s.state, "generation {}", s.generation);
+        }
+    };
+    step(&|t| {
+        list_all(
+            t,
+            vec![service("web", 80), service("api", 80)],
+            vec![slice_of("web-1", "web", "10.42.1.5")],
+        )
+    });
+    step(&|t| t.endpoint_slice(Event::Apply(slice_of("web-2", "web", "10.42.1.7"))));
+    step(&|t| {
+        t.service(Event::Apply(service("web", 81)));
+        t.service(Event::Delete(service("api", 80)));
+        t.endpoint_slice(Event::Delete(slice_of("web-1", "web", "10.42.1.5")));
+    });
+    step(&|t| t.node(Event::Apply(node("node-2", true))));
+    // Nothing changed: neither hands anything out.
+    step(&|t| t.service(Event::Apply(service("web", 81))));
+    // A re-list that drops a node and a slice and brings a Service back.
+    step(&|t| {
+        t.node(Event::Init);
+        t.node(Event::InitApply(node("node-1", false)));
+        t.node(Event::InitDone);
+        t.endpoint_slice(Event::Init);
+        t.endpoint_slice(Event::InitDone);
+        t.service(Event::Apply(service("api", 90)));
+    });
+    assert_eq!(mirror.nodes.len(), 1);
+    assert!(mirror.endpoint_slices.is_empty());
+    assert_eq!(mirror.services.len(), 2);
+}

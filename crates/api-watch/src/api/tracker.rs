@@ -71,6 +71,106 @@ pub struct Snapshot {
     pub nodes_changed: bool,
 }
 
+/// The model objects that changed, each with its value now (`None`: it is
+/// gone), to bring an earlier copy of the state up to date without
+/// copying all of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelChanges {
+    /// Services by namespace/name.
+    pub services: Vec<(ObjectKey, Option<crate::Service>)>,
+    /// EndpointSlices by namespace/name.
+    pub endpoint_slices: Vec<(ObjectKey, Option<crate::EndpointSlice>)>,
+    /// Nodes by name.
+    pub nodes: Vec<(String, Option<crate::Node>)>,
+    /// Calico BlockAffinities by name.
+    pub block_affinities: Vec<(String, Option<crate::BlockAffinity>)>,
+}
+
+impl ModelChanges {
+    /// Applies the changes to `state`, a copy of the state as it was when
+    /// the changes started.
+    pub fn apply_to(self, state: &mut ClusterState) {
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
+            for (k, v) in changes {
+                match v {
+                    Some(v) => {
+                        map.insert(k, v);
+                    }
+                    None => {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        put(&mut state.services, self.services);
+        put(&mut state.endpoint_slices, self.endpoint_slices);
+        put(&mut state.nodes, self.nodes);
+        put(&mut state.block_affinities, self.block_affinities);
+    }
+
+    /// Objects changed.
+    pub fn len(&self) -> usize {
+        self.services.len()
+            + self.endpoint_slices.len()
+            + self.nodes.len()
+            + self.block_affinities.len()
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The state in an [`Increment`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    /// The whole state (the first increment).
+    Whole(ClusterState),
+    /// What changed since the previous increment.
+    Changes(ModelChanges),
+}
+
+impl Default for StateChange {
+    fn default() -> Self {
+        StateChange::Whole(ClusterState::default())
+    }
+}
+
+impl StateChange {
+    /// Brings `state` to the new state.
+    pub fn apply_to(self, state: &mut ClusterState) {
+        match self {
+            StateChange::Whole(s) => *state = s,
+            StateChange::Changes(c) => c.apply_to(state),
+        }
+    }
+}
+
+/// A [`Snapshot`] that carries, instead of a copy of the whole state, what
+/// changed since the previous increment ([`Tracker::take_increment`]):
+/// at 10,000 Services copying the state costs tens of milliseconds, the
+/// changes of one event microseconds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Increment {
+    /// The whole state the first time, then the changes.
+    pub state: StateChange,
+    /// As in [`Snapshot::errors`].
+    pub errors: Vec<ObjectError>,
+    /// As in [`Snapshot::generation`].
+    pub generation: u64,
+    /// As in [`Snapshot::services_changed`].
+    pub services_changed: usize,
+    /// As in [`Snapshot::endpoints_changed`].
+    pub endpoints_changed: usize,
+    /// As in [`Snapshot::trigger_times`].
+    pub trigger_times: Vec<SystemTime>,
+    /// As in [`Snapshot::changed_services`].
+    pub changed_services: BTreeSet<ObjectKey>,
+    /// As in [`Snapshot::nodes_changed`].
+    pub nodes_changed: bool,
+}
+
 /// Per-kind progress through list and watch.
 #[derive(Debug, Default)]
 struct Progress {
@@ -108,6 +208,8 @@ pub struct Tracker {
     trigger_times: Vec<SystemTime>,
     changed_services: BTreeSet<ObjectKey>,
     nodes_changed: bool,
+    /// Model objects changed since the last snapshot or increment.
+    journal: BTreeSet<(Kind, ObjectKey)>,
 }
 
 impl Tracker {
@@ -126,6 +228,7 @@ impl Tracker {
             trigger_times: Vec::new(),
             changed_services: BTreeSet::new(),
             nodes_changed: false,
+            journal: BTreeSet::new(),
         }
     }
 
@@ -177,14 +280,66 @@ impl Tracker {
         if !self.pending() {
             return None;
         }
+        let i = self.next_increment(true);
+        let StateChange::Whole(state) = i.state else {
+            unreachable!("asked for the whole state")
+        };
+        Some(Snapshot {
+            state,
+            errors: i.errors,
+            generation: i.generation,
+            services_changed: i.services_changed,
+            endpoints_changed: i.endpoints_changed,
+            trigger_times: i.trigger_times,
+            changed_services: i.changed_services,
+            nodes_changed: i.nodes_changed,
+        })
+    }
+
+    /// As [`Tracker::take_snapshot`], but with the changes since the last
+    /// snapshot or increment instead of a copy of the state (the whole
+    /// state the first time): applied in turn to a copy of the first,
+    /// they give the state a snapshot would.
+    pub fn take_increment(&mut self) -> Option<Increment> {
+        if !self.pending() {
+            return None;
+        }
+        Some(self.next_increment(self.generation == 0))
+    }
+
+    fn next_increment(&mut self, whole: bool) -> Increment {
         self.generation += 1;
         self.dirty = false;
         let mut changed_services = std::mem::take(&mut self.changed_services);
         if self.generation == 1 {
             changed_services.extend(self.state.services.keys().cloned());
         }
-        Some(Snapshot {
-            state: self.state.clone(),
+        let journal = std::mem::take(&mut self.journal);
+        let state = if whole {
+            StateChange::Whole(self.state.clone())
+        } else {
+            let mut c = ModelChanges::default();
+            let st = &self.state;
+            for (kind, id) in journal {
+                match kind {
+                    Kind::Service => c.services.push((id.clone(), st.services.get(&id).cloned())),
+                    Kind::EndpointSlice => {
+                        let now = st.endpoint_slices.get(&id).cloned();
+                        c.endpoint_slices.push((id, now));
+                    }
+                    Kind::Node => c
+                        .nodes
+                        .push((id.name.clone(), st.nodes.get(&id.name).cloned())),
+                    Kind::BlockAffinity => {
+                        let now = st.block_affinities.get(&id.name).cloned();
+                        c.block_affinities.push((id.name, now));
+                    }
+                }
+            }
+            StateChange::Changes(c)
+        };
+        Increment {
+            state,
             errors: self.errors.values().cloned().collect(),
             generation: self.generation,
             services_changed: std::mem::take(&mut self.services_changed),
@@ -192,7 +347,7 @@ impl Tracker {
             trigger_times: std::mem::take(&mut self.trigger_times),
             changed_services,
             nodes_changed: std::mem::take(&mut self.nodes_changed),
-        })
+        }
     }
 
     fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed)
@@ -297,6 +452,7 @@ impl Tracker {
             Some(model) => K::insert(&mut self.state, id, model),
             None => K::remove(&mut self.state, id),
         }
+        self.journal.insert((K::KIND, id.clone()));
         self.dirty = true;
         match K::KIND {
             Kind::Service => {

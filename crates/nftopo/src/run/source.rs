@@ -1,10 +1,10 @@
 //! The API-server source of the sync loop: `api_watch::api`'s coalesced
-//! snapshots, turned into [`Update`]s.
+//! increments (the whole state first, then what changed), turned into
+//! [`Update`]s.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use api_watch::api::{ObjectError, Snapshot, Snapshots};
+use api_watch::api::{Increment, ObjectError, Snapshots};
 
 use super::sync_loop::{Changed, Source, Update};
 
@@ -27,18 +27,15 @@ impl ApiSource {
 
 impl Source for ApiSource {
     async fn next(&mut self) -> Option<Update> {
-        let snapshot = self.snapshots.next().await;
-        Some(to_update(snapshot, &mut self.skipped))
+        let increment = self.snapshots.next_increment().await;
+        Some(to_update(increment, &mut self.skipped))
     }
 }
 
 /// The update for `snapshot`; `skipped` carries the skipped objects from
-/// one snapshot to the next so that each is counted once, when it first
-/// appears (a snapshot lists every object currently skipped).
-pub fn to_update(
-    snapshot: Arc<Snapshot>,
-    skipped: &mut BTreeSet<(String, String, String)>,
-) -> Update {
+/// one increment to the next so that each is counted once, when it first
+/// appears (an increment lists every object currently skipped).
+pub fn to_update(snapshot: Increment, skipped: &mut BTreeSet<(String, String, String)>) -> Update {
     let now: BTreeSet<_> = snapshot.errors.iter().map(error_key).collect();
     let new_skips = now
         .difference(skipped)
@@ -54,11 +51,9 @@ pub fn to_update(
         }
     }
     *skipped = now;
-    // `Snapshots::next` hands out a fresh Arc: take the state without a
-    // copy when nobody else holds it.
-    let s = Arc::try_unwrap(snapshot).unwrap_or_else(|shared| (*shared).clone());
+    let s = snapshot;
     Update {
-        state: Arc::new(s.state),
+        state: s.state,
         services_changed: s.services_changed,
         endpoints_changed: s.endpoints_changed,
         skipped: new_skips,
@@ -103,12 +98,12 @@ fn reason(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api_watch::api::Kind;
+    use api_watch::api::{Kind, StateChange};
     use api_watch::ClusterState;
 
-    fn snapshot(errors: Vec<ObjectError>) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
-            state: ClusterState::default(),
+    fn snapshot(errors: Vec<ObjectError>) -> Increment {
+        Increment {
+            state: StateChange::Whole(ClusterState::default()),
             errors,
             generation: 1,
             services_changed: 2,
@@ -116,7 +111,7 @@ mod tests {
             trigger_times: vec![std::time::UNIX_EPOCH],
             changed_services: [api_watch::ObjectKey::new("ns", "a")].into(),
             nodes_changed: true,
-        })
+        }
     }
 
     fn error(object: &str, field: &str) -> ObjectError {

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use api_watch::api::StateChange;
 use api_watch::{ClusterState, ObjectKey};
 use nft_writer::conntrack::UdpService;
 use nft_writer::{
@@ -44,8 +45,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// One coalesced view of the cluster, as the loop consumes it.
 #[derive(Debug, Clone, Default)]
 pub struct Update {
-    /// The whole state.
-    pub state: Arc<ClusterState>,
+    /// The whole state, or what changed in it since the previous update
+    /// (applied to the loop's copy as the update is queued).
+    pub state: StateChange,
     /// Services changed since the previous update.
     pub services_changed: usize,
     /// EndpointSlices changed since the previous update.
@@ -241,8 +243,10 @@ pub async fn run(
 struct LoopState {
     /// Received and not yet applied.
     pending: Option<Update>,
-    /// The state last applied (for periodic resyncs).
-    applied: Option<Arc<ClusterState>>,
+    /// The cluster as the updates received so far describe it.
+    state: ClusterState,
+    /// A sync with an update went through (periodic resyncs follow).
+    applied: bool,
     /// The topology plan of the last update, kept up to date per Service.
     plan: Option<ProxyPlan>,
     /// The ruleset as per-Service parts; `None` before the first update.
@@ -262,7 +266,7 @@ impl LoopState {
         let due = match (self.retry_at, &self.pending, self.last_full) {
             (Some(retry), _, _) => Some(retry),
             (None, Some(_), _) => Some(earliest.unwrap_or_else(Instant::now)),
-            (None, None, Some(full)) if self.applied.is_some() => Some(full + s.sync_period),
+            (None, None, Some(full)) if self.applied => Some(full + s.sync_period),
             _ => None,
         }?;
         Some(earliest.map_or(due, |e| due.max(e)))
@@ -276,10 +280,13 @@ impl LoopState {
         for (kind, reason) in &u.skipped {
             m.skipped(kind, reason);
         }
+        // Kept up to date here, so that an update carries only what changed
+        // and pending updates need no state of their own.
+        std::mem::take(&mut u.state).apply_to(&mut self.state);
         let mut health = out.health.lock().expect("health lock");
         health.queued(Instant::now());
         health.set_node(NodeStatus {
-            deleting: u.state.nodes.get(&s.node).is_some_and(|n| n.deleting),
+            deleting: self.state.nodes.get(&s.node).is_some_and(|n| n.deleting),
             to_be_deleted: false,
         });
         if let Some(older) = self.pending.take() {
@@ -302,12 +309,12 @@ impl LoopState {
                     .get_or_insert_with(|| IncrementalPlanner::new(s.planner.clone()));
                 let changes = match (&mut self.plan, &u.changed) {
                     (Some(plan), Changed::Some { services, nodes }) => {
-                        let keys = dirty_services(&u.state, services, *nodes);
-                        topology_filter::replan(plan, &u.state, &keys);
+                        let keys = dirty_services(&self.state, services, *nodes);
+                        topology_filter::replan(plan, &self.state, &keys);
                         planner.update(plan, Dirty::Services(&keys))
                     }
                     (plan, _) => {
-                        let plan = plan.insert(topology_filter::plan(&u.state, &s.node));
+                        let plan = plan.insert(topology_filter::plan(&self.state, &s.node));
                         planner.update(plan, Dirty::All)
                     }
                 };
@@ -327,17 +334,14 @@ impl LoopState {
                     operations = changes.now.len(),
                     "planned"
                 );
-                let wanted = svc_health::wanted(plan, &health_check_ports(&u.state));
+                let wanted = svc_health::wanted(plan, &health_check_ports(&self.state));
                 self.last_udp = nft_writer::udp_services(plan);
                 (changes, Some(wanted))
             }
             None if self.planner.is_some() => (Changes::default(), None),
             None => return,
         };
-        let routes_state = fresh
-            .as_ref()
-            .map(|u| u.state.clone())
-            .or_else(|| self.applied.clone());
+        let routes_due = fresh.is_some() || self.applied;
         let started = Instant::now();
         let planner = self.planner.as_ref().expect("set with the first update");
         let result = programmer.sync_changes(planner, changes, full);
@@ -366,7 +370,7 @@ impl LoopState {
                             m.network_programming.observe(d.as_secs_f64());
                         }
                     }
-                    self.applied = Some(u.state.clone());
+                    self.applied = true;
                 }
                 out.health.lock().expect("health lock").updated(wall);
                 if let (Some(servers), Some(wanted)) = (&mut out.service_health, &wanted) {
@@ -408,8 +412,8 @@ impl LoopState {
         }
         // Routes do not depend on the ruleset: a failed nftables sync
         // does not hold them back.
-        if let Some(state) = routes_state {
-            match programmer.sync_routes(&state, full) {
+        if routes_due {
+            match programmer.sync_routes(&self.state, full) {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     out.metrics

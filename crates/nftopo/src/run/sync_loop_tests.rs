@@ -294,7 +294,7 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
         );
     }
     h.tx.send(Update {
-        state: Arc::new(state),
+        state: StateChange::Whole(state),
         ..Update::default()
     })
     .unwrap();
@@ -411,7 +411,7 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     ));
     let first = cluster(200, |_| 3);
     tx.send(Update {
-        state: Arc::new(first),
+        state: StateChange::Whole(first),
         ..Update::default()
     })
     .unwrap();
@@ -420,8 +420,18 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     let mut second = cluster(200, |i| if i == 7 { 4 } else { 3 });
     second.services.remove(&ObjectKey::new("t", "s9"));
     second.endpoint_slices.remove(&ObjectKey::new("t", "s9-a"));
+    // Only what changed travels.
+    let s7 = ObjectKey::new("t", "s7-a");
+    let delta = api_watch::api::ModelChanges {
+        services: vec![(ObjectKey::new("t", "s9"), None)],
+        endpoint_slices: vec![
+            (s7.clone(), Some(second.endpoint_slices[&s7].clone())),
+            (ObjectKey::new("t", "s9-a"), None),
+        ],
+        ..Default::default()
+    };
     tx.send(Update {
-        state: Arc::new(second.clone()),
+        state: StateChange::Changes(delta),
         changed: Changed::Some {
             services: [ObjectKey::new("t", "s7"), ObjectKey::new("t", "s9")].into(),
             nodes: false,
