@@ -1,17 +1,22 @@
 //! `incremental_bench [--services N] [--changes C] [--samples FILE]`: the
-//! daemon's sync path (topology plan, ruleset plan, diff, one netlink
-//! batch) for single changes against N services x 10 endpoints, in a
-//! network namespace of its own. Prints two Markdown tables: per kind of
-//! change (C changes of each kind), the netlink messages sent and the
-//! whole time per change (p50/p99); then that time split by phase:
-//! topology plan, ruleset plan, diff and clone inside `Syncer::sync`, the
-//! kernel's commit (a timing wrapper around the netlink kernel), and, on
-//! every tenth change, `diff` and `Ruleset::clone` timed on their own.
+//! daemon's sync path for single changes against N services x 10
+//! endpoints, in a network namespace of its own: the changed Services
+//! re-planned (`topology_filter::replan`; on a Node change, the Services
+//! whose topology depends on Nodes), their ruleset parts re-planned
+//! (`IncrementalPlanner::update`), their operations sent in one netlink
+//! batch (`Syncer::sync_changes`), as `nftopo run` does. Prints two
+//! Markdown tables: per kind of change (C changes of each kind), the
+//! netlink messages sent and the whole time per change (p50/p99); then
+//! that time split by phase: topology re-plan, ruleset re-plan,
+//! `Syncer::sync_changes` minus the commit, the kernel's commit (a timing
+//! wrapper around the netlink kernel), and, on every tenth change, what
+//! the path before cost on top (a `diff` of the whole rulesets and a
+//! `Ruleset::clone`), timed on their own.
 //! `--samples` writes every change's whole time as CSV (`kind,ms`).
 //! Last, the memory each stage holds (VmRSS growth while it is built).
 //! Run by `make bench` (integration/src/bin/bench); needs root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,8 @@ use api_watch::{
     Protocol, Service, ServicePort, TargetPort, TOPOLOGY_KEYS_ANNOTATION,
 };
 use nft_writer::{
-    diff, plan_ruleset, ApplyStats, Cidr, Kernel, NetlinkKernel, PlannerConfig, Syncer, Transaction,
+    diff, ApplyStats, Cidr, Dirty, IncrementalPlanner, Kernel, NetlinkKernel, PlannerConfig,
+    Syncer, Transaction,
 };
 
 const NODES: u32 = 3;
@@ -156,7 +162,9 @@ struct Phases {
     max_msgs: usize,
 }
 
-type Change = fn(&mut ClusterState, u32, u32);
+/// A change; returns the Services it named and whether a Node changed
+/// (what the daemon's snapshots say).
+type Change = fn(&mut ClusterState, u32, u32) -> (Vec<ObjectKey>, bool);
 
 fn kinds() -> [(&'static str, Change); 4] {
     [
@@ -165,30 +173,34 @@ fn kinds() -> [(&'static str, Change); 4] {
             let s = st.endpoint_slices.get_mut(&k).unwrap();
             let eps = if s.endpoints.len() == 10 { 11 } else { 10 };
             *s = slice((i * 7919) % n, eps);
+            (vec![service((i * 7919) % n).key], false)
         }),
         ("one endpoint not ready, then ready", |st, i, n| {
             let k = ObjectKey::new("bench", format!("svc-{}-a", (i * 104_729) % n));
             let e = &mut st.endpoint_slices.get_mut(&k).unwrap().endpoints[3];
             e.conditions.ready = !e.conditions.ready;
             e.conditions.serving = e.conditions.ready;
+            (vec![service((i * 104_729) % n).key], false)
         }),
         ("one service added, then removed", |st, i, n| {
             let j = n + 1 + (i / 2);
             let s = service(j);
             if st.services.remove(&s.key).is_none() {
-                st.services.insert(s.key.clone(), s);
+                st.services.insert(s.key.clone(), s.clone());
                 let sl = slice(j, 10);
                 st.endpoint_slices.insert(sl.key.clone(), sl);
             } else {
                 st.endpoint_slices
                     .remove(&ObjectKey::new("bench", format!("svc-{j}-a")));
             }
+            (vec![s.key], false)
         }),
         (
             "node-1's zone label changed (10% of services route by zone)",
             |st, i, _| {
                 let zone = if i.is_multiple_of(2) { "b" } else { "a" };
                 st.nodes.insert("node-1".into(), node(1, zone));
+                (Vec::new(), true)
             },
         ),
     ]
@@ -215,26 +227,30 @@ fn main() {
     let rss0 = rss_kib();
     let mut st = cluster(n);
     let rss_model = rss_kib();
-    let topo = topology_filter::plan(&st, "node-0");
+    let mut topo = topology_filter::plan(&st, "node-0");
     let rss_topo = rss_kib();
-    let mut prev = plan_ruleset(&topo, &cfg).0;
+    let mut planner = IncrementalPlanner::new(cfg.clone());
+    let first = planner.update(&topo, Dirty::All);
     let rss_ruleset = rss_kib();
-    drop(topo);
+    let mut prev = planner.ruleset();
     let kernel = Timed {
         inner: NetlinkKernel::open().expect("netlink"),
         last: Duration::ZERO,
     };
     let mut syncer = Syncer::new(kernel);
     let t = Instant::now();
-    let full = syncer.sync(&prev, false).expect("full sync");
+    let full = syncer
+        .sync_changes(&planner, first, false)
+        .expect("full sync");
     let full_time = t.elapsed();
     let rss_synced = rss_kib();
     let memory = format!(
         "| stage (at {n} services x 10 endpoints) | VmRSS growth MiB |\n|---|---|\n\
          | cluster model (api-watch `ClusterState`) | {:.1} |\n\
-         | topology plan (`topology_filter::plan`) | {:.1} |\n\
-         | ruleset (`plan_ruleset`) | {:.1} |\n\
-         | first full sync (`Syncer` keeps a clone of the ruleset; the batch) | {:.1} |\n\
+         | topology plan (`topology_filter::plan`, kept for re-plans) | {:.1} |\n\
+         | ruleset as per-Service parts (`IncrementalPlanner`) | {:.1} |\n\
+         | first full sync (the ruleset assembled for it, the batch; \
+         `Syncer` keeps no copy) | {:.1} |\n\
          | process before the cluster (binary, libc) | {:.1} (VmRSS) |\n",
         mib(rss_model - rss0),
         mib(rss_topo - rss_model),
@@ -247,13 +263,24 @@ fn main() {
     for (name, change) in kinds() {
         let mut ph = Phases::default();
         for i in 0..changes {
-            change(&mut st, i, n);
+            let (named, nodes) = change(&mut st, i, n);
             let t0 = Instant::now();
-            let topo = topology_filter::plan(&st, "node-0");
+            let mut keys: BTreeSet<ObjectKey> = named.into_iter().collect();
+            if nodes {
+                keys.extend(
+                    st.services
+                        .values()
+                        .filter(|s| topology_filter::depends_on_nodes(s))
+                        .map(|s| s.key.clone()),
+                );
+            }
+            topology_filter::replan(&mut topo, &st, &keys);
             let t1 = Instant::now();
-            let rs = plan_ruleset(&topo, &cfg).0;
+            let changes = planner.update(&topo, Dirty::Services(&keys));
             let t2 = Instant::now();
-            let stats = syncer.sync(&rs, false).expect("incremental sync");
+            let stats = syncer
+                .sync_changes(&planner, changes, false)
+                .expect("incremental sync");
             let t3 = Instant::now();
             assert!(!stats.full, "an incremental sync fell back to a full one");
             let commit = syncer.kernel().last;
@@ -264,8 +291,9 @@ fn main() {
             ph.diff_clone.push((t3 - t2).saturating_sub(commit));
             ph.total.push(t3 - t0);
             ph.max_msgs = ph.max_msgs.max(stats.messages);
-            drop(topo);
             if i % 10 == 0 {
+                // What the path before spent on top, for reference.
+                let rs = planner.ruleset();
                 let t = Instant::now();
                 let d = diff(&prev, &rs);
                 ph.diff_alone.push(t.elapsed());
@@ -274,8 +302,8 @@ fn main() {
                 let c = rs.clone();
                 ph.clone_alone.push(t.elapsed());
                 drop(c);
+                prev = rs;
             }
-            prev = rs;
         }
         all.push((name, ph));
     }
@@ -292,11 +320,13 @@ fn main() {
         );
     }
     println!(
-        "\nWhere the time goes, p50 ms (p99 ms) per phase; `diff + clone` is \
-         `Syncer::sync` minus the commit; the last two columns time `diff` and \
-         `Ruleset::clone` alone on every tenth change.\n"
+        "\nWhere the time goes, p50 ms (p99 ms) per phase: the changed Services' \
+         topology re-plan and ruleset re-plan, `Syncer::sync_changes` minus the commit, \
+         the commit; the last two columns time, on every tenth change, what the path \
+         before added on top (a `diff` of the whole rulesets, one against ten changes \
+         back, and a `Ruleset::clone`).\n"
     );
-    println!("| change | topology plan | ruleset plan | diff + clone | kernel commit | diff alone | clone alone |");
+    println!("| change | topology re-plan | ruleset re-plan | sync minus commit | kernel commit | old path: whole diff | old path: clone |");
     println!("|---|---|---|---|---|---|---|");
     for (name, ph) in &all {
         let c = |v: &[Duration]| format!("{:.1} ({:.1})", pct(v, 0.5), pct(v, 0.99));
