@@ -281,7 +281,11 @@ impl LoopState {
             m.skipped(kind, reason);
         }
         // Kept up to date here, so that an update carries only what changed
-        // and pending updates need no state of their own.
+        // and pending updates need no state of their own. A whole state
+        // may differ anywhere: everything is re-planned.
+        if matches!(u.state, StateChange::Whole(_)) {
+            u.changed = Changed::All;
+        }
         std::mem::take(&mut u.state).apply_to(&mut self.state);
         let mut health = out.health.lock().expect("health lock");
         health.queued(Instant::now());

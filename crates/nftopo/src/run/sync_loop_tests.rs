@@ -465,3 +465,29 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     k.ruleset = kernel;
     assert_eq!(k.dump(), fresh.dump());
 }
+
+#[test]
+fn absorbed_updates_name_every_service_either_changed() {
+    let some = |names: &[&str], nodes: bool| Changed::Some {
+        services: names.iter().map(|n| ObjectKey::new("t", *n)).collect(),
+        nodes,
+    };
+    let mut newer = Update {
+        changed: some(&["a"], false),
+        ..Update::default()
+    };
+    newer.absorb(Update {
+        changed: some(&["b"], true),
+        ..Update::default()
+    });
+    assert_eq!(newer.changed, some(&["a", "b"], true));
+    // An update that does not say makes the sum say nothing either.
+    newer.absorb(Update::default());
+    assert_eq!(newer.changed, Changed::All);
+    let mut all = Update::default();
+    all.absorb(Update {
+        changed: some(&["c"], false),
+        ..Update::default()
+    });
+    assert_eq!(all.changed, Changed::All);
+}
