@@ -20,7 +20,7 @@ pub fn run(cfg: &Config) -> String {
     let (services, per_kind, profiled) = if cfg.quick {
         (1000, 50, 10)
     } else {
-        (10000, 250, 25)
+        (10000, 250, 15)
     };
     let samples = cfg.tmp.join("incremental.csv");
     let out = run_ok(Command::new(&example).args([

@@ -49,7 +49,7 @@ pub fn have(program: &str) -> bool {
 /// The kernel tears a namespace with 100,000 objects down in the
 /// background; let it finish so that it does not bill the next run.
 fn settle(wall: f64) {
-    let secs = (wall * 2.0).clamp(0.5, 4.0);
+    let secs = (wall * 1.5).clamp(0.5, 3.0);
     std::thread::sleep(Duration::from_secs_f64(secs));
 }
 
