@@ -315,10 +315,16 @@ impl LoopState {
                     (Some(plan), Changed::Some { services, nodes }) => {
                         let keys = dirty_services(&self.state, services, *nodes);
                         topology_filter::replan(plan, &self.state, &keys);
+                        for key in &keys {
+                            forget_decisions(plan, key);
+                        }
                         planner.update(plan, Dirty::Services(&keys))
                     }
                     (plan, _) => {
                         let plan = plan.insert(topology_filter::plan(&self.state, &s.node));
+                        for sp in &mut plan.services {
+                            sp.decisions = Vec::new();
+                        }
                         planner.update(plan, Dirty::All)
                     }
                 };
@@ -454,6 +460,20 @@ fn dirty_services(
         );
     }
     keys
+}
+
+/// Drops the per-endpoint explanations of `service`'s port plans: the
+/// kept plan lives as long as the daemon, and nothing here reads them
+/// (`nftopo explain` plans on its own); at 10k services x 10 endpoints
+/// they are about 20 MiB.
+fn forget_decisions(plan: &mut ProxyPlan, service: &ObjectKey) {
+    let start = plan.services.partition_point(|p| p.service < *service);
+    for sp in plan.services[start..]
+        .iter_mut()
+        .take_while(|p| p.service == *service)
+    {
+        sp.decisions = Vec::new();
+    }
 }
 
 /// `healthCheckNodePort` of every Service that has one.
