@@ -72,11 +72,89 @@ type Claimant = (ObjectKey, String);
 type AddrKey = (IpAddr, Protocol, u16);
 type PortKey = (Protocol, u16);
 
+/// A [`Contribution`] as the planner keeps it: sorted vectors, sized to
+/// what they hold (a map per Service and table would allocate whole tree
+/// nodes for a handful of entries: about 2 KiB more per Service).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Part {
+    /// Sorted by name.
+    chains: Vec<Chain>,
+    /// Sorted by name.
+    sets: Vec<Map>,
+    /// Sorted by map name, then key.
+    elements: Vec<(&'static str, Vec<(ElemKey, ElemValue)>)>,
+    spreads: Vec<usize>,
+    port_spreads: Vec<usize>,
+}
+
+impl From<Contribution> for Part {
+    fn from(c: Contribution) -> Self {
+        Part {
+            chains: c.chains.into_values().collect(),
+            sets: c.sets.into_values().collect(),
+            elements: c
+                .elements
+                .into_iter()
+                .map(|(m, e)| (m, e.into_iter().collect()))
+                .collect(),
+            spreads: c.spreads.into_iter().collect(),
+            port_spreads: c.port_spreads.into_iter().collect(),
+        }
+    }
+}
+
+impl Part {
+    fn chain(&self, name: &str) -> Option<&Chain> {
+        let i = self
+            .chains
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.chains[i])
+    }
+
+    fn set(&self, name: &str) -> Option<&Map> {
+        let i = self
+            .sets
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.sets[i])
+    }
+
+    fn elements(&self, map: &str) -> &[(ElemKey, ElemValue)] {
+        match self.elements.binary_search_by(|(m, _)| (*m).cmp(map)) {
+            Ok(i) => &self.elements[i].1,
+            Err(_) => &[],
+        }
+    }
+
+    /// As [`Contribution::merge_into`].
+    fn merge_into(&self, table: &mut Table) {
+        for c in &self.chains {
+            table.chains.insert(c.name.clone(), c.clone());
+        }
+        for m in &self.sets {
+            table.maps.insert(m.name.clone(), m.clone());
+        }
+        for (map, elements) in &self.elements {
+            let m = table.maps.get_mut(*map).expect("skeleton maps exist");
+            for (k, v) in elements {
+                m.elements.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The value of `key` among sorted `elements`.
+fn lookup<'a>(elements: &'a [(ElemKey, ElemValue)], key: &ElemKey) -> Option<&'a ElemValue> {
+    let i = elements.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+    Some(&elements[i].1)
+}
+
 /// What the planner holds for one Service.
 #[derive(Debug, Default)]
 struct Entry {
     /// Its part of the `ip` and the `ip6` table.
-    parts: [Contribution; 2],
+    parts: [Part; 2],
     /// Per family, the addresses and node ports it claims, with the port
     /// name that claims them.
     addr_claims: [Vec<(AddrKey, String)>; 2],
@@ -434,7 +512,7 @@ impl IncrementalPlanner {
         let mut full = false;
         for f in FAMILIES {
             let old = std::mem::take(&mut entry.parts[fi(f)]);
-            let new = std::mem::take(&mut parts[fi(f)]);
+            let new = Part::from(std::mem::take(&mut parts[fi(f)]));
             full |= self.apply_part(f, key, &old, &new, &mut deltas[fi(f)]);
             entry.parts[fi(f)] = new;
         }
@@ -451,8 +529,8 @@ impl IncrementalPlanner {
         &mut self,
         f: Family,
         key: &ObjectKey,
-        old: &Contribution,
-        new: &Contribution,
+        old: &Part,
+        new: &Part,
         d: &mut Delta,
     ) -> bool {
         let t = TableRef {
@@ -476,8 +554,9 @@ impl IncrementalPlanner {
         };
         // Own chains: rewritten when their rules changed; new ones filled
         // (created when first counted); gone ones handled when counted.
-        for (name, c) in &new.chains {
-            match old.chains.get(name) {
+        for c in &new.chains {
+            let name = &c.name;
+            match old.chain(name) {
                 Some(o) if o.rules == c.rules => continue,
                 Some(_) if !d.emit => continue,
                 Some(_) => d.rules.push(Op::FlushChain {
@@ -497,12 +576,15 @@ impl IncrementalPlanner {
                 });
             }
         }
-        for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
-            count(d, name.clone(), Object::Chain, false);
+        for c in &old.chains {
+            if new.chain(&c.name).is_none() {
+                count(d, c.name.clone(), Object::Chain, false);
+            }
         }
         let mut full = false;
-        for (name, m) in &new.sets {
-            match old.sets.get(name) {
+        for m in &new.sets {
+            let name = &m.name;
+            match old.set(name) {
                 Some(o) if o.kind == m.kind => {}
                 Some(_) => full = true,
                 None => {
@@ -512,18 +594,21 @@ impl IncrementalPlanner {
                 }
             }
         }
-        for (name, m) in &old.sets {
-            if !new.sets.contains_key(name) {
-                count(d, name.clone(), Object::Set(m.kind), false);
+        for m in &old.sets {
+            if new.set(&m.name).is_none() {
+                count(d, m.name.clone(), Object::Set(m.kind), false);
             }
         }
-        for n in new.spreads.difference(&old.spreads) {
+        let difference = |a: &[usize], b: &[usize]| -> Vec<usize> {
+            a.iter().copied().filter(|n| !b.contains(n)).collect()
+        };
+        for n in &difference(&new.spreads, &old.spreads) {
             count(d, names::spread_chain(*n), Object::Spread(*n), true);
         }
-        for n in old.spreads.difference(&new.spreads) {
+        for n in &difference(&old.spreads, &new.spreads) {
             count(d, names::spread_chain(*n), Object::Spread(*n), false);
         }
-        for n in new.port_spreads.difference(&old.port_spreads) {
+        for n in &difference(&new.port_spreads, &old.port_spreads) {
             count(
                 d,
                 names::spread_port_chain(*n),
@@ -531,7 +616,7 @@ impl IncrementalPlanner {
                 true,
             );
         }
-        for n in old.port_spreads.difference(&new.port_spreads) {
+        for n in &difference(&old.port_spreads, &new.port_spreads) {
             count(
                 d,
                 names::spread_port_chain(*n),
@@ -540,16 +625,15 @@ impl IncrementalPlanner {
             );
         }
         // Elements.
-        let empty = BTreeMap::new();
         let maps: BTreeSet<&'static str> = old
             .elements
-            .keys()
-            .chain(new.elements.keys())
-            .copied()
+            .iter()
+            .chain(&new.elements)
+            .map(|(m, _)| *m)
             .collect();
         for map in maps {
-            let o = old.elements.get(map).unwrap_or(&empty);
-            let n = new.elements.get(map).unwrap_or(&empty);
+            let o = old.elements(map);
+            let n = new.elements(map);
             if map == names::HAIRPIN || map == names::FIREWALL_IPS {
                 self.shared_elements(f, key, map, o, n, d);
                 continue;
@@ -560,7 +644,7 @@ impl IncrementalPlanner {
             let kind = self.skeletons[fi(f)].maps[map].kind;
             let gone: Vec<ElemKey> = o
                 .iter()
-                .filter(|(k, v)| n.get(*k) != Some(*v))
+                .filter(|(k, v)| lookup(n, k) != Some(v))
                 .map(|(k, _)| k.clone())
                 .collect();
             if !gone.is_empty() {
@@ -571,7 +655,7 @@ impl IncrementalPlanner {
             }
             let added: Vec<(ElemKey, ElemValue)> = n
                 .iter()
-                .filter(|(k, v)| o.get(*k) != Some(*v))
+                .filter(|(k, v)| lookup(o, k) != Some(v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if !added.is_empty() {
@@ -590,13 +674,13 @@ impl IncrementalPlanner {
         f: Family,
         key: &ObjectKey,
         map: &'static str,
-        old: &BTreeMap<ElemKey, ElemValue>,
-        new: &BTreeMap<ElemKey, ElemValue>,
+        old: &[(ElemKey, ElemValue)],
+        new: &[(ElemKey, ElemValue)],
         d: &mut Delta,
     ) {
         let idx = &mut self.index[fi(f)];
         for (k, v) in old {
-            if new.get(k) == Some(v) {
+            if lookup(new, k) == Some(v) {
                 continue;
             }
             if d.emit {
@@ -617,7 +701,7 @@ impl IncrementalPlanner {
             }
         }
         for (k, v) in new {
-            if old.get(k) == Some(v) {
+            if lookup(old, k) == Some(v) {
                 continue;
             }
             if d.emit {
