@@ -36,8 +36,8 @@ pub fn run(cfg: &Config) -> String {
         md,
         "## 2. Incremental sync ({services} services x 10 endpoints, {} changes: {per_kind} of each kind)\n\n\
          One change at a time through the daemon's path (`Syncer` over the netlink kernel, \
-         as `nftopo run` drives it; not the CLI): topology plan and ruleset plan, both over \
-         the whole cluster, then diff against the last applied ruleset and one netlink batch. \
+         as `nftopo run` drives it; not the CLI): re-plan of the Services the change touches \
+         (topology, then ruleset parts), their changes as one netlink batch. \
          Goals: 5 ms p99 and 20 messages or fewer per single change. The time is wall time \
          per change, in this process, from the changed cluster to the kernel's answer.\n\n{out}",
         4 * per_kind
