@@ -1,4 +1,4 @@
-//! The API-server source: kube-rs watchers and reflectors for Services,
+//! The API-server source: kube-rs watchers for Services,
 //! EndpointSlices (discovery.k8s.io/v1) and Nodes (and Calico
 //! BlockAffinities when routes come from Calico IPAM), reduced to the same
 //! [`ClusterState`](crate::ClusterState) as the file source, handed out as
@@ -23,11 +23,11 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::api::DynamicObject;
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Config, Resource};
 
 pub use kinds::Kind;
-pub use snapshots::{Snapshots, Stores};
+pub use snapshots::Snapshots;
 pub use tracker::{Increment, ModelChanges, ObjectError, Snapshot, StateChange, Tracker};
 
 /// Why no client could be built. None of these is retried: the
@@ -93,50 +93,42 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
 /// Starts watching Services, EndpointSlices and Nodes in all namespaces
 /// (and Calico `BlockAffinity` objects when `block_affinities`), each
 /// through a kube-rs watcher with kube's default backoff (the watcher
-/// re-lists by itself after `410 Gone` or a dropped stream); the first
-/// three are also reflected into [`Stores`]. Must be called inside a
+/// re-lists by itself after `410 Gone` or a dropped stream). No kube-rs
+/// reflector store is kept: the [`Tracker`] is the store, holding each
+/// object once, converted to the model (a reflector's copy of the raw
+/// objects doubled the daemon's memory). Must be called inside a
 /// tokio runtime; the watches stop when the returned [`Snapshots`] is
 /// dropped. The requests it makes are [`access`]'s.
 pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
-    let (services, services_writer) = reflector::store::<core::Service>();
-    let (slices, slices_writer) = reflector::store::<discovery::EndpointSlice>();
-    let (nodes, nodes_writer) = reflector::store::<core::Node>();
     let config = watcher::Config::default;
     let service_events = watcher(Api::<core::Service>::all(client.clone()), config())
         .default_backoff()
-        .reflect(services_writer)
         .boxed();
     let slice_events = watcher(
         Api::<discovery::EndpointSlice>::all(client.clone()),
         config(),
     )
     .default_backoff()
-    .reflect(slices_writer)
     .boxed();
     let node_events = watcher(Api::<core::Node>::all(client.clone()), config())
         .default_backoff()
-        .reflect(nodes_writer)
         .boxed();
-    let stores = Stores {
-        services,
-        endpoint_slices: slices,
-        nodes,
-    };
     if !block_affinities {
-        return Snapshots::from_streams(service_events, slice_events, node_events)
-            .with_stores(stores);
+        return Snapshots::from_streams(service_events, slice_events, node_events);
     }
     let resource = kinds::block_affinity_resource();
-    let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
-        .default_backoff()
-        .boxed();
+    let block_events = watcher(
+        Api::<DynamicObject>::all_with(client, &resource),
+        config(),
+    )
+    .default_backoff()
+    .boxed();
     Snapshots::from_streams_with_block_affinities(
         service_events,
         slice_events,
         node_events,
         block_events,
     )
-    .with_stores(stores)
 }
 
 /// One kind of request [`watch`] makes of the API server: what the

@@ -6,7 +6,7 @@
 //! It does not decide anything about traffic (that is `topology-filter`)
 //! and it never talks to the kernel. It has two sources with one output:
 //! manifest files ([`file`](mod@file)) and the API server ([`api`]: kube-rs
-//! watchers and reflectors, coalesced into snapshots). Both convert
+//! watchers, coalesced into snapshots). Both convert
 //! through the same code, so an object means the same from either.
 //!
 //! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`];

@@ -8,7 +8,6 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::api::DynamicObject;
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher::Event;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -19,18 +18,6 @@ use super::tracker::{Increment, Snapshot, Tracker};
 /// Events applied under one lock, at most (a burst is applied in chunks of
 /// what the stream has ready, so the consumer is woken once per chunk).
 const CHUNK: usize = 256;
-
-/// The reflector stores of the three kinds: the raw objects as the API
-/// server last showed them (including those the model skipped).
-#[derive(Clone)]
-pub struct Stores {
-    /// Services.
-    pub services: Store<core::Service>,
-    /// EndpointSlices.
-    pub endpoint_slices: Store<discovery::EndpointSlice>,
-    /// Nodes.
-    pub nodes: Store<core::Node>,
-}
 
 struct Shared {
     tracker: Mutex<Tracker>,
@@ -52,7 +39,6 @@ impl Shared {
 pub struct Snapshots {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
-    stores: Option<Stores>,
 }
 
 impl Snapshots {
@@ -131,13 +117,7 @@ impl Snapshots {
         Self {
             shared,
             tasks,
-            stores: None,
         }
-    }
-
-    pub(super) fn with_stores(mut self, stores: Stores) -> Self {
-        self.stores = Some(stores);
-        self
     }
 
     /// The next snapshot: waits until every watched kind has completed its
@@ -169,12 +149,6 @@ impl Snapshots {
     /// Whether every watched kind has completed its first list.
     pub fn ready(&self) -> bool {
         self.shared.tracker().ready()
-    }
-
-    /// The reflector stores (`None` when built with
-    /// [`Snapshots::from_streams`]).
-    pub fn stores(&self) -> Option<&Stores> {
-        self.stores.as_ref()
     }
 }
 
