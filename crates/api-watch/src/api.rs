@@ -117,12 +117,9 @@ pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
         return Snapshots::from_streams(service_events, slice_events, node_events);
     }
     let resource = kinds::block_affinity_resource();
-    let block_events = watcher(
-        Api::<DynamicObject>::all_with(client, &resource),
-        config(),
-    )
-    .default_backoff()
-    .boxed();
+    let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
+        .default_backoff()
+        .boxed();
     Snapshots::from_streams_with_block_affinities(
         service_events,
         slice_events,

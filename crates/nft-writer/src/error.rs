@@ -29,7 +29,9 @@ pub enum Error {
 
 /// `operation 6 of the transaction: ` when the index is known.
 fn op_number(index: Option<usize>) -> String {
-    index.map_or(String::new(), |i| format!("operation {i} of the transaction: "))
+    index.map_or(String::new(), |i| {
+        format!("operation {i} of the transaction: ")
+    })
 }
 
 /// Classes of refusals, by errno.

@@ -114,10 +114,7 @@ impl Snapshots {
             )),
             tokio::spawn(pump(shared.clone(), Kind::Node, nodes, Tracker::node)),
         ];
-        Self {
-            shared,
-            tasks,
-        }
+        Self { shared, tasks }
     }
 
     /// The next snapshot: waits until every watched kind has completed its

@@ -301,8 +301,8 @@ pub fn run(cfg: &Config) -> String {
          removed again); the time runs from just before the stand-in's apply to the end of \
          the daemon's next sync, by the daemon's own `kubeproxy_sync_proxy_rules_last_timestamp_seconds` \
          (wall clock, set when the kernel has acknowledged the transaction; polled every 2 ms, \
-         the poll does not add to the figure). Includes the watch event, the daemon's plan \
-         over the whole cluster, the diff and the commit. The kernel is the witness on every \
+         the poll does not add to the figure). Includes the watch event, the daemon's re-plan \
+         of the changed Service and the commit. The kernel is the witness on every \
          tenth change (`nft get element` of that key): {checked} checked, {wrong} not as \
          expected. {changes} changes of each direction, `--min-sync-period 0s`. \
          (`nft monitor elements` as the witness was tried first; nft 1.0.6's monitor printed \
