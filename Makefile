@@ -149,5 +149,14 @@ fuzz:
 	done
 
 # Everything that proves nftopo survives bad input and failures, the long
-# way; add prerequisites here.
-reliability: fuzz
+# way: fuzzing, then the reliability and soak tests at full size with the
+# release binary (100 kills of `nftopo run`; 10k services with 1,000
+# EndpointSlice changes a second for 60 s).
+reliability: fuzz deps
+	$(CARGO) build --release -p nftopo
+	$(CARGO) build --workspace --bins
+	NFTOPO_BIN=$(CURDIR)/target/release/nftopo NFTOPO_KILLS=100 NFTOPO_RUN_KILLS=100 \
+	  $(CARGO) test -p nftopo-integration --test reliability -- --nocapture
+	NFTOPO_BIN=$(CURDIR)/target/release/nftopo NFTOPO_SOAK_SERVICES=10000 \
+	  NFTOPO_SOAK_RATE=1000 NFTOPO_SOAK_SECONDS=60 \
+	  $(CARGO) test -p nftopo-integration --test soak -- --nocapture
