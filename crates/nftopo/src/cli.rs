@@ -116,11 +116,11 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Render(m) => {
             let routes = Routes::from_args(&m.routes)?;
             let (state, plan, cfg) = load_plan(&m)?;
-            print!("{}", ruleset(&plan, &cfg));
+            let mut text = ruleset(&plan, &cfg).to_string();
             if let Some(routes) = routes {
-                print!("{}", routes.render(&state, &m.node)?);
+                text.push_str(&routes.render(&state, &m.node)?);
             }
-            Ok(())
+            stdout(&text)
         }
         Command::Apply(m) => {
             let routes = Routes::from_args(&m.routes)?;
@@ -170,8 +170,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
                 },
             };
             let (_, plan, _) = load_plan(&manifests)?;
-            print!("{}", crate::explain::explain(&plan, &service, output)?);
-            Ok(())
+            stdout(&crate::explain::explain(&plan, &service, output)?)
         }
         Command::Run(args) => {
             let sub = matches
@@ -190,6 +189,16 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             cleanup(protocol)
         }
         Command::Man { dir } => crate::man::write(&dir),
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`nftopo render |
+/// head`) is not an error.
+fn stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
     }
 }
 
