@@ -131,9 +131,11 @@ pub enum StateChange {
     Changes(ModelChanges),
 }
 
+/// No change: a defaulted value (what `mem::take` leaves behind) must never
+/// read as "the cluster is empty".
 impl Default for StateChange {
     fn default() -> Self {
-        StateChange::Whole(ClusterState::default())
+        StateChange::Changes(ModelChanges::default())
     }
 }
 
