@@ -155,49 +155,6 @@ fn a_sequence_of_changes_always_ends_where_a_full_replace_would() {
     }
 }
 
-/// `nft list ruleset` in a canonical form: the kernel lists sets, maps and
-/// chains in creation order and elements in hash order, both of which
-/// depend on history; rule order is kept.
-fn canonical(listing: &str) -> String {
-    let mut tables = Vec::new();
-    let mut blocks: Vec<String> = Vec::new();
-    let mut current: Option<(String, Vec<String>, Vec<String>)> = None;
-    let mut in_elements = false;
-    for line in listing.lines() {
-        let t = line.trim();
-        if line.starts_with("table ") {
-            tables.push(t.to_string());
-        } else if line.starts_with('\t') && !line.starts_with("\t\t") && t.ends_with('{') {
-            current = Some((t.to_string(), Vec::new(), Vec::new()));
-        } else if line == "\t}" {
-            if let Some((head, mut body, mut elements)) = current.take() {
-                elements.sort();
-                body.push(format!("elements: {}", elements.join(", ")));
-                blocks.push(format!("{head}\n{}", body.join("\n")));
-            }
-        } else if let Some((_, body, elements)) = current.as_mut() {
-            let mut rest = t;
-            if let Some(after) = rest.strip_prefix("elements = {") {
-                in_elements = true;
-                rest = after;
-            }
-            if in_elements {
-                let done = rest.ends_with('}');
-                for e in rest.trim_end_matches('}').split(',') {
-                    if !e.trim().is_empty() {
-                        elements.push(e.trim().to_string());
-                    }
-                }
-                in_elements = !done;
-            } else if !t.is_empty() {
-                body.push(t.to_string());
-            }
-        }
-    }
-    blocks.sort();
-    format!("{}\n{}", tables.join("\n"), blocks.join("\n"))
-}
-
 /// The same sequence on the real kernel, in a namespace of this thread:
 /// `nft list ruleset` after the incremental syncs equals the listing after
 /// a full replace of the last ruleset.
