@@ -123,3 +123,23 @@ pub fn canonical_table(ns: &Netns) -> Vec<String> {
     atoms.sort();
     atoms
 }
+
+/// Runs the `gen-manifests` binary `bin` (tests pass
+/// `env!("CARGO_BIN_EXE_gen-manifests")`): `services` Services with
+/// `endpoints` endpoints each, written to `out`, which it returns.
+pub fn gen_manifests(bin: &Path, services: u64, endpoints: u64, out: PathBuf) -> Result<PathBuf> {
+    let (services, endpoints) = (services.to_string(), endpoints.to_string());
+    let path = out.display().to_string();
+    crate::netns::run(
+        bin,
+        &[
+            "--services",
+            &services,
+            "--endpoints",
+            &endpoints,
+            "--out",
+            &path,
+        ],
+    )?;
+    Ok(out)
+}

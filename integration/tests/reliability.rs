@@ -475,6 +475,22 @@ fn an_established_flow_survives_daemon_kills_and_restarts() {
 struct Rng(u64);
 
 impl Rng {
+    /// Seeded from `NFTOPO_KILL_SEED`, else from the clock; prints the seed.
+    fn seeded() -> Rng {
+        let seed = std::env::var("NFTOPO_KILL_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("NFTOPO_KILL_SEED={seed}");
+        Rng(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -491,39 +507,21 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let seed = std::env::var("NFTOPO_KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("NFTOPO_KILL_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
     let ns = ok(Netns::create(format!("{}-kill", unique_prefix())), "netns");
     let dir = std::env::temp_dir().join(format!("{}-kill", unique_prefix()));
     ok(std::fs::create_dir_all(&dir), "dir");
-    let gen = |services: &str, endpoints: &str, file: &str| -> PathBuf {
-        let path = dir.join(file);
-        let out = Command::new(env!("CARGO_BIN_EXE_gen-manifests"))
-            .args(["--services", services, "--endpoints", endpoints, "--out"])
-            .arg(&path)
-            .output()
-            .expect("gen-manifests");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        path
+    let gen = |endpoints: u64, file: &str| -> PathBuf {
+        let bin = Path::new(env!("CARGO_BIN_EXE_gen-manifests"));
+        ok(
+            gen_manifests(bin, 1000, endpoints, dir.join(file)),
+            "gen-manifests",
+        )
     };
     // Two rulesets that differ everywhere: 1,000 services with 10 and
     // with 9 endpoints.
-    let a = gen("1000", "10", "a.yaml");
-    let b = gen("1000", "9", "b.yaml");
+    let a = gen(10, "a.yaml");
+    let b = gen(9, "b.yaml");
     let bin = ok(nftopo_bin(), "nftopo");
     let apply_cmd = |m: &Path| {
         let mut c = ns.command(&bin, &["apply", "--node", "node-0", "--manifests"]);
@@ -584,36 +582,25 @@ fn the_daemon_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let mut rng = Rng(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1);
+    let mut rng = Rng::seeded();
     let ns = ok(
         Netns::create(format!("{}-runkill", unique_prefix())),
         "netns",
     );
     let dir = std::env::temp_dir().join(format!("{}-runkill", unique_prefix()));
     ok(std::fs::create_dir_all(&dir), "dir");
-    let gen = |endpoints: &str, file: &str| -> PathBuf {
-        let path = dir.join(file);
-        let out = Command::new(env!("CARGO_BIN_EXE_gen-manifests"))
-            .args(["--services", "1000", "--endpoints", endpoints, "--out"])
-            .arg(&path)
-            .output()
-            .expect("gen-manifests");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        path
+    let gen = |endpoints: u64, file: &str| -> PathBuf {
+        let bin = Path::new(env!("CARGO_BIN_EXE_gen-manifests"));
+        ok(
+            gen_manifests(bin, 1000, endpoints, dir.join(file)),
+            "gen-manifests",
+        )
     };
     // The kernel starts from A (apply, 9 endpoints per service); the API
     // holds B (10 endpoints per service), which the daemon programs with
     // one full replace when it starts.
-    let a = gen("9", "a.yaml");
-    let b = gen("10", "b.yaml");
+    let a = gen(9, "a.yaml");
+    let b = gen(10, "b.yaml");
     let api = ok(
         ApiServer::start_in_netns(ns.name(), "127.0.0.1:0".parse().unwrap()),
         "stand-in",

@@ -9,7 +9,7 @@
 //! changes/s for 60 s) with the release binary. Knobs:
 //! `NFTOPO_SOAK_SERVICES`, `NFTOPO_SOAK_RATE`, `NFTOPO_SOAK_SECONDS`.
 
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nftopo_integration::apiserver::ApiServer;
@@ -54,22 +54,14 @@ fn churn_settles_to_the_plan_without_leaks() {
     let ns = ok(Netns::create(format!("{}-soak", unique_prefix())), "netns");
     let dir = std::env::temp_dir().join(format!("{}-soak", unique_prefix()));
     ok(std::fs::create_dir_all(&dir), "dir");
-    let generated = dir.join("cluster.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_gen-manifests"))
-        .args([
-            "--services",
-            &services.to_string(),
-            "--endpoints",
-            "10",
-            "--out",
-        ])
-        .arg(&generated)
-        .output()
-        .expect("gen-manifests");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let generated = ok(
+        gen_manifests(
+            Path::new(env!("CARGO_BIN_EXE_gen-manifests")),
+            services,
+            10,
+            dir.join("cluster.yaml"),
+        ),
+        "gen-manifests",
     );
     let mut objects = ok(
         yaml_objects(&ok(std::fs::read_to_string(&generated), "read")),
