@@ -119,6 +119,9 @@ impl Kernel for Timed {
         self.last = t.elapsed();
         r
     }
+    fn read_back(&mut self) -> Result<nft_writer::Ruleset, nft_writer::Error> {
+        self.inner.read_back()
+    }
 }
 
 /// This process's VmRSS, KiB.

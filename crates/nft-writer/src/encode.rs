@@ -98,14 +98,9 @@ pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
                         Hook::Number(hook_number(b.hook).into()),
                         Hook::Priority(b.priority as u32),
                     ]));
-                    attributes.push(ChainAttribute::Policy(1));
-                    attributes.push(ChainAttribute::Type(
-                        match b.chain_type {
-                            ChainType::Nat => "nat",
-                            ChainType::Filter => "filter",
-                        }
-                        .into(),
-                    ));
+                    // NF_ACCEPT is 1, NF_DROP 0.
+                    attributes.push(ChainAttribute::Policy(u32::from(!b.policy_drop)));
+                    attributes.push(ChainAttribute::Type(b.chain_type.nft_name().into()));
                 }
                 push(
                     table.family,
@@ -302,6 +297,18 @@ fn set_attributes(
         ),
         // `flags dynamic,timeout`: NFT_SET_EVAL | NFT_SET_TIMEOUT.
         MapKind::AffinitySet { .. } => (SetFlags::Timeout | SetFlags::Eval, addr, alen, None),
+        MapKind::Other {
+            flags,
+            key_type,
+            key_len,
+            data_type,
+            data_len,
+        } => (
+            SetFlags::from_bits_retain(flags),
+            key_type,
+            key_len,
+            (data_len > 0 || data_type != 0).then_some((data_type, data_len)),
+        ),
     };
     let mut attrs = vec![
         SetAttribute::Table(table.into()),
@@ -358,6 +365,7 @@ pub fn key_bytes(k: &ElemKey) -> Vec<u8> {
             b.extend(addr_bytes(x));
             b.extend(addr_bytes(y));
         }
+        ElemKey::Raw(raw) => b.extend_from_slice(raw),
     }
     b
 }
@@ -371,7 +379,8 @@ fn value_data(v: &ElemValue) -> Option<DataAttribute> {
             b.extend_from_slice(&[0, 0]);
             Some(DataAttribute::Value(b))
         }
-        ElemValue::Member => None,
+        // Never planned: read-back data is only ever deleted (by key).
+        ElemValue::Member | ElemValue::Raw(_) => None,
     }
 }
 
@@ -711,10 +720,24 @@ fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
         }
         Stmt::Reject => e.push(reject(family)),
         Stmt::RejectTcpReset => e.push(reject_tcp_reset()),
+        // Read back only: sent again as it was read.
+        Stmt::Unknown { name, data } => e.push(raw_expr(name, data)),
         Stmt::Verdict(v) => e.push(Expressions::Immediate(vec![
             Immediate::DestinationRegister(Register::Verdict),
             Immediate::Data(DataAttribute::Verdict(verdict_attrs(v))),
         ])),
+    }
+}
+
+/// An expression kept as read: its name and its NFTA_EXPR_DATA bytes.
+fn raw_expr(name: &str, data: &[u8]) -> Expressions {
+    let attributes = netlink_packet_core::NlasIterator::new(data)
+        .filter_map(|nla| nla.ok())
+        .filter_map(|nla| <DefaultNla as netlink_packet_core::Parseable<_>>::parse(&nla).ok())
+        .collect();
+    Expressions::Other {
+        expression_type: name.to_string(),
+        attributes,
     }
 }
 

@@ -21,6 +21,11 @@ pub struct FakeKernel {
 }
 
 impl FakeKernel {
+    /// Operations of the last transaction applied (0 when none was).
+    pub fn last_operations(&self) -> usize {
+        self.last.as_ref().map_or(0, |t| t.ops.len())
+    }
+
     /// An empty kernel.
     pub fn new() -> Self {
         Self::default()
@@ -202,6 +207,7 @@ fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
                     }
                     ElemValue::Dnat(ip, _) => t.family.contains(ip),
                     ElemValue::Member => true,
+                    ElemValue::Raw(_) => false,
                 };
                 if !target_ok {
                     return Err(libc_errno::ENOENT);
@@ -253,6 +259,23 @@ impl Kernel for FakeKernel {
             messages: crate::encode::encode_ops(&tx.ops).len() + 2,
             bytes: 0,
         })
+    }
+
+    fn read_back(&mut self) -> Result<Ruleset, Error> {
+        let mut tables: Vec<Table> = self
+            .ruleset
+            .tables
+            .iter()
+            .filter(|t| t.name == crate::names::TABLE)
+            .cloned()
+            .collect();
+        for t in &mut tables {
+            for m in t.maps.values_mut().filter(|m| m.kind.is_dynamic()) {
+                m.elements.clear();
+            }
+        }
+        tables.sort_by_key(|t| t.family);
+        Ok(Ruleset { tables })
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`crate::NetlinkKernel`].
 
 use crate::error::Error;
+use crate::model::Ruleset;
 use crate::transaction::Transaction;
 
 /// What applying a transaction cost.
@@ -21,4 +22,13 @@ pub struct ApplyStats {
 pub trait Kernel {
     /// Applies `tx` as one transaction.
     fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, Error>;
+
+    /// What the kernel holds of nftopo's own tables (`table ip nftopo`
+    /// and `table ip6 nftopo`, those that exist), as `nft list table`
+    /// shows them: chains with their rules, sets and maps with their
+    /// elements, except the elements of sets the data path fills
+    /// ([`crate::MapKind::is_dynamic`]), which are traffic state and
+    /// come back empty. What the model has no words for is kept raw
+    /// (`Stmt::Unknown`, `ElemKey::Raw`, `MapKind::Other`, …).
+    fn read_back(&mut self) -> Result<Ruleset, Error>;
 }

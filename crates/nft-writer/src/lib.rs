@@ -23,6 +23,7 @@ mod model;
 pub mod names;
 mod netlink;
 mod planner;
+mod readback;
 mod render;
 mod trace;
 mod transaction;

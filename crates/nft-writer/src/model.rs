@@ -143,6 +143,12 @@ pub struct Table {
     pub chains: BTreeMap<String, Chain>,
     /// Maps by name.
     pub maps: BTreeMap<String, Map>,
+    /// The layout version recorded in the table's user data
+    /// ([`crate::names::LAYOUT`] for tables this version plans; `None`
+    /// when a read-back table carries none or one this version cannot
+    /// read). A table whose layout differs from the plan's is replaced,
+    /// not converged.
+    pub layout: Option<u32>,
 }
 
 impl Table {
@@ -153,6 +159,7 @@ impl Table {
             name: name.into(),
             chains: BTreeMap::new(),
             maps: BTreeMap::new(),
+            layout: Some(crate::names::LAYOUT),
         }
     }
 }
@@ -164,6 +171,20 @@ pub enum ChainType {
     Nat,
     /// `type filter`.
     Filter,
+    /// Any other type (`route`, or one this version does not know), as
+    /// read back from a table edited by hand; never planned.
+    Other,
+}
+
+impl ChainType {
+    /// The keyword `nft` uses (and the kernel's NFTA_CHAIN_TYPE).
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            ChainType::Nat => "nat",
+            ChainType::Filter => "filter",
+            ChainType::Other => "other",
+        }
+    }
 }
 
 /// Netfilter hook of a base chain.
@@ -214,6 +235,9 @@ pub struct BaseChain {
     pub hook: HookPoint,
     /// Priority (kube-proxy's numbers: dstnat -100, srcnat 100, filter -110).
     pub priority: i32,
+    /// `policy drop` (planned base chains always accept; a read-back
+    /// chain whose policy was changed by hand shows it here).
+    pub policy_drop: bool,
 }
 
 /// A chain: a base chain when `base` is set, else a regular chain reached
@@ -338,6 +362,18 @@ pub enum Stmt {
     RejectTcpReset,
     /// A verdict: `accept`, `drop`, `return`, `jump C`, `goto C`.
     Verdict(Verdict),
+    /// Expressions read back from the kernel that do not form any of the
+    /// statements above (a rule edited by hand, or written by another
+    /// version): the expression's name and its raw NFTA_EXPR_DATA (or,
+    /// for a rule attribute this version does not know, `rule-attr N`
+    /// and the attribute's value). Never planned, so a rule holding one
+    /// never equals a planned rule and is rewritten.
+    Unknown {
+        /// Expression name (`counter`, `log`, …) or what else it is.
+        name: String,
+        /// The raw attribute bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// A rule: statements in order.
@@ -369,12 +405,37 @@ pub enum MapKind {
         /// connection.
         timeout: u32,
     },
+    /// A set read back from the kernel whose declaration is none of the
+    /// above (made by hand, or by another version): its raw attributes.
+    /// Never planned; the engine deletes it.
+    Other {
+        /// NFTA_SET_FLAGS.
+        flags: u32,
+        /// NFTA_SET_KEY_TYPE.
+        key_type: u32,
+        /// NFTA_SET_KEY_LEN.
+        key_len: u32,
+        /// NFTA_SET_DATA_TYPE (0 for sets).
+        data_type: u32,
+        /// NFTA_SET_DATA_LEN (0 for sets).
+        data_len: u32,
+    },
 }
 
 impl MapKind {
     /// Whether elements carry data (a map) or not (a set).
     pub fn is_map(self) -> bool {
-        !matches!(self, MapKind::AddrPairSet | MapKind::AffinitySet { .. })
+        match self {
+            MapKind::AddrPairSet | MapKind::AffinitySet { .. } => false,
+            MapKind::Other { flags, .. } => flags & 0x8 != 0, // NFT_SET_MAP
+            _ => true,
+        }
+    }
+
+    /// Whether the data path fills the set (its elements are traffic
+    /// state: the engine neither reads nor converges them).
+    pub fn is_dynamic(self) -> bool {
+        matches!(self, MapKind::AffinitySet { .. })
     }
 }
 
@@ -405,6 +466,9 @@ pub enum ElemKey {
     },
     /// `a . b` ([`MapKind::AddrPairSet`]).
     Pair(IpAddr, IpAddr),
+    /// A key read back that does not fit its map's shape: its raw bytes
+    /// (deleted by the engine, by these bytes).
+    Raw(Vec<u8>),
 }
 
 impl ElemKey {
@@ -444,6 +508,9 @@ pub enum ElemValue {
     Dnat(IpAddr, u16),
     /// No data: the element of a set.
     Member,
+    /// Data read back that does not fit the map's shape: a description
+    /// (never planned, so the element is replaced).
+    Raw(String),
 }
 
 /// A named set or map.

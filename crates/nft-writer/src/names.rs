@@ -5,6 +5,12 @@ use api_watch::{ObjectKey, Protocol};
 
 /// The table nftopo owns in each family.
 pub const TABLE: &str = "nftopo";
+/// The version of the table layout this build plans (which chains, maps
+/// and element encodings it uses), recorded in each table's user data.
+/// The engine converges a table of the same layout and replaces one of
+/// any other (once, with a log line). Raise it whenever a change to the
+/// planner could not be reached by converging object by object.
+pub const LAYOUT: u32 = 2;
 /// Base chain: nat prerouting (traffic arriving from pods and the network).
 pub const NAT_PREROUTING: &str = "nat-prerouting";
 /// Base chain: nat output (traffic from the node itself).

@@ -160,6 +160,10 @@ impl Kernel for NetlinkKernel {
             }
         }
     }
+
+    fn read_back(&mut self) -> Result<crate::model::Ruleset, Error> {
+        crate::readback::dump(&self.socket, &mut self.seq)
+    }
 }
 
 /// Reads (sequence number, positive errno or 0) from every NLMSG_ERROR in

@@ -379,6 +379,7 @@ fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
             chain_type,
             hook,
             priority,
+            policy_drop: false,
         }),
         rules,
     };

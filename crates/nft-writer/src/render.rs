@@ -61,6 +61,9 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
         Stmt::Reject => write!(out, "reject"),
         Stmt::RejectTcpReset => write!(out, "reject with tcp reset"),
         Stmt::Verdict(v) => write!(out, "{v}"),
+        // Not nft syntax: only read-back rules hold these, and nothing
+        // prints those as a script.
+        Stmt::Unknown { name, data } => write!(out, "unknown-expr {name} 0x{}", hex(data)),
     };
 }
 
@@ -106,6 +109,13 @@ pub fn map_type_text(family: Family, kind: MapKind) -> String {
         ),
         MapKind::AddrPairSet => format!("type {addr} . {addr}"),
         MapKind::AffinitySet { .. } => format!("type {addr}"),
+        MapKind::Other {
+            key_type,
+            key_len,
+            data_type,
+            data_len,
+            ..
+        } => format!("type 0x{key_type:x}/{key_len} : 0x{data_type:x}/{data_len}"),
     }
 }
 
@@ -145,25 +155,31 @@ pub fn element_text(key: &ElemKey, value: &ElemValue) -> String {
             s
         }
         ElemKey::Pair(a, b) => format!("{a} . {b}"),
+        ElemKey::Raw(b) => format!("0x{}", hex(b)),
     };
     let _ = match value {
         ElemValue::Verdict(v) => write!(out, " : {v}"),
         ElemValue::Dnat(ip, port) => write!(out, " : {ip} . {port}"),
         ElemValue::Member => Ok(()),
+        ElemValue::Raw(d) => write!(out, " : {d}"),
     };
     out
 }
 
+/// Bytes as lowercase hex, for what the kernel holds that our model has
+/// no words for.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The `type nat hook prerouting priority -100; policy accept;` line.
 pub fn base_chain_text(base: &BaseChain) -> String {
-    let t = match base.chain_type {
-        ChainType::Nat => "nat",
-        ChainType::Filter => "filter",
-    };
     format!(
-        "type {t} hook {} priority {}; policy accept;",
+        "type {} hook {} priority {}; policy {};",
+        base.chain_type.nft_name(),
         base.hook.nft_name(),
-        base.priority
+        base.priority,
+        if base.policy_drop { "drop" } else { "accept" }
     )
 }
 

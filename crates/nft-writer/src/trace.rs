@@ -260,6 +260,9 @@ fn run_rule(
                 true
             }
             Stmt::UpdateSaddr { .. } => true,
+            // Something this version cannot evaluate (a read-back rule
+            // edited by hand): taken as a match that does not hold.
+            Stmt::Unknown { .. } => false,
             Stmt::Masquerade => {
                 s.masquerade = true;
                 return vec![(s, RuleFlow::Stop(Flow::Accept))];

@@ -90,9 +90,13 @@ fn l4proto() -> Vec<u8> {
 pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
     let mut out = Vec::new();
     // `type ipv4_addr`: a single big-endian key type.
-    if let MapKind::AffinitySet { .. } = kind {
-        u32_tlv(&mut out, KEY_BYTEORDER, BYTEORDER_BIG_ENDIAN);
-        return out;
+    match kind {
+        MapKind::AffinitySet { .. } => {
+            u32_tlv(&mut out, KEY_BYTEORDER, BYTEORDER_BIG_ENDIAN);
+            return out;
+        }
+        MapKind::Other { .. } => return out,
+        _ => {}
     }
     u32_tlv(&mut out, KEY_BYTEORDER, 0);
     if kind.is_map() {
@@ -119,7 +123,7 @@ pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
             tlv(&mut out, KEY_TYPEOF, &key);
             tlv(&mut out, DATA_TYPEOF, &endpoint());
         }
-        MapKind::AffinitySet { .. } => unreachable!("handled above"),
+        MapKind::AffinitySet { .. } | MapKind::Other { .. } => unreachable!("handled above"),
     }
     if kind.is_map() {
         u32_tlv(&mut out, DATA_INTERVAL, 0);
