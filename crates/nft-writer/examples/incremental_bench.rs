@@ -9,9 +9,10 @@
 //! netlink messages sent and the whole time per change (p50/p99); then
 //! that time split by phase: topology re-plan, ruleset re-plan,
 //! `Syncer::sync_changes` minus the commit, the kernel's commit (a timing
-//! wrapper around the netlink kernel), and, on every tenth change, what
-//! the path before cost on top (a `diff` of the whole rulesets and a
-//! `Ruleset::clone`), timed on their own.
+//! wrapper around the netlink kernel), and, on every tenth change, what a
+//! convergence costs without the read-back (`converge` of two whole
+//! rulesets, as the periodic full sync does, and a `Ruleset::clone`),
+//! timed on their own.
 //! `--samples` writes every change's whole time as CSV (`kind,ms`).
 //! Last, the memory each stage holds (VmRSS growth while it is built).
 //! Run by `make bench` (integration/src/bin/bench); needs root.
@@ -25,7 +26,7 @@ use api_watch::{
     Protocol, Service, ServicePort, TargetPort, TOPOLOGY_KEYS_ANNOTATION,
 };
 use nft_writer::{
-    diff, ApplyStats, Cidr, Dirty, IncrementalPlanner, Kernel, NetlinkKernel, PlannerConfig,
+    converge, ApplyStats, Cidr, Dirty, IncrementalPlanner, Kernel, NetlinkKernel, PlannerConfig,
     Syncer, Transaction,
 };
 
@@ -298,7 +299,7 @@ fn main() {
                 // What the path before spent on top, for reference.
                 let rs = planner.ruleset();
                 let t = Instant::now();
-                let d = diff(&prev, &rs);
+                let d = converge(&prev, &rs);
                 ph.diff_alone.push(t.elapsed());
                 drop(d);
                 let t = Instant::now();
@@ -325,11 +326,11 @@ fn main() {
     println!(
         "\nWhere the time goes, p50 ms (p99 ms) per phase: the changed Services' \
          topology re-plan and ruleset re-plan, `Syncer::sync_changes` minus the commit, \
-         the commit; the last two columns time, on every tenth change, what the path \
-         before added on top (a `diff` of the whole rulesets, one against ten changes \
-         back, and a `Ruleset::clone`).\n"
+         the commit; the last two columns time, on every tenth change, what a full \
+         sync adds besides its read-back (`converge` of the whole rulesets, one against \
+         ten changes back, and a `Ruleset::clone`).\n"
     );
-    println!("| change | topology re-plan | ruleset re-plan | sync minus commit | kernel commit | old path: whole diff | old path: clone |");
+    println!("| change | topology re-plan | ruleset re-plan | sync minus commit | kernel commit | whole converge | whole clone |");
     println!("|---|---|---|---|---|---|---|");
     for (name, ph) in &all {
         let c = |v: &[Duration]| format!("{:.1} ({:.1})", pct(v, 0.5), pct(v, 0.99));

@@ -69,29 +69,15 @@ fn verdict_target(v: &Verdict) -> Option<&str> {
     }
 }
 
-/// The set or map a statement refers to, if any.
-fn map_of(stmt: &Stmt) -> Option<&str> {
-    match stmt {
-        Stmt::DestVmap { map }
-        | Stmt::PortVmap { map }
-        | Stmt::DnatSpread { map, .. }
-        | Stmt::DnatSpreadPort { map, .. }
-        | Stmt::AddrPairInSet { set: map }
-        | Stmt::SaddrInSet { set: map }
-        | Stmt::UpdateSaddr { set: map } => Some(map),
-        _ => None,
-    }
-}
-
 /// Whether every set, map and chain `rule` refers to exists.
 fn check_rule(table: &Table, rule: &Rule) -> bool {
     rule.0.iter().all(|s| match s {
         Stmt::Verdict(v) => verdict_target(v).is_none_or(|c| table.chains.contains_key(c)),
-        s => map_of(s).is_none_or(|m| table.maps.contains_key(m)),
+        s => s.set_name().is_none_or(|m| table.maps.contains_key(m)),
     })
 }
 
-fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
+pub(crate) fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
     match op {
         Op::AddTable(t) => {
             if find(rs, t).is_none() {
@@ -179,7 +165,7 @@ fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
             let used = t.chains.values().any(|c| {
                 c.rules
                     .iter()
-                    .any(|r| r.0.iter().any(|s| map_of(s) == Some(name.as_str())))
+                    .any(|r| r.0.iter().any(|s| s.set_name() == Some(name.as_str())))
             });
             if used {
                 return Err(libc_errno::EBUSY);

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use api_watch::{ObjectKey, Protocol};
 use topology_filter::{Problem, ProxyPlan, ServicePortPlan};
 
+use crate::engine::Batch;
 use crate::model::*;
 use crate::names;
 use crate::planner::{
@@ -206,12 +207,8 @@ enum Object {
 struct Delta {
     /// Collect operations (not when the update is a full one anyway).
     emit: bool,
-    add_chains: Vec<Op>,
-    add_maps: Vec<Op>,
-    rules: Vec<Op>,
-    deletes: BTreeMap<(MapKind, String), Vec<ElemKey>>,
-    adds: BTreeMap<(MapKind, String), Vec<(ElemKey, ElemValue)>>,
-    later: Vec<Op>,
+    /// The operations, ordered by [`Batch`].
+    batch: Batch,
     /// Objects whose count changed: count before the update, and kind.
     touched: BTreeMap<String, (usize, Object)>,
     /// Shared elements that changed: value before the update.
@@ -346,35 +343,15 @@ impl IncrementalPlanner {
         }
         for f in FAMILIES {
             let d = std::mem::take(&mut deltas[fi(f)]);
-            let t = TableRef {
-                family: f,
-                name: names::TABLE.into(),
-            };
-            changes.now.extend(d.add_chains);
-            changes.now.extend(d.add_maps);
-            changes.now.extend(d.rules);
-            for ((_, map), keys) in d.deletes {
-                changes.now.push(Op::DeleteElements {
-                    table: t.clone(),
-                    map,
-                    keys,
-                });
-            }
-            for ((kind, map), elements) in d.adds {
-                changes.now.push(Op::AddElements {
-                    table: t.clone(),
-                    map,
-                    kind,
-                    elements,
-                });
-            }
-            for op in &d.later {
+            let (tx, later) = d.batch.finish();
+            changes.now.extend(tx.ops);
+            for op in &later {
                 if let Op::DeleteMap { table, name, kind } = op {
                     self.pending_sets
                         .insert((table.family, name.clone()), *kind);
                 }
             }
-            changes.later.extend(d.later);
+            changes.later.extend(later);
         }
         changes
     }
@@ -559,7 +536,7 @@ impl IncrementalPlanner {
             match old.chain(name) {
                 Some(o) if o.rules == c.rules => continue,
                 Some(_) if !d.emit => continue,
-                Some(_) => d.rules.push(Op::FlushChain {
+                Some(_) => d.batch.push(Op::FlushChain {
                     table: t.clone(),
                     name: name.clone(),
                 }),
@@ -569,7 +546,7 @@ impl IncrementalPlanner {
                 continue;
             }
             for r in &c.rules {
-                d.rules.push(Op::AddRule {
+                d.batch.push(Op::AddRule {
                     table: t.clone(),
                     chain: name.clone(),
                     rule: r.clone(),
@@ -647,23 +624,18 @@ impl IncrementalPlanner {
                 .filter(|(k, v)| lookup(n, k) != Some(v))
                 .map(|(k, _)| k.clone())
                 .collect();
-            if !gone.is_empty() {
-                d.deletes
-                    .entry((kind, map.to_string()))
-                    .or_default()
-                    .extend(gone);
-            }
+            d.batch.delete_elements(&t, kind, map.to_string(), gone);
             let added: Vec<(ElemKey, ElemValue)> = n
                 .iter()
                 .filter(|(k, v)| lookup(o, k) != Some(v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            if !added.is_empty() {
-                d.adds
-                    .entry((kind, map.to_string()))
-                    .or_default()
-                    .extend(added);
-            }
+            d.batch.push(Op::AddElements {
+                table: t.clone(),
+                map: map.to_string(),
+                kind,
+                elements: added,
+            });
         }
         full
     }
@@ -732,13 +704,13 @@ impl IncrementalPlanner {
             let after = idx.objects.get(&name).copied().unwrap_or(0);
             match (before > 0, after > 0) {
                 (false, true) => match object {
-                    Object::Set(kind) => d.add_maps.push(Op::AddMap {
+                    Object::Set(kind) => d.batch.push(Op::AddMap {
                         table: t.clone(),
                         name,
                         kind,
                     }),
                     Object::Chain | Object::Spread(_) | Object::SpreadPort(_) => {
-                        d.add_chains.push(Op::AddChain {
+                        d.batch.push(Op::AddChain {
                             table: t.clone(),
                             name: name.clone(),
                             base: None,
@@ -749,7 +721,7 @@ impl IncrementalPlanner {
                             _ => None,
                         };
                         for r in shared.map(|c| c.rules).unwrap_or_default() {
-                            d.rules.push(Op::AddRule {
+                            d.batch.push(Op::AddRule {
                                 table: t.clone(),
                                 chain: name.clone(),
                                 rule: r,
@@ -758,17 +730,17 @@ impl IncrementalPlanner {
                     }
                 },
                 (true, false) => match object {
-                    Object::Set(kind) => d.later.push(Op::DeleteMap {
+                    Object::Set(kind) => d.batch.defer(Op::DeleteMap {
                         table: t.clone(),
                         name,
                         kind,
                     }),
                     _ => {
-                        d.rules.push(Op::FlushChain {
+                        d.batch.push(Op::FlushChain {
                             table: t.clone(),
                             name: name.clone(),
                         });
-                        d.later.push(Op::DeleteChain {
+                        d.batch.defer(Op::DeleteChain {
                             table: t.clone(),
                             name,
                         });
@@ -787,16 +759,16 @@ impl IncrementalPlanner {
                 continue;
             };
             if before.is_some() {
-                d.deletes
-                    .entry((m.kind, map.to_string()))
-                    .or_default()
-                    .push(k.clone());
+                d.batch
+                    .delete_elements(&t, m.kind, map.to_string(), vec![k.clone()]);
             }
             if let Some(v) = after {
-                d.adds
-                    .entry((m.kind, map.to_string()))
-                    .or_default()
-                    .push((k, v));
+                d.batch.push(Op::AddElements {
+                    table: t.clone(),
+                    map: map.to_string(),
+                    kind: m.kind,
+                    elements: vec![(k, v)],
+                });
             }
         }
         full

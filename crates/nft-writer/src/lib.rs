@@ -13,8 +13,8 @@
 //! what changed, not what the cluster holds.
 
 pub mod conntrack;
-mod diff;
 pub mod encode;
+mod engine;
 mod error;
 mod fake;
 mod incremental;
@@ -29,7 +29,7 @@ mod trace;
 mod transaction;
 mod udata;
 
-pub use diff::{diff, Diff, SyncStats, Syncer};
+pub use engine::{converge, Batch, Convergence, Repairs, SyncStats, Syncer, MAX_NOTES};
 pub use error::{libc_errno, Error, ErrorKind};
 pub use fake::FakeKernel;
 pub use incremental::{Changes, Dirty, IncrementalPlanner};

@@ -376,6 +376,22 @@ pub enum Stmt {
     },
 }
 
+impl Stmt {
+    /// The set or map the statement refers to, if any.
+    pub fn set_name(&self) -> Option<&str> {
+        match self {
+            Stmt::DestVmap { map }
+            | Stmt::PortVmap { map }
+            | Stmt::DnatSpread { map, .. }
+            | Stmt::DnatSpreadPort { map, .. }
+            | Stmt::AddrPairInSet { set: map }
+            | Stmt::SaddrInSet { set: map }
+            | Stmt::UpdateSaddr { set: map } => Some(map),
+            _ => None,
+        }
+    }
+}
+
 /// A rule: statements in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule(pub Vec<Stmt>);

@@ -98,44 +98,21 @@ impl PlannerConfig {
 }
 
 /// Builds the ruleset for `plan`: `table ip nftopo`, and `table ip6
-/// nftopo` when any service has an IPv6 address.
+/// nftopo` when any service has an IPv6 address. This is the
+/// [`IncrementalPlanner`] run once on a fresh state: there is one planner.
 ///
 /// Returns, next to the ruleset, the service ports that were left out
-/// because an earlier service (in plan order) already owns the same
-/// address, protocol and port: the first one wins, deterministically,
-/// and the others are reported instead of mixing their endpoints.
+/// because another service port (the first in (Service, port name)
+/// order) already owns the same address, protocol and port: one wins,
+/// deterministically, and the others are reported instead of mixing
+/// their endpoints.
+///
+/// [`IncrementalPlanner`]: crate::IncrementalPlanner
 pub fn plan_ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> (Ruleset, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let mut tables = vec![plan_table(plan, cfg, Family::Ip, &mut problems)];
-    let wants_ip6 = plan.services.iter().any(|sp| {
-        sp.cluster_ips
-            .iter()
-            .chain(&sp.external_ips)
-            .chain(&sp.load_balancer_ips)
-            .any(IpAddr::is_ipv6)
-    });
-    if wants_ip6 {
-        tables.push(plan_table(plan, cfg, Family::Ip6, &mut problems));
-    }
-    (Ruleset { tables }, problems)
-}
-
-/// Which endpoint set a block of DNAT rules serves (for affinity set names).
-#[derive(Clone, Copy)]
-enum SetRole {
-    Internal,
-    Cluster,
-    Local,
-}
-
-impl SetRole {
-    fn letter(self) -> char {
-        match self {
-            SetRole::Internal => 'i',
-            SetRole::Cluster => 'c',
-            SetRole::Local => 'l',
-        }
-    }
+    let mut planner = crate::IncrementalPlanner::new(cfg.clone());
+    planner.update(plan, crate::Dirty::All);
+    let problems = planner.problems().cloned().collect();
+    (planner.ruleset(), problems)
 }
 
 /// How clients address what a block serves: the packet's destination, or
@@ -163,26 +140,6 @@ pub(crate) struct Contribution {
     pub spreads: BTreeSet<usize>,
     /// N of every `spread-port-N` chain used.
     pub port_spreads: BTreeSet<usize>,
-}
-
-impl Contribution {
-    /// Adds `self` to `table` (whose skeleton holds the shared maps); a
-    /// chain, set or element already there is replaced, as a later
-    /// service port replaces an earlier one's in [`plan_ruleset`].
-    pub(crate) fn merge_into(&self, table: &mut Table) {
-        for (name, c) in &self.chains {
-            table.chains.insert(name.clone(), c.clone());
-        }
-        for (name, m) in &self.sets {
-            table.maps.insert(name.clone(), m.clone());
-        }
-        for (map, elements) in &self.elements {
-            let m = table.maps.get_mut(*map).expect("skeleton maps exist");
-            for (k, v) in elements {
-                m.elements.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 /// The chain `spread-N`: DNAT to one of N endpoints of the service
@@ -256,53 +213,6 @@ struct Builder<'a> {
     cfg: &'a PlannerConfig,
     node: &'a str,
     out: &'a mut Contribution,
-}
-
-fn plan_table(
-    plan: &ProxyPlan,
-    cfg: &PlannerConfig,
-    family: Family,
-    problems: &mut Vec<Problem>,
-) -> Table {
-    let mut table = skeleton(&plan.node_addresses, cfg, family);
-    let mut all = Contribution::default();
-    let mut owners: BTreeMap<(IpAddr, Protocol, u16), (&api_watch::ObjectKey, &str)> =
-        BTreeMap::new();
-    let mut port_owners: BTreeMap<(Protocol, u16), (&api_watch::ObjectKey, &str)> = BTreeMap::new();
-    for sp in &plan.services {
-        // A service belongs to the families of its cluster IPs
-        // (ipFamilies); its node port and external addresses too.
-        if !sp.cluster_ips.iter().any(|ip| family.contains(ip)) {
-            continue;
-        }
-        let me = (&sp.service, sp.port_name.as_str());
-        let mut addrs = Vec::new();
-        for ip in sp
-            .cluster_ips
-            .iter()
-            .chain(&sp.external_ips)
-            .chain(&sp.load_balancer_ips)
-            .filter(|ip| family.contains(ip))
-        {
-            let owner = *owners.entry((*ip, sp.protocol, sp.port)).or_insert(me);
-            if owner != me {
-                problems.push(duplicate(sp, &ip.to_string(), sp.port, owner));
-            } else {
-                addrs.push(*ip);
-            }
-        }
-        let node_port = sp.node_port.filter(|np| {
-            let owner = *port_owners.entry((sp.protocol, *np)).or_insert(me);
-            if owner != me && family == Family::Ip {
-                problems.push(duplicate(sp, "node port", *np, owner));
-            }
-            owner == me
-        });
-        contribute(cfg, family, &plan.node, sp, &addrs, node_port, &mut all);
-    }
-    all.merge_into(&mut table);
-    add_spread_chains(&mut table, &all.spreads, &all.port_spreads);
-    table
 }
 
 pub(crate) fn duplicate(
@@ -516,22 +426,20 @@ impl Builder<'_> {
             .insert(name.clone(), Chain::regular(name, rules));
     }
 
-    /// Rules that DNAT into `eps`, for a chain named `chain`. Without
-    /// affinity: `goto spread-N` and the elements under `key`; with
-    /// affinity: inline rules and one client set per endpoint.
+    /// Rules that DNAT into `eps`. Without affinity: `goto spread-N` and
+    /// the elements under `keys`; with affinity: inline rules and the
+    /// endpoints' client sets.
     fn dnat_block(
         &mut self,
         sp: &ServicePortPlan,
-        chain: &str,
-        role: SetRole,
         eps: &[&EndpointTarget],
         keys: &[Keyspace],
     ) -> Vec<Rule> {
         let n = eps.len();
         debug_assert!(n > 0);
         self.hairpin(eps);
-        if let Some(timeout) = sp.session_affinity_timeout {
-            return self.affinity_block(sp.protocol, chain, role, eps, timeout);
+        if sp.session_affinity_timeout.is_some() {
+            return self.inline_block(sp, eps);
         }
         let mut spread_port = false;
         for key in keys {
@@ -570,19 +478,26 @@ impl Builder<'_> {
         }
     }
 
-    /// Inline DNAT to `eps` (small sets): returning clients of endpoint i
-    /// (with affinity) first, then endpoint i with probability 1/(N-i).
-    fn inline_block(
-        &mut self,
-        proto: Protocol,
-        eps: &[&EndpointTarget],
-        affinity: Option<(&str, SetRole, u32)>,
-    ) -> Vec<Rule> {
+    /// Inline DNAT to `eps` (small sets): under session affinity the
+    /// returning clients of each endpoint first, then endpoint i with
+    /// probability 1/(N-i). An endpoint's client set is named from the
+    /// service port and the endpoint ([`names::affinity_set`]), so every
+    /// chain of `sp` that leads to the endpoint shares it.
+    fn inline_block(&mut self, sp: &ServicePortPlan, eps: &[&EndpointTarget]) -> Vec<Rule> {
         let n = eps.len();
-        let sets: Vec<Option<String>> = (0..n)
-            .map(|i| {
-                affinity.map(|(chain, role, timeout)| {
-                    let name = names::affinity_set(chain, role.letter(), i);
+        let proto = sp.protocol;
+        let sets: Vec<Option<String>> = eps
+            .iter()
+            .map(|ep| {
+                sp.session_affinity_timeout.map(|timeout| {
+                    let name = names::affinity_set(
+                        &sp.service,
+                        &sp.port_name,
+                        proto,
+                        sp.port,
+                        (ep.ip, ep.port),
+                        timeout,
+                    );
                     self.out.sets.insert(
                         name.clone(),
                         Map::new(&name, MapKind::AffinitySet { timeout }),
@@ -620,17 +535,6 @@ impl Builder<'_> {
             rules.push(rule(r));
         }
         rules
-    }
-
-    fn affinity_block(
-        &mut self,
-        proto: Protocol,
-        chain: &str,
-        role: SetRole,
-        eps: &[&EndpointTarget],
-        timeout: u32,
-    ) -> Vec<Rule> {
-        self.inline_block(proto, eps, Some((chain, role, timeout)))
     }
 
     /// This node's endpoints may reach themselves through a service:
@@ -690,13 +594,7 @@ impl Builder<'_> {
                 rules.push(rule(vec![Stmt::SaddrNotIn(c), Stmt::MarkSetBits(mark)]));
             }
             let eps: Vec<&EndpointTarget> = internal.iter().collect();
-            rules.extend(self.dnat_block(
-                sp,
-                &name,
-                SetRole::Internal,
-                &eps,
-                &[Keyspace::Addr(*ip)],
-            ));
+            rules.extend(self.dnat_block(sp, &eps, &[Keyspace::Addr(*ip)]));
             self.add_chain(name.clone(), rules);
             self.map(names::SERVICE_IPS)
                 .insert(svc_key(*ip), ElemValue::Verdict(Verdict::Goto(name)));
@@ -750,10 +648,7 @@ impl Builder<'_> {
                 vec![rule(vec![Stmt::Verdict(Verdict::Drop)])]
             } else {
                 self.hairpin(&local_eps);
-                let aff = sp
-                    .session_affinity_timeout
-                    .map(|t| (local_chain.as_str(), SetRole::Local, t));
-                self.inline_block(proto, &local_eps, aff)
+                self.inline_block(sp, &local_eps)
             };
             self.add_chain(local_chain.clone(), rules);
         }
@@ -765,7 +660,7 @@ impl Builder<'_> {
                 // like traffic to the cluster IP (kube-proxy does the same).
                 if !cluster_eps.is_empty() {
                     let cname = chain(cluster_kind);
-                    let block = self.dnat_block(sp, &cname, SetRole::Cluster, &cluster_eps, &keys);
+                    let block = self.dnat_block(sp, &cluster_eps, &keys);
                     self.add_chain(cname.clone(), block);
                     if let Some(c) = cidr {
                         rules.push(rule(vec![Stmt::SaddrIn(c), goto(&cname)]));
@@ -779,7 +674,7 @@ impl Builder<'_> {
                 rules.push(rule(vec![goto(&local_chain)]));
             } else {
                 rules.push(rule(vec![Stmt::MarkSetBits(mark)]));
-                rules.extend(self.dnat_block(sp, &name, SetRole::Cluster, &cluster_eps, &keys));
+                rules.extend(self.dnat_block(sp, &cluster_eps, &keys));
             }
             self.add_chain(name.clone(), rules);
             let to_chain = ElemValue::Verdict(Verdict::Goto(name));

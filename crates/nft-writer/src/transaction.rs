@@ -115,73 +115,28 @@ impl Transaction {
     }
 
     /// Replaces nftopo's tables with `ruleset` in one transaction: for each
-    /// table, `add table` (so that the delete cannot fail), `delete table`,
-    /// then the new contents. Traffic sees the old rules until the commit
-    /// and the new ones after it: there is no moment without rules.
-    ///
-    /// Order matters for the kernel's cost: chains, then maps, then rules,
-    /// then elements, verdict maps first. An element added to a map that
-    /// rules already bind is checked against each binding once; adding
-    /// elements last keeps that linear.
+    /// family, `add table` (so that the delete cannot fail), `delete
+    /// table`, then what creates the new contents ([`crate::converge`]
+    /// from nothing, in [`crate::Batch`]'s order). Traffic sees the old
+    /// rules until the commit and the new ones after it, but the state
+    /// in the old sets (session affinity) is lost: nftopo itself only
+    /// converges ([`crate::Syncer`]); this is for tests and benchmarks
+    /// that need a clean start.
     pub fn replace(ruleset: &Ruleset) -> Self {
         let mut ops = Vec::new();
-        // A family the new ruleset no longer uses loses its old table.
         for family in [Family::Ip, Family::Ip6] {
-            if !ruleset.tables.iter().any(|t| t.family == family) {
-                let t = TableRef {
-                    family,
-                    name: crate::names::TABLE.into(),
-                };
-                ops.push(Op::AddTable(t.clone()));
-                ops.push(Op::DeleteTable(t));
-            }
-        }
-        for t in &ruleset.tables {
-            let tref = TableRef {
-                family: t.family,
-                name: t.name.clone(),
+            let t = TableRef {
+                family,
+                name: crate::names::TABLE.into(),
             };
-            ops.push(Op::AddTable(tref.clone()));
-            ops.push(Op::DeleteTable(tref.clone()));
-            ops.push(Op::AddTable(tref.clone()));
-            for c in t.chains.values() {
-                ops.push(Op::AddChain {
-                    table: tref.clone(),
-                    name: c.name.clone(),
-                    base: c.base,
-                });
-            }
-            for m in t.maps.values() {
-                ops.push(Op::AddMap {
-                    table: tref.clone(),
-                    name: m.name.clone(),
-                    kind: m.kind,
-                });
-            }
-            for c in t.chains.values() {
-                for r in &c.rules {
-                    ops.push(Op::AddRule {
-                        table: tref.clone(),
-                        chain: c.name.clone(),
-                        rule: r.clone(),
-                    });
-                }
-            }
-            let mut maps: Vec<&Map> = t.maps.values().collect();
-            maps.sort_by_key(|m| (m.kind, m.name.clone()));
-            for m in maps.into_iter().filter(|m| !m.elements.is_empty()) {
-                ops.push(Op::AddElements {
-                    table: tref.clone(),
-                    map: m.name.clone(),
-                    kind: m.kind,
-                    elements: m
-                        .elements
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                });
-            }
+            ops.push(Op::AddTable(t.clone()));
+            ops.push(Op::DeleteTable(t));
         }
+        ops.extend(
+            crate::engine::converge(&Ruleset::default(), ruleset)
+                .now
+                .ops,
+        );
         Self { ops }
     }
 

@@ -47,12 +47,12 @@ fn full_dump(rs: &Ruleset) -> String {
 }
 
 #[test]
-fn the_first_sync_is_full_and_an_unchanged_plan_sends_nothing() {
+fn the_first_sync_creates_everything_and_an_unchanged_plan_sends_nothing() {
     let rs = cluster(20, |_| 3);
     let mut s = Syncer::new(FakeKernel::new());
-    let first = s.sync(&rs, false).unwrap();
+    let first = s.converge(&rs).unwrap();
     assert!(first.full);
-    let again = s.sync(&rs, false).unwrap();
+    let again = s.converge(&rs).unwrap();
     assert_eq!(
         (again.full, again.operations, again.messages),
         (false, 0, 0)
@@ -64,9 +64,8 @@ fn one_new_endpoint_among_a_thousand_services_is_a_handful_of_messages() {
     let before = cluster(1000, |_| 3);
     let after = cluster(1000, |i| if i == 500 { 4 } else { 3 });
     let mut s = Syncer::new(FakeKernel::new());
-    s.sync(&before, false).unwrap();
-    let st = s.sync(&after, false).unwrap();
-    assert!(!st.full);
+    s.converge(&before).unwrap();
+    let st = s.converge(&after).unwrap();
     // Here: two new shared chains (spread-4, spread-port-4, as no other
     // service has 4 endpoints), the service's cluster-IP and node-port
     // chains rewritten, one element into each endpoint map.
@@ -84,8 +83,8 @@ fn a_removed_service_is_emptied_now_and_its_chains_deleted_one_sync_later() {
     let before = cluster(10, |_| 2);
     let after = cluster(9, |_| 2);
     let mut s = Syncer::new(FakeKernel::new());
-    s.sync(&before, false).unwrap();
-    s.sync(&after, false).unwrap();
+    s.converge(&before).unwrap();
+    s.converge(&after).unwrap();
     let text = s.kernel().dump();
     assert!(
         text.contains("default/s9/tcp/80 {\n\t}"),
@@ -95,7 +94,7 @@ fn a_removed_service_is_emptied_now_and_its_chains_deleted_one_sync_later() {
     assert!(last.contains("flush chain ip nftopo svc-"), "{last}");
     assert!(!last.contains("delete chain"), "{last}");
     // The next sync, even with nothing else to do, deletes it.
-    let st = s.sync(&after, false).unwrap();
+    let st = s.converge(&after).unwrap();
     assert!(st.operations > 0);
     assert!(s
         .kernel()
@@ -112,9 +111,9 @@ fn a_service_that_comes_back_before_its_deferred_deletion_is_kept() {
     let before = cluster(5, |_| 2);
     let without = cluster(4, |_| 2);
     let mut s = Syncer::new(FakeKernel::new());
-    s.sync(&before, false).unwrap();
-    s.sync(&without, false).unwrap();
-    s.sync(&before, false).unwrap();
+    s.converge(&before).unwrap();
+    s.converge(&without).unwrap();
+    s.converge(&before).unwrap();
     assert_eq!(s.kernel().dump(), full_dump(&before));
 }
 
@@ -123,15 +122,15 @@ fn a_failed_sync_leaves_the_kernel_as_it_was_and_forces_a_full_one() {
     let a = cluster(10, |_| 2);
     let b = cluster(10, |i| if i == 3 { 1 } else { 2 });
     let mut s = Syncer::new(FakeKernel::new());
-    s.sync(&a, false).unwrap();
+    s.converge(&a).unwrap();
     let before = s.kernel().dump();
     let mut k = s.kernel().clone();
     k.fail_at = Some(0);
     let mut s = Syncer::new(k);
     // A fresh syncer does a full replace first; prime it with the state.
-    assert!(s.sync(&b, false).is_err());
+    assert!(s.converge(&b).is_err());
     assert_eq!(s.kernel().dump(), before);
-    let st = s.sync(&b, false).unwrap();
+    let st = s.converge(&b).unwrap();
     assert!(st.full);
     assert_eq!(s.kernel().dump(), full_dump(&b));
 }
@@ -148,9 +147,9 @@ fn a_sequence_of_changes_always_ends_where_a_full_replace_would() {
     ];
     let mut s = Syncer::new(FakeKernel::new());
     for (i, rs) in steps.iter().enumerate() {
-        s.sync(rs, false).unwrap();
+        s.converge(rs).unwrap();
         // Deferred deletions land with the next sync.
-        s.sync(rs, false).unwrap();
+        s.converge(rs).unwrap();
         assert_eq!(s.kernel().dump(), full_dump(rs), "step {i}");
     }
 }
@@ -185,8 +184,8 @@ fn incremental_syncs_on_the_kernel_list_like_a_full_replace() {
         };
         let mut s = Syncer::new(NetlinkKernel::open().unwrap());
         for rs in &steps {
-            s.sync(rs, false).unwrap();
-            s.sync(rs, false).unwrap();
+            s.converge(rs).unwrap();
+            s.converge(rs).unwrap();
         }
         let incremental = canonical(&list());
         let mut k = NetlinkKernel::open().unwrap();

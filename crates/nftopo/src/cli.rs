@@ -1,6 +1,7 @@
-//! Subcommands: `render`, `apply`, `explain`, `cleanup`, `run`.
+//! Subcommands: `render`, `apply`, `diff`, `explain`, `cleanup`, `run`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::explain::Output;
 use crate::run::config::{LogFormat, RunArgs};
@@ -8,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nft_writer::conntrack::{clean_udp, Conntrack};
 use nft_writer::{
-    names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel, NodePortAddresses,
-    PlannerConfig, Ruleset, TableRef, Transaction,
+    converge, names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel,
+    NodePortAddresses, PlannerConfig, Ruleset, Syncer, TableRef, Transaction,
 };
 use route_sync::NetlinkRoutes;
 use topology_filter::ProxyPlan;
@@ -30,8 +31,13 @@ pub struct Cli {
 enum Command {
     /// Print the nft script (for `nft -f`) that node NAME should run.
     Render(Manifests),
-    /// Program the current network namespace in one transaction and exit.
+    /// Converge the current network namespace to what node NAME should
+    /// hold, sending only the differences in one transaction, and exit.
     Apply(Manifests),
+    /// Print, in nft syntax, what `apply` would send to the current
+    /// network namespace (nothing when in step). Exit code 0 when in
+    /// step, 1 when there are differences, 2 on error (as diff(1)).
+    Diff(Manifests),
     /// Show which endpoints each port of NAMESPACE/SERVICE uses on node
     /// NAME, and why each other endpoint was dropped.
     Explain {
@@ -99,6 +105,12 @@ struct Manifests {
 }
 
 impl Cli {
+    /// Whether this is `nftopo diff` (whose errors exit with 2, as
+    /// diff(1)'s do).
+    pub fn is_diff(&self) -> bool {
+        matches!(self.command, Command::Diff(_))
+    }
+
     /// Log format and verbosity (`None`: the quiet default of the one-shot
     /// subcommands).
     pub fn log_settings(&self) -> (LogFormat, Option<u8>) {
@@ -111,8 +123,8 @@ impl Cli {
 
 /// Runs one subcommand; `matches` are the parsed arguments `cli` came
 /// from (`run` needs to know which flags were given).
-pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
-    match cli.command {
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
+    let done: Result<()> = match cli.command {
         Command::Render(m) => {
             let routes = Routes::from_args(&m.routes)?;
             let (state, plan, cfg) = load_plan(&m)?;
@@ -126,16 +138,24 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             let routes = Routes::from_args(&m.routes)?;
             let (state, plan, cfg) = load_plan(&m)?;
             let ruleset = ruleset(&plan, &cfg);
-            let tx = Transaction::replace(&ruleset);
-            let mut kernel =
-                NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
-            let stats = kernel.apply(&tx).context("applying the ruleset")?;
+            let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
+            let mut syncer = Syncer::new(kernel);
+            let stats = syncer.converge(&ruleset).context("applying the ruleset")?;
             tracing::info!(
                 operations = stats.operations,
                 messages = stats.messages,
-                bytes = stats.bytes,
+                differences = stats.repairs.total(),
                 "applied"
             );
+            // Chains and sets the first transaction stopped using are
+            // deleted in a second one (see nft_writer's engine); if the
+            // kernel still holds them busy, the next apply deletes them.
+            if syncer.has_deferred() {
+                if let Err(e) = syncer.converge(&ruleset) {
+                    tracing::warn!(error = %e, "left unused chains or sets for the next apply");
+                }
+            }
+            drop(ruleset);
             // UDP flows cached towards endpoints that are gone (or while a
             // service had none) would keep going there: delete just those.
             let mut ct = Conntrack::open().context("opening the ctnetlink socket")?;
@@ -151,6 +171,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             }
             Ok(())
         }
+        Command::Diff(m) => return diff(&m),
         Command::Explain {
             mut manifests,
             service,
@@ -189,7 +210,31 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             cleanup(protocol)
         }
         Command::Man { dir } => crate::man::write(&dir),
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `nftopo diff`: what `apply` would send, as `nft` commands; exit code 1
+/// when that is anything.
+fn diff(m: &Manifests) -> Result<ExitCode> {
+    let (_, plan, cfg) = load_plan(m)?;
+    let want = ruleset(&plan, &cfg);
+    let mut kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
+    let held = kernel
+        .read_back()
+        .context("reading nftopo's tables back from the kernel")?;
+    let c = converge(&held, &want);
+    let mut text = c.now.to_string();
+    if !c.later.is_empty() {
+        text.push_str("# then, in a second transaction:\n");
+        text.push_str(&Transaction { ops: c.later }.to_string());
     }
+    stdout(&text)?;
+    Ok(if text.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Writes `text` to stdout; a reader that went away (`nftopo render |

@@ -20,11 +20,16 @@ fn main() -> ExitCode {
         Some(v) => run::logs::init(format, v, "info"),
         None => run::logs::init(format, 0, "warn"),
     }
+    let is_diff = args.is_diff();
     match cli::run(args, &matches) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("nftopo: error: {e:#}");
-            ExitCode::FAILURE
+            if is_diff {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

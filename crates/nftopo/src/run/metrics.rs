@@ -61,6 +61,10 @@ pub struct Metrics {
     pub route_failures: Counter,
     /// `nftopo_planner_problems_total{kind}`.
     pub planner_problems: Family<Labels, Counter>,
+    /// `nftopo_drift_repairs_total{kind}` (table, chain, rule, set,
+    /// element): objects a full sync found changed behind nftopo's back
+    /// and repaired.
+    pub drift_repairs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
             routes_programmed: Gauge::default(),
             route_failures: Counter::default(),
             planner_problems: Family::default(),
+            drift_repairs: Family::default(),
         };
         let mut registry = Registry::default();
         let r = &mut registry;
@@ -187,6 +192,11 @@ impl Metrics {
             "nftopo_planner_problems",
             "Settings ignored while planning, by kind",
             m.planner_problems.clone(),
+        );
+        r.register(
+            "nftopo_drift_repairs",
+            "Objects in nftopo's tables found changed behind its back and repaired, by kind",
+            m.drift_repairs.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -192,10 +192,6 @@ impl RouteProgrammer {
 }
 
 impl sync_loop::Programmer for KernelProgrammer {
-    fn sync(&mut self, ruleset: &nft_writer::Ruleset, full: bool) -> Result<nft_writer::SyncStats> {
-        Ok(self.syncer.sync(ruleset, full)?)
-    }
-
     fn sync_changes(
         &mut self,
         planner: &nft_writer::IncrementalPlanner,
@@ -203,6 +199,10 @@ impl sync_loop::Programmer for KernelProgrammer {
         full: bool,
     ) -> Result<nft_writer::SyncStats> {
         Ok(self.syncer.sync_changes(planner, changes, full)?)
+    }
+
+    fn repair_notes(&self) -> Vec<String> {
+        self.syncer.repair_notes().to_vec()
     }
 
     fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {

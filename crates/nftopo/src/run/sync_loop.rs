@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use api_watch::api::StateChange;
 use api_watch::{ClusterState, ObjectKey};
 use nft_writer::conntrack::UdpService;
-use nft_writer::{
-    Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, Ruleset, SyncStats, Syncer,
-};
+use nft_writer::{Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
 use tokio::time::{sleep_until, Instant};
 use topology_filter::ProxyPlan;
 
@@ -119,21 +117,20 @@ pub trait Source {
 
 /// What programs the kernel ([`Syncer`] in the daemon).
 pub trait Programmer {
-    /// Brings the kernel to `ruleset`, replacing everything if `full`.
-    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats>;
-
     /// Brings the kernel to what `planner` holds, `changes` being what
-    /// its last update returned; replaces everything if `full`. The
-    /// default assembles the whole ruleset for [`Programmer::sync`];
-    /// [`Syncer`] applies only the changes.
+    /// its last update returned; with `full` (first sync, periodic full
+    /// sync, retry), reads the kernel back and converges it.
     fn sync_changes(
         &mut self,
         planner: &IncrementalPlanner,
         changes: Changes,
         full: bool,
-    ) -> anyhow::Result<SyncStats> {
-        let _ = changes;
-        self.sync(&planner.ruleset(), full)
+    ) -> anyhow::Result<SyncStats>;
+
+    /// One line per object the last convergence repaired (the first
+    /// [`nft_writer::MAX_NOTES`]).
+    fn repair_notes(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// After a successful sync: deletes UDP conntrack entries that no
@@ -171,10 +168,6 @@ pub struct RouteSummary {
 }
 
 impl<K: Kernel> Programmer for Syncer<K> {
-    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
-        Ok(Syncer::sync(self, ruleset, full)?)
-    }
-
     fn sync_changes(
         &mut self,
         planner: &IncrementalPlanner,
@@ -182,6 +175,10 @@ impl<K: Kernel> Programmer for Syncer<K> {
         full: bool,
     ) -> anyhow::Result<SyncStats> {
         Ok(Syncer::sync_changes(self, planner, changes, full)?)
+    }
+
+    fn repair_notes(&self) -> Vec<String> {
+        Syncer::repair_notes(self).to_vec()
     }
 }
 
@@ -370,6 +367,7 @@ impl LoopState {
                 if stats.messages > 0 {
                     m.netlink_messages.observe(stats.messages as f64);
                 }
+                report_repairs(&stats, &programmer.repair_notes(), m);
                 let wall = SystemTime::now();
                 m.last_sync.set(unix_seconds(wall));
                 m.service_changes_pending.set(0);
@@ -439,6 +437,35 @@ impl LoopState {
                 }
             }
         }
+    }
+}
+
+/// Counts and logs what a convergence repaired: drift (the kernel
+/// differed from what nftopo had applied) one line per object, at most
+/// [`nft_writer::MAX_NOTES`] a sync; nftopo's own catching up (first
+/// sync, retries) as one line.
+fn report_repairs(stats: &SyncStats, notes: &[String], m: &Metrics) {
+    let drift = stats.drift.total();
+    if drift > 0 {
+        for (kind, n) in stats.drift.by_kind() {
+            if n > 0 {
+                m.drift_repairs
+                    .get_or_create(&vec![("kind".into(), kind.into())])
+                    .inc_by(n as u64);
+            }
+        }
+        for line in notes {
+            tracing::warn!("drift repaired: {line}");
+        }
+        if drift > notes.len() {
+            tracing::warn!(more = drift - notes.len(), "drift repaired: more objects");
+        }
+    } else if stats.full && stats.repairs.total() > 0 {
+        tracing::info!(
+            differences = stats.repairs.total(),
+            operations = stats.operations,
+            "converged the kernel's tables"
+        );
     }
 }
 

@@ -24,7 +24,12 @@ struct Recorder {
 }
 
 impl Programmer for Recorder {
-    fn sync(&mut self, _: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
+    fn sync_changes(
+        &mut self,
+        _: &IncrementalPlanner,
+        _: Changes,
+        full: bool,
+    ) -> anyhow::Result<SyncStats> {
         let at = self.start.expect("start").elapsed().as_millis() as u64;
         self.calls.lock().unwrap().push((at, full));
         let mut fail = self.fail.lock().unwrap();
@@ -36,6 +41,7 @@ impl Programmer for Recorder {
             full,
             operations: 3,
             messages: 5,
+            ..SyncStats::default()
         })
     }
 
@@ -321,13 +327,6 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
 struct SharedSyncer(Arc<Mutex<(Syncer<nft_writer::FakeKernel>, Vec<SyncStats>)>>);
 
 impl Programmer for SharedSyncer {
-    fn sync(&mut self, ruleset: &Ruleset, full: bool) -> anyhow::Result<SyncStats> {
-        let mut g = self.0.lock().unwrap();
-        let st = g.0.sync(ruleset, full)?;
-        g.1.push(st);
-        Ok(st)
-    }
-
     fn sync_changes(
         &mut self,
         planner: &IncrementalPlanner,
