@@ -1,6 +1,8 @@
 //! Every table, chain and map name the ruleset uses. Names are data: they
 //! come from the constants and functions here and nothing parses them back.
 
+use std::net::IpAddr;
+
 use api_watch::{ObjectKey, Protocol};
 
 /// The table nftopo owns in each family.
@@ -65,12 +67,36 @@ pub fn spread_port_chain(endpoints: usize) -> String {
     format!("spread-port-{endpoints}")
 }
 
-/// The dynamic set of clients of endpoint `index` of a service port's
-/// endpoint set `set` (`i`nternal, `c`luster, `l`ocal) under session
-/// affinity: `aff-HASH-SETINDEX`, HASH as in [`service_chain`].
-pub fn affinity_set(chain: &str, set: char, index: usize) -> String {
-    let hash = chain.split('-').nth(1).unwrap_or("");
-    format!("aff-{hash}-{set}{index}")
+/// The dynamic set of the clients of one endpoint of one service port
+/// under session affinity (kube-proxy's `affinity-HASH-…` sets):
+/// `aff-HASH-ns/name/proto/port__ip/targetport`, HASH as in
+/// [`service_chain`] but over the service port's identity, the endpoint's
+/// address and port, and the affinity `timeout` (seconds), truncated to
+/// [`MAX_CHAIN_NAME`]. IPv6 colons read as dots, as upstream writes them.
+///
+/// The name depends on who the endpoint is, never on where it sits in a
+/// list or which entry point (cluster IP, external or load-balancer IP,
+/// node port) leads to it: every chain of the service port that can DNAT
+/// to the endpoint checks and refreshes this one set, and the set
+/// outlives any change to the other endpoints. A new timeout is a new
+/// name (a set's timeout cannot change in place), so the clients recorded
+/// under the old timeout are forgotten once.
+pub fn affinity_set(
+    service: &ObjectKey,
+    port_name: &str,
+    proto: Protocol,
+    port: u16,
+    endpoint: (IpAddr, u16),
+    timeout: u32,
+) -> String {
+    let (ip, target_port) = endpoint;
+    let (readable, identity) = port_identity(service, port_name, proto, port);
+    let readable = format!(
+        "{readable}__{}/{target_port}",
+        ip.to_string().replace(':', ".")
+    );
+    let identity = format!("{identity}\0{ip}\0{target_port}\0{timeout}");
+    hashed("aff", &identity, &readable)
 }
 
 /// The chain of one service port: `svc-HASH-ns/name/proto/port`, where
@@ -93,6 +119,19 @@ pub fn port_chain(
     proto: Protocol,
     port: u16,
 ) -> String {
+    let (readable, identity) = port_identity(service, port_name, proto, port);
+    hashed(kind, &identity, &readable)
+}
+
+/// The readable part (`ns/name/proto/port`, the port's name where it has
+/// one) and the full identity (the same plus the port number) of one
+/// service port.
+fn port_identity(
+    service: &ObjectKey,
+    port_name: &str,
+    proto: Protocol,
+    port: u16,
+) -> (String, String) {
     let port_part = if port_name.is_empty() {
         port.to_string()
     } else {
@@ -106,10 +145,16 @@ pub fn port_chain(
         port_part
     );
     let identity = format!("{readable}\0{port}");
+    (readable, identity)
+}
+
+/// `kind-HASH-readable`: HASH over `identity`, `readable` made one `nft`
+/// word, the whole cut to [`MAX_CHAIN_NAME`].
+fn hashed(kind: &str, identity: &str, readable: &str) -> String {
     let mut name = format!(
         "{kind}-{}-{}",
         short_hash(identity.as_bytes()),
-        nft_safe(&readable)
+        nft_safe(readable)
     );
     name.truncate(MAX_CHAIN_NAME);
     name
@@ -207,6 +252,85 @@ mod tests {
             assert!(chain.len() <= MAX_CHAIN_NAME, "{chain:?}");
             assert!(seen.insert(chain.clone()), "{chain:?} twice");
         }
+    }
+
+    #[test]
+    fn an_affinity_set_is_named_from_the_service_port_and_the_endpoint() {
+        let key = ObjectKey::new("default", "web");
+        let ep4 = (IpAddr::from([10, 42, 187, 66]), 5000);
+        let name = affinity_set(&key, "http", Protocol::Tcp, 80, ep4, 10800);
+        assert!(name.starts_with("aff-"), "{name}");
+        assert!(
+            name.ends_with("-default/web/tcp/http__10.42.187.66/5000"),
+            "{name}"
+        );
+        assert_eq!(
+            name,
+            affinity_set(&key, "http", Protocol::Tcp, 80, ep4, 10800)
+        );
+        let ep6 = ("fd00:42::66".parse().unwrap(), 5000);
+        let v6 = affinity_set(&key, "http", Protocol::Tcp, 80, ep6, 10800);
+        assert!(v6.ends_with("__fd00.42..66/5000"), "{v6}");
+    }
+
+    #[test]
+    fn every_part_of_an_affinity_sets_identity_changes_its_name() {
+        let key = ObjectKey::new("default", "web");
+        let ip = IpAddr::from([10, 42, 187, 66]);
+        let base = affinity_set(&key, "", Protocol::Tcp, 80, (ip, 5000), 10800);
+        let variants = [
+            affinity_set(
+                &ObjectKey::new("default", "web2"),
+                "",
+                Protocol::Tcp,
+                80,
+                (ip, 5000),
+                10800,
+            ),
+            affinity_set(
+                &ObjectKey::new("other", "web"),
+                "",
+                Protocol::Tcp,
+                80,
+                (ip, 5000),
+                10800,
+            ),
+            affinity_set(&key, "http", Protocol::Tcp, 80, (ip, 5000), 10800),
+            affinity_set(&key, "", Protocol::Udp, 80, (ip, 5000), 10800),
+            affinity_set(&key, "", Protocol::Tcp, 81, (ip, 5000), 10800),
+            affinity_set(
+                &key,
+                "",
+                Protocol::Tcp,
+                80,
+                (IpAddr::from([10, 42, 187, 67]), 5000),
+                10800,
+            ),
+            affinity_set(&key, "", Protocol::Tcp, 80, (ip, 5001), 10800),
+            affinity_set(&key, "", Protocol::Tcp, 80, (ip, 5000), 60),
+        ];
+        let mut seen = std::collections::BTreeSet::from([base.clone()]);
+        for v in variants {
+            assert!(seen.insert(v.clone()), "{v} collides");
+        }
+        // The timeout is in the hash only: same readable part.
+        let short = affinity_set(&key, "", Protocol::Tcp, 80, (ip, 5000), 60);
+        assert_eq!(base[13..], short[13..]);
+        assert_ne!(base[..13], short[..13]);
+    }
+
+    #[test]
+    fn long_affinity_set_names_are_cut_but_stay_unique_and_one_word() {
+        let long = "n".repeat(63);
+        let key = ObjectKey::new(&long, &long);
+        let ep = |last: u16| (IpAddr::from([0xfd00, 0x42, 0, 0, 0, 0, 0, last]), 5000);
+        let a = affinity_set(&key, "", Protocol::Tcp, 80, ep(1), 10800);
+        let b = affinity_set(&key, "", Protocol::Tcp, 80, ep(2), 10800);
+        assert_eq!(a.len(), MAX_CHAIN_NAME);
+        assert_ne!(a, b);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/-_.".contains(&c)));
     }
 
     #[test]
