@@ -1,23 +1,27 @@
-//! The sync loop: turns cluster snapshots into kernel transactions.
+//! The sync loop: turns cluster updates into kernel transactions.
 //!
 //! * at most one sync per `min_sync_period` (bursts coalesce into the
-//!   latest snapshot);
-//! * a full sync at least every `sync_period`, which restores anything
-//!   changed behind our back;
-//! * after a failed sync, a retry with exponential backoff, forced full;
-//! * metrics and health updated per queued snapshot and per sync.
+//!   latest update);
+//! * a full sync at least every `sync_period`: nftopo reads its tables
+//!   back and repairs whatever differs from the plan (drift, counted in
+//!   `nftopo_drift_repairs_total`);
+//! * after a failed sync, a retry with exponential backoff, which reads
+//!   back and converges too;
+//! * metrics and health updated per queued update and per sync.
 //!
 //! The cluster and the kernel sit behind two small traits, [`Source`] and
 //! [`Programmer`], so the timing is tested with fakes on tokio's paused
-//! clock. Planning is pure (`topology_filter::plan`, `plan_ruleset`).
+//! clock.
 //!
 //! A sync costs what changed, not what the cluster holds: the loop keeps
 //! the last topology plan and an [`IncrementalPlanner`]; an update that
 //! names its changed Services re-plans only those
 //! (`topology_filter::replan`, and when a Node changed, the Services whose
 //! topology depends on Nodes) and sends only their operations
-//! ([`Programmer::sync_changes`]). An update that does not say, the first
-//! one, periodic syncs and retries plan or apply everything.
+//! ([`Programmer::sync_changes`]). An update that does not say, and the
+//! first one, re-plan everything; the first sync, periodic syncs and
+//! retries converge against the kernel's read-back, so a restart with an
+//! unchanged cluster sends nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -368,6 +372,17 @@ impl LoopState {
                     m.netlink_messages.observe(stats.messages as f64);
                 }
                 report_repairs(&stats, &programmer.repair_notes(), m);
+                if !self.applied && fresh.is_some() {
+                    // The first sync after a start: with an unchanged
+                    // cluster, it reads the kernel back and sends nothing.
+                    tracing::info!(
+                        operations = stats.operations,
+                        differences = stats.repairs.total(),
+                        replaced_tables = stats.replaced,
+                        seconds = elapsed,
+                        "first sync done"
+                    );
+                }
                 let wall = SystemTime::now();
                 m.last_sync.set(unix_seconds(wall));
                 m.service_changes_pending.set(0);
