@@ -13,7 +13,8 @@
 //!   and followed by a full sync that converges:
 //!   `a_refused_transaction_is_logged_counted_and_followed_by_a_full_sync`
 //! * a rule added, a chain deleted, the table flushed or deleted by hand:
-//!   the periodic full sync restores the exact ruleset:
+//!   the periodic full sync restores the exact ruleset with only the
+//!   operations the tampering needs, and counts it as drift:
 //!   `tampering_is_undone_by_the_periodic_full_sync`
 //! * the daemon with CAP_NET_ADMIN only, as an unprivileged user:
 //!   `the_daemon_needs_only_cap_net_admin`
@@ -167,33 +168,103 @@ impl World {
     }
 }
 
+/// `nftopo_drift_repairs_total` by kind, from the metrics text.
+fn drift(metrics: &str) -> std::collections::BTreeMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("nftopo_drift_repairs_total{kind=\"")?;
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Rules in `table ip nftopo` (one line each in `nft list`), and those of
+/// the base chain `nat-prerouting`.
+fn rule_counts(ns: &Netns) -> (u64, u64) {
+    let text = ok(ns.exec("nft", &["list", "table", "ip", "nftopo"]), "nft list");
+    let (mut all, mut prerouting) = (0, 0);
+    let mut chain: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("chain ") {
+            chain = Some(name.trim_end_matches(" {").to_string());
+        } else if t == "}" {
+            chain = None;
+        } else if chain.is_some() && !t.is_empty() && !t.starts_with("type ") {
+            all += 1;
+            if chain.as_deref() == Some("nat-prerouting") {
+                prerouting += 1;
+            }
+        }
+    }
+    (all, prerouting)
+}
+
+/// The operations of the last full sync that sent any (`synced
+/// full=true operations=N`, logged at -v; the periodic syncs after a
+/// repair send none).
+fn last_full_sync_operations(log: &str) -> Option<u64> {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("synced") && l.contains("full=true"))
+        .filter_map(|l| l.split("operations=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .filter_map(|n| n.parse().ok())
+        .find(|n| *n > 0)
+}
+
 #[test]
 fn tampering_is_undone_by_the_periodic_full_sync() {
     let mut w = World::new();
-    w.start(&["--sync-period", "2s"]);
+    w.start(&["--sync-period", "2s", "-v"]);
     w.wait_endpoints(&backends(), "first sync");
     // Let one periodic sync pass so that the baseline is a steady state.
     std::thread::sleep(Duration::from_millis(2500));
     let baseline = canonical_table(w.node2());
     assert!(!baseline.is_empty());
+    assert_eq!(drift(&w.metrics()), Default::default(), "no drift yet");
+    let (rules, prerouting) = rule_counts(w.node2());
+    assert!(rules > 5 && prerouting >= 1, "{rules} rules, {prerouting} in nat-prerouting");
     let node2 = w.node2().name().to_string();
     let nft = |args: &str| -> Result<String> {
         let ns = w.node2();
         ns.exec("nft", &args.split_whitespace().collect::<Vec<_>>())
     };
-    let cases: [(&str, &[&str]); 4] = [
+    // What each tampering needs repaired (drift by kind) and how many
+    // operations the repair takes: no more than what was changed.
+    let cases: [(&str, &[&str], &[(&str, u64)], Option<u64>); 4] = [
         (
             "a rule added that drops the service",
             &["insert rule ip nftopo nat-prerouting ip daddr 10.43.118.32 drop"],
+            &[("rule", 1)],
+            // flush the chain, add its rules back
+            Some(1 + prerouting),
         ),
         (
             "a base chain deleted",
             &["delete chain ip nftopo nat-prerouting"],
+            &[("chain", 1)],
+            // add the chain, add its rules
+            Some(1 + prerouting),
         ),
-        ("the table flushed", &["flush table ip nftopo"]),
-        ("the table deleted", &["delete table ip nftopo"]),
+        (
+            "the table flushed",
+            &["flush table ip nftopo"],
+            &[("rule", rules)],
+            // every rule added back; no element or set touched
+            Some(rules),
+        ),
+        (
+            "the table deleted",
+            &["delete table ip nftopo"],
+            &[("table", 1)],
+            None,
+        ),
     ];
-    for (what, commands) in cases {
+    for (what, commands, repairs, operations) in cases {
+        let before = drift(&w.metrics());
         for c in commands {
             ok(nft(c), &format!("{what}: nft {c} in {node2}"));
         }
@@ -208,6 +279,25 @@ fn tampering_is_undone_by_the_periodic_full_sync() {
             || w.log(),
         );
         w.assert_serves(&backends(), what);
+        let mut want = before.clone();
+        for (kind, n) in repairs {
+            *want.entry(kind.to_string()).or_default() += n;
+        }
+        wait_for(
+            &format!("{what}: drift counted"),
+            || drift(&w.metrics()) == want,
+            || format!("drift {:?}, want {want:?}\n{}", drift(&w.metrics()), w.log()),
+        );
+        let log = w.daemon.as_ref().map(Daemon::log).unwrap_or_default();
+        assert!(log.contains("drift repaired: "), "{what}: logged\n{}", w.log());
+        if let Some(n) = operations {
+            assert_eq!(
+                last_full_sync_operations(&log),
+                Some(n),
+                "{what}: operations of the repair\n{}",
+                w.log()
+            );
+        }
     }
 }
 
@@ -446,7 +536,7 @@ fn an_established_flow_survives_daemon_kills_and_restarts() {
     for round in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
         // Dropping the daemon kills it with SIGKILL; the next one takes
-        // the table over with a full replace in one transaction.
+        // the kernel's tables back and converges them in one transaction.
         w.daemon = None;
         w.start(&[]);
         wait_for(
@@ -497,6 +587,32 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
+}
+
+/// [`canonical_table`] without empty chains: `apply` converges in one
+/// transaction and deletes the chains that transaction stopped using in
+/// a second one, so a kill between the two leaves the new ruleset plus
+/// empty chains nothing jumps to (the next apply deletes them).
+fn canonical_live(ns: &Netns) -> Vec<String> {
+    let text = ns
+        .exec("nft", &["list", "table", "ip", "nftopo"])
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let empty: Vec<String> = lines
+        .windows(2)
+        .filter(|w| w[0].trim().starts_with("chain ") && w[1].trim() == "}")
+        .map(|w| w[0].trim().to_string())
+        .collect();
+    let mut atoms = canonical_table(ns);
+    for chain in &empty {
+        if let Some(i) = atoms.iter().position(|a| a == chain) {
+            atoms.remove(i);
+            if let Some(j) = atoms.iter().position(|a| a == "}") {
+                atoms.remove(j);
+            }
+        }
+    }
+    atoms
 }
 
 #[test]
@@ -551,7 +667,7 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
-        let got = canonical_table(&ns);
+        let got = canonical_live(&ns);
         let is_a = got == canon_a;
         assert!(
             is_a || got == canon_b,
@@ -567,6 +683,26 @@ fn apply_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         }
         now_a = is_a;
     }
+    // The next run converges: after one more apply, nothing differs and
+    // no leftover chain remains.
+    let last = if now_a { &a } else { &b };
+    apply(last);
+    assert_eq!(
+        canonical_table(&ns),
+        if now_a { canon_a.clone() } else { canon_b.clone() },
+        "the apply after the kills converged"
+    );
+    let diff = ns
+        .command(&bin, &["diff", "--node", "node-0", "--manifests"])
+        .arg(last)
+        .output()
+        .expect("nftopo diff");
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "in step after the kills: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     println!(
         "{kills} kills of nftopo apply (a full apply takes {full:?}): {stayed} left the old ruleset, \
          {switched} the new one, 0 a mix"
@@ -597,8 +733,8 @@ fn the_daemon_killed_at_random_leaves_the_old_or_the_new_ruleset_never_a_mix() {
         )
     };
     // The kernel starts from A (apply, 9 endpoints per service); the API
-    // holds B (10 endpoints per service), which the daemon programs with
-    // one full replace when it starts.
+    // holds B (10 endpoints per service), to which the daemon converges
+    // the kernel in one transaction when it starts.
     let a = gen(9, "a.yaml");
     let b = gen(10, "b.yaml");
     let api = ok(
