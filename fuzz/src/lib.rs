@@ -51,18 +51,23 @@ pub fn plan_and_check(state: &api_watch::ClusterState, node: &str, cfg: &Planner
     ruleset
 }
 
-/// Syncs `rulesets` in order through a [`Syncer`] over the fake kernel
-/// (a full replace first, then differences only) and checks after each
-/// that the kernel holds exactly what a full replace would give. Each
-/// ruleset is synced twice: the second, empty, sync carries the deletions
-/// the Syncer defers by one transaction.
+/// Converges the fake kernel to `rulesets` in order through a [`Syncer`]
+/// (each convergence reads the kernel back and sends only differences)
+/// and checks after each that the kernel holds exactly what a full
+/// replace would give, and that converging again sends nothing. Each
+/// ruleset is converged twice: the second carries the deletions the
+/// first deferred (chains and sets it stopped referring to).
 pub fn check_incremental(rulesets: &[Ruleset]) {
     let mut syncer = Syncer::new(FakeKernel::new());
     for (i, ruleset) in rulesets.iter().enumerate() {
         for pass in 0..2 {
-            if let Err(e) = syncer.sync(ruleset, i == 0 && pass == 0) {
+            if let Err(e) = syncer.converge(ruleset) {
                 panic!("sync {i} (pass {pass}) refused: {e}\n{ruleset}");
             }
+        }
+        match syncer.converge(ruleset) {
+            Ok(st) => assert_eq!(st.operations, 0, "sync {i}: not in step after converging"),
+            Err(e) => panic!("sync {i} (in step) refused: {e}"),
         }
         let mut fresh = FakeKernel::new();
         fresh
