@@ -160,6 +160,8 @@ fn element(u: &mut Unstructured, f: Family, kind: MapKind) -> Result<(ElemKey, E
         ),
         MapKind::AddrPairSet => (ElemKey::Pair(ip(u, f)?, ip(u, f)?), ElemValue::Member),
         MapKind::AffinitySet { .. } => (ElemKey::Pair(ip(u, f)?, ip(u, f)?), ElemValue::Member),
+        // Never planned (read-back only); raw keys are what deletes use.
+        MapKind::Other { .. } => (ElemKey::Raw(u.arbitrary()?), ElemValue::Member),
     })
 }
 
@@ -184,6 +186,7 @@ fn base(u: &mut Unstructured) -> Result<Option<BaseChain>> {
             HookPoint::Postrouting,
         ])?,
         priority: u.arbitrary()?,
+        policy_drop: u.arbitrary()?,
     }))
 }
 
