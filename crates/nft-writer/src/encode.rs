@@ -30,7 +30,7 @@ const BASE_NETWORK: u32 = 1;
 /// NFT_PAYLOAD_TRANSPORT_HEADER.
 const BASE_TRANSPORT: u32 = 2;
 /// NFT_DATA_VERDICT: the data type of verdict maps.
-const DATA_VERDICT: u32 = 0xffff_ff00;
+pub(crate) const DATA_VERDICT: u32 = 0xffff_ff00;
 
 /// nft's data type numbers (src/datatype.h), used for set key types.
 const TYPE_INTEGER: u32 = 4;
@@ -77,6 +77,9 @@ pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
                     attributes: vec![
                         TableAttribute::Name(t.name.clone()),
                         TableAttribute::Flags(TableFlags::empty()),
+                        // `comment "nftopo layout N"`: the read-back's
+                        // `Table::layout`.
+                        TableAttribute::UserData(crate::udata::table_userdata()),
                     ],
                 }),
                 NLM_F_CREATE,
@@ -251,6 +254,89 @@ fn addr_len(family: Family) -> u32 {
     }
 }
 
+/// The declaration of a set or map of one [`MapKind`] as the kernel
+/// holds it: what NEWSET sends and what a read-back recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SetShape {
+    /// NFTA_SET_FLAGS.
+    pub flags: u32,
+    /// NFTA_SET_KEY_TYPE (nft's type number).
+    pub key_type: u32,
+    /// NFTA_SET_KEY_LEN.
+    pub key_len: u32,
+    /// NFTA_SET_DATA_TYPE and NFTA_SET_DATA_LEN, for maps.
+    pub data: Option<(u32, u32)>,
+    /// NFTA_SET_TIMEOUT in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The shape of a set or map of `kind` in a table of `family`.
+pub(crate) fn set_shape(family: Family, kind: MapKind) -> SetShape {
+    let addr = addr_type(family);
+    let alen = addr_len(family);
+    let endpoint = (concat_type(&[addr, TYPE_INET_SERVICE]), alen + 4);
+    let verdict = (DATA_VERDICT, 0);
+    let map = SetFlags::Map.bits();
+    let (flags, key_type, key_len, data) = match kind {
+        MapKind::ServiceVerdict => (
+            map,
+            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            alen + 8,
+            Some(verdict),
+        ),
+        MapKind::PortVerdict => (
+            map,
+            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            8,
+            Some(verdict),
+        ),
+        MapKind::EndpointDnat => (
+            map,
+            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
+            alen + 12,
+            Some(endpoint),
+        ),
+        MapKind::PortEndpointDnat => (
+            map,
+            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
+            12,
+            Some(endpoint),
+        ),
+        MapKind::AddrPairSet => (0, concat_type(&[addr, addr]), 2 * alen, None),
+        // `flags dynamic,timeout`: NFT_SET_EVAL | NFT_SET_TIMEOUT.
+        MapKind::AffinitySet { .. } => (
+            (SetFlags::Timeout | SetFlags::Eval).bits(),
+            addr,
+            alen,
+            None,
+        ),
+        MapKind::Other {
+            flags,
+            key_type,
+            key_len,
+            data_type,
+            data_len,
+        } => (
+            flags,
+            key_type,
+            key_len,
+            (data_len > 0 || data_type != 0).then_some((data_type, data_len)),
+        ),
+    };
+    let timeout_ms = match kind {
+        // NFTA_SET_TIMEOUT is in milliseconds.
+        MapKind::AffinitySet { timeout } => Some(u64::from(timeout) * 1000),
+        _ => None,
+    };
+    SetShape {
+        flags,
+        key_type,
+        key_len,
+        data,
+        timeout_ms,
+    }
+}
+
 /// NEWSET attributes. The kernel requires NFTA_SET_ID (unique within the
 /// batch) even when everything refers to the set by name.
 fn set_attributes(
@@ -260,71 +346,21 @@ fn set_attributes(
     kind: MapKind,
     id: u32,
 ) -> Vec<SetAttribute> {
-    let addr = addr_type(family);
-    let alen = addr_len(family);
-    let endpoint = (concat_type(&[addr, TYPE_INET_SERVICE]), alen + 4);
-    let verdict = (DATA_VERDICT, 0);
-    let (flags, key_type, key_len, data) = match kind {
-        MapKind::ServiceVerdict => (
-            SetFlags::Map,
-            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE]),
-            alen + 8,
-            Some(verdict),
-        ),
-        MapKind::PortVerdict => (
-            SetFlags::Map,
-            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE]),
-            8,
-            Some(verdict),
-        ),
-        MapKind::EndpointDnat => (
-            SetFlags::Map,
-            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
-            alen + 12,
-            Some(endpoint),
-        ),
-        MapKind::PortEndpointDnat => (
-            SetFlags::Map,
-            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),
-            12,
-            Some(endpoint),
-        ),
-        MapKind::AddrPairSet => (
-            SetFlags::empty(),
-            concat_type(&[addr, addr]),
-            2 * alen,
-            None,
-        ),
-        // `flags dynamic,timeout`: NFT_SET_EVAL | NFT_SET_TIMEOUT.
-        MapKind::AffinitySet { .. } => (SetFlags::Timeout | SetFlags::Eval, addr, alen, None),
-        MapKind::Other {
-            flags,
-            key_type,
-            key_len,
-            data_type,
-            data_len,
-        } => (
-            SetFlags::from_bits_retain(flags),
-            key_type,
-            key_len,
-            (data_len > 0 || data_type != 0).then_some((data_type, data_len)),
-        ),
-    };
+    let shape = set_shape(family, kind);
     let mut attrs = vec![
         SetAttribute::Table(table.into()),
         SetAttribute::Name(name.into()),
-        SetAttribute::Flags(flags),
-        SetAttribute::KeyType(key_type),
-        SetAttribute::KeyLen(key_len),
+        SetAttribute::Flags(SetFlags::from_bits_retain(shape.flags)),
+        SetAttribute::KeyType(shape.key_type),
+        SetAttribute::KeyLen(shape.key_len),
     ];
-    if let Some((data_type, data_len)) = data {
+    if let Some((data_type, data_len)) = shape.data {
         attrs.push(SetAttribute::DataType(data_type));
         attrs.push(SetAttribute::DataLen(data_len));
     }
     attrs.push(SetAttribute::Id(id));
-    if let MapKind::AffinitySet { timeout } = kind {
-        // NFTA_SET_TIMEOUT is in milliseconds.
-        attrs.push(SetAttribute::Timeout(u64::from(timeout) * 1000));
+    if let Some(ms) = shape.timeout_ms {
+        attrs.push(SetAttribute::Timeout(ms));
     }
     attrs.push(SetAttribute::UserData(crate::udata::set_userdata(
         family, kind,

@@ -13,6 +13,7 @@
 //! what changed, not what the cluster holds.
 
 pub mod conntrack;
+mod decode;
 pub mod encode;
 mod engine;
 mod error;
@@ -29,6 +30,7 @@ mod trace;
 mod transaction;
 mod udata;
 
+pub use decode::decode_dump;
 pub use engine::{converge, Batch, Convergence, Repairs, SyncStats, Syncer, MAX_NOTES};
 pub use error::{libc_errno, Error, ErrorKind};
 pub use fake::FakeKernel;

@@ -1,8 +1,9 @@
-//! The user data `nft` attaches to sets (libnftnl's TLV format: type u8,
-//! length u8, value; integers in host byte order). The kernel stores it
-//! without looking; `nft list` reads it to print `type`/`typeof` lines, so
-//! we write what `nft` 1.0.6 writes for the same declaration and the
-//! listing of a ruleset we applied reads like the one `nft -f` applied.
+//! The user data `nft` attaches to tables and sets (libnftnl's TLV
+//! format: type u8, length u8, value; integers in host byte order). The
+//! kernel stores it without looking; `nft list` reads it to print a
+//! table's `comment` and a set's `type`/`typeof` lines, so we write what
+//! `nft` 1.0.6 writes for the same declaration and the listing of a
+//! ruleset we applied reads like the one `nft -f` applied.
 
 use crate::model::{Family, MapKind};
 
@@ -31,6 +32,50 @@ const IP6_DADDR: u32 = 9;
 const TH_DPORT: u32 = 2;
 /// NFT_META_L4PROTO.
 const META_L4PROTO: u32 = 16;
+
+/// NFTNL_UDATA_TABLE_COMMENT: a NUL-terminated string.
+const TABLE_COMMENT: u8 = 0;
+/// What the table comment says before the layout number.
+const LAYOUT_COMMENT: &str = "nftopo layout ";
+
+/// The table comment that records layout `layout`: `nftopo layout N`.
+pub fn layout_comment(layout: u32) -> String {
+    format!("{LAYOUT_COMMENT}{layout}")
+}
+
+/// The user data of nftopo's tables: the comment `nftopo layout N` (N =
+/// [`crate::names::LAYOUT`]), which `nft list table` shows as `comment
+/// "nftopo layout 2"` and a read-back turns into [`crate::Table::layout`].
+pub fn table_userdata() -> Vec<u8> {
+    let mut comment = layout_comment(crate::names::LAYOUT).into_bytes();
+    comment.push(0);
+    let mut out = Vec::new();
+    tlv(&mut out, TABLE_COMMENT, &comment);
+    out
+}
+
+/// The layout number in a table's user data, if it holds a well-formed
+/// comment `nftopo layout N` (what [`table_userdata`] writes); `None` for
+/// anything else (no comment, another comment, broken TLVs).
+pub fn table_layout(udata: &[u8]) -> Option<u32> {
+    let mut rest = udata;
+    while let [t, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        let value = tail.get(..len)?;
+        if *t == TABLE_COMMENT {
+            let text = value.strip_suffix(&[0])?;
+            let text = std::str::from_utf8(text).ok()?;
+            let number = text.strip_prefix(LAYOUT_COMMENT)?;
+            // Digits only: `u32::from_str` would take a leading `+`.
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            return number.parse().ok();
+        }
+        rest = &tail[len..];
+    }
+    None
+}
 
 fn tlv(out: &mut Vec<u8>, t: u8, value: &[u8]) {
     out.push(t);
@@ -195,6 +240,54 @@ mod tests {
              00 00 06 04 00 00 00 00",
         );
         assert_eq!(set_userdata(Family::Ip, MapKind::PortEndpointDnat), want);
+    }
+
+    #[test]
+    fn the_table_comment_names_the_layout_and_reads_back() {
+        let udata = table_userdata();
+        let mut want = vec![0, 16];
+        want.extend_from_slice(b"nftopo layout 2\0");
+        if crate::names::LAYOUT == 2 {
+            assert_eq!(udata, want);
+        }
+        assert_eq!(table_layout(&udata), Some(crate::names::LAYOUT));
+    }
+
+    #[test]
+    fn a_table_comment_that_is_not_ours_has_no_layout() {
+        // A comment TLV with `value` as its bytes.
+        let comment = |value: &[u8]| {
+            let mut out = vec![0, value.len() as u8];
+            out.extend_from_slice(value);
+            out
+        };
+        let cases: [(&str, Vec<u8>); 9] = [
+            ("no user data", vec![]),
+            ("another comment", comment(b"hello\0")),
+            ("no NUL at the end", comment(b"nftopo layout 2")),
+            (
+                "a length past the end",
+                b"\x00\x40nftopo layout 2\x00".to_vec(),
+            ),
+            ("no number", comment(b"nftopo layout \0")),
+            ("a sign", comment(b"nftopo layout +2\0")),
+            (
+                "a number too large",
+                comment(b"nftopo layout 99999999999\0"),
+            ),
+            ("invalid UTF-8", comment(b"\xff\xfe\0")),
+            ("a lone type byte", vec![0]),
+        ];
+        for (case, udata) in cases {
+            assert_eq!(table_layout(&udata), None, "{case}");
+        }
+    }
+
+    #[test]
+    fn other_user_data_before_the_comment_is_skipped() {
+        let mut udata = vec![7, 2, 0xaa, 0xbb];
+        udata.extend(table_userdata());
+        assert_eq!(table_layout(&udata), Some(crate::names::LAYOUT));
     }
 
     /// Bytes nft 1.0.6 sent for `set s { type ipv4_addr . ipv4_addr; }` and

@@ -1,0 +1,433 @@
+//! Read-back on the real kernel: what `NetlinkKernel` applied, its
+//! `read_back()` returns equal to the plan, and edits made by hand with
+//! `nft` show up as what the model calls them. Each test runs in a thread
+//! that moved into a network namespace of its own (`unshare(CLONE_NEWNET)`
+//! changes only the calling thread), so nothing touches the host's
+//! namespace and the namespace disappears with the thread even when an
+//! assertion fails. `nft` (run with `nsenter` into that namespace) is the
+//! witness and the hand that edits. Needs root.
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::*;
+use nft_writer::{ChainType, ElemKey, Kernel, MapKind, NetlinkKernel, Ruleset, Stmt, Transaction};
+
+/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
+/// path of that namespace for `nsenter --net=`.
+fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
+    );
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let path = format!(
+            "/proc/{}/task/{}/ns/net",
+            std::process::id(),
+            nix::unistd::gettid()
+        );
+        f(path)
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+/// Runs `nft ARGS` in the namespace `ns`, with `stdin` as its input.
+fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .arg("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nsenter nft");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The plan as a read-back returns it: the elements of dynamic sets are
+/// traffic state and are not read.
+fn as_read_back(rs: &Ruleset) -> Ruleset {
+    let mut rs = rs.clone();
+    for t in &mut rs.tables {
+        for m in t.maps.values_mut().filter(|m| m.kind.is_dynamic()) {
+            m.elements.clear();
+        }
+    }
+    rs
+}
+
+/// Asserts `got == want`, naming the first objects that differ.
+fn assert_same(got: &Ruleset, want: &Ruleset) {
+    if got == want {
+        return;
+    }
+    let mut report = Vec::new();
+    let families = |rs: &Ruleset| rs.tables.iter().map(|t| t.family).collect::<Vec<_>>();
+    if families(got) != families(want) {
+        report.push(format!(
+            "tables {:?} read back, {:?} planned",
+            families(got),
+            families(want)
+        ));
+    }
+    for (g, w) in got.tables.iter().zip(&want.tables) {
+        let f = g.family.nft_name();
+        if (&g.name, g.layout) != (&w.name, w.layout) {
+            report.push(format!(
+                "{f}: table {} layout {:?} vs {} layout {:?}",
+                g.name, g.layout, w.name, w.layout
+            ));
+        }
+        for name in g.chains.keys().chain(w.chains.keys()) {
+            match (g.chains.get(name), w.chains.get(name)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(a), Some(b)) => {
+                    if a.base != b.base {
+                        report.push(format!(
+                            "{f}: chain {name}: base {:?} vs {:?}",
+                            a.base, b.base
+                        ));
+                    }
+                    for (i, (ra, rb)) in a.rules.iter().zip(&b.rules).enumerate() {
+                        if ra != rb {
+                            report.push(format!(
+                                "{f}: chain {name} rule {i}:\n  got  {ra:?}\n  want {rb:?}"
+                            ));
+                        }
+                    }
+                    if a.rules.len() != b.rules.len() {
+                        report.push(format!(
+                            "{f}: chain {name}: {} rules vs {}",
+                            a.rules.len(),
+                            b.rules.len()
+                        ));
+                    }
+                }
+                (a, b) => report.push(format!(
+                    "{f}: chain {name}: {:?} vs {:?}",
+                    a.is_some(),
+                    b.is_some()
+                )),
+            }
+        }
+        for name in g.maps.keys().chain(w.maps.keys()) {
+            match (g.maps.get(name), w.maps.get(name)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(a), Some(b)) => {
+                    if a.kind != b.kind {
+                        report.push(format!(
+                            "{f}: map {name}: kind {:?} vs {:?}",
+                            a.kind, b.kind
+                        ));
+                    }
+                    let extra: Vec<_> = a
+                        .elements
+                        .iter()
+                        .filter(|(k, v)| b.elements.get(k) != Some(v))
+                        .take(3)
+                        .collect();
+                    let missing: Vec<_> = b
+                        .elements
+                        .iter()
+                        .filter(|(k, v)| a.elements.get(k) != Some(v))
+                        .take(3)
+                        .collect();
+                    report.push(format!("{f}: map {name}: {} vs {} elements; read back only {extra:?}; planned only {missing:?}", a.elements.len(), b.elements.len()));
+                }
+                (a, b) => report.push(format!(
+                    "{f}: map {name}: {:?} vs {:?}",
+                    a.is_some(),
+                    b.is_some()
+                )),
+            }
+        }
+    }
+    report.dedup();
+    panic!("read-back differs from the plan:\n{}", report.join("\n"));
+}
+
+/// Applies `rs` with `Transaction::replace`, reads it back, and checks
+/// that it equals the plan.
+fn apply_and_read_back(rs: &Ruleset) -> NetlinkKernel {
+    let mut k = NetlinkKernel::open().unwrap();
+    k.apply(&Transaction::replace(rs)).unwrap();
+    let got = k.read_back().unwrap();
+    assert_same(&got, &as_read_back(rs));
+    k
+}
+
+fn seed_ruleset() -> Ruleset {
+    let svc = service("", "");
+    let sl = slice(&FIVE);
+    let other = "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\nspec: {clusterIP: 10.43.0.11, ports: [{port: 53, protocol: UDP}]}\n";
+    ruleset(&state(&[NODES, &svc, &sl, other]), "node-2")
+}
+
+/// node-2's plan for tests/fixtures/edge.yaml: every construct of the
+/// data plane (node ports, external and load-balancer IPs, source
+/// ranges, session affinity, Local traffic policies, UDP, dual stack).
+fn edge_ruleset() -> Ruleset {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/edge.yaml"
+    ))
+    .unwrap();
+    let plan = topology_filter::plan(&state(&[&text]), "node-2");
+    let cfg = nft_writer::PlannerConfig {
+        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
+            .iter()
+            .filter_map(|c| nft_writer::Cidr::parse(c))
+            .collect(),
+        ..Default::default()
+    };
+    let (rs, problems) = nft_writer::plan_ruleset(&plan, &cfg);
+    assert!(problems.is_empty(), "{problems:?}");
+    rs
+}
+
+#[test]
+fn the_seed_scenario_reads_back_equal_to_its_plan() {
+    let rs = seed_ruleset();
+    in_netns(move |_| {
+        apply_and_read_back(&rs);
+    });
+}
+
+#[test]
+fn nothing_applied_reads_back_as_no_tables() {
+    in_netns(|_| {
+        let mut k = NetlinkKernel::open().unwrap();
+        assert_eq!(k.read_back().unwrap(), Ruleset::default());
+    });
+}
+
+#[test]
+fn the_full_data_plane_reads_back_equal_to_its_plan() {
+    let rs = edge_ruleset();
+    assert_eq!(rs.tables.len(), 2, "a dual-stack service needs both tables");
+    in_netns(move |_| {
+        apply_and_read_back(&rs);
+    });
+}
+
+#[test]
+fn the_table_comment_records_the_layout_and_nft_lists_it() {
+    let rs = seed_ruleset();
+    in_netns(move |ns| {
+        apply_and_read_back(&rs);
+        let listed = nft(&ns, &["list", "table", "ip", "nftopo"], None);
+        let comment = format!("comment \"nftopo layout {}\"", nft_writer::names::LAYOUT);
+        assert!(listed.contains(&comment), "{listed}");
+    });
+}
+
+/// `nft -f` input that edits the applied seed table by hand.
+fn hand_edits(forward_priority: i32) -> String {
+    format!(
+        "add rule ip nftopo services ip daddr 10.43.0.10 counter accept\n\
+         add rule ip nftopo services meta l4proto tcp accept comment \"by hand\"\n\
+         delete element ip nftopo service-ips {{ 10.43.0.10 . tcp . 80 }}\n\
+         add chain ip nftopo filter-forward {{ type filter hook forward priority {forward_priority}; policy drop; }}\n\
+         add set ip nftopo foreign {{ type ipv4_addr; flags interval; }}\n"
+    )
+}
+
+#[test]
+fn edits_made_by_hand_read_back_as_what_the_model_calls_them() {
+    let rs = seed_ruleset();
+    in_netns(move |ns| {
+        let mut k = apply_and_read_back(&rs);
+        let planned = &rs.tables[0];
+        let forward = planned.chains["filter-forward"].base.expect("a base chain");
+        nft(&ns, &["-f", "-"], Some(&hand_edits(forward.priority)));
+        let got = k.read_back().unwrap();
+        let table = &got.tables[0];
+
+        // The rules added to `services`: known statements around the
+        // unknown `counter`, and the comment as a rule attribute.
+        let services = &table.chains["services"].rules;
+        let n = planned.chains["services"].rules.len();
+        assert_eq!(services.len(), n + 2, "{services:?}");
+        match &services[n].0[..] {
+            [Stmt::DaddrIn(c), Stmt::Unknown { name, .. }, Stmt::Verdict(nft_writer::Verdict::Accept)] =>
+            {
+                assert_eq!(c.to_string(), "10.43.0.10/32");
+                assert_eq!(name, "counter");
+            }
+            other => panic!("counter rule read back as {other:?}"),
+        }
+        match &services[n + 1].0[..] {
+            [Stmt::L4ProtoIs(api_watch::Protocol::Tcp), Stmt::Verdict(nft_writer::Verdict::Accept), Stmt::Unknown { name, data }] =>
+            {
+                assert_eq!(name, "rule-attr 7", "NFTA_RULE_USERDATA");
+                assert!(data.windows(7).any(|w| w == b"by hand"), "{data:?}");
+            }
+            other => panic!("commented rule read back as {other:?}"),
+        }
+
+        // Everything else as planned, but for the other three edits.
+        let mut want = as_read_back(&rs);
+        let w = &mut want.tables[0];
+        w.chains.get_mut("services").unwrap().rules = services.clone();
+        let key = ElemKey::service("10.43.0.10".parse().unwrap(), api_watch::Protocol::Tcp, 80);
+        assert!(w
+            .maps
+            .get_mut("service-ips")
+            .unwrap()
+            .elements
+            .remove(&key)
+            .is_some());
+        let base = w
+            .chains
+            .get_mut("filter-forward")
+            .unwrap()
+            .base
+            .as_mut()
+            .unwrap();
+        base.policy_drop = true;
+        let foreign = &table.maps["foreign"];
+        assert!(
+            matches!(foreign.kind, MapKind::Other { flags, key_type: 7, key_len: 4, .. } if flags & 0x4 != 0),
+            "{:?}",
+            foreign.kind
+        );
+        w.maps.insert("foreign".into(), foreign.clone());
+        assert_same(&got, &want);
+        assert_eq!(
+            table.chains["filter-forward"].base.unwrap().chain_type,
+            ChainType::Filter
+        );
+    });
+}
+
+/// `n` ClusterIP services with `e` endpoints each, as manifests:
+/// cluster IPs from 10.43.0.0/16, pod IPs from 10.64.0.0/10.
+fn many_services(n: u32, e: u32) -> Ruleset {
+    let mut docs = vec![NODES.to_string()];
+    for i in 0..n {
+        let vip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 43, 0, 1)) + i);
+        docs.push(format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bench}}\nspec: {{clusterIP: {vip}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
+        ));
+        let eps: String = (0..e)
+            .map(|j| {
+                let pod = std::net::Ipv4Addr::from(
+                    u32::from(std::net::Ipv4Addr::new(10, 64, 0, 1)) + i * e + j,
+                );
+                format!("- {{addresses: [\"{pod}\"], nodeName: node-3}}\n")
+            })
+            .collect();
+        docs.push(format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-1, namespace: bench, labels: {{kubernetes.io/service-name: s{i}}}}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n{eps}"
+        ));
+    }
+    let text = docs.join("---\n");
+    ruleset(&state(&[&text]), "node-2")
+}
+
+/// (VmRSS, VmHWM) of this process in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// 10,000 services x 10 endpoints: 100,000 map elements and 10,000+
+/// chains read back equal to the plan. Prints the read-back's time and
+/// how far it raised the peak RSS of a fresh process that does nothing
+/// else ([`read_back_in_a_fresh_process`]; in this process the freed
+/// memory of planning and applying would hide it).
+#[test]
+fn ten_thousand_services_of_ten_endpoints_read_back_equal_to_their_plan() {
+    let started = Instant::now();
+    let rs = many_services(10_000, 10);
+    let planned = started.elapsed();
+    let elements: usize = rs.tables[0].maps.values().map(|m| m.elements.len()).sum();
+    assert!(elements >= 100_000, "{elements} elements");
+    in_netns(move |ns| {
+        let mut k = NetlinkKernel::open().unwrap();
+        let applied = Instant::now();
+        k.apply(&Transaction::replace(&rs)).unwrap();
+        let applied = applied.elapsed();
+        let t = Instant::now();
+        let got = k.read_back().unwrap();
+        let took = t.elapsed();
+        let chains = got.tables[0].chains.len();
+        assert!(chains > 10_000, "{chains} chains");
+        assert_same(&got, &as_read_back(&rs));
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "read_back_in_a_fresh_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("NFTOPO_READBACK_NETNS", &ns)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix("READBACK "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no figures from the child: {out}{}",
+                    String::from_utf8_lossy(&child.stderr)
+                )
+            });
+        let figures: Vec<f64> = line.split(' ').map(|f| f.parse().unwrap()).collect();
+        eprintln!(
+            "read-back of 10k services x 10 endpoints ({chains} chains, {elements} elements): \
+             {:.3} s here, {:.3} s in a fresh process whose peak RSS it raised by {:.1} MiB \
+             (from {:.1} MiB); planning took {:.1} s, applying {:.1} s",
+            took.as_secs_f64(),
+            figures[0],
+            (figures[2] - figures[1]) / 1024.0,
+            figures[1] / 1024.0,
+            planned.as_secs_f64(),
+            applied.as_secs_f64(),
+        );
+    });
+}
+
+/// The read-back alone, in the namespace the 10k test names (run by it
+/// as a child process): prints `READBACK seconds rss-before-KiB
+/// peak-KiB tables`.
+#[test]
+#[ignore = "run by ten_thousand_services_of_ten_endpoints_read_back_equal_to_their_plan"]
+fn read_back_in_a_fresh_process() {
+    let Ok(ns) = std::env::var("NFTOPO_READBACK_NETNS") else {
+        return;
+    };
+    let file = std::fs::File::open(ns).unwrap();
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let (before, _) = rss_kib();
+    let t = Instant::now();
+    let got = NetlinkKernel::open().unwrap().read_back().unwrap();
+    let took = t.elapsed().as_secs_f64();
+    let (_, peak) = rss_kib();
+    println!("READBACK {took} {before} {peak} {}", got.tables.len());
+}
