@@ -10,6 +10,8 @@
 
 mod guard;
 #[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
 mod regressions;
 mod slice;
 #[cfg(test)]

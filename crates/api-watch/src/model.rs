@@ -284,9 +284,9 @@ pub struct EndpointPort {
     pub port: u16,
 }
 
-/// Readiness of an endpoint (`conditions`), with Kubernetes' defaults for
-/// missing fields already applied (ready: true; serving: = ready;
-/// terminating: false).
+/// Readiness of an endpoint (`conditions`), with the API's reading of
+/// missing fields already applied, as kube-proxy applies it (ready: true;
+/// serving: true; terminating: false).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conditions {
     /// `conditions.ready`.
@@ -325,6 +325,19 @@ pub struct Endpoint {
     /// The v1beta1 `topology` map as written (empty for v1 slices). Used
     /// for topology keys when the endpoint's Node object is unknown.
     pub topology: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// Whether this copy of an endpoint replaces `kept`, an earlier copy
+    /// of the same address and port from another slice of the same
+    /// Service: only a copy that is not terminating replaces a terminating
+    /// one (kube-proxy's endpointslicecache.go: a pod IP reused while the
+    /// old pod terminates belongs to the running pod). Otherwise the
+    /// earlier copy stays, so that the choice does not depend on anything
+    /// but slice order.
+    pub fn replaces(&self, kept: &Endpoint) -> bool {
+        kept.conditions.terminating && !self.conditions.terminating
+    }
 }
 
 /// An EndpointSlice, reduced to what the proxy needs.
@@ -425,6 +438,59 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_two_copies_of_one_endpoint_the_one_not_terminating_wins() {
+        // endpointslicecache.go addEndpoints: a later copy replaces an
+        // earlier one unless it is terminating; "prefer the running pod
+        // over the terminating one".
+        let copy = |ready, serving, terminating| Endpoint {
+            conditions: Conditions {
+                ready,
+                serving,
+                terminating,
+            },
+            ..Endpoint::default()
+        };
+        let running = copy(true, true, false);
+        let terminating = copy(false, true, true);
+        let not_ready = copy(false, false, false);
+        let cases = [
+            (
+                "a running copy replaces a terminating one",
+                &running,
+                &terminating,
+                true,
+            ),
+            (
+                "a copy that is not ready but not terminating replaces a terminating one",
+                &not_ready,
+                &terminating,
+                true,
+            ),
+            (
+                "a terminating copy never replaces a running one",
+                &terminating,
+                &running,
+                false,
+            ),
+            (
+                "of two terminating copies the earlier stays",
+                &terminating,
+                &terminating,
+                false,
+            ),
+            (
+                "of two copies that are not terminating the earlier stays (upstream: undefined)",
+                &running,
+                &not_ready,
+                false,
+            ),
+        ];
+        for (name, later, kept, want) in cases {
+            assert_eq!(later.replaces(kept), want, "{name}");
+        }
+    }
 
     #[test]
     fn keys_and_protocols_serialize_as_kubernetes_writes_them() {

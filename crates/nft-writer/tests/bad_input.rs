@@ -208,8 +208,8 @@ fn cases() -> Vec<Case> {
         case("an unknown protocol skips the slice; its service refuses", format!("{}---\n{}", svc("{clusterIP: 10.43.1.6, ports: [{port: 80}]}"), slice("bad", "bad-1", "{addresses: [10.42.1.1]}").replace("protocol: TCP", "protocol: GRE")))
             .skips("EndpointSlice default/bad-1", "ports[0].protocol")
             .expect("10.43.1.6", Refused),
-        case("port 0 in a slice skips the slice", slice("good", "good-2", "{addresses: [10.42.1.1]}").replace("port: 5000", "port: 0"))
-            .skips("EndpointSlice default/good-2", "ports[0].port"),
+        // kube-proxy's endpointslicecache.go: "Ignoring invalid endpoint port".
+        case("port 0 in a slice skips that port, not the slice", slice("good", "good-2", "{addresses: [10.42.1.1]}").replace("port: 5000", "port: 0")),
         case("duplicate endpoints are used once", service("dup", "10.43.1.7", &["10.42.1.1", "10.42.1.1", "10.42.1.2"]))
             .expect("10.43.1.7", Dnat(&["10.42.1.1", "10.42.1.2"])),
         case("a port written twice is served once", format!("{}---\n{}", svc("{clusterIP: 10.43.1.8, ports: [{port: 80, targetPort: 5000}, {port: 80, targetPort: 5000}]}"), slice("bad", "bad-1", "{addresses: [10.42.1.1]}")))

@@ -3,7 +3,7 @@
 //! and let `categorize` split the endpoints into the cluster and local
 //! sets.
 
-use std::collections::BTreeSet;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::net::IpAddr;
 
 use api_watch::{
@@ -273,8 +273,9 @@ fn assemble(
 }
 
 /// Every endpoint address of the service port, deduplicated by (address,
-/// port) (the first occurrence in slice-name order wins), sorted by
-/// address then port so that every later step is deterministic.
+/// port): a copy that is not terminating replaces a terminating one,
+/// otherwise the first in slice-name order stays ([`Endpoint::replaces`]);
+/// sorted by address then port so that every later step is deterministic.
 ///
 /// The target port comes from the slice port with the service port's name
 /// and protocol; this is how named `targetPort`s resolve. A slice without
@@ -282,8 +283,8 @@ fn assemble(
 /// contribute nothing. IPv4 and IPv6 endpoints share the list. An endpoint is its first
 /// address, as in kube-proxy.
 fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate<'a>> {
-    let mut seen = BTreeSet::new();
-    let mut all = Vec::new();
+    let mut seen = BTreeMap::new();
+    let mut all: Vec<Candidate<'a>> = Vec::new();
     for slice in slices.iter().copied() {
         if slice.address_type == AddressType::Fqdn {
             continue;
@@ -299,12 +300,20 @@ fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate
             let Some(&ip) = endpoint.addresses.first() else {
                 continue;
             };
-            if seen.insert((ip, slice_port.port)) {
-                all.push(Candidate {
-                    ip,
-                    port: slice_port.port,
-                    endpoint,
-                });
+            let candidate = Candidate {
+                ip,
+                port: slice_port.port,
+                endpoint,
+            };
+            match seen.entry((ip, slice_port.port)) {
+                Entry::Vacant(e) => {
+                    e.insert(all.len());
+                    all.push(candidate);
+                }
+                Entry::Occupied(e) if endpoint.replaces(all[*e.get()].endpoint) => {
+                    all[*e.get()] = candidate;
+                }
+                Entry::Occupied(_) => {}
             }
         }
     }

@@ -43,14 +43,23 @@ pub(crate) fn slice_v1(slice: &discovery::EndpointSlice) -> Result<EndpointSlice
             ))
         }
     };
-    let ports = slice
+    let mut ports = Vec::new();
+    for (i, p) in slice
         .ports
         .as_deref()
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, p)| endpoint_port(i, p))
-        .collect::<Result<_, _>>()?;
+    {
+        match endpoint_port(i, p)? {
+            Some(port) => ports.push(port),
+            None => tracing::warn!(
+                slice = %key,
+                field = %format!("ports[{i}].port"),
+                "ignoring an EndpointSlice port without a port number (null or 0), as kube-proxy does; the slice's other ports are used"
+            ),
+        }
+    }
     let endpoints = slice
         .endpoints
         .as_deref()
@@ -68,16 +77,23 @@ pub(crate) fn slice_v1(slice: &discovery::EndpointSlice) -> Result<EndpointSlice
     })
 }
 
-fn endpoint_port(i: usize, p: &discovery::EndpointPort) -> Result<EndpointPort, FieldError> {
+/// One slice port; `None` for a port without a number (`port: null` or
+/// 0), which kube-proxy skips while keeping the slice's other ports
+/// (endpointslicecache.go: "Ignoring invalid endpoint port").
+fn endpoint_port(
+    i: usize,
+    p: &discovery::EndpointPort,
+) -> Result<Option<EndpointPort>, FieldError> {
     let field = |name: &str| format!("ports[{i}].{name}");
-    let port = p
-        .port
-        .ok_or_else(|| FieldError::new(field("port"), "missing"))?;
-    Ok(EndpointPort {
+    let port = match p.port {
+        None | Some(0) => return Ok(None),
+        Some(port) => port_number(field("port"), port)?,
+    };
+    Ok(Some(EndpointPort {
         name: port_name(field("name"), p.name.as_deref())?,
         protocol: protocol(field("protocol"), p.protocol.as_deref())?,
-        port: port_number(field("port"), port)?,
-    })
+        port,
+    }))
 }
 
 fn endpoint(
@@ -130,13 +146,13 @@ fn endpoint(
     })
 }
 
-/// Kubernetes' defaults: ready missing = true (unknown state is treated as
-/// ready); serving missing = ready; terminating missing = false.
+/// The API's reading of missing conditions, as kube-proxy applies it
+/// (endpointslicecache.go): ready missing = true, serving missing = true
+/// (not "= ready"), terminating missing = false.
 fn conditions(c: Option<&discovery::EndpointConditions>) -> Conditions {
-    let ready = c.and_then(|c| c.ready).unwrap_or(true);
     Conditions {
-        ready,
-        serving: c.and_then(|c| c.serving).unwrap_or(ready),
+        ready: c.and_then(|c| c.ready).unwrap_or(true),
+        serving: c.and_then(|c| c.serving).unwrap_or(true),
         terminating: c.and_then(|c| c.terminating).unwrap_or(false),
     }
 }

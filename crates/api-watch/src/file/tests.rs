@@ -181,8 +181,8 @@ spec: {clusterIP: None, clusterIPs: [None], ports: [{port: 5432}]}
                 assert_eq!(e.addresses, vec![ip("10.42.1.5")]);
                 assert_eq!((e.node_name.as_deref(), e.zone.as_deref()), (Some("node-1"), Some("zone-a")));
                 assert_eq!((e.hint_zones.clone(), e.hint_nodes.clone()), (vec!["zone-a".into()], vec!["node-1".into()]));
-                // serving defaults to ready, not to true.
-                assert_eq!(e.conditions, Conditions { ready: false, serving: false, terminating: true });
+                // A missing serving condition means serving (upstream reads nil as true).
+                assert_eq!(e.conditions, Conditions { ready: false, serving: true, terminating: true });
                 assert!(e.topology.is_empty());
             },
         },
@@ -672,9 +672,9 @@ fn each_bad_object_is_reported_with_file_document_object_and_field() {
             want: (1, "EndpointSlice default/s", "addressType", "unknown address type \"IPv5\""),
         },
         Fails {
-            name: "a slice port without a number names the port",
-            text: slice_with("addressType: IPv4\nports: [{name: http}]"),
-            want: (1, "EndpointSlice default/s", "ports[0].port", "missing"),
+            name: "a slice port above 65535 names the port",
+            text: slice_with("addressType: IPv4\nports: [{name: http, port: 70000}]"),
+            want: (1, "EndpointSlice default/s", "ports[0].port", "port 70000 is not in 1..=65535"),
         },
         Fails {
             name: "a slice port with an unknown protocol names the protocol",

@@ -287,6 +287,29 @@ fn endpoints_are_selected_by_readiness_and_topology() {
             problems: &["default/web: EndpointSlice default/web-fqdn has addressType FQDN; not proxied"],
         },
         Case {
+            // endpointslicecache.go addEndpoints: of two copies of one
+            // address, the one that is not terminating wins.
+            name: "an address terminating in one slice and running in another is the running endpoint, as upstream prefers the copy that is not terminating",
+            state: cluster(
+                vec![web()],
+                vec![
+                    slice("web-1", "web", &[("http", Protocol::Tcp, 8080)], vec![{
+                        let mut e = endpoint("10.42.1.5", Some("node-1"));
+                        e.conditions = Conditions { ready: false, serving: true, terminating: true };
+                        e
+                    }]),
+                    slice("web-2", "web", &[("http", Protocol::Tcp, 8080)], vec![
+                        endpoint("10.42.1.5", Some("node-2")),
+                        endpoint("10.42.2.5", Some("node-2")),
+                    ]),
+                ],
+            ),
+            node: "node-1",
+            endpoints: &["default/web http/tcp 80 -> 10.42.1.5:8080 10.42.2.5:8080"],
+            decisions: &["10.42.1.5 kept: no topology rules", "10.42.2.5 kept: no topology rules"],
+            problems: &[],
+        },
+        Case {
             name: "topologyKeys kubernetes.io/hostname keeps only this node's endpoints",
             state: cluster(vec![with_keys(web(), &[HOSTNAME, ZONE, "*"])], vec![web_slice()]),
             node: "node-1",
