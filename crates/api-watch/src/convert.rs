@@ -3,6 +3,7 @@
 //! relies on and names the field that is wrong in a [`FieldError`]; the
 //! caller adds where the object came from.
 
+mod address;
 mod block_affinity;
 mod names;
 mod node;
@@ -101,9 +102,17 @@ fn protocol(
     }
 }
 
-/// An IP address.
+/// An IP address, read as kube-proxy reads it (`netutils.ParseIPSloppy`:
+/// IPv4 octets with leading zeros are decimal); every address of every
+/// kind goes through here.
 fn ip(field: impl Into<String>, address: &str) -> Result<std::net::IpAddr, FieldError> {
-    address
-        .parse()
-        .map_err(|_| FieldError::new(field, format!("{address:?} is not an IP address")))
+    address::parse_ip_sloppy(address)
+        .ok_or_else(|| FieldError::new(field, format!("{address:?} is not an IP address")))
+}
+
+/// A prefix (`10.0.0.0/8`), read as kube-proxy reads it
+/// (`netutils.ParseCIDRSloppy`), as its network with host bits cleared and
+/// its length.
+fn cidr(written: &str) -> Option<(std::net::IpAddr, u8)> {
+    address::parse_cidr_sloppy(written)
 }

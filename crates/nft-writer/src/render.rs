@@ -186,6 +186,10 @@ pub fn base_chain_text(base: &BaseChain) -> String {
 impl Display for Table {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "table {} {} {{", self.family.nft_name(), self.name)?;
+        if let Some(layout) = self.layout {
+            // What `nft list` shows of the user data the encoder writes.
+            writeln!(f, "\tcomment \"{}\"", crate::udata::layout_comment(layout))?;
+        }
         for map in self.maps.values() {
             let word = if map.kind.is_map() { "map" } else { "set" };
             writeln!(f, "\t{word} {} {{", map.name)?;

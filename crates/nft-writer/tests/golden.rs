@@ -78,6 +78,7 @@ delete table ip nftopo
 table ip6 nftopo
 delete table ip6 nftopo
 table ip nftopo {
+\tcomment \"nftopo layout 2\"
 \tmap firewall-ips {
 \t\ttype ipv4_addr . inet_proto . inet_service : verdict
 \t}

@@ -1,12 +1,12 @@
 //! `v1 Service` → [`Service`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::{ip, key_of, port_name, port_number, protocol, FieldError};
+use super::{cidr, ip, key_of, port_name, port_number, protocol, FieldError};
 use crate::{
     IpFamily, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
     DEFAULT_SESSION_AFFINITY_TIMEOUT, MAX_SESSION_AFFINITY_TIMEOUT,
@@ -211,43 +211,24 @@ fn check_families(
 }
 
 /// `spec.loadBalancerSourceRanges`: every entry an IP prefix, normalised
-/// to its network (host bits cleared); surrounding spaces are ignored, as
-/// kube-proxy does.
+/// to its network (host bits cleared); surrounding spaces are ignored and
+/// octets with leading zeros are decimal, as kube-proxy reads them
+/// (`strings.TrimSpace`, then `netutils.ParseCIDRSloppy`).
 fn source_ranges(written: Option<&[String]>) -> Result<Vec<String>, FieldError> {
     written
         .unwrap_or_default()
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            prefix(s.trim()).ok_or_else(|| {
+            let (network, len) = cidr(s.trim()).ok_or_else(|| {
                 FieldError::new(
                     format!("spec.loadBalancerSourceRanges[{i}]"),
                     format!("{s:?} is not an IP prefix (like 10.0.0.0/8 or 2001:db8::/32)"),
                 )
-            })
+            })?;
+            Ok(format!("{network}/{len}"))
         })
         .collect()
-}
-
-/// `a.b.c.d/n` (n ≤ 32) or `x::/n` (n ≤ 128) as `network/n`.
-fn prefix(s: &str) -> Option<String> {
-    let (address, len) = s.split_once('/')?;
-    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let len: u32 = len.parse().ok()?;
-    let network = match address.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) if len <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) if len <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-        _ => return None,
-    };
-    Some(format!("{network}/{len}"))
 }
 
 /// `spec.sessionAffinity` with

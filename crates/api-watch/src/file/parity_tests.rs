@@ -1,6 +1,9 @@
 //! Manifests read as kube-proxy reads the same objects from the API: how
-//! it reads slice ports and endpoint conditions. Each case names the
+//! it parses addresses, and how it reads slice ports and endpoint
+//! conditions. Each case names the
 //! upstream rule it follows.
+
+use std::net::IpAddr;
 
 use super::*;
 use crate::{Conditions, ObjectKey};
@@ -11,8 +14,131 @@ fn load(text: &str) -> (ClusterState, Vec<LoadError>) {
     (state, errors)
 }
 
+fn ips(written: &[&str]) -> Vec<IpAddr> {
+    written.iter().map(|s| s.parse().unwrap()).collect()
+}
+
 fn key(name: &str) -> ObjectKey {
     ObjectKey::new("default", name)
+}
+
+#[test]
+fn addresses_with_leading_zeros_are_decimal_in_every_field() {
+    // k8s.io/utils netutils.ParseIPSloppy / ParseCIDRSloppy (issue 100895):
+    // kube-proxy reads every address of a Service, a slice and a Node
+    // through them, so `172.30.0.071` is 172.30.0.71.
+    let service = "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: LoadBalancer
+  clusterIP: 172.30.0.071
+  clusterIPs: [172.30.0.071, 'fd00::0a']
+  externalIPs: [192.0.2.010, 198.051.100.7]
+  loadBalancerSourceRanges: [010.0.0.0/08, ' 192.000.002.000/24 ']
+  ports: [{port: 80}]
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.009}]
+";
+    let (state, errors) = load(service);
+    assert_eq!(errors, vec![]);
+    let s = &state.services[&key("web")];
+    let cases = [
+        (
+            "cluster IPs with leading zeros are read as decimal, not skipped",
+            s.cluster_ips.clone(),
+            ips(&["172.30.0.71", "fd00::a"]),
+        ),
+        (
+            "external IPs with leading zeros are read as decimal",
+            s.external_ips.clone(),
+            ips(&["192.0.2.10", "198.51.100.7"]),
+        ),
+        (
+            "load-balancer ingress IPs with leading zeros are read as decimal",
+            s.load_balancer_ips.clone(),
+            ips(&["203.0.113.9"]),
+        ),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "{name}");
+    }
+    assert_eq!(
+        s.load_balancer_source_ranges,
+        ["10.0.0.0/8", "192.0.2.0/24"],
+        "source ranges with leading zeros (ParseCIDRSloppy, after TrimSpace) are read as decimal"
+    );
+
+    let only_spec_cluster_ip =
+        "{apiVersion: v1, kind: Service, metadata: {name: web}, spec: {clusterIP: 10.043.000.001}}";
+    let (state, errors) = load(only_spec_cluster_ip);
+    assert_eq!(errors, vec![]);
+    assert_eq!(
+        state.services[&key("web")].cluster_ips,
+        ips(&["10.43.0.1"]),
+        "a spec.clusterIP with leading zeros is read as decimal"
+    );
+
+    let slice = "{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: web}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [10.042.001.005]}, {addresses: ['::ffff:10.42.1.6']}]}";
+    let (state, errors) = load(slice);
+    assert_eq!(errors, vec![]);
+    let addresses: Vec<IpAddr> = state.endpoint_slices[&key("s")]
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(
+        addresses,
+        ips(&["10.42.1.5", "10.42.1.6"]),
+        "endpoint addresses with leading zeros are decimal, and an IPv4-mapped one is IPv4 (Go's To4)"
+    );
+
+    let node = "{apiVersion: v1, kind: Node, metadata: {name: n}, status: {addresses: [{type: InternalIP, address: 172.031.011.157}]}}";
+    let (state, errors) = load(node);
+    assert_eq!(errors, vec![]);
+    assert_eq!(
+        state.nodes["n"].addresses,
+        [("InternalIP".to_string(), ips(&["172.31.11.157"])[0])],
+        "node addresses with leading zeros are decimal (GetNodeHostIPs uses ParseIPSloppy)"
+    );
+}
+
+#[test]
+fn addresses_upstream_rejects_are_still_errors_naming_the_field() {
+    let cases = [
+        (
+            "an octet above 255 is no address, leading zeros or not",
+            "spec: {clusterIP: 10.43.0.0256}",
+            "spec.clusterIP",
+        ),
+        (
+            "a zone is no address",
+            "spec: {externalIPs: ['fe80::1%eth0']}",
+            "spec.externalIPs[0]",
+        ),
+        (
+            "an IPv6 group above 16 bits is no address",
+            "spec: {clusterIPs: ['fd00::10000']}",
+            "spec.clusterIPs[0]",
+        ),
+        (
+            "a prefix length above 32 is rejected even with leading zeros",
+            "spec: {loadBalancerSourceRanges: [10.0.0.0/033]}",
+            "spec.loadBalancerSourceRanges[0]",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        let text = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n{spec}\n");
+        let (state, errors) = load(&text);
+        assert!(state.services.is_empty(), "{name}");
+        let got: Vec<_> = errors
+            .iter()
+            .map(|e| (e.object.as_str(), e.field.as_str()))
+            .collect();
+        assert_eq!(got, [("Service default/web", field)], "{name}");
+    }
 }
 
 #[test]
