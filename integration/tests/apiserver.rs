@@ -674,6 +674,136 @@ fn raw_protocol() {
     assert_eq!(raw_get(a, "/api/v1/namespaces/x/nodes").0, 404);
 }
 
+/// kube-proxy's selector: Services (and slices) handed to another proxy,
+/// or headless, are not listed, and leave or join a watch as their labels
+/// change.
+const PROXIED: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+fn labelled(name: &str, port: u16, labels: Value) -> Value {
+    let mut s = service("default", name, port);
+    s["metadata"]["labels"] = labels;
+    s
+}
+
+#[test]
+fn existence_selectors_list_and_watch_as_the_real_api_server() {
+    let server = local();
+    let a = server.addr();
+    // Watch from a real version (0 would mean "the current state first").
+    let from = server.apply(node("node-1", "zone-a")).unwrap();
+    let other = json!({"service.kubernetes.io/service-proxy-name": "other"});
+    server
+        .apply(labelled("a", 80, json!({"app": "a"})))
+        .unwrap(); // ADDED
+    let gained = server.apply(labelled("a", 81, other.clone())).unwrap(); // DELETED
+    server.apply(labelled("a", 82, json!({}))).unwrap(); // ADDED again
+    server
+        .apply(labelled(
+            "b",
+            80,
+            json!({"service.kubernetes.io/headless": ""}),
+        ))
+        .unwrap(); // never seen
+    server
+        .apply(labelled(
+            "b",
+            81,
+            json!({"service.kubernetes.io/headless": "x"}),
+        ))
+        .unwrap(); // still not seen
+    server.delete("Service", "default", "b").unwrap(); // not seen either
+    server.apply(labelled("c", 80, other)).unwrap(); // not listed
+
+    let selector = PROXIED
+        .replace('!', "%21")
+        .replace(',', "%2C")
+        .replace('/', "%2F");
+    let (_, body) = raw_get(a, &format!("/api/v1/services?labelSelector={selector}"));
+    let names: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["a"],
+        "a list leaves out objects carrying either key"
+    );
+
+    let (_, body) = raw_get(
+        a,
+        &format!("/api/v1/services?watch=1&resourceVersion={from}&labelSelector={selector}&timeoutSeconds=1"),
+    );
+    let ev = |t: &str, w: String| (t.to_string(), w);
+    assert_eq!(
+        events(&body),
+        [
+            ev("ADDED", format!("a@{}", from + 1)),
+            ev("DELETED", format!("a@{gained}")),
+            ev("ADDED", format!("a@{}", gained + 1)),
+        ],
+        "gaining a label the selector excludes is DELETED, losing it ADDED; \
+         objects that never matched are never sent"
+    );
+    // The real watch cache sends the object as it was while it matched,
+    // at the version of the change that made it stop matching.
+    let deleted: Value = serde_json::from_str(body.lines().nth(1).unwrap()).unwrap();
+    let object = &deleted["object"];
+    assert_eq!(object["metadata"]["labels"], json!({"app": "a"}));
+    assert_eq!(object["spec"]["ports"][0]["port"], 80);
+    assert_eq!(object["metadata"]["resourceVersion"], gained.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_with_kube_proxys_selector_drops_and_regains_a_relabelled_service() {
+    let server = local();
+    server.apply(service("default", "web", 80)).unwrap();
+    server
+        .apply(labelled(
+            "mesh",
+            80,
+            json!({"service.kubernetes.io/service-proxy-name": "mesh"}),
+        ))
+        .unwrap();
+    let c = client(&server).await;
+    let w = watch(
+        Api::<Service>::all(c),
+        watcher::Config::default().labels(PROXIED),
+    );
+    w.wait_for(show_svc, &["default/web:80"]).await;
+    server
+        .apply(labelled(
+            "web",
+            81,
+            json!({"service.kubernetes.io/service-proxy-name": "mesh"}),
+        ))
+        .unwrap();
+    w.wait_for(show_svc, &[]).await;
+    server
+        .apply(labelled("mesh", 82, json!({"app": "mesh"})))
+        .unwrap();
+    w.wait_for(show_svc, &["default/mesh:82"]).await;
+    assert_eq!(
+        w.log(),
+        [
+            "Init",
+            "InitApply web",
+            "InitDone",
+            "Delete web",
+            "Apply mesh"
+        ]
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| !r.contains("/services?") || r.contains("labelSelector=")),
+        "every list and watch carried the selector: {:?}",
+        server.requests()
+    );
+}
+
 #[test]
 fn stand_in_inside_a_network_namespace() {
     nftopo_integration::require_root();

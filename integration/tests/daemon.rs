@@ -435,6 +435,38 @@ fn follows_new_services_removed_endpoints_and_node_labels() {
     assert_eq!(env.kernel(WEB_IP, WEB_PORT), Some(set(&[C, E])));
 }
 
+/// kube-proxy's informers select
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`
+/// (cmd/kube-proxy/app/server.go): a Service labelled for another proxy
+/// leaves the kernel (the API server sends DELETED for it), and comes back
+/// when the label goes.
+#[test]
+fn a_service_handed_to_another_proxy_leaves_the_kernel_and_comes_back() {
+    let mut env = running();
+    for obj in web_service() {
+        env.apply(obj);
+    }
+    env.wait_kernel(WEB_IP, WEB_PORT, &set(&[C, E]), "new service");
+    let [mut svc, _] = web_service();
+    svc["metadata"]["labels"] = json!({"service.kubernetes.io/service-proxy-name": "other-proxy"});
+    env.apply(svc);
+    env.wait_kernel(
+        WEB_IP,
+        WEB_PORT,
+        &BTreeSet::new(),
+        "labelled for another proxy",
+    );
+    assert_eq!(
+        env.kernel(SERVICE_IP, SERVICE_PORT),
+        Some(backends()),
+        "the other Service is untouched"
+    );
+    let [svc, _] = web_service();
+    env.apply(svc);
+    env.wait_kernel(WEB_IP, WEB_PORT, &set(&[C, E]), "label removed");
+    env.assert_running();
+}
+
 #[test]
 fn stand_in_stopped_mid_churn_keeps_rules_then_relists() {
     let mut env = running();

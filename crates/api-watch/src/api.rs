@@ -11,6 +11,8 @@
 //! into it.
 
 mod kinds;
+#[cfg(test)]
+mod selector_tests;
 mod snapshots;
 #[cfg(test)]
 mod tests;
@@ -101,12 +103,16 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
 /// dropped. The requests it makes are [`access`]'s.
 pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
     let config = watcher::Config::default;
-    let service_events = watcher(Api::<core::Service>::all(client.clone()), config())
+    // Services and slices handed to another proxy, or of headless
+    // Services, are left out by the API server, which sends DELETED when
+    // an object gains such a label (kube-proxy's informers do the same).
+    let proxied = || config().labels(&proxied_selector());
+    let service_events = watcher(Api::<core::Service>::all(client.clone()), proxied())
         .default_backoff()
         .boxed();
     let slice_events = watcher(
         Api::<discovery::EndpointSlice>::all(client.clone()),
-        config(),
+        proxied(),
     )
     .default_backoff()
     .boxed();
@@ -126,6 +132,16 @@ pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
         node_events,
         block_events,
     )
+}
+
+/// The label selector [`watch`] lists and watches Services and
+/// EndpointSlices with, as kube-proxy's informers do:
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`
+/// (objects carrying either label, whatever its value, are not proxied).
+pub fn proxied_selector() -> String {
+    crate::convert::UNPROXIED_LABELS
+        .map(|label| format!("!{label}"))
+        .join(",")
 }
 
 /// One kind of request [`watch`] makes of the API server: what the

@@ -20,6 +20,19 @@ pub(crate) use node::node;
 pub(crate) use service::service;
 pub(crate) use slice::{slice_v1, HOSTNAME_KEY, ZONE_KEY};
 
+/// The labels that take a Service or EndpointSlice away from kube-proxy:
+/// its informers list and watch both kinds with the selector
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`
+/// (cmd/kube-proxy/app/server.go).
+pub(crate) const UNPROXIED_LABELS: [&str; 2] =
+    [crate::SERVICE_PROXY_NAME_LABEL, crate::HEADLESS_LABEL];
+
+/// The first of [`UNPROXIED_LABELS`] that `has_label` says the object
+/// carries (with any value): such an object is not proxied.
+pub(crate) fn unproxied_label(has_label: impl Fn(&str) -> bool) -> Option<&'static str> {
+    UNPROXIED_LABELS.into_iter().find(|l| has_label(l))
+}
+
 /// A problem with one field of an object, before the source of the object
 /// is known. The converters return it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,11 @@
 //! left out and reported as a [`LoadError`] naming the file, the document,
 //! the object and the field; every other object still loads. Objects with
 //! the same key replace earlier ones (the last one read wins).
+//!
+//! Services and EndpointSlices that kube-proxy's informers do not select
+//! (labelled `service.kubernetes.io/service-proxy-name` or
+//! `service.kubernetes.io/headless`) are left out, with a log line: they
+//! are not errors.
 
 mod guard;
 #[cfg(test)]
@@ -224,6 +229,19 @@ impl Loader<'_> {
             );
         }
         let object = object_name(kind, value, path);
+        let service_or_slice = matches!(
+            (api_version, kind),
+            ("v1", "Service")
+                | (
+                    "discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1",
+                    "EndpointSlice"
+                )
+        );
+        if service_or_slice {
+            if let Some(label) = unproxied(value) {
+                return self.ignore(kind, value, &object, label);
+            }
+        }
         match (api_version, kind) {
             (_, "List") => self.load_list(map.get("items"), path, &object),
             ("v1", "Service") => match convert_service(value) {
@@ -260,6 +278,45 @@ impl Loader<'_> {
                 kind,
                 "ignoring object of a kind nftopo does not use"
             ),
+        }
+    }
+
+    /// Leaves out a Service or EndpointSlice that carries `label`, as
+    /// kube-proxy's informers do (they select
+    /// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`);
+    /// an object of the same key read earlier goes too, as the last one
+    /// read wins. Not an error: such objects are meant for someone else.
+    /// Each ignored Service is logged as a warning (`render`, `apply` and
+    /// `explain` show warnings), slices only at debug level: every
+    /// headless Service has slices with the headless label.
+    fn ignore(&mut self, kind: &str, value: &Value, object: &str, label: &str) {
+        if let Some(name) = value["metadata"]["name"].as_str() {
+            let key = crate::ObjectKey::new(namespace_of(&value["metadata"]), name);
+            if kind == "Service" {
+                self.state.services.remove(&key);
+            } else {
+                self.state.endpoint_slices.remove(&key);
+            }
+        }
+        let why = if label == crate::SERVICE_PROXY_NAME_LABEL {
+            "it belongs to another proxy"
+        } else {
+            "it is marked headless"
+        };
+        if kind == "Service" {
+            tracing::warn!(
+                file = self.file,
+                document = self.document,
+                label,
+                "ignoring {object}: {why} (label {label}), as kube-proxy ignores it"
+            );
+        } else {
+            tracing::debug!(
+                file = self.file,
+                document = self.document,
+                label,
+                "ignoring {object}: {why} (label {label}), as kube-proxy ignores it"
+            );
         }
     }
 
@@ -312,6 +369,13 @@ fn object_name(kind: &str, value: &Value, path: Option<&str>) -> String {
         }
         None => format!("{kind} {}", path.unwrap_or("(unnamed)")),
     }
+}
+
+/// The label that takes this raw Service or EndpointSlice away from
+/// kube-proxy, if it carries one.
+fn unproxied(value: &Value) -> Option<&'static str> {
+    let labels = value["metadata"]["labels"].as_object()?;
+    convert::unproxied_label(|l| labels.contains_key(l))
 }
 
 /// `s` with quotes, backslashes and control characters escaped, cut

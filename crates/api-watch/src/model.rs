@@ -22,6 +22,17 @@ pub const LAST_CHANGE_TRIGGER_TIME_ANNOTATION: &str =
 /// Label on an EndpointSlice naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Label that hands a Service to another proxy. kube-proxy's informers
+/// leave out Services and EndpointSlices that carry it (whatever its
+/// value), and so does nftopo. The EndpointSlice controller copies a
+/// Service's labels onto its slices.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Label the EndpointSlice controller puts on the slices of a headless
+/// Service; kube-proxy's informers leave out objects that carry it, and
+/// so does nftopo.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
 /// `namespace/name` of a namespaced object. Serialized as
 /// `{"namespace": …, "name": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]

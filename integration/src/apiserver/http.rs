@@ -425,7 +425,13 @@ fn translate(c: &Change, t: &Target, sel: &Selectors) -> Option<Vec<u8>> {
     match (was, sel.matches(&c.new)) {
         (Some(true), true) => Some(event("MODIFIED", &c.new)),
         (_, true) => Some(event("ADDED", &c.new)),
-        (Some(true), false) => Some(event("DELETED", &c.new)),
+        (Some(true), false) => {
+            // As the API server's watch cache does: the previous content
+            // (the one that matched), at this change's resourceVersion.
+            let mut last = (**c.old.as_ref()?).clone();
+            last["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+            Some(event("DELETED", &last))
+        }
         _ => None,
     }
 }

@@ -22,8 +22,10 @@
 //!   Without a version (or "0") the watch starts with `ADDED` for every
 //!   current object; `sendInitialEvents=true` (streaming lists) adds the
 //!   `k8s.io/initial-events-end` bookmark.
-//! - Label selectors that change match turn MODIFIED into ADDED/DELETED
-//!   for that watcher, as the real watch cache does.
+//! - Label selectors (`=`, `!=`, `in`, `notin`, `key` and `!key`) that
+//!   change match turn MODIFIED into ADDED/DELETED for that watcher, as the
+//!   real watch cache does; the DELETED event carries the object as it was
+//!   while it matched, with the change's resourceVersion.
 //! - Also served: `/version`, `/healthz`, `/livez`, `/readyz` and the
 //!   discovery documents `/api`, `/apis`, `/api/v1`,
 //!   `/apis/discovery.k8s.io[/v1]`. Anything but GET answers 405.

@@ -1,6 +1,6 @@
-//! Manifests read as kube-proxy reads the same objects from the API: how
-//! it parses addresses, and how it reads slice ports and endpoint
-//! conditions. Each case names the
+//! Manifests read as kube-proxy reads the same objects from the API: which
+//! Services and slices it proxies at all, how it parses addresses, and how
+//! it reads slice ports and endpoint conditions. Each case names the
 //! upstream rule it follows.
 
 use std::net::IpAddr;
@@ -20,6 +20,89 @@ fn ips(written: &[&str]) -> Vec<IpAddr> {
 
 fn key(name: &str) -> ObjectKey {
     ObjectKey::new("default", name)
+}
+
+#[test]
+fn services_and_slices_kube_proxy_does_not_select_are_left_out() {
+    // cmd/kube-proxy/app/server.go: Services and EndpointSlices are listed
+    // and watched with
+    // `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`.
+    let cases: &[(&str, &str, bool)] = &[
+        (
+            "a Service labelled service-proxy-name belongs to another proxy and is left out",
+            "{apiVersion: v1, kind: Service, metadata: {name: web, labels: {service.kubernetes.io/service-proxy-name: cilium}}, spec: {clusterIP: 10.43.0.1, ports: [{port: 80}]}}",
+            false,
+        ),
+        (
+            "the proxy-name label excludes a Service whatever its value, even empty (an existence selector)",
+            "{apiVersion: v1, kind: Service, metadata: {name: web, labels: {service.kubernetes.io/service-proxy-name: ''}}, spec: {clusterIP: 10.43.0.1}}",
+            false,
+        ),
+        (
+            "a Service labelled headless is left out",
+            "{apiVersion: v1, kind: Service, metadata: {name: web, labels: {service.kubernetes.io/headless: ''}}, spec: {clusterIP: 10.43.0.1}}",
+            false,
+        ),
+        (
+            "a Service with other labels is proxied",
+            "{apiVersion: v1, kind: Service, metadata: {name: web, labels: {app: web, service.kubernetes.io/topology-mode: Auto}}, spec: {clusterIP: 10.43.0.1}}",
+            true,
+        ),
+        (
+            "a Service that another proxy would take but that is broken is left out without an error",
+            "{apiVersion: v1, kind: Service, metadata: {name: web, labels: {service.kubernetes.io/service-proxy-name: other}}, spec: {type: Magic}}",
+            false,
+        ),
+    ];
+    for (name, text, kept) in cases {
+        let (state, errors) = load(text);
+        assert_eq!(errors, vec![], "{name}");
+        assert_eq!(state.services.contains_key(&key("web")), *kept, "{name}");
+    }
+
+    let slices: &[(&str, &str, bool)] = &[
+        (
+            "a slice of a headless Service (labelled headless by the EndpointSlice controller) is left out",
+            "service.kubernetes.io/headless: ''",
+            false,
+        ),
+        (
+            "a slice carrying its Service's proxy-name label is left out",
+            "service.kubernetes.io/service-proxy-name: other",
+            false,
+        ),
+        ("a slice without those labels is used", "app: web", true),
+    ];
+    let relabelled = "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 10.43.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {service.kubernetes.io/service-proxy-name: other}}
+spec: {clusterIP: 10.43.0.1}
+";
+    let (state, errors) = load(relabelled);
+    assert_eq!(errors, vec![]);
+    assert!(
+        state.services.is_empty(),
+        "a later copy handed to another proxy replaces the earlier one: the last one read wins"
+    );
+
+    for (name, label, kept) in slices {
+        let text = format!(
+            "{{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {{name: s, labels: {{kubernetes.io/service-name: web, {label}}}}}, addressType: IPv4, endpoints: [{{addresses: [10.42.0.5]}}]}}"
+        );
+        let (state, errors) = load(&text);
+        assert_eq!(errors, vec![], "{name}");
+        assert_eq!(
+            state.endpoint_slices.contains_key(&key("s")),
+            *kept,
+            "{name}"
+        );
+    }
 }
 
 #[test]
