@@ -143,3 +143,40 @@ pub fn gen_manifests(bin: &Path, services: u64, endpoints: u64, out: PathBuf) ->
     )?;
     Ok(out)
 }
+
+/// Witness: `nft monitor` in a namespace, from [`NftMonitor::start`] to
+/// [`NftMonitor::events`]: every change the kernel reports to nf_tables
+/// listeners, whoever made it.
+pub struct NftMonitor(std::process::Child);
+
+impl NftMonitor {
+    /// Starts `nft monitor` in `ns` and gives it time to subscribe.
+    pub fn start(ns: &Netns) -> Result<NftMonitor> {
+        let child = ns
+            .command(Path::new("nft"), &["monitor"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| Error(format!("cannot start nft monitor in {}: {e}", ns.name())))?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(NftMonitor(child))
+    }
+
+    /// The changes reported so far (one line each), after giving the last
+    /// ones time to arrive; stops the monitor.
+    pub fn events(mut self) -> Vec<String> {
+        use std::io::Read;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = self.0.kill();
+        let mut out = String::new();
+        if let Some(mut s) = self.0.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let _ = self.0.wait();
+        out.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    }
+}

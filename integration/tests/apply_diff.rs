@@ -11,10 +11,7 @@
 //! * a table of another layout is replaced once, then converged:
 //!   `a_table_of_another_layout_is_replaced_once`
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use nftopo_integration::*;
 
@@ -32,40 +29,6 @@ fn seed(topology_keys: bool) -> Vec<PathBuf> {
         .iter()
         .map(|f| seed_manifest(f))
         .collect()
-}
-
-/// `nft monitor` in a namespace, from start to [`Monitor::events`].
-struct Monitor(Child);
-
-impl Monitor {
-    fn start(ns: &Netns) -> Monitor {
-        let child = ns
-            .command(std::path::Path::new("nft"), &["monitor"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nft monitor");
-        // Let it subscribe before anything happens.
-        std::thread::sleep(Duration::from_millis(300));
-        Monitor(child)
-    }
-
-    /// Every change the kernel reported (one line each), after giving the
-    /// last ones time to arrive.
-    fn events(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.0.kill();
-        let mut out = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        let _ = self.0.wait();
-        out.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    }
 }
 
 /// `nftopo diff` in `ns`: (exit code, stdout).
@@ -98,7 +61,7 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
     let plain = seed(false);
     ok(apply(&ns, THIS_NODE, &plain, &[]), "first apply");
     let before = ok(nft_list(&ns), "list");
-    let m = Monitor::start(&ns);
+    let m = ok(NftMonitor::start(&ns), "nft monitor");
     ok(apply(&ns, THIS_NODE, &plain, &[]), "second apply");
     let events = m.events();
     assert!(events.is_empty(), "an unchanged apply changed: {events:#?}");
@@ -117,7 +80,7 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
     let moved = dir.join("slices.yaml");
     ok(std::fs::write(&moved, without_e), "write slices");
     let changed = vec![plain[0].clone(), plain[1].clone(), moved];
-    let m = Monitor::start(&ns);
+    let m = ok(NftMonitor::start(&ns), "nft monitor");
     ok(apply(&ns, THIS_NODE, &changed, &[]), "apply with a moved pod");
     let events = m.events();
     // The endpoint element, rewritten; nothing else of the table.

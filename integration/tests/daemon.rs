@@ -725,6 +725,45 @@ fn sigterm_leaves_the_rules_and_cleanup_removes_them() {
     );
 }
 
+/// kube-proxy's #130119: a restart with an unchanged cluster changes
+/// nothing in the kernel. `nft monitor` in node-2 is the witness; the
+/// daemon's own `first sync done` line must say the same.
+#[test]
+fn a_restart_with_an_unchanged_cluster_sends_nothing() {
+    let mut env = running();
+    let st = ok(env.daemon().terminate(Duration::from_secs(10)), "SIGTERM");
+    assert!(st.success(), "{st}; log:\n{}", env.log());
+    let before = ok(nft_list(env.node2()), "nft list ruleset");
+    let monitor = ok(NftMonitor::start(env.node2()), "nft monitor");
+    env.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.log().contains("first sync done") {
+        env.assert_running();
+        assert!(Instant::now() < deadline, "no first sync; log:\n{}", env.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = monitor.events();
+    let log = env.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("first sync done"))
+        .expect("seen above");
+    assert!(
+        line.contains("operations=0") && line.contains("differences=0"),
+        "{line}"
+    );
+    assert!(events.is_empty(), "the restart changed the kernel: {events:#?}");
+    assert_eq!(ok(nft_list(env.node2()), "nft list ruleset"), before);
+    // And it still follows changes afterwards.
+    env.apply(slice_q9d4m(&[D]));
+    env.wait_kernel(
+        SERVICE_IP,
+        SERVICE_PORT,
+        &set(&[A, B, C, D]),
+        "a change after the restart",
+    );
+}
+
 #[test]
 fn event_to_kernel_latency() {
     let mut env = running();
