@@ -126,7 +126,7 @@ package-test: package-deps static deb image
 # dependency, has some) and ASan cost two thirds of the executions;
 # FUZZ_SANITIZER=address turns it back on.
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS ?= manifest planner netlink
+FUZZ_TARGETS ?= manifest planner netlink readback
 FUZZ_SANITIZER ?= none
 
 .PHONY: fuzz reliability

@@ -302,39 +302,6 @@ impl Decoder {
             .unwrap_or_default()
     }
 
-    /// Forgets the chains (and their rules) of the table: a chain dump
-    /// starts over.
-    pub fn clear_chains(&mut self, family: Family, table: &str) {
-        if let Some(t) = self.table_mut(family, table) {
-            t.chains.clear();
-        }
-    }
-
-    /// Forgets the rules of every chain of the table: a rule dump starts
-    /// over.
-    pub fn clear_rules(&mut self, family: Family, table: &str) {
-        if let Some(t) = self.table_mut(family, table) {
-            t.chains.values_mut().for_each(|c| c.rules.clear());
-        }
-    }
-
-    /// Forgets the sets and maps of the table: a set dump starts over.
-    pub fn clear_maps(&mut self, family: Family, table: &str) {
-        if let Some(t) = self.table_mut(family, table) {
-            t.maps.clear();
-        }
-    }
-
-    /// Forgets the elements of one set: its element dump starts over.
-    pub fn clear_elements(&mut self, family: Family, table: &str, set: &str) {
-        if let Some(m) = self
-            .table_mut(family, table)
-            .and_then(|t| t.maps.get_mut(set))
-        {
-            m.elements.clear();
-        }
-    }
-
     fn table_mut(&mut self, family: Family, name: &str) -> Option<&mut Table> {
         self.tables
             .iter_mut()

@@ -7,7 +7,9 @@ pub enum Error {
     /// The kernel (or the fake) refused the transaction. `op_index` names
     /// the failing operation when the answer points at one. Nothing was
     /// applied. The caller logs it, counts it, retries with backoff and
-    /// follows with a full sync.
+    /// follows with a full sync. A refused read-back request (EPERM, …)
+    /// is reported the same way, with `op` the `nft list` command it
+    /// stands for and no `op_index`.
     #[error("the kernel refused {}`{op}`: {} (errno {errno})", op_number(*op_index), errno_text(*errno))]
     Rejected {
         /// Index of the failing operation in the transaction, if known.
@@ -21,7 +23,8 @@ pub enum Error {
     /// memory). Nothing was applied; retry later or give up if it persists.
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
-    /// The kernel's answer could not be understood. Treat as "unknown
+    /// The kernel's answer could not be understood, or the ruleset kept
+    /// changing during every attempt of a read-back. Treat as "unknown
     /// state": retry with a full sync.
     #[error("unexpected netlink answer: {0}")]
     Protocol(String),

@@ -3,11 +3,21 @@
 //! into the ruleset model the planner produces (`decode.rs`), as `nft
 //! list table ip nftopo` and `nft list table ip6 nftopo` read them.
 //!
-//! Each dump answers in several datagrams; the decoder takes them as they
-//! arrive. A dump the kernel marks interrupted (NLM_F_DUMP_INTR: the
-//! ruleset changed while it ran) is started again, and the whole read is
-//! started again when the ruleset generation changed between its first
-//! and its last request, so that the tables come from one generation.
+//! Each dump is received whole (several datagrams) before it is decoded,
+//! so that it lasts only as long as the kernel takes to write it: a dump
+//! the kernel marks interrupted (NLM_F_DUMP_INTR: some commit, in any
+//! table of the namespace, happened while it ran) is started again, up
+//! to [`MAX_DUMP_STARTS`] times, and the whole read when a dump stays
+//! interrupted or an object vanished under it (ENOENT).
+//!
+//! The dumps are not one snapshot: a commit to our own table between two
+//! of them (a hand edit, a second writer) can mix two generations, which
+//! the next full sync repairs. Checking the ruleset generation (GETGEN)
+//! around the whole read, as `nft` does, would exclude that, but any
+//! commit anywhere in the namespace would then restart a read that takes
+//! a second at 10k services: another agent committing once a second
+//! would starve it. nftopo is its table's only writer, so the check buys
+//! little and costs the read-back under churn.
 
 use netlink_sys::Socket;
 
@@ -16,21 +26,16 @@ use crate::error::{libc_errno, Error};
 use crate::model::{Family, Ruleset};
 use crate::names::TABLE;
 
-/// NFT_MSG_GETTABLE, GETCHAIN, GETRULE, GETSET, GETSETELEM, GETGEN, and
-/// NEWGEN (the answer to GETGEN).
+/// NFT_MSG_GETTABLE, GETCHAIN, GETRULE, GETSET, GETSETELEM.
 const GETTABLE: u16 = 1;
 const GETCHAIN: u16 = 4;
 const GETRULE: u16 = 7;
 const GETSET: u16 = 10;
 const GETSETELEM: u16 = 13;
-const NEWGEN: u16 = 15;
-const GETGEN: u16 = 16;
 /// NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE,
 /// NFTA_SET_ELEM_LIST_TABLE: all 1. NFTA_SET_ELEM_LIST_SET: 2.
 const ATTR_TABLE: u16 = 1;
 const ATTR_SET: u16 = 2;
-/// NFTA_GEN_ID.
-const GEN_ID: u16 = 1;
 /// NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE.
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -40,15 +45,13 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
-/// NFPROTO_UNSPEC (GETGEN is not per family).
-const NFPROTO_UNSPEC: u8 = 0;
 
 /// The receive buffer: a dump datagram is at most 32 KiB (the kernel
 /// sizes them after our buffer, up to that), a single answer at most a
 /// little over 64 KiB; a large buffer costs nothing and never truncates.
 const RECV_BUFFER: usize = 1 << 20;
-/// Reads of the whole ruleset before giving up when it keeps changing.
-const MAX_READS: usize = 8;
+/// Reads of both tables before giving up.
+const MAX_READS: usize = 4;
 /// Starts of one dump before the read counts as interrupted.
 const MAX_DUMP_STARTS: usize = 4;
 
@@ -61,22 +64,20 @@ pub(crate) fn dump(socket: &Socket, seq: &mut u32) -> Result<Ruleset, Error> {
         socket,
         seq,
         buf: Vec::with_capacity(RECV_BUFFER),
+        answers: Vec::new(),
+        spans: Vec::new(),
     };
     for _ in 0..MAX_READS {
-        let before = link.generation()?;
         let mut decoder = Decoder::default();
-        let complete = read(&mut link, &mut decoder)?;
-        if complete && link.generation()? == before {
+        if read(&mut link, &mut decoder)? {
             return Ok(decoder.finish());
         }
     }
     Err(Error::Protocol(format!(
-        "the ruleset changed during each of {MAX_READS} read-backs"
+        "the ruleset changed during each of {MAX_READS} read-backs \
+         (a dump interrupted {MAX_DUMP_STARTS} times, or an object gone)"
     )))
 }
-
-/// Forgets what one kind of dump fed the decoder for a table.
-type Clear = fn(&mut Decoder, Family, &str);
 
 fn nfproto(family: Family) -> u8 {
     match family {
@@ -100,14 +101,8 @@ fn read(link: &mut Link, decoder: &mut Decoder) -> Result<bool, Error> {
             Answer::Interrupted => return Ok(false),
         }
         // Chains, then sets, then rules (which name both), then elements.
-        let parts: [(u16, Clear); 3] = [
-            (GETCHAIN, Decoder::clear_chains),
-            (GETSET, Decoder::clear_maps),
-            (GETRULE, Decoder::clear_rules),
-        ];
-        for (msg, clear) in parts {
-            let done = link.dump(msg, f, &table, &what, decoder, |d| clear(d, family, TABLE))?;
-            if !done {
+        for msg in [GETCHAIN, GETSET, GETRULE] {
+            if !link.dump(msg, f, &table, &what, decoder)? {
                 return Ok(false);
             }
         }
@@ -116,10 +111,7 @@ fn read(link: &mut Link, decoder: &mut Decoder) -> Result<bool, Error> {
                 continue;
             }
             let attrs = [(ATTR_TABLE, TABLE), (ATTR_SET, set.as_str())];
-            let done = link.dump(GETSETELEM, f, &attrs, &what, decoder, |d| {
-                d.clear_elements(family, TABLE, &set)
-            })?;
-            if !done {
+            if !link.dump(GETSETELEM, f, &attrs, &what, decoder)? {
                 return Ok(false);
             }
         }
@@ -146,35 +138,18 @@ enum Answer {
     Interrupted,
 }
 
-/// The socket, the sequence numbers and one receive buffer.
+/// The socket, the sequence numbers, one receive buffer, and the answer
+/// of the current request (payloads, and each message's type and range).
 struct Link<'a> {
     socket: &'a Socket,
     seq: &'a mut u32,
     buf: Vec<u8>,
+    answers: Vec<u8>,
+    spans: Vec<(u16, usize, usize)>,
 }
 
 impl Link<'_> {
-    /// NFT_MSG_GETGEN: the ruleset generation, which every commit raises.
-    fn generation(&mut self) -> Result<u32, Error> {
-        let mut id = None;
-        let answer = self.request(GETGEN, NFPROTO_UNSPEC, NLM_F_ACK, &[], |kind, payload| {
-            if kind == (SUBSYS_NFTABLES << 8) | NEWGEN {
-                id = payload
-                    .get(4..)
-                    .and_then(|body| decode::find(body, GEN_ID))
-                    .and_then(decode::be32);
-            }
-        })?;
-        match (answer, id) {
-            (Answer::Done, Some(id)) => Ok(id),
-            (Answer::Errno(errno), _) => Err(refused("list ruleset (generation)", errno)),
-            _ => Err(Error::Protocol(
-                "no generation id in the answer to GETGEN".into(),
-            )),
-        }
-    }
-
-    /// One dump, started again (after `reset`) while the kernel marks it
+    /// One dump into `decoder`, started again while the kernel marks it
     /// interrupted; `Ok(false)` after [`MAX_DUMP_STARTS`] interrupted
     /// starts or when the table or set is gone (ENOENT).
     fn dump(
@@ -184,12 +159,11 @@ impl Link<'_> {
         attrs: &[(u16, &str)],
         what: &str,
         decoder: &mut Decoder,
-        reset: impl Fn(&mut Decoder),
     ) -> Result<bool, Error> {
         for _ in 0..MAX_DUMP_STARTS {
             match self.request(msg, family, NLM_F_DUMP, attrs, |k, p| decoder.message(k, p))? {
                 Answer::Done => return Ok(true),
-                Answer::Interrupted => reset(decoder),
+                Answer::Interrupted => {}
                 Answer::Errno(libc_errno::ENOENT) => return Ok(false),
                 Answer::Errno(errno) => return Err(refused(what, errno)),
             }
@@ -197,11 +171,9 @@ impl Link<'_> {
         Ok(false)
     }
 
-    /// Sends one request and hands each answer message of its sequence
-    /// number to `each` (type and payload) until the dump ends or the ack
-    /// or an error comes. Messages of other sequence numbers (answers to
-    /// earlier requests) are skipped; after NLM_F_DUMP_INTR the rest of
-    /// the dump is read but not handed on.
+    /// Sends one request and, once the dump ended or the ack came, hands
+    /// each answer message to `each` (type and payload); nothing when it
+    /// failed or was interrupted.
     fn request(
         &mut self,
         msg: u16,
@@ -209,6 +181,26 @@ impl Link<'_> {
         flags: u16,
         attrs: &[(u16, &str)],
         mut each: impl FnMut(u16, &[u8]),
+    ) -> Result<Answer, Error> {
+        let answer = self.exchange(msg, family, flags, attrs)?;
+        if answer == Answer::Done {
+            for &(kind, start, end) in &self.spans {
+                each(kind, &self.answers[start..end]);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Sends one request and keeps the payloads of the answer messages of
+    /// its sequence number in `answers` until the dump ends or the ack or
+    /// an error comes. Messages of other sequence numbers (answers to
+    /// earlier requests) are skipped.
+    fn exchange(
+        &mut self,
+        msg: u16,
+        family: u8,
+        flags: u16,
+        attrs: &[(u16, &str)],
     ) -> Result<Answer, Error> {
         *self.seq = self.seq.wrapping_add(1);
         let seq = *self.seq;
@@ -226,6 +218,8 @@ impl Link<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.answers.clear();
+        self.spans.clear();
         let mut interrupted = false;
         loop {
             self.buf.clear();
@@ -268,7 +262,12 @@ impl Link<'_> {
                             _ => Answer::Done,
                         });
                     }
-                    kind if !interrupted => each(kind, frame.payload),
+                    // Once interrupted, the rest is read but not kept.
+                    kind if !interrupted => {
+                        let start = self.answers.len();
+                        self.answers.extend_from_slice(frame.payload);
+                        self.spans.push((kind, start, self.answers.len()));
+                    }
                     _ => {}
                 }
             }
