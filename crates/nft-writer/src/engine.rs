@@ -48,7 +48,12 @@ use crate::transaction::{Op, TableRef, Transaction};
 /// 5. deletions of chains and sets nothing refers to any more.
 ///
 /// Deletions of objects something referred to until this batch go to a
-/// later batch ([`Batch::defer`]).
+/// later batch ([`Batch::defer`]). So do endpoint elements that go away
+/// in a batch that also rewrites chains: a packet that is inside the
+/// rules while the batch commits may still run the old rules (`numgen
+/// random mod 5`) against the new maps, and an index deleted in the same
+/// commit would send it on untranslated (and conntrack would keep that);
+/// one sync later nothing looks those indexes up any more.
 #[derive(Debug, Default)]
 pub struct Batch {
     tables: Vec<Op>,
@@ -59,6 +64,8 @@ pub struct Batch {
     adds: BTreeMap<(Family, MapKind, String), Vec<(ElemKey, ElemValue)>>,
     drops: Vec<Op>,
     later: Vec<Op>,
+    /// Element deletions deferred from an earlier batch: sent now.
+    overdue: Vec<(Family, String, Vec<ElemKey>)>,
 }
 
 impl Batch {
@@ -118,6 +125,17 @@ impl Batch {
         self.later.push(op);
     }
 
+    /// A deletion an earlier batch deferred: it goes out now, whatever
+    /// else the batch holds.
+    pub fn push_deferred(&mut self, op: Op) {
+        match op {
+            Op::DeleteElements { table, map, keys } if !keys.is_empty() => {
+                self.overdue.push((table.family, map, keys))
+            }
+            op => self.push(op),
+        }
+    }
+
     /// Whether nothing was pushed or deferred.
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
@@ -128,19 +146,52 @@ impl Batch {
             && self.adds.is_empty()
             && self.drops.is_empty()
             && self.later.is_empty()
+            && self.overdue.is_empty()
     }
 
     /// The transaction to send now, and the deletions for the next one.
-    pub fn finish(self) -> (Transaction, Vec<Op>) {
-        let mut ops = self.tables;
-        ops.extend(self.add_chains);
-        ops.extend(self.add_maps);
-        ops.extend(self.rules);
+    pub fn finish(mut self) -> (Transaction, Vec<Op>) {
         let table = |family| TableRef {
             family,
             name: names::TABLE.into(),
         };
-        for ((family, _, map), keys) in self.deletes {
+        let rewrites = !self.rules.is_empty();
+        let mut later = std::mem::take(&mut self.later);
+        let mut deletes: BTreeMap<(Family, String), Vec<ElemKey>> = BTreeMap::new();
+        for ((family, _, map), keys) in std::mem::take(&mut self.deletes) {
+            let endpoints = map == names::SERVICE_ENDPOINTS || map == names::NODEPORT_ENDPOINTS;
+            let (now, gone): (Vec<ElemKey>, Vec<ElemKey>) = if rewrites && endpoints {
+                let readded: std::collections::HashSet<&ElemKey> = self
+                    .adds
+                    .iter()
+                    .filter(|((f, _, m), _)| *f == family && *m == map)
+                    .flat_map(|(_, e)| e.iter().map(|(k, _)| k))
+                    .collect();
+                keys.into_iter().partition(|k| readded.contains(k))
+            } else {
+                (keys, Vec::new())
+            };
+            if !gone.is_empty() {
+                later.push(Op::DeleteElements {
+                    table: table(family),
+                    map: map.clone(),
+                    keys: gone,
+                });
+            }
+            if !now.is_empty() {
+                deletes.entry((family, map)).or_default().extend(now);
+            }
+        }
+        for (family, map, keys) in std::mem::take(&mut self.overdue) {
+            deletes.entry((family, map)).or_default().extend(keys);
+        }
+        let mut ops = self.tables;
+        ops.extend(self.add_chains);
+        ops.extend(self.add_maps);
+        ops.extend(self.rules);
+        for ((family, map), mut keys) in deletes {
+            keys.sort();
+            keys.dedup();
             ops.push(Op::DeleteElements {
                 table: table(family),
                 map,
@@ -156,7 +207,7 @@ impl Batch {
             });
         }
         ops.extend(self.drops);
-        (Transaction { ops }, self.later)
+        (Transaction { ops }, later)
     }
 }
 
@@ -727,7 +778,7 @@ impl<K: Kernel> Syncer<K> {
         let mut batch = Batch::new();
         for op in std::mem::take(&mut self.deferred) {
             if !planner.holds(&op) {
-                batch.push(op);
+                batch.push_deferred(op);
             }
         }
         for op in changes.now {

@@ -210,7 +210,10 @@ fn each_kind_of_tampering_is_repaired_with_only_its_own_operations() {
         tamper(&mut s, f);
         let st = s.converge(&rs).unwrap();
         assert_eq!(st.repairs, want, "{what}");
-        assert_eq!(st.drift, want, "{what}: the kernel was in step, so it is drift");
+        assert_eq!(
+            st.drift, want,
+            "{what}: the kernel was in step, so it is drift"
+        );
         if ops > 0 {
             assert_eq!(
                 st.operations,
@@ -244,9 +247,9 @@ fn repairs_are_described_one_line_per_object() {
     let notes = s.repair_notes();
     assert_eq!(notes.len(), 5, "{notes:?}");
     assert!(
-        notes.iter().all(|n| n.starts_with(
-            "element ip nftopo service-endpoints 10.43.0.10 . tcp . 80 . "
-        ) && n.ends_with(": missing")),
+        notes.iter().all(|n| n
+            .starts_with("element ip nftopo service-endpoints 10.43.0.10 . tcp . 80 . ")
+            && n.ends_with(": missing")),
         "{notes:?}"
     );
 }
@@ -289,7 +292,13 @@ fn an_endpoint_that_goes_away_takes_only_its_own_affinity_set_with_it() {
         .collect();
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert!(
-        matches!(deleted[0], Op::DeleteMap { kind: MapKind::AffinitySet { .. }, .. }),
+        matches!(
+            deleted[0],
+            Op::DeleteMap {
+                kind: MapKind::AffinitySet { .. },
+                ..
+            }
+        ),
         "{deleted:?}"
     );
 }
@@ -421,4 +430,47 @@ fn the_batch_orders_messages_the_same_whatever_the_order_they_come_in() {
             "delete chain ip nftopo old",
         ]
     );
+}
+
+/// A packet inside the rules while a batch commits may run the old rules
+/// (`numgen random mod 5`) against the new maps: indexes 2–4 must still
+/// be there when the service shrinks from five endpoints to two, and go
+/// one sync later, when nothing looks them up.
+#[test]
+fn endpoint_elements_a_shrinking_service_stops_using_are_deleted_one_sync_later() {
+    let five = seed();
+    let svc = service("  topologyKeys: [\"kubernetes.io/hostname\"]", "");
+    let two = ruleset(&state(&[NODES, &svc, &slice(&FIVE)]), "node-2");
+    let mut s = synced(&five);
+    s.converge(&two).unwrap();
+    let last = s.kernel().last.clone().unwrap();
+    let first = last.to_string();
+    assert!(first.contains("goto spread-2"), "{first}");
+    // Indexes 0 and 1 are rewritten (deleted and added); 2-4 stay.
+    for op in &last.ops {
+        if let Op::DeleteElements { map, keys, .. } = op {
+            if map == names::SERVICE_ENDPOINTS {
+                assert!(
+                    keys.iter()
+                        .all(|k| matches!(k, ElemKey::Service { index: Some(i), .. } if *i < 2)),
+                    "indexes the old rules still use deleted with the rule change:\n{first}"
+                );
+            }
+        }
+    }
+    assert!(s.has_deferred());
+    let kept = |s: &Syncer<FakeKernel>| {
+        held(s).tables[0].maps[names::SERVICE_ENDPOINTS]
+            .elements
+            .len()
+    };
+    assert_eq!(kept(&s), 5, "indexes 0-1 rewritten, 2-4 still there");
+    s.converge(&two).unwrap();
+    let second = s.kernel().last.clone().unwrap().to_string();
+    assert_eq!(
+        second.trim(),
+        "delete element ip nftopo service-endpoints { 10.43.0.10 . tcp . 80 . 2, 10.43.0.10 . tcp . 80 . 3, 10.43.0.10 . tcp . 80 . 4 }\n\
+         delete chain ip nftopo spread-5"
+    );
+    assert_eq!(held(&s), two);
 }

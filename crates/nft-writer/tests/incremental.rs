@@ -125,11 +125,13 @@ fn a_failed_sync_leaves_the_kernel_as_it_was_and_forces_a_full_one() {
     let mut k = s.kernel().clone();
     k.fail_at = Some(0);
     let mut s = Syncer::new(k);
-    // A fresh syncer does a full replace first; prime it with the state.
     assert!(s.converge(&b).is_err());
     assert_eq!(s.kernel().dump(), before);
     let st = s.converge(&b).unwrap();
     assert!(st.full);
+    // Service 3's second endpoint goes one sync later (engine::Batch).
+    assert!(s.has_deferred());
+    s.converge(&b).unwrap();
     assert_eq!(s.kernel().dump(), full_dump(&b));
 }
 
