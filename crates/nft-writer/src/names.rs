@@ -50,6 +50,15 @@ pub const HAIRPIN: &str = "hairpin";
 pub const FILTER_PREROUTING: &str = "filter-prerouting";
 /// Base chain: filter input (refuses node ports without endpoints).
 pub const FILTER_INPUT: &str = "filter-input";
+/// Base chain: filter output after DNAT (priority -90): the node's own
+/// traffic that no service took, checked against the cluster IPs.
+pub const FILTER_OUTPUT_POST_DNAT: &str = "filter-output-post-dnat";
+/// Regular chain: refuses new connections to a cluster IP on a port no
+/// service port defines, and drops those to an unallocated address of a
+/// ServiceCIDR (kube-proxy's `cluster-ips-check`).
+pub const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
+/// Set: every active cluster IP (kube-proxy's `cluster-ips`).
+pub const CLUSTER_IPS: &str = "cluster-ips";
 
 /// Longest chain name we produce; the kernel allows 255 bytes, but short
 /// names keep `nft list` readable.
@@ -100,9 +109,9 @@ pub fn affinity_set(
 }
 
 /// The chain of one service port: `svc-HASH-ns/name/proto/port`, where
-/// HASH (8 characters of base32 of a 64-bit FNV-1a hash of the full
-/// identity) keeps names unique when the readable part is truncated to
-/// [`MAX_CHAIN_NAME`].
+/// HASH (16 characters of base32 of the SHA-256 of the full identity:
+/// 80 bits, as kube-proxy's `hashAndTruncate`) keeps names unique when
+/// the readable part is truncated to [`MAX_CHAIN_NAME`].
 pub fn service_chain(service: &ObjectKey, port_name: &str, proto: Protocol, port: u16) -> String {
     port_chain("svc", service, port_name, proto, port)
 }
@@ -174,16 +183,24 @@ fn nft_safe(s: &str) -> String {
         .collect()
 }
 
-/// 8 characters of RFC 4648 base32 (uppercase) of the FNV-1a hash of `data`.
+/// Characters of [`short_hash`]: 16 of base32, 80 bits.
+pub const HASH_CHARS: usize = 16;
+
+/// [`HASH_CHARS`] characters of RFC 4648 base32 (uppercase) of the
+/// SHA-256 of `data`. A cryptographic hash, wide enough that no two
+/// identities of one cluster share a name by chance (two names collide
+/// with a probability of about n² / 2⁸¹ for n names: 4·10⁻¹⁵ for a
+/// million); a 40-bit FNV hash, as before, let chosen names collide.
 fn short_hash(data: &[u8]) -> String {
+    use sha2::Digest;
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let digest = sha2::Sha256::digest(data);
+    let mut bits: u128 = 0;
+    for b in &digest[..16] {
+        bits = (bits << 8) | u128::from(*b);
     }
-    (0..8)
-        .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
+    (0..HASH_CHARS)
+        .map(|i| ALPHABET[((bits >> (123 - 5 * i)) & 31) as usize] as char)
         .collect()
 }
 
@@ -315,8 +332,9 @@ mod tests {
         }
         // The timeout is in the hash only: same readable part.
         let short = affinity_set(&key, "", Protocol::Tcp, 80, (ip, 5000), 60);
-        assert_eq!(base[13..], short[13..]);
-        assert_ne!(base[..13], short[..13]);
+        let hash_end = "aff-".len() + HASH_CHARS;
+        assert_eq!(base[hash_end..], short[hash_end..]);
+        assert_ne!(base[..hash_end], short[..hash_end]);
     }
 
     #[test]
@@ -340,5 +358,48 @@ mod tests {
         let udp = service_chain(&key, "dns", Protocol::Udp, 53);
         assert_ne!(tcp, udp);
         assert!(udp.ends_with("/udp/dns"));
+    }
+
+    /// Issue 14 item 13: with a 40-bit FNV hash and the readable part cut
+    /// at 64 characters, these two Services shared one chain, and the
+    /// later one's rules replaced the earlier one's.
+    #[test]
+    fn two_services_whose_short_hashes_collided_get_their_own_chains() {
+        let ns = "tenant-observability-metrics-collector-production-eu";
+        let a = service_chain(&ObjectKey::new(ns, "s8btvuswuihjf"), "", Protocol::Tcp, 80);
+        let b = service_chain(&ObjectKey::new(ns, "sutrbmhyouzpn"), "", Protocol::Tcp, 80);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), MAX_CHAIN_NAME);
+    }
+
+    /// Random long identities (the readable part always cut) never share
+    /// a name: names are as unique as the identities they come from.
+    #[test]
+    fn random_long_identities_never_share_a_name() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let word = |n: u64, len: usize| -> String {
+            (0..len)
+                .map(|i| (b'a' + ((n >> (i % 12 * 5)) % 26) as u8) as char)
+                .collect()
+        };
+        let ns = "n".repeat(60);
+        let mut seen = std::collections::HashMap::new();
+        for i in 0..200_000u32 {
+            let name = word(next(), 13);
+            let key = ObjectKey::new(&ns, &name);
+            let port = 1 + (next() % 3) as u16;
+            let identity = (name.clone(), port);
+            let chain = service_chain(&key, "", Protocol::Tcp, port);
+            if let Some(other) = seen.insert(chain.clone(), identity.clone()) {
+                assert_eq!(other, identity, "{chain} named two service ports (at {i})");
+            }
+        }
+        assert!(seen.len() > 190_000, "{} distinct", seen.len());
     }
 }
