@@ -1,6 +1,7 @@
 //! The API-server source: kube-rs watchers for Services,
-//! EndpointSlices (discovery.k8s.io/v1) and Nodes (and Calico
-//! BlockAffinities when routes come from Calico IPAM), reduced to the same
+//! EndpointSlices (discovery.k8s.io/v1), Nodes and ServiceCIDRs
+//! (networking.k8s.io/v1, optional: a cluster without them has none), and
+//! Calico BlockAffinities when routes come from Calico IPAM, reduced to the same
 //! [`ClusterState`](crate::ClusterState) as the file source, handed out as
 //! coalesced [`Snapshot`]s.
 //!
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
 use kube::api::DynamicObject;
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -92,8 +94,9 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
     Client::try_from(config).map_err(ApiError::Client)
 }
 
-/// Starts watching Services, EndpointSlices and Nodes in all namespaces
-/// (and Calico `BlockAffinity` objects when `block_affinities`), each
+/// Starts watching Services, EndpointSlices, Nodes and ServiceCIDRs in
+/// all namespaces (and Calico `BlockAffinity` objects when
+/// `block_affinities`), each
 /// through a kube-rs watcher with kube's default backoff (the watcher
 /// re-lists by itself after `410 Gone` or a dropped stream). No kube-rs
 /// reflector store is kept: the [`Tracker`] is the store, holding each
@@ -119,19 +122,29 @@ pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
     let node_events = watcher(Api::<core::Node>::all(client.clone()), config())
         .default_backoff()
         .boxed();
-    if !block_affinities {
-        return Snapshots::from_streams(service_events, slice_events, node_events);
-    }
-    let resource = kinds::block_affinity_resource();
-    let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
-        .default_backoff()
-        .boxed();
-    Snapshots::from_streams_with_block_affinities(
-        service_events,
-        slice_events,
-        node_events,
-        block_events,
+    // Optional: a list that fails (404 without the API, 403 without the
+    // permission) counts as "no ServiceCIDRs" (Snapshots::with_service_cidrs).
+    let cidr_events = watcher(
+        Api::<networking::ServiceCIDR>::all(client.clone()),
+        config(),
     )
+    .default_backoff()
+    .boxed();
+    let snapshots = if block_affinities {
+        let resource = kinds::block_affinity_resource();
+        let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
+            .default_backoff()
+            .boxed();
+        Snapshots::from_streams_with_block_affinities(
+            service_events,
+            slice_events,
+            node_events,
+            block_events,
+        )
+    } else {
+        Snapshots::from_streams(service_events, slice_events, node_events)
+    };
+    snapshots.with_service_cidrs(cidr_events)
 }
 
 /// The label selector [`watch`] lists and watches Services and
@@ -159,6 +172,10 @@ pub struct ApiAccess {
 /// The requests [`watch`] makes, derived from the types it watches: a
 /// watcher lists, then watches. With `block_affinities`, Calico's
 /// BlockAffinities too.
+///
+/// ServiceCIDRs are asked for whatever the settings; a cluster that
+/// refuses (no permission, or no such API) still gets its Services
+/// programmed, without the drop of unallocated service addresses.
 pub fn access(block_affinities: bool) -> Vec<ApiAccess> {
     fn of<K: Resource<DynamicType = ()>>() -> ApiAccess {
         ApiAccess {
@@ -171,6 +188,7 @@ pub fn access(block_affinities: bool) -> Vec<ApiAccess> {
         of::<core::Service>(),
         of::<discovery::EndpointSlice>(),
         of::<core::Node>(),
+        of::<networking::ServiceCIDR>(),
     ];
     if block_affinities {
         let resource = kinds::block_affinity_resource();

@@ -8,6 +8,7 @@ mod block_affinity;
 mod names;
 mod node;
 mod service;
+mod service_cidr;
 mod slice;
 
 use std::fmt;
@@ -18,6 +19,7 @@ pub(crate) use block_affinity::{block_affinity, API_VERSION as CALICO_API_VERSIO
 pub(crate) use names::shorten;
 pub(crate) use node::node;
 pub(crate) use service::service;
+pub(crate) use service_cidr::service_cidr;
 pub(crate) use slice::{slice_v1, HOSTNAME_KEY, ZONE_KEY};
 
 /// The labels that take a Service or EndpointSlice away from kube-proxy:

@@ -1,7 +1,8 @@
 //! The manifest file source: YAML (one object per document, or several
 //! documents separated by `---`) and JSON files with Services,
-//! EndpointSlices, Nodes and Calico BlockAffinities, or a `kind: List` of them (what
-//! `kubectl get -o yaml` prints), reduced to a [`ClusterState`].
+//! EndpointSlices, Nodes, ServiceCIDRs and Calico BlockAffinities, or a
+//! `kind: List` of them (what `kubectl get -o yaml` prints), reduced to a
+//! [`ClusterState`].
 //!
 //! Bad input is skipped per object: every object that cannot be used is
 //! left out and reported as a [`LoadError`] naming the file, the document,
@@ -262,6 +263,14 @@ impl Loader<'_> {
                 }
                 Err(e) => self.error(object, e),
             },
+            ("networking.k8s.io/v1", "ServiceCIDR") => {
+                match deserialize(value, "ServiceCIDR").and_then(|c| convert::service_cidr(&c)) {
+                    Ok(c) => {
+                        self.state.service_cidrs.insert(c.name.clone(), c);
+                    }
+                    Err(e) => self.error(object, e),
+                }
+            }
             (convert::CALICO_API_VERSION, "BlockAffinity") => {
                 let name = value["metadata"]["name"].as_str();
                 match convert::block_affinity(name, &value["spec"]) {
@@ -360,7 +369,7 @@ fn object_name(kind: &str, value: &Value, path: Option<&str>) -> String {
     let name = metadata["name"].as_str().filter(|n| !n.is_empty());
     let kind = printable(kind);
     match name.map(printable) {
-        Some(name) if matches!(&*kind, "Node" | "List" | "BlockAffinity") => {
+        Some(name) if matches!(&*kind, "Node" | "List" | "BlockAffinity" | "ServiceCIDR") => {
             format!("{kind} {name}")
         }
         Some(name) => {

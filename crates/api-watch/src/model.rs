@@ -240,8 +240,10 @@ pub struct Service {
     pub traffic_distribution: Option<String>,
     /// `spec.externalIPs`.
     pub external_ips: Vec<IpAddr>,
-    /// `status.loadBalancer.ingress[].ip` (ingress entries with only a
-    /// hostname are left out).
+    /// `status.loadBalancer.ingress[].ip` of the entries whose `ipMode`
+    /// is `VIP` or unset (kube-proxy's `LoadBalancerVIPs`): entries with
+    /// only a hostname, and those of `ipMode: Proxy` (the load balancer
+    /// must see the traffic, e.g. for the PROXY protocol), are left out.
     pub load_balancer_ips: Vec<IpAddr>,
     /// `spec.loadBalancerSourceRanges`, each normalised to its network
     /// (`10.0.0.0/8`, `2001:db8::/32`: host bits cleared, no spaces), in
@@ -408,6 +410,18 @@ pub struct BlockAffinity {
     pub deleted: bool,
 }
 
+/// `networking.k8s.io/v1 ServiceCIDR`: a range cluster IPs are allocated
+/// from. Traffic to an address inside one that no Service holds is
+/// dropped (kube-proxy's `cluster-ips-check`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceCidr {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.cidrs`, each normalised to its network (`10.43.0.0/16`,
+    /// `fd00:43::/112`: host bits cleared), in the order written.
+    pub cidrs: Vec<String>,
+}
+
 /// Everything the planner needs to know about the cluster, keyed for
 /// deterministic iteration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -421,6 +435,9 @@ pub struct ClusterState {
     /// Calico `BlockAffinity` objects by name (empty unless they are read:
     /// from manifests, or watched with Calico IPAM as the pod CIDR source).
     pub block_affinities: BTreeMap<String, BlockAffinity>,
+    /// `ServiceCIDR` objects by name (empty when the cluster has none, or
+    /// does not serve the API, or nftopo may not list them).
+    pub service_cidrs: BTreeMap<String, ServiceCidr>,
 }
 
 impl ClusterState {
@@ -433,6 +450,13 @@ impl ClusterState {
             index.entry(slice.service_key()).or_default().push(slice);
         }
         index
+    }
+
+    /// The prefixes of every ServiceCIDR, sorted, without duplicates.
+    pub fn service_cidr_prefixes(&self) -> Vec<String> {
+        let all: std::collections::BTreeSet<&String> =
+            self.service_cidrs.values().flat_map(|s| &s.cidrs).collect();
+        all.into_iter().cloned().collect()
     }
 
     /// The slices that belong to `service`, in name order.

@@ -477,6 +477,7 @@ fn map_kind(family: Family, body: &[u8]) -> MapKind {
         MapKind::EndpointDnat,
         MapKind::PortEndpointDnat,
         MapKind::AddrPairSet,
+        MapKind::AddrSet,
     ];
     if let Some(seconds) = timeout_ms
         .filter(|ms| ms % 1000 == 0)

@@ -1,6 +1,6 @@
 //! Encoding of [`Op`]s into nf_tables netlink messages with
 //! `netlink-packet-netfilter`. Expressions the crate does not model
-//! (`numgen`, `nat`, `masq`, `reject`) are built as named expressions with
+//! (`numgen`, `nat`, `masq`, `reject`, `ct`) are built as named expressions with
 //! raw attributes; each has a byte-level test below.
 //!
 //! Register use follows `nft`: a concatenated key is loaded into 32-bit
@@ -303,6 +303,7 @@ pub(crate) fn set_shape(family: Family, kind: MapKind) -> SetShape {
             Some(endpoint),
         ),
         MapKind::AddrPairSet => (0, concat_type(&[addr, addr]), 2 * alen, None),
+        MapKind::AddrSet => (0, addr, alen, None),
         // `flags dynamic,timeout`: NFT_SET_EVAL | NFT_SET_TIMEOUT.
         MapKind::AffinitySet { .. } => (
             (SetFlags::Timeout | SetFlags::Eval).bits(),
@@ -401,6 +402,7 @@ pub fn key_bytes(k: &ElemKey) -> Vec<u8> {
             b.extend(addr_bytes(x));
             b.extend(addr_bytes(y));
         }
+        ElemKey::Addr(x) => b.extend(addr_bytes(x)),
         ElemKey::Raw(raw) => b.extend_from_slice(raw),
     }
     b
@@ -591,6 +593,15 @@ pub fn dynset_update(set: &str) -> Expressions {
     raw("dynset", vec![(1, name), (3, be32(1)), (4, be32(1))])
 }
 
+/// `ct state` into reg 1 (NFTA_CT_DREG 1, NFTA_CT_KEY 2 = NFT_CT_STATE
+/// 0; no direction).
+pub fn ct_state() -> Expressions {
+    raw("ct", vec![(1, be32(1)), (2, be32(0))])
+}
+
+/// NF_CT_STATE_BIT(IP_CT_NEW): the `new` bit of `ct state`, in host order.
+const CT_STATE_NEW: u32 = 1 << 3;
+
 /// `masquerade fully-random` (NFTA_MASQ_FLAGS 1 =
 /// NF_NAT_RANGE_PROTO_RANDOM_FULLY 0x10).
 pub fn masquerade() -> Expressions {
@@ -697,6 +708,22 @@ fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
                 Register::Reg1,
             ));
             e.push(lookup(set, None));
+        }
+        Stmt::DaddrInSet { set } => {
+            e.push(payload(
+                BASE_NETWORK,
+                daddr_offset(family),
+                alen,
+                Register::Reg1,
+            ));
+            e.push(lookup(set, None));
+        }
+        // As `nft` sends it: `[ ct load state => reg 1 ] [ bitwise reg 1 =
+        // ( reg 1 & 0x00000008 ) ^ 0x00000000 ] [ cmp neq reg 1 0x00000000 ]`.
+        Stmt::CtStateNew => {
+            e.push(ct_state());
+            e.push(bitwise(CT_STATE_NEW, 0));
+            e.push(cmp(Operator::NotEqual, 0u32.to_ne_bytes().to_vec()));
         }
         Stmt::NumgenIs { modulus, value } => {
             e.push(numgen_random(*modulus, 1));
@@ -861,6 +888,14 @@ mod tests {
         assert_eq!(got, expected("reject", &[(1, &[0, 0, 0, 0]), (2, &[3])]));
         // NFTA_REJECT_ICMP_CODE is a u8: a 5-byte attribute padded to 8.
         assert!(got.windows(5).any(|w| w == [5, 0, 2, 0, 3]));
+    }
+
+    #[test]
+    fn ct_state_loads_the_state_key_into_register_1() {
+        assert_eq!(
+            emit(ct_state()),
+            expected("ct", &[(1, &[0, 0, 0, 1]), (2, &[0, 0, 0, 0])])
+        );
     }
 
     #[test]

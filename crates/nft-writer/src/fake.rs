@@ -210,7 +210,7 @@ pub(crate) fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
                         ) | (
                             MapKind::EndpointDnat | MapKind::PortEndpointDnat,
                             ElemValue::Dnat(..)
-                        ) | (MapKind::AddrPairSet, ElemValue::Member)
+                        ) | (MapKind::AddrPairSet | MapKind::AddrSet, ElemValue::Member)
                     );
                 if !shape_ok {
                     return Err(libc_errno::EINVAL);

@@ -7,7 +7,8 @@
 //! `spread-port-N` chains (added when the first Service uses them, flushed
 //! when the last one stops and deleted one sync later, as [`crate::diff`]
 //! does), the `hairpin` pairs (one element for all the ports of an
-//! endpoint) and `firewall-ips` elements (where, as in [`plan_ruleset`],
+//! endpoint), the `cluster-ips` addresses (one for all the ports of a
+//! Service) and `firewall-ips` elements (where, as in [`plan_ruleset`],
 //! the last Service in plan order wins). Which Service owns an address,
 //! protocol and port (or a node port) claimed by several is decided as in
 //! [`plan_ruleset`] (the first in plan order); a Service whose claims
@@ -29,8 +30,8 @@ use crate::engine::Batch;
 use crate::model::*;
 use crate::names;
 use crate::planner::{
-    add_spread_chains, contribute, duplicate, skeleton, spread_chain, spread_port_chain,
-    Contribution, PlannerConfig,
+    add_spread_chains, contribute, duplicate, family_cidrs, primary_address, skeleton,
+    spread_chain, spread_port_chain, Contribution, PlannerConfig,
 };
 use crate::transaction::{Op, TableRef};
 
@@ -60,7 +61,8 @@ pub struct Changes {
     /// Deletions of chains and sets no longer used, for the next sync.
     pub later: Vec<Op>,
     /// Only a full replace gets there (first plan, this node's addresses
-    /// changed, the `ip6` table appears or goes, a set changed its shape):
+    /// or the ServiceCIDRs changed, the `ip6` table appears or goes, a set
+    /// changed its shape):
     /// `now` and `later` are empty then.
     pub full: bool,
     /// Services re-planned.
@@ -175,22 +177,42 @@ struct Index {
     /// Chains and sets of the parts, and spread chains, with the number
     /// of Services that hold each.
     objects: HashMap<String, usize>,
-    /// `hairpin` pairs with the number of Services that add each.
-    hairpin: HashMap<ElemKey, usize>,
+    /// Elements of the counted sets (`hairpin` pairs, `cluster-ips`
+    /// addresses) with the number of Services that add each.
+    counted: HashMap<(&'static str, ElemKey), usize>,
     /// `firewall-ips` elements by Service.
     firewall: BTreeMap<ElemKey, BTreeMap<ObjectKey, ElemValue>>,
 }
 
 impl Index {
     fn element(&self, map: &str, key: &ElemKey) -> Option<ElemValue> {
-        if map == names::HAIRPIN {
-            self.hairpin.get(key).map(|_| ElemValue::Member)
+        if counted(map) {
+            self.counted
+                .get(&(map, key.clone()))
+                .map(|_| ElemValue::Member)
         } else {
             self.firewall
                 .get(key)
                 .and_then(|by| by.values().next_back().cloned())
         }
     }
+}
+
+/// Whether the elements of `map` are counted (a set several Services add
+/// the same element to), rather than owned by the last Service.
+fn counted(map: &str) -> bool {
+    map == names::HAIRPIN || map == names::CLUSTER_IPS
+}
+
+/// What the skeleton of the tables is planned from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inputs {
+    /// The node of the plan.
+    node: String,
+    /// Its addresses.
+    addresses: Vec<IpAddr>,
+    /// The ServiceCIDRs.
+    service_cidrs: Vec<String>,
 }
 
 /// A shared object whose count changed during an update.
@@ -220,9 +242,9 @@ struct Delta {
 #[derive(Debug)]
 pub struct IncrementalPlanner {
     cfg: PlannerConfig,
-    /// The node of the plan, and its addresses; `None` before the first
+    /// What the skeletons were planned from; `None` before the first
     /// update.
-    node: Option<(String, Vec<IpAddr>)>,
+    node: Option<Inputs>,
     skeletons: [Table; 2],
     entries: BTreeMap<ObjectKey, Entry>,
     index: [Index; 2],
@@ -290,18 +312,20 @@ impl IncrementalPlanner {
     /// previous ruleset to the new one. Services not in `dirty` must plan
     /// as before.
     pub fn update(&mut self, plan: &ProxyPlan, dirty: Dirty<'_>) -> Changes {
-        let same_node = self
-            .node
-            .as_ref()
-            .is_some_and(|(n, a)| *n == plan.node && *a == plan.node_addresses);
-        let mut full = !same_node;
+        let inputs = Inputs {
+            node: plan.node.clone(),
+            addresses: plan.node_addresses.clone(),
+            service_cidrs: plan.service_cidrs.clone(),
+        };
+        let mut full = self.node.as_ref() != Some(&inputs);
         if full {
             let cfg = self.cfg.clone();
             *self = Self::new(cfg);
-            self.node = Some((plan.node.clone(), plan.node_addresses.clone()));
             for f in FAMILIES {
-                self.skeletons[fi(f)] = skeleton(&plan.node_addresses, &self.cfg, f);
+                self.skeletons[fi(f)] =
+                    skeleton(&inputs.addresses, &inputs.service_cidrs, &self.cfg, f);
             }
+            self.node = Some(inputs);
         }
         let keys: BTreeSet<ObjectKey> = match (dirty, full) {
             (Dirty::Services(keys), false) => keys.clone(),
@@ -317,7 +341,7 @@ impl IncrementalPlanner {
                 all
             }
         };
-        let ip6_before = self.ip6_services > 0;
+        let ip6_before = self.wants_ip6();
         let affected = self.claim(plan, &keys);
         let mut deltas: [Delta; 2] = Default::default();
         for d in &mut deltas {
@@ -333,7 +357,7 @@ impl IncrementalPlanner {
         for f in FAMILIES {
             full |= self.finish(f, &mut deltas[fi(f)]);
         }
-        if ip6_before != (self.ip6_services > 0) {
+        if ip6_before != self.wants_ip6() {
             full = true;
         }
         self.pending_sets.clear();
@@ -437,7 +461,7 @@ impl IncrementalPlanner {
     /// apply it.
     fn replan(&mut self, plan: &ProxyPlan, key: &ObjectKey, deltas: &mut [Delta; 2]) -> bool {
         let ports = ports_of(plan, key);
-        let node = &self.node.as_ref().expect("set by update").0;
+        let addresses = &self.node.as_ref().expect("set by update").addresses;
         let mut parts: [Contribution; 2] = Default::default();
         let mut problems = Vec::new();
         for f in FAMILIES {
@@ -482,7 +506,16 @@ impl IncrementalPlanner {
                     }
                     mine
                 });
-                contribute(&self.cfg, f, node, sp, &addrs, node_port, &mut parts[fi(f)]);
+                let node_ip = primary_address(addresses, f);
+                contribute(
+                    &self.cfg,
+                    f,
+                    node_ip,
+                    sp,
+                    &addrs,
+                    node_port,
+                    &mut parts[fi(f)],
+                );
             }
         }
         let mut entry = self.entries.remove(key).unwrap_or_default();
@@ -611,7 +644,7 @@ impl IncrementalPlanner {
         for map in maps {
             let o = old.elements(map);
             let n = new.elements(map);
-            if map == names::HAIRPIN || map == names::FIREWALL_IPS {
+            if counted(map) || map == names::FIREWALL_IPS {
                 self.shared_elements(f, key, map, o, n, d);
                 continue;
             }
@@ -659,11 +692,12 @@ impl IncrementalPlanner {
                 let before = idx.element(map, k);
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
-            if map == names::HAIRPIN {
-                let n = idx.hairpin.get_mut(k).expect("counted when added");
+            if counted(map) {
+                let at = (map, k.clone());
+                let n = idx.counted.get_mut(&at).expect("counted when added");
                 *n -= 1;
                 if *n == 0 {
-                    idx.hairpin.remove(k);
+                    idx.counted.remove(&at);
                 }
             } else if let Some(by) = idx.firewall.get_mut(k) {
                 by.remove(key);
@@ -680,8 +714,8 @@ impl IncrementalPlanner {
                 let before = idx.element(map, k);
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
-            if map == names::HAIRPIN {
-                *idx.hairpin.entry(k.clone()).or_insert(0) += 1;
+            if counted(map) {
+                *idx.counted.entry((map, k.clone())).or_insert(0) += 1;
             } else {
                 idx.firewall
                     .entry(k.clone())
@@ -797,7 +831,7 @@ impl IncrementalPlanner {
             return Ruleset { tables };
         }
         for f in FAMILIES {
-            if f == Family::Ip6 && self.ip6_services == 0 {
+            if f == Family::Ip6 && !self.wants_ip6() {
                 continue;
             }
             let mut table = self.skeletons[fi(f)].clone();
@@ -813,6 +847,17 @@ impl IncrementalPlanner {
             tables.push(table);
         }
         Ruleset { tables }
+    }
+
+    /// Whether the `ip6` table exists: some Service has an IPv6 address,
+    /// or an IPv6 ServiceCIDR asks for unallocated addresses to be
+    /// dropped.
+    fn wants_ip6(&self) -> bool {
+        self.ip6_services > 0
+            || self
+                .node
+                .as_ref()
+                .is_some_and(|i| !family_cidrs(&i.service_cidrs, Family::Ip6).is_empty())
     }
 
     /// Service ports left out because another Service owns the same

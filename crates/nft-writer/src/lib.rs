@@ -40,5 +40,5 @@ pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};
 pub use planner::{plan_ruleset, udp_services, NodePortAddresses, PlannerConfig};
 pub use render::{element_text, rule_text};
-pub use trace::{trace, Outcome, Packet, Path, Refusal};
+pub use trace::{trace, trace_established, Outcome, Packet, Path, Refusal};
 pub use transaction::{Op, TableRef, Transaction};

@@ -316,6 +316,15 @@ pub enum Stmt {
         /// A set of addresses.
         set: String,
     },
+    /// `ip daddr @SET` (a match).
+    DaddrInSet {
+        /// A set of addresses.
+        set: String,
+    },
+    /// `ct state new` (a match: the packet opens a connection, or belongs
+    /// to one conntrack has not seen both ways yet; established, related
+    /// and reply packets do not match).
+    CtStateNew,
     /// `numgen random mod N VALUE` (a match that holds with probability 1/N).
     NumgenIs {
         /// N.
@@ -386,6 +395,7 @@ impl Stmt {
             | Stmt::DnatSpreadPort { map, .. }
             | Stmt::AddrPairInSet { set: map }
             | Stmt::SaddrInSet { set: map }
+            | Stmt::DaddrInSet { set: map }
             | Stmt::UpdateSaddr { set: map } => Some(map),
             _ => None,
         }
@@ -414,6 +424,8 @@ pub enum MapKind {
     PortEndpointDnat,
     /// `type ipv4_addr . ipv4_addr` (a set): (source, destination) pairs.
     AddrPairSet,
+    /// `type ipv4_addr` (a set of addresses, filled by the planner).
+    AddrSet,
     /// `type ipv4_addr; flags dynamic,timeout; timeout T` (a set filled by
     /// the data path): clients of one endpoint under session affinity.
     AffinitySet {
@@ -442,7 +454,7 @@ impl MapKind {
     /// Whether elements carry data (a map) or not (a set).
     pub fn is_map(self) -> bool {
         match self {
-            MapKind::AddrPairSet | MapKind::AffinitySet { .. } => false,
+            MapKind::AddrPairSet | MapKind::AddrSet | MapKind::AffinitySet { .. } => false,
             MapKind::Other { flags, .. } => flags & 0x8 != 0, // NFT_SET_MAP
             _ => true,
         }
@@ -482,6 +494,8 @@ pub enum ElemKey {
     },
     /// `a . b` ([`MapKind::AddrPairSet`]).
     Pair(IpAddr, IpAddr),
+    /// An address ([`MapKind::AddrSet`]).
+    Addr(IpAddr),
     /// A key read back that does not fit its map's shape: its raw bytes
     /// (deleted by the engine, by these bytes).
     Raw(Vec<u8>),
@@ -510,6 +524,7 @@ impl ElemKey {
             (ElemKey::Port { index, .. }, MapKind::PortVerdict) => index.is_none(),
             (ElemKey::Port { index, .. }, MapKind::PortEndpointDnat) => index.is_some(),
             (ElemKey::Pair(a, b), MapKind::AddrPairSet) => family.contains(a) && family.contains(b),
+            (ElemKey::Addr(a), MapKind::AddrSet) => family.contains(a),
             _ => false,
         }
     }

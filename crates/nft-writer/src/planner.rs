@@ -23,8 +23,18 @@
 //!   `no-endpoint-nodeports`, checked in the filter chains: `drop` when
 //!   endpoints exist elsewhere but the traffic policy allows none here,
 //!   else `goto reject-chain`;
-//! * load-balancer IPs with `loadBalancerSourceRanges` go through `fw-…`
-//!   in `filter-prerouting`, before DNAT.
+//! * load-balancer IPs with `loadBalancerSourceRanges` (of the table's
+//!   family) go through `fw-…` in `filter-prerouting` (traffic arriving)
+//!   and `filter-output` (the node's own), before DNAT, whether or not the
+//!   port has endpoints;
+//! * traffic that no service took is checked after DNAT (`filter-forward`,
+//!   and `filter-output-post-dnat` at priority -90) in `cluster-ips-check`:
+//!   to an active cluster IP (the `cluster-ips` set) it is refused (a port
+//!   no service port defines), to another address of a ServiceCIDR it is
+//!   dropped (an unallocated service address);
+//! * every filter check (no endpoints, source ranges, cluster IPs) applies
+//!   to `ct state new` only: an established connection is never cut
+//!   because its service lost its endpoints or its source ranges changed.
 //!
 //! Why shared maps reached from a few `spread-N` chains rather than one map
 //! per service: the kernel looks sets up by walking the table's list of
@@ -46,7 +56,9 @@ use crate::names;
 /// `--nodeport-addresses`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NodePortAddresses {
-    /// This node's primary addresses (its Node's InternalIPs): the default.
+    /// This node's primary address of each family (the first of its
+    /// Node's InternalIPs of the family, as kube-proxy's node IPs): the
+    /// default.
     #[default]
     Primary,
     /// Every local address but loopback.
@@ -179,21 +191,49 @@ pub(crate) fn add_spread_chains(
 }
 
 /// The part of a table that does not depend on the services: the table,
-/// base chains, `services`, `reject-chain` and the shared maps (empty).
-/// Depends on this node's addresses (node ports) and the settings.
-pub(crate) fn skeleton(node_addresses: &[IpAddr], cfg: &PlannerConfig, family: Family) -> Table {
+/// base chains, `services`, `reject-chain`, `cluster-ips-check` and the
+/// shared maps (empty). Depends on this node's addresses (node ports), the
+/// ServiceCIDRs (`ProxyPlan::service_cidrs`) and the settings.
+pub(crate) fn skeleton(
+    node_addresses: &[IpAddr],
+    service_cidrs: &[String],
+    cfg: &PlannerConfig,
+    family: Family,
+) -> Table {
     let mut table = Table::new(family, names::TABLE);
-    fixed(&mut table, node_addresses, cfg);
+    fixed(&mut table, node_addresses, service_cidrs, cfg);
     table
+}
+
+/// This node's primary address of `family`: the first of its addresses of
+/// the family (kube-proxy's node IP of each family, from the Node's
+/// InternalIPs), unless it is a loopback address.
+pub(crate) fn primary_address(node_addresses: &[IpAddr], family: Family) -> Option<IpAddr> {
+    node_addresses
+        .iter()
+        .copied()
+        .find(|ip| family.contains(ip))
+        .filter(|ip| !ip.is_loopback())
+}
+
+/// The ServiceCIDRs of `family` (prefixes that do not parse are left out:
+/// api-watch hands out normalised ones).
+pub(crate) fn family_cidrs(service_cidrs: &[String], family: Family) -> Vec<Cidr> {
+    service_cidrs
+        .iter()
+        .filter_map(|c| Cidr::parse(c))
+        .filter(|c| c.family() == family)
+        .collect()
 }
 
 /// Adds service port `sp`'s part of the `family` table to `out`: `addrs`
 /// are the addresses of `sp` in that family it owns (cluster IPs first, in
-/// the plan's order), `node_port` its node port if it owns it.
+/// the plan's order), `node_port` its node port if it owns it, `node_ip`
+/// this node's primary address of the family ([`primary_address`]).
 pub(crate) fn contribute(
     cfg: &PlannerConfig,
     family: Family,
-    node: &str,
+    node_ip: Option<IpAddr>,
     sp: &ServicePortPlan,
     addrs: &[IpAddr],
     node_port: Option<u16>,
@@ -202,7 +242,7 @@ pub(crate) fn contribute(
     let mut b = Builder {
         family,
         cfg,
-        node,
+        node_ip,
         out,
     };
     b.service_port(sp, addrs, node_port);
@@ -211,7 +251,7 @@ pub(crate) fn contribute(
 struct Builder<'a> {
     family: Family,
     cfg: &'a PlannerConfig,
-    node: &'a str,
+    node_ip: Option<IpAddr>,
     out: &'a mut Contribution,
 }
 
@@ -256,10 +296,9 @@ fn nodeport_rules(
 ) -> Vec<Rule> {
     let vmap = Stmt::PortVmap { map: map.into() };
     match &cfg.nodeport_addresses {
-        NodePortAddresses::Primary => node_addresses
-            .iter()
-            .filter(|ip| family.contains(ip))
-            .map(|ip| rule(vec![Stmt::DaddrIn(host(*ip)), vmap.clone()]))
+        NodePortAddresses::Primary => primary_address(node_addresses, family)
+            .map(|ip| rule(vec![Stmt::DaddrIn(host(ip)), vmap.clone()]))
+            .into_iter()
             .collect(),
         NodePortAddresses::All => {
             let loopback = match family {
@@ -281,7 +320,18 @@ fn nodeport_rules(
     }
 }
 
-fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
+/// `rule` for new connections only: `ct state new` in front.
+fn new_only(mut r: Rule) -> Rule {
+    r.0.insert(0, Stmt::CtStateNew);
+    r
+}
+
+fn fixed(
+    table: &mut Table,
+    node_addresses: &[IpAddr],
+    service_cidrs: &[String],
+    cfg: &PlannerConfig,
+) {
     let family = table.family;
     let base = |name: &str, chain_type, hook, priority, rules| Chain {
         name: name.to_string(),
@@ -298,19 +348,29 @@ fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
             names::SERVICES.into(),
         ))])]
     };
-    let no_endpoints = || {
-        rule(vec![Stmt::DestVmap {
-            map: names::NO_ENDPOINT_SERVICES.into(),
-        }])
+    let dest_vmap = |map: &str| {
+        new_only(rule(vec![Stmt::DestVmap {
+            map: map.to_string(),
+        }]))
+    };
+    let cluster_ips_check = || {
+        new_only(rule(vec![Stmt::Verdict(Verdict::Jump(
+            names::CLUSTER_IPS_CHECK.into(),
+        ))]))
     };
     let mark = cfg.mark();
-    let mut with_nodeports = vec![no_endpoints()];
-    with_nodeports.extend(nodeport_rules(
-        family,
-        cfg,
-        node_addresses,
-        names::NO_ENDPOINT_NODEPORTS,
-    ));
+    // Refusals of new connections to service ports without endpoints:
+    // their addresses, then the node ports on this node's addresses.
+    let mut no_endpoints = vec![dest_vmap(names::NO_ENDPOINT_SERVICES)];
+    no_endpoints.extend(
+        nodeport_rules(family, cfg, node_addresses, names::NO_ENDPOINT_NODEPORTS)
+            .into_iter()
+            .map(new_only),
+    );
+    // The node's own traffic: as upstream's filter-output, the endpoint
+    // checks, then loadBalancerSourceRanges.
+    let mut output = no_endpoints.clone();
+    output.push(dest_vmap(names::FIREWALL_IPS));
     let mut services = vec![rule(vec![Stmt::DestVmap {
         map: names::SERVICE_IPS.into(),
     }])];
@@ -320,15 +380,27 @@ fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
         node_addresses,
         names::SERVICE_NODEPORTS,
     ));
+    // Traffic to a cluster IP that no service port took (after DNAT): a
+    // port no service port defines is refused; an address of a
+    // ServiceCIDR that is no cluster IP is dropped.
+    let mut cluster_ips = vec![rule(vec![
+        Stmt::DaddrInSet {
+            set: names::CLUSTER_IPS.into(),
+        },
+        goto(names::REJECT_CHAIN),
+    ])];
+    cluster_ips.extend(
+        family_cidrs(service_cidrs, family)
+            .into_iter()
+            .map(|c| rule(vec![Stmt::DaddrIn(c), Stmt::Verdict(Verdict::Drop)])),
+    );
     let chains = [
         base(
             names::FILTER_PREROUTING,
             ChainType::Filter,
             HookPoint::Prerouting,
             -110,
-            vec![rule(vec![Stmt::DestVmap {
-                map: names::FIREWALL_IPS.into(),
-            }])],
+            vec![dest_vmap(names::FIREWALL_IPS)],
         ),
         base(
             names::NAT_PREROUTING,
@@ -369,23 +441,31 @@ fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
             ChainType::Filter,
             HookPoint::Input,
             -110,
-            with_nodeports.clone(),
+            no_endpoints,
         ),
         base(
             names::FILTER_FORWARD,
             ChainType::Filter,
             HookPoint::Forward,
             -110,
-            vec![no_endpoints()],
+            vec![dest_vmap(names::NO_ENDPOINT_SERVICES), cluster_ips_check()],
         ),
         base(
             names::FILTER_OUTPUT,
             ChainType::Filter,
             HookPoint::Output,
             -110,
-            with_nodeports,
+            output,
+        ),
+        base(
+            names::FILTER_OUTPUT_POST_DNAT,
+            ChainType::Filter,
+            HookPoint::Output,
+            -90,
+            vec![cluster_ips_check()],
         ),
         Chain::regular(names::SERVICES, services),
+        Chain::regular(names::CLUSTER_IPS_CHECK, cluster_ips),
         Chain::regular(
             names::REJECT_CHAIN,
             vec![
@@ -406,6 +486,7 @@ fn fixed(table: &mut Table, node_addresses: &[IpAddr], cfg: &PlannerConfig) {
         (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
         (names::NODEPORT_ENDPOINTS, MapKind::PortEndpointDnat),
         (names::HAIRPIN, MapKind::AddrPairSet),
+        (names::CLUSTER_IPS, MapKind::AddrSet),
     ] {
         table.maps.insert(name.into(), Map::new(name, kind));
     }
@@ -537,15 +618,15 @@ impl Builder<'_> {
         rules
     }
 
-    /// This node's endpoints may reach themselves through a service:
-    /// their (endpoint, endpoint) pair is masqueraded in postrouting.
+    /// An endpoint may reach itself through its service: its (endpoint,
+    /// endpoint) pair is masqueraded in postrouting, so that the answer
+    /// comes back through this node's conntrack. Every endpoint, whatever
+    /// node its slice names or whether it names one (kube-proxy marks
+    /// `ip saddr <endpoint>` in every endpoint chain).
     fn hairpin(&mut self, eps: &[&EndpointTarget]) {
-        let node = self.node.to_string();
         for ep in eps {
-            if ep.node_name.as_deref() == Some(node.as_str()) {
-                self.map(names::HAIRPIN)
-                    .insert(ElemKey::Pair(ep.ip, ep.ip), ElemValue::Member);
-            }
+            self.map(names::HAIRPIN)
+                .insert(ElemKey::Pair(ep.ip, ep.ip), ElemValue::Member);
         }
     }
 
@@ -578,6 +659,13 @@ impl Builder<'_> {
         let proto = sp.protocol;
         let svc_key = |addr: IpAddr| ElemKey::service(addr, proto, sp.port);
 
+        // Every cluster IP of the family is active, whichever service port
+        // owns which of its ports.
+        for ip in sp.cluster_ips.iter().filter(|ip| family.contains(ip)) {
+            self.map(names::CLUSTER_IPS)
+                .insert(ElemKey::Addr(*ip), ElemValue::Member);
+        }
+
         // Cluster IPs: the internal set.
         for ip in addrs.iter().filter(|ip| sp.cluster_ips.contains(ip)) {
             if internal.is_empty() {
@@ -606,6 +694,9 @@ impl Builder<'_> {
             .filter(|ip| !sp.cluster_ips.contains(ip))
             .copied()
             .collect();
+        // Source ranges hold with or without endpoints: a blocked client
+        // is dropped, never refused.
+        self.firewall(sp, &external, &chain("fw"));
         if external.is_empty() && node_port.is_none() {
             return;
         }
@@ -695,30 +786,42 @@ impl Builder<'_> {
                 }
             }
         }
-        self.firewall(sp, &chain("fw"));
     }
 
-    /// loadBalancerSourceRanges: LB IP traffic from outside the ranges is
-    /// dropped before DNAT; node ports and external IPs are not filtered.
-    fn firewall(&mut self, sp: &ServicePortPlan, name: &str) {
-        if sp.load_balancer_source_ranges.is_empty() {
-            return;
-        }
+    /// loadBalancerSourceRanges: new connections to the load-balancer IPs
+    /// among `external` (the port's addresses it owns) from outside the
+    /// ranges are dropped before DNAT, whether they arrive or the node
+    /// makes them; node ports and external IPs are not filtered. Only the
+    /// ranges of the table's family count: a service with IPv4 ranges
+    /// only leaves its IPv6 traffic unfiltered (kube-proxy's proxier of
+    /// each family sees only its family's ranges). When a range holds this
+    /// node's primary address, the load-balancer IPs are allowed sources
+    /// too (a VIP bound on the node answers the node from the VIP).
+    fn firewall(&mut self, sp: &ServicePortPlan, external: &[IpAddr], name: &str) {
         let family = self.family();
-        let lbs: Vec<IpAddr> = sp
-            .load_balancer_ips
-            .iter()
-            .filter(|ip| family.contains(ip))
-            .copied()
-            .collect();
-        if lbs.is_empty() {
-            return;
-        }
-        let mut rules: Vec<Rule> = sp
+        let ranges: Vec<Cidr> = sp
             .load_balancer_source_ranges
             .iter()
             .filter_map(|r| Cidr::parse(r))
             .filter(|c| c.family() == family)
+            .collect();
+        let lbs: Vec<IpAddr> = external
+            .iter()
+            .filter(|ip| sp.load_balancer_ips.contains(ip))
+            .copied()
+            .collect();
+        if ranges.is_empty() || lbs.is_empty() {
+            return;
+        }
+        let from_node = self
+            .node_ip
+            .is_some_and(|ip| ranges.iter().any(|c| c.contains(&ip)));
+        let mut allowed = ranges;
+        if from_node {
+            allowed.extend(lbs.iter().map(|ip| host(*ip)));
+        }
+        let mut rules: Vec<Rule> = allowed
+            .into_iter()
             .map(|c| rule(vec![Stmt::SaddrIn(c), Stmt::Verdict(Verdict::Return)]))
             .collect();
         rules.push(rule(vec![Stmt::Verdict(Verdict::Drop)]));

@@ -40,6 +40,8 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
         Stmt::FibSaddrLocal => write!(out, "fib saddr type local"),
         Stmt::AddrPairInSet { set } => write!(out, "{f} saddr . {f} daddr @{set}"),
         Stmt::SaddrInSet { set } => write!(out, "{f} saddr @{set}"),
+        Stmt::DaddrInSet { set } => write!(out, "{f} daddr @{set}"),
+        Stmt::CtStateNew => write!(out, "ct state new"),
         Stmt::NumgenIs { modulus, value } => write!(out, "numgen random mod {modulus} {value}"),
         Stmt::L4ProtoIs(p) => write!(out, "meta l4proto {}", p.nft_name()),
         Stmt::MarkBitsClear(bits) => {
@@ -108,6 +110,7 @@ pub fn map_type_text(family: Family, kind: MapKind) -> String {
             "typeof meta l4proto . th dport . numgen random mod 1 : {f} daddr . th dport"
         ),
         MapKind::AddrPairSet => format!("type {addr} . {addr}"),
+        MapKind::AddrSet => format!("type {addr}"),
         MapKind::AffinitySet { .. } => format!("type {addr}"),
         MapKind::Other {
             key_type,
@@ -155,6 +158,7 @@ pub fn element_text(key: &ElemKey, value: &ElemValue) -> String {
             s
         }
         ElemKey::Pair(a, b) => format!("{a} . {b}"),
+        ElemKey::Addr(a) => a.to_string(),
         ElemKey::Raw(b) => format!("0x{}", hex(b)),
     };
     let _ = match value {

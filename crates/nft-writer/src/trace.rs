@@ -1,7 +1,9 @@
 //! A packet tracer over a [`Table`]: where does the first packet of a new
-//! connection end up? It follows base chains in hook and priority order,
-//! jumps, gotos and verdict maps, and forks on `numgen` so that every
-//! possible endpoint is reported. This tests behaviour apart from rule text.
+//! connection end up ([`trace`]), and a later packet of an established
+//! one ([`trace_established`])? It follows base chains in hook and
+//! priority order, jumps, gotos and verdict maps, and forks on `numgen` so
+//! that every possible endpoint is reported. This tests behaviour apart
+//! from rule text.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -71,7 +73,17 @@ struct State {
     mark: u32,
     dnat: Option<(IpAddr, u16)>,
     masquerade: bool,
+    /// `ct state new`: the first packet of a connection. Later packets
+    /// skip the nat chains (conntrack applies the translation it
+    /// recorded) and match no `ct state new`.
+    new: bool,
+    /// For a later packet: the DNAT conntrack recorded for the connection,
+    /// applied where the nat chains would run (priority -100).
+    tracked: Option<(IpAddr, u16)>,
 }
+
+/// NF_IP_PRI_NAT_DST: where the DNAT of prerouting and output happens.
+const NAT_DST_PRIORITY: i32 = -100;
 
 enum Flow {
     /// The chain ran to its end or returned.
@@ -82,8 +94,32 @@ enum Flow {
     Reject(Refusal),
 }
 
-/// Every outcome the packet can have (several when `numgen` spreads it).
+/// Every outcome the first packet of a connection can have (several when
+/// `numgen` spreads it).
 pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
+    run(table, pkt, true, None)
+}
+
+/// What happens to a later packet (original direction) of a connection
+/// conntrack already tracks, which its first packet DNATed to `dnat` (or
+/// not at all): the nat chains are not consulted again and `ct state new`
+/// does not hold, so only the filter rules that ignore the connection
+/// state can still drop or refuse it. `Accepted` reports the recorded
+/// DNAT, and no masquerade (that too is conntrack's).
+pub fn trace_established(
+    table: &Table,
+    pkt: &Packet,
+    dnat: Option<(IpAddr, u16)>,
+) -> BTreeSet<Outcome> {
+    run(table, pkt, false, dnat)
+}
+
+fn run(
+    table: &Table,
+    pkt: &Packet,
+    new: bool,
+    tracked: Option<(IpAddr, u16)>,
+) -> BTreeSet<Outcome> {
     let mut out = BTreeSet::new();
     let start = State {
         src: pkt.src,
@@ -92,6 +128,8 @@ pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
         mark: 0,
         dnat: None,
         masquerade: false,
+        new,
+        tracked,
     };
     let first = match pkt.path {
         Path::Forwarded => HookPoint::Prerouting,
@@ -134,9 +172,18 @@ fn run_hook(
         .filter(|c| c.base.is_some_and(|b| b.hook == hook))
         .collect();
     chains.sort_by_key(|c| c.base.map(|b| b.priority));
+    let nat_dst = matches!(hook, HookPoint::Prerouting | HookPoint::Output);
     for chain in chains {
+        let base = chain.base.expect("base chains only");
         let mut next = Vec::new();
-        for s in states {
+        for mut s in states {
+            if !s.new && nat_dst && base.priority > NAT_DST_PRIORITY {
+                conntrack_dnat(&mut s);
+            }
+            if !s.new && base.chain_type == ChainType::Nat {
+                next.push(s);
+                continue;
+            }
             for (s, flow) in run_chain(table, chain, s, pkt, 0) {
                 match flow {
                     Flow::Continue | Flow::Accept => next.push(s),
@@ -151,7 +198,22 @@ fn run_hook(
         }
         states = next;
     }
+    if nat_dst {
+        states
+            .iter_mut()
+            .filter(|s| !s.new)
+            .for_each(conntrack_dnat);
+    }
     states
+}
+
+/// Applies the DNAT conntrack recorded for a later packet, once.
+fn conntrack_dnat(s: &mut State) {
+    if let Some((ip, port)) = s.tracked.take() {
+        s.dnat = Some((ip, port));
+        s.dst = ip;
+        s.dport = port;
+    }
 }
 
 fn run_chain(
@@ -236,6 +298,8 @@ fn run_rule(
             }
             // Affinity sets are filled by traffic; a new client is in none.
             Stmt::SaddrInSet { .. } => false,
+            Stmt::DaddrInSet { set } => lookup(table, set, &ElemKey::Addr(s.dst)).is_some(),
+            Stmt::CtStateNew => s.new,
             Stmt::L4ProtoIs(p) => *p == proto,
             Stmt::MarkBitsClear(bits) => s.mark & bits == 0,
             Stmt::NumgenIs { modulus, value } => {

@@ -136,7 +136,7 @@ pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
     let mut out = Vec::new();
     // `type ipv4_addr`: a single big-endian key type.
     match kind {
-        MapKind::AffinitySet { .. } => {
+        MapKind::AffinitySet { .. } | MapKind::AddrSet => {
             u32_tlv(&mut out, KEY_BYTEORDER, BYTEORDER_BIG_ENDIAN);
             return out;
         }
@@ -168,7 +168,9 @@ pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
             tlv(&mut out, KEY_TYPEOF, &key);
             tlv(&mut out, DATA_TYPEOF, &endpoint());
         }
-        MapKind::AffinitySet { .. } | MapKind::Other { .. } => unreachable!("handled above"),
+        MapKind::AffinitySet { .. } | MapKind::AddrSet | MapKind::Other { .. } => {
+            unreachable!("handled above")
+        }
     }
     if kind.is_map() {
         u32_tlv(&mut out, DATA_INTERVAL, 0);

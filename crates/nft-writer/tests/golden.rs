@@ -79,6 +79,12 @@ table ip6 nftopo
 delete table ip6 nftopo
 table ip nftopo {
 \tcomment \"nftopo layout 2\"
+\tset cluster-ips {
+\t\ttype ipv4_addr
+\t\telements = {
+\t\t\t10.43.0.10
+\t\t}
+\t}
 \tmap firewall-ips {
 \t\ttype ipv4_addr . inet_proto . inet_service : verdict
 \t}
@@ -108,27 +114,36 @@ table ip nftopo {
 \tmap service-ips {
 \t\ttype ipv4_addr . inet_proto . inet_service : verdict
 \t\telements = {
-\t\t\t10.43.0.10 . tcp . 80 : goto svc-M5OZDVIJ-default/web/tcp/80
+\t\t\t10.43.0.10 . tcp . 80 : goto svc-YORD6QRTQEIW6AFT-default/web/tcp/80
 \t\t}
 \t}
 \tmap service-nodeports {
 \t\ttype inet_proto . inet_service : verdict
 \t}
+\tchain cluster-ips-check {
+\t\tip daddr @cluster-ips goto reject-chain
+\t}
 \tchain filter-forward {
 \t\ttype filter hook forward priority -110; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new jump cluster-ips-check
 \t}
 \tchain filter-input {
 \t\ttype filter hook input priority -110; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
 \t}
 \tchain filter-output {
 \t\ttype filter hook output priority -110; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport vmap @firewall-ips
+\t}
+\tchain filter-output-post-dnat {
+\t\ttype filter hook output priority -90; policy accept;
+\t\tct state new jump cluster-ips-check
 \t}
 \tchain filter-prerouting {
 \t\ttype filter hook prerouting priority -110; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @firewall-ips
+\t\tct state new ip daddr . meta l4proto . th dport vmap @firewall-ips
 \t}
 \tchain nat-output {
 \t\ttype nat hook output priority -100; policy accept;
@@ -155,7 +170,7 @@ table ip nftopo {
 \tchain spread-2 {
 \t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints
 \t}
-\tchain svc-M5OZDVIJ-default/web/tcp/80 {
+\tchain svc-YORD6QRTQEIW6AFT-default/web/tcp/80 {
 \t\tip saddr != 10.42.0.0/16 meta mark set meta mark | 0x00004000
 \t\tgoto spread-2
 \t}
@@ -350,15 +365,10 @@ endpoints:
             dnat_to(&one, 5353, false),
         ),
         (
-            "tcp 53 is not a service port and passes untouched",
+            "tcp 53 is no service port of the cluster IP and is refused (kube-proxy's cluster-ips-check)",
             Protocol::Tcp,
             53,
-            [Outcome::Accepted {
-                dnat: None,
-                masquerade: false,
-            }]
-            .into_iter()
-            .collect(),
+            rejected(),
         ),
     ];
     for (name, proto, port, want) in cases {

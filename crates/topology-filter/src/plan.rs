@@ -18,6 +18,11 @@ pub struct ProxyPlan {
     /// of `status.addresses` (both families mixed). Empty when the Node is
     /// unknown.
     pub node_addresses: Vec<IpAddr>,
+    /// The prefixes of every `networking.k8s.io/v1` ServiceCIDR
+    /// (`spec.cidrs`, normalised), sorted, without duplicates: traffic to
+    /// an address inside them that no Service holds is dropped. Empty
+    /// without ServiceCIDR objects.
+    pub service_cidrs: Vec<String>,
     /// One entry per service port (with all its cluster IPs, and endpoints
     /// of every family), sorted by service key, then port name, then
     /// protocol.

@@ -19,12 +19,13 @@ const RANGE_SCAN_LIMIT: usize = 8;
 /// `plan(state, &plan.node)` provided every other Service plans the same
 /// in `state` as before (their Service, their slices and, for Services
 /// with topology keys or hints, the Nodes did not change). This node's
-/// addresses are read again.
+/// addresses and the ServiceCIDRs are read again.
 ///
 /// Services in `services` that are gone from `state` lose their port plans
 /// and problems.
 pub fn replan(plan: &mut ProxyPlan, state: &ClusterState, services: &BTreeSet<ObjectKey>) {
     plan.node_addresses = node_addresses(state, &plan.node);
+    plan.service_cidrs = state.service_cidr_prefixes();
     let slices = slices_of(state, services);
     for key in services {
         let one = match state.services.get(key) {

@@ -74,6 +74,7 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
     let mut plan = ProxyPlan {
         node: node.to_string(),
         node_addresses: node_addresses(state, node),
+        service_cidrs: state.service_cidr_prefixes(),
         ..ProxyPlan::default()
     };
     let slices = state.slices_by_service();

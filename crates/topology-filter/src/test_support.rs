@@ -144,7 +144,7 @@ pub(crate) fn state_with_port(
         services: [(service.key.clone(), service)].into_iter().collect(),
         endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-        block_affinities: Default::default(),
+        ..ClusterState::default()
     }
 }
 

@@ -130,6 +130,7 @@ fn write_response(w: &mut TcpStream, code: u16, body: &Value, close: bool) -> io
     let body = serde_json::to_vec(body).unwrap_or_default();
     let text = match code {
         200 => "OK",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         410 => "Gone",
@@ -190,6 +191,7 @@ fn route(path: &str) -> Result<Target, Value> {
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io", rest),
         ["apis", "crd.projectcalico.org", "v1", rest @ ..] => ("crd.projectcalico.org", rest),
+        ["apis", "networking.k8s.io", "v1", rest @ ..] => ("networking.k8s.io", rest),
         _ => {
             return Err(status(
                 404,
@@ -240,7 +242,10 @@ fn discovery(path: &str) -> Option<Value> {
         "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
             "name": "discovery.k8s.io",
             "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
-            "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}}]}),
+            "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"}}, {
+            "name": "networking.k8s.io",
+            "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "networking.k8s.io/v1", "version": "v1"}}]}),
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1",
                             "resources": [res(Resource::Service), res(Resource::Node)]}),
         "/apis/discovery.k8s.io" => {
@@ -251,6 +256,10 @@ fn discovery(path: &str) -> Option<Value> {
         "/apis/discovery.k8s.io/v1" => {
             json!({"kind": "APIResourceList", "groupVersion": "discovery.k8s.io/v1",
                                               "resources": [res(Resource::EndpointSlice)]})
+        }
+        "/apis/networking.k8s.io/v1" => {
+            json!({"kind": "APIResourceList", "groupVersion": "networking.k8s.io/v1",
+                                              "resources": [res(Resource::ServiceCidr)]})
         }
         "/apis/crd.projectcalico.org/v1" => {
             json!({"kind": "APIResourceList", "groupVersion": "crd.projectcalico.org/v1",
@@ -291,6 +300,30 @@ fn handle(
         Ok(t) => t,
         Err(st) => return write_response(w, 404, &st, req.close),
     };
+    let refused = shared.refused.lock().unwrap().get(&target.res).copied();
+    match refused {
+        Some(404) => {
+            let st = status(
+                404,
+                "NotFound",
+                &format!(
+                    "the server could not find the requested resource ({})",
+                    req.path
+                ),
+            );
+            return write_response(w, 404, &st, req.close);
+        }
+        Some(code) => {
+            let message = format!(
+                "{} is forbidden: User \"system:serviceaccount:kube-system:nftopo\" cannot list                  resource \"{}\" in API group \"{}\" at the cluster scope",
+                target.res.plural(),
+                target.res.plural(),
+                target.res.group()
+            );
+            return write_response(w, code, &status(code, "Forbidden", &message), req.close);
+        }
+        None => {}
+    }
     let q = |k: &str| req.query.get(k).map(String::as_str);
     let sel = match Selectors::parse(q("labelSelector"), q("fieldSelector")) {
         Ok(s) => s,

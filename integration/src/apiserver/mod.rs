@@ -1,6 +1,9 @@
 //! A Kubernetes API server stand-in for tests: plain HTTP/1.1 that speaks
 //! the real list/watch protocol to the real kube-rs client, for Services,
-//! EndpointSlices (discovery.k8s.io/v1) and Nodes.
+//! EndpointSlices (discovery.k8s.io/v1), Nodes, ServiceCIDRs
+//! (networking.k8s.io/v1) and Calico BlockAffinities. A resource can be
+//! made to answer 404 (an API server without it) or 403 (a role without
+//! it): [`ApiServer::refuse`].
 //!
 //! - **Store**: objects are JSON values; every change takes the next
 //!   value of one global resourceVersion counter and is kept in a history
@@ -73,6 +76,8 @@ pub(crate) struct Shared {
     /// Bumped by drop_watches: watches started before end abruptly.
     watch_epoch: AtomicU64,
     log: Mutex<Vec<String>>,
+    /// Resources answered with this HTTP status instead of served.
+    refused: Mutex<HashMap<Resource, u16>>,
 }
 
 impl Shared {
@@ -208,6 +213,7 @@ impl ApiServer {
             next_conn: AtomicU64::new(0),
             watch_epoch: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            refused: Mutex::new(HashMap::new()),
         });
         let (addr, running) = spawn_listener(shared.clone(), addr, netns.clone())?;
         Ok(ApiServer {
@@ -325,6 +331,19 @@ impl ApiServer {
     pub fn set_bookmark_interval(&self, d: Duration) {
         *self.shared.bookmark_interval.lock().unwrap() = d;
         self.shared.notify();
+    }
+
+    /// Answers every request for `res` (list, get, watch) with `code`
+    /// instead of serving it: 404 as an API server that does not have the
+    /// resource (a Status `NotFound`), 403 as one whose RBAC does not let
+    /// the client at it (a Status `Forbidden`); `None` serves it again.
+    /// Watches already running go on.
+    pub fn refuse(&self, res: Resource, code: Option<u16>) {
+        let mut refused = self.shared.refused.lock().unwrap();
+        match code {
+            Some(code) => refused.insert(res, code),
+            None => refused.remove(&res),
+        };
     }
 
     /// Every request so far as `METHOD /path?query`, in arrival order.

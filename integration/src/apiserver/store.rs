@@ -18,6 +18,8 @@ pub enum Resource {
     /// crd.projectcalico.org/v1 BlockAffinity (cluster-scoped; Calico's
     /// CRD, served as if installed).
     BlockAffinity,
+    /// networking.k8s.io/v1 ServiceCIDR (cluster-scoped).
+    ServiceCidr,
 }
 
 impl Resource {
@@ -28,6 +30,7 @@ impl Resource {
             "EndpointSlice" | "endpointslices" => Some(Self::EndpointSlice),
             "Node" | "nodes" => Some(Self::Node),
             "BlockAffinity" | "blockaffinities" => Some(Self::BlockAffinity),
+            "ServiceCIDR" | "servicecidrs" => Some(Self::ServiceCidr),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ impl Resource {
             Self::EndpointSlice => "EndpointSlice",
             Self::Node => "Node",
             Self::BlockAffinity => "BlockAffinity",
+            Self::ServiceCidr => "ServiceCIDR",
         }
     }
     /// The plural name in paths.
@@ -47,6 +51,7 @@ impl Resource {
             Self::EndpointSlice => "endpointslices",
             Self::Node => "nodes",
             Self::BlockAffinity => "blockaffinities",
+            Self::ServiceCidr => "servicecidrs",
         }
     }
     /// apiVersion of objects and lists.
@@ -55,6 +60,7 @@ impl Resource {
             Self::Service | Self::Node => "v1",
             Self::EndpointSlice => "discovery.k8s.io/v1",
             Self::BlockAffinity => "crd.projectcalico.org/v1",
+            Self::ServiceCidr => "networking.k8s.io/v1",
         }
     }
     /// The API group ("" for the core group).
@@ -65,7 +71,7 @@ impl Resource {
     }
     /// Whether objects live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Self::Node | Self::BlockAffinity)
+        !matches!(self, Self::Node | Self::BlockAffinity | Self::ServiceCidr)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
@@ -25,6 +26,9 @@ pub enum Kind {
     /// `crd.projectcalico.org/v1 BlockAffinity` (watched only when pod
     /// CIDRs come from Calico IPAM).
     BlockAffinity,
+    /// `networking.k8s.io/v1 ServiceCIDR` (optional: a cluster that does
+    /// not serve it, or does not let nftopo list it, has none).
+    ServiceCidr,
 }
 
 impl Kind {
@@ -35,6 +39,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
             Kind::BlockAffinity => "BlockAffinity",
+            Kind::ServiceCidr => "ServiceCIDR",
         }
     }
 }
@@ -73,11 +78,14 @@ pub(crate) trait Watched {
 
     /// `namespace/name` of the object (namespace `default` when missing
     /// for namespaced kinds, as the converters read it; empty for the
-    /// cluster-scoped Nodes and BlockAffinities).
+    /// cluster-scoped Nodes, BlockAffinities and ServiceCIDRs).
     fn id(&self) -> ObjectKey {
         let meta = self.meta();
         let name = meta.name.clone().unwrap_or_default();
-        if matches!(Self::KIND, Kind::Node | Kind::BlockAffinity) {
+        if matches!(
+            Self::KIND,
+            Kind::Node | Kind::BlockAffinity | Kind::ServiceCidr
+        ) {
             return ObjectKey::new("", name);
         }
         let namespace = meta
@@ -167,6 +175,33 @@ impl Watched for core::Node {
     fn ids(state: &ClusterState) -> Vec<ObjectKey> {
         state
             .nodes
+            .keys()
+            .map(|n| ObjectKey::new("", n.clone()))
+            .collect()
+    }
+}
+
+impl Watched for networking::ServiceCIDR {
+    type Model = crate::ServiceCidr;
+    const KIND: Kind = Kind::ServiceCidr;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn convert(&self) -> Result<crate::ServiceCidr, FieldError> {
+        convert::service_cidr(self)
+    }
+    fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::ServiceCidr> {
+        state.service_cidrs.get(&id.name)
+    }
+    fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::ServiceCidr) {
+        state.service_cidrs.insert(id.name.clone(), model);
+    }
+    fn remove(state: &mut ClusterState, id: &ObjectKey) {
+        state.service_cidrs.remove(&id.name);
+    }
+    fn ids(state: &ClusterState) -> Vec<ObjectKey> {
+        state
+            .service_cidrs
             .keys()
             .map(|n| ObjectKey::new("", n.clone()))
             .collect()

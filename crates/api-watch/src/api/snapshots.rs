@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 use tokio::sync::Notify;
@@ -86,6 +87,30 @@ impl Snapshots {
             Tracker::block_affinity,
         )));
         snapshots
+    }
+
+    /// Watches ServiceCIDRs too, from `service_cidrs`: the first snapshot
+    /// also waits for their first list or their first failure (a cluster
+    /// without the API, or without nftopo's permission to list it, has
+    /// none; see [`Tracker::with_service_cidrs`]). Call before the first
+    /// [`Snapshots::next`].
+    pub fn with_service_cidrs<C, Err>(mut self, service_cidrs: C) -> Self
+    where
+        C: Stream<Item = Result<Event<networking::ServiceCIDR>, Err>> + Send + 'static,
+        Err: std::fmt::Display + Send + 'static,
+    {
+        {
+            let mut tracker = self.shared.tracker();
+            let taken = std::mem::replace(&mut *tracker, Tracker::new(SystemTime::now()));
+            *tracker = taken.with_service_cidrs();
+        }
+        self.tasks.push(tokio::spawn(pump(
+            self.shared.clone(),
+            Kind::ServiceCidr,
+            service_cidrs,
+            Tracker::service_cidr,
+        )));
+        self
     }
 
     fn spawn<S, E, N, Err>(tracker: Tracker, services: S, endpoint_slices: E, nodes: N) -> Self
@@ -174,7 +199,17 @@ async fn pump<K, S, Err>(
                 match item {
                     Ok(event) => apply(&mut tracker, event),
                     Err(e) => {
-                        tracing::warn!(%kind, error = %e, "watch failed; the watcher re-lists and retries")
+                        let first = tracker.failed(kind);
+                        if !tracker.is_optional(kind) {
+                            tracing::warn!(%kind, error = %e, "watch failed; the watcher re-lists and retries")
+                        } else if first {
+                            // Once: a cluster without the API (or without
+                            // the permission) fails every retry the same way.
+                            tracing::warn!(%kind, error = %e,
+                                "cannot list or watch; taken as none until it works (the watcher retries)")
+                        } else {
+                            tracing::debug!(%kind, error = %e, "watch failed; the watcher re-lists and retries")
+                        }
                     }
                 }
             }

@@ -429,13 +429,14 @@ fn access_lists_what_the_watchers_request() {
         ("", "services"),
         ("discovery.k8s.io", "endpointslices"),
         ("", "nodes"),
+        ("networking.k8s.io", "servicecidrs"),
     ]
     .map(|(g, r)| (g.to_string(), r.to_string()));
     assert_eq!(plain, expected);
     let calico = access(true);
-    assert_eq!(calico.len(), 4);
-    assert_eq!(calico[3].group, "crd.projectcalico.org");
-    assert_eq!(calico[3].resource, "blockaffinities");
+    assert_eq!(calico.len(), 5);
+    assert_eq!(calico[4].group, "crd.projectcalico.org");
+    assert_eq!(calico[4].resource, "blockaffinities");
 }
 
 #[test]
@@ -494,4 +495,68 @@ fn increments_applied_in_turn_give_the_state_snapshots_copy() {
     assert_eq!(mirror.nodes.len(), 1);
     assert!(mirror.endpoint_slices.is_empty());
     assert_eq!(mirror.services.len(), 2);
+}
+
+fn service_cidr(name: &str, cidrs: &[&str]) -> k8s_openapi::api::networking::v1::ServiceCIDR {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"cidrs": cidrs}})).unwrap()
+}
+
+#[test]
+fn service_cidrs_gate_the_first_snapshot_until_they_list_or_fail() {
+    // A cluster with the API: the first snapshot waits for their list and
+    // holds them; changes follow.
+    let mut t = Tracker::new(start()).with_service_cidrs();
+    list_all(&mut t, vec![], vec![]);
+    assert_eq!(t.take_snapshot(), None, "ServiceCIDRs have not listed");
+    t.service_cidr(Event::Init);
+    t.service_cidr(Event::InitApply(service_cidr(
+        "kubernetes",
+        &["10.43.0.0/16"],
+    )));
+    t.service_cidr(Event::InitDone);
+    let s = t.take_snapshot().expect("listed");
+    assert_eq!(s.state.service_cidr_prefixes(), ["10.43.0.0/16"]);
+    t.service_cidr(Event::Apply(service_cidr("extra", &["10.96.0.0/20"])));
+    let s = t.take_snapshot().expect("changed");
+    assert_eq!(
+        s.state.service_cidr_prefixes(),
+        ["10.43.0.0/16", "10.96.0.0/20"]
+    );
+    t.service_cidr(Event::Delete(service_cidr("kubernetes", &["10.43.0.0/16"])));
+    let s = t.take_snapshot().expect("changed");
+    assert_eq!(s.state.service_cidr_prefixes(), ["10.96.0.0/20"]);
+
+    // A cluster without the API (404) or without the permission (403):
+    // the first failure counts as "none", the Services are handed out.
+    let mut t = Tracker::new(start()).with_service_cidrs();
+    list_all(&mut t, vec![service("web", 80)], vec![]);
+    assert_eq!(t.take_snapshot(), None);
+    assert!(t.failed(Kind::ServiceCidr), "the first failure");
+    let s = t.take_snapshot().expect("ready without ServiceCIDRs");
+    assert!(s.state.service_cidrs.is_empty());
+    assert_eq!(s.state.services.len(), 1);
+    assert!(!t.failed(Kind::ServiceCidr), "only the first one counts");
+    assert_eq!(
+        t.take_snapshot(),
+        None,
+        "a retry failing again changes nothing"
+    );
+    // When the watcher's retry gets through, they come in.
+    t.service_cidr(Event::Init);
+    t.service_cidr(Event::InitApply(service_cidr(
+        "kubernetes",
+        &["10.43.0.0/16"],
+    )));
+    t.service_cidr(Event::InitDone);
+    let s = t.take_snapshot().expect("listed at last");
+    assert_eq!(s.state.service_cidr_prefixes(), ["10.43.0.0/16"]);
+
+    // A required kind failing does not make the tracker ready.
+    let mut t = Tracker::new(start());
+    t.service(Event::Init);
+    t.service(Event::InitDone);
+    t.endpoint_slice(Event::Init);
+    t.endpoint_slice(Event::InitDone);
+    t.failed(Kind::Node);
+    assert_eq!(t.take_snapshot(), None, "Nodes must list");
 }

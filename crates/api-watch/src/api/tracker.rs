@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
@@ -84,6 +85,8 @@ pub struct ModelChanges {
     pub nodes: Vec<(String, Option<crate::Node>)>,
     /// Calico BlockAffinities by name.
     pub block_affinities: Vec<(String, Option<crate::BlockAffinity>)>,
+    /// ServiceCIDRs by name.
+    pub service_cidrs: Vec<(String, Option<crate::ServiceCidr>)>,
 }
 
 impl ModelChanges {
@@ -106,6 +109,7 @@ impl ModelChanges {
         put(&mut state.endpoint_slices, self.endpoint_slices);
         put(&mut state.nodes, self.nodes);
         put(&mut state.block_affinities, self.block_affinities);
+        put(&mut state.service_cidrs, self.service_cidrs);
     }
 
     /// Objects changed.
@@ -114,6 +118,7 @@ impl ModelChanges {
             + self.endpoint_slices.len()
             + self.nodes.len()
             + self.block_affinities.len()
+            + self.service_cidrs.len()
     }
 
     /// Whether nothing changed.
@@ -178,6 +183,8 @@ pub struct Increment {
 struct Progress {
     /// The kind has completed a list at least once.
     listed: bool,
+    /// A list or watch of the kind has failed at least once.
+    failed: bool,
     /// During a (re-)list: what has been listed so far, replacing the
     /// kind's objects atomically on `InitDone`.
     relist: Option<BTreeMap<ObjectKey, Listed>>,
@@ -190,6 +197,7 @@ enum Listed {
     Slice(Box<discovery::EndpointSlice>),
     Node(Box<core::Node>),
     Block(Box<DynamicObject>),
+    ServiceCidr(Box<networking::ServiceCIDR>),
 }
 
 /// Applies watcher events of all kinds to one [`ClusterState`]; hands out
@@ -200,6 +208,9 @@ pub struct Tracker {
     started: SystemTime,
     /// The kinds that must have listed before the first snapshot.
     watched: Vec<Kind>,
+    /// Of those, the kinds whose first failed attempt counts as an empty
+    /// list (the API may not serve them, or not to nftopo).
+    optional: Vec<Kind>,
     state: ClusterState,
     errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
     progress: BTreeMap<Kind, Progress>,
@@ -220,6 +231,7 @@ impl Tracker {
         Self {
             started,
             watched: vec![Kind::Service, Kind::EndpointSlice, Kind::Node],
+            optional: Vec::new(),
             state: ClusterState::default(),
             errors: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -239,6 +251,20 @@ impl Tracker {
     pub fn with_block_affinities(mut self) -> Self {
         if !self.watched.contains(&Kind::BlockAffinity) {
             self.watched.push(Kind::BlockAffinity);
+        }
+        self
+    }
+
+    /// Also waits for ServiceCIDRs before the first snapshot: for their
+    /// first list, or for their first failure. A cluster that does not
+    /// serve `networking.k8s.io/v1` ServiceCIDRs (404), or does not let
+    /// nftopo list them (403), has none: its Services are programmed all
+    /// the same, without the drop of unallocated service addresses. The
+    /// watcher keeps retrying; a later list brings them in.
+    pub fn with_service_cidrs(mut self) -> Self {
+        if !self.watched.contains(&Kind::ServiceCidr) {
+            self.watched.push(Kind::ServiceCidr);
+            self.optional.push(Kind::ServiceCidr);
         }
         self
     }
@@ -263,11 +289,38 @@ impl Tracker {
         self.apply(event, |b| Listed::Block(Box::new(b)));
     }
 
-    /// Whether every watched kind has completed its first list.
+    /// Applies one ServiceCIDR event.
+    pub fn service_cidr(&mut self, event: Event<networking::ServiceCIDR>) {
+        self.apply(event, |c| Listed::ServiceCidr(Box::new(c)));
+    }
+
+    /// Records that a list or watch of `kind` failed (the watcher retries
+    /// by itself). Returns true the first time for the kind. An optional
+    /// kind that has not listed yet then counts as listed and empty.
+    pub fn failed(&mut self, kind: Kind) -> bool {
+        let progress = self.progress.entry(kind).or_default();
+        let first = !progress.failed;
+        progress.failed = true;
+        if first && self.optional.contains(&kind) && !progress.listed {
+            // The failure can make the tracker ready.
+            self.dirty = true;
+        }
+        first
+    }
+
+    /// Whether `kind` is optional (see [`Tracker::with_service_cidrs`]).
+    pub fn is_optional(&self, kind: Kind) -> bool {
+        self.optional.contains(&kind)
+    }
+
+    /// Whether every watched kind has completed its first list (or, for
+    /// an optional kind, failed it).
     pub fn ready(&self) -> bool {
-        self.watched
-            .iter()
-            .all(|k| self.progress.get(k).is_some_and(|p| p.listed))
+        self.watched.iter().all(|k| {
+            self.progress
+                .get(k)
+                .is_some_and(|p| p.listed || (p.failed && self.optional.contains(k)))
+        })
     }
 
     /// Whether a snapshot is due: ready, and something changed since the
@@ -336,6 +389,10 @@ impl Tracker {
                         let now = st.block_affinities.get(&id.name).cloned();
                         c.block_affinities.push((id.name, now));
                     }
+                    Kind::ServiceCidr => {
+                        let now = st.service_cidrs.get(&id.name).cloned();
+                        c.service_cidrs.push((id.name, now));
+                    }
                 }
             }
             StateChange::Changes(c)
@@ -403,6 +460,7 @@ impl Tracker {
                 Listed::Slice(s) => self.set(&id, Some(s.as_ref())),
                 Listed::Node(n) => self.set(&id, Some(n.as_ref())),
                 Listed::Block(b) => self.set(&id, Some(b.as_ref())),
+                Listed::ServiceCidr(c) => self.set(&id, Some(c.as_ref())),
             }
         }
         if !self.progress.entry(K::KIND).or_default().listed {
@@ -478,7 +536,8 @@ impl Tracker {
                 }
             }
             Kind::Node => self.nodes_changed = true,
-            Kind::BlockAffinity => {}
+            // Read again with every plan (`ProxyPlan::service_cidrs`).
+            Kind::BlockAffinity | Kind::ServiceCidr => {}
         }
     }
 }

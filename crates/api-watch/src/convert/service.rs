@@ -271,7 +271,11 @@ fn external_ips(ips: Option<&[String]>) -> Result<Vec<IpAddr>, FieldError> {
 }
 
 /// `status.loadBalancer.ingress[].ip`; entries with only a `hostname` (as
-/// some cloud load balancers publish) have no IP and are left out.
+/// some cloud load balancers publish) have no IP and are left out, and so
+/// are those whose `ipMode` is not `VIP` (kube-proxy's `IsVIPMode`: unset
+/// means VIP): with `ipMode: Proxy` the load balancer must see the
+/// traffic (PROXY protocol, TLS termination), so in-cluster clients must
+/// not be short-cut to the endpoints.
 fn load_balancer_ips(status: Option<&core::ServiceStatus>) -> Result<Vec<IpAddr>, FieldError> {
     let ingress = status
         .and_then(|s| s.load_balancer.as_ref())
@@ -280,6 +284,7 @@ fn load_balancer_ips(status: Option<&core::ServiceStatus>) -> Result<Vec<IpAddr>
     ingress
         .iter()
         .enumerate()
+        .filter(|(_, entry)| entry.ip_mode.as_deref().is_none_or(|m| m == "VIP"))
         .filter_map(|(i, entry)| {
             let written = entry.ip.as_deref().filter(|s| !s.is_empty())?;
             Some(ip(format!("status.loadBalancer.ingress[{i}].ip"), written))

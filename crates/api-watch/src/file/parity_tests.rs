@@ -294,3 +294,59 @@ fn slice_ports_and_conditions_are_read_as_kube_proxy_reads_them() {
         );
     }
 }
+
+#[test]
+fn only_vip_mode_load_balancer_ingress_is_proxied() {
+    // pkg/proxy/serviceport.go newBaseServiceInfo: ingress entries that
+    // are not IsVIPMode (ipMode unset or VIP) are not LoadBalancerVIPs.
+    let text = "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {type: LoadBalancer, clusterIP: 10.43.0.1, ports: [{port: 80}]}
+status:
+  loadBalancer:
+    ingress:
+    - {ip: 203.0.113.1}
+    - {ip: 203.0.113.2, ipMode: VIP}
+    - {ip: 203.0.113.3, ipMode: Proxy}
+    - {ip: 203.0.113.4, ipMode: Something}
+";
+    let (state, errors) = load(text);
+    assert_eq!(errors, vec![]);
+    assert_eq!(
+        state.services[&key("web")].load_balancer_ips,
+        ips(&["203.0.113.1", "203.0.113.2"]),
+        "ipMode unset and VIP are kept; Proxy (and any other mode) is left out"
+    );
+}
+
+#[test]
+fn service_cidrs_load_and_their_prefixes_are_merged() {
+    // pkg/proxy/config/config.go ServiceCIDRConfig: the union of every
+    // ServiceCIDR's spec.cidrs.
+    let text = "
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: {name: kubernetes}
+spec: {cidrs: [10.43.0.0/16, 'fd00:43::/112']}
+---
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: {name: extra}
+spec: {cidrs: [10.96.0.0/20, 10.43.0.0/16]}
+---
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: {name: broken}
+spec: {cidrs: [not-a-prefix]}
+";
+    let (state, errors) = load(text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].object, "ServiceCIDR broken");
+    assert_eq!(errors[0].field, "spec.cidrs[0]");
+    assert_eq!(
+        state.service_cidr_prefixes(),
+        vec!["10.43.0.0/16", "10.96.0.0/20", "fd00:43::/112"]
+    );
+}

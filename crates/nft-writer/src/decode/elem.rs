@@ -48,6 +48,7 @@ pub(super) fn key(family: Family, kind: MapKind, bytes: &[u8]) -> ElemKey {
                 _ => None,
             }
         }
+        MapKind::AddrSet => addr(family, bytes).map(ElemKey::Addr),
         MapKind::AffinitySet { .. } | MapKind::Other { .. } => None,
     };
     match candidate {
@@ -78,7 +79,7 @@ pub(super) fn value(family: Family, kind: MapKind, data: Option<&[u8]>) -> ElemV
                 _ => None,
             }
         }),
-        MapKind::AddrPairSet | MapKind::AffinitySet { .. } => None,
+        MapKind::AddrPairSet | MapKind::AddrSet | MapKind::AffinitySet { .. } => None,
     };
     decoded.unwrap_or_else(|| ElemValue::Raw(describe(data)))
 }

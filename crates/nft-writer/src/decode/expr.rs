@@ -66,6 +66,10 @@ const DYNSET_SET_NAME: u16 = 1;
 const DYNSET_TIMEOUT: u16 = 6;
 const DYNSET_PAD: u16 = 8;
 const DYNSET_FLAGS: u16 = 9;
+/// NFTA_CT_KEY, NFTA_CT_DIRECTION; NFT_CT_STATE.
+const CT_KEY: u16 = 2;
+const CT_DIRECTION: u16 = 3;
+const CT_STATE: u32 = 0;
 /// NFTA_REJECT_TYPE; NFT_REJECT_ICMP_UNREACH, NFT_REJECT_TCP_RST.
 const REJECT_TYPE: u16 = 1;
 const REJECT_ICMP: u32 = 0;
@@ -224,6 +228,11 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
                     out.push((Stmt::DestVmap { map }, 4));
                 }
             }
+            if whole && offset == Some(daddr) {
+                if let Some(set) = at(1, "lookup").and_then(|x| x.string(LOOKUP_SET)) {
+                    out.push((Stmt::DaddrInSet { set }, 2));
+                }
+            }
             if whole && offset == Some(saddr) {
                 let pair = at(1, "payload").and(at(2, "lookup"));
                 if let Some(set) = pair.and_then(|x| x.string(LOOKUP_SET)) {
@@ -274,6 +283,12 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
             }
             _ => {}
         },
+        "ct" => {
+            let state = first.u32(CT_KEY) == Some(CT_STATE) && first.u32(CT_DIRECTION).is_none();
+            if state && at(1, "bitwise").and(at(2, "cmp")).is_some() {
+                out.push((Stmt::CtStateNew, 3));
+            }
+        }
         "fib" => match first.u32(FIB_FLAGS) {
             Some(FIB_F_DADDR) => out.push((Stmt::FibDaddrLocal, 2)),
             Some(FIB_F_SADDR) => out.push((Stmt::FibSaddrLocal, 2)),
@@ -373,6 +388,7 @@ fn is_register(name: &str, kind: u16) -> bool {
             | ("numgen", 1)
             | ("nat", 3..=6)
             | ("fib", 1)
+            | ("ct", 1 | 4)
             | ("dynset", 4 | 5)
             | ("masq", 2 | 3)
     )

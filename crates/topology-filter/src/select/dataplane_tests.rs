@@ -227,7 +227,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
         services: services.into_iter().map(|s| (s.key.clone(), s)).collect(),
         endpoint_slices: slices.into_iter().map(|s| (s.key.clone(), s)).collect(),
         nodes: Default::default(),
-        block_affinities: Default::default(),
+        ..ClusterState::default()
     }
 }
 

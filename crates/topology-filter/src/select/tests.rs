@@ -138,7 +138,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
         .into_iter()
         .map(|n| (n.name.clone(), n))
         .collect(),
-        block_affinities: Default::default(),
+        ..ClusterState::default()
     }
 }
 
