@@ -108,12 +108,13 @@ fn stmt(u: &mut Unstructured, f: Family) -> Result<Stmt> {
 }
 
 fn map_kind(u: &mut Unstructured) -> Result<MapKind> {
-    Ok(match u.int_in_range(0..=5)? {
+    Ok(match u.int_in_range(0..=6)? {
         0 => MapKind::ServiceVerdict,
         1 => MapKind::PortVerdict,
         2 => MapKind::EndpointDnat,
         3 => MapKind::PortEndpointDnat,
         4 => MapKind::AddrPairSet,
+        5 => MapKind::AddrSet,
         _ => MapKind::AffinitySet {
             timeout: u.arbitrary()?,
         },
@@ -159,6 +160,7 @@ fn element(u: &mut Unstructured, f: Family, kind: MapKind) -> Result<(ElemKey, E
             ElemValue::Dnat(ip(u, f)?, u.arbitrary()?),
         ),
         MapKind::AddrPairSet => (ElemKey::Pair(ip(u, f)?, ip(u, f)?), ElemValue::Member),
+        MapKind::AddrSet => (ElemKey::Addr(ip(u, f)?), ElemValue::Member),
         MapKind::AffinitySet { .. } => (ElemKey::Pair(ip(u, f)?, ip(u, f)?), ElemValue::Member),
         // Never planned (read-back only); raw keys are what deletes use.
         MapKind::Other { .. } => (ElemKey::Raw(u.arbitrary()?), ElemValue::Member),
