@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use api_watch::api::{Increment, ObjectError, Snapshots};
+use api_watch::api::{Increment, ObjectError, Snapshots, StateChange};
 
 use super::sync_loop::{Changed, Source, Update};
 
@@ -28,6 +28,17 @@ impl ApiSource {
 impl Source for ApiSource {
     async fn next(&mut self) -> Option<Update> {
         let increment = self.snapshots.next_increment().await;
+        // Only the first increment holds the whole state: it is handed out
+        // once every watched kind has completed its first list. The time
+        // from here to `first sync done` is the start-up sync's own cost.
+        if let StateChange::Whole(state) = &increment.state {
+            tracing::info!(
+                services = state.services.len(),
+                endpoint_slices = state.endpoint_slices.len(),
+                nodes = state.nodes.len(),
+                "all kinds listed"
+            );
+        }
         Some(to_update(increment, &mut self.skipped))
     }
 }
