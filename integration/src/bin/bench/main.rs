@@ -18,11 +18,17 @@
 //!    stand-in: its memory, and the time from an EndpointSlice change to
 //!    the element in the kernel;
 //! 6. `routes`: 5,000 node routes and one change (route-sync's
-//!    `route_bench` example) against `ip -batch`.
+//!    `route_bench` example) against `ip -batch`;
+//! 7. `converge`: `nftopo apply` with nothing changed and with 1% of the
+//!    services changed against the first apply into an empty namespace,
+//!    operations witnessed by `nft monitor`; the read-back alone
+//!    (nft-writer's `readback_bench` example); `nftopo run` restarted
+//!    over an unchanged cluster against its first start.
 //!
 //! `--quick` runs every section small (under 3 minutes). Needs root,
-//! `nft`, `iptables`, `/usr/bin/time`; `perf` is optional.
+//! `nft`, `iptables`, `nsenter`, `/usr/bin/time`; `perf` is optional.
 
+mod converge;
 mod daemon;
 mod dataplane;
 mod fullsync;
@@ -68,7 +74,14 @@ impl Config {
     }
 }
 
-const SECTIONS: [&str; 5] = ["fullsync", "incremental", "dataplane", "daemon", "routes"];
+const SECTIONS: [&str; 6] = [
+    "fullsync",
+    "incremental",
+    "dataplane",
+    "daemon",
+    "routes",
+    "converge",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -117,6 +130,7 @@ fn main() {
             "dataplane" => dataplane::run(&cfg),
             "daemon" => daemon::run(&cfg),
             "routes" => routes::run(&cfg),
+            "converge" => converge::run(&cfg),
             _ => unreachable!(),
         };
         body.push_str(&md);
