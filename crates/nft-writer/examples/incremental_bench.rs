@@ -271,12 +271,7 @@ fn main() {
             let t0 = Instant::now();
             let mut keys: BTreeSet<ObjectKey> = named.into_iter().collect();
             if nodes {
-                keys.extend(
-                    st.services
-                        .values()
-                        .filter(|s| topology_filter::depends_on_nodes(s))
-                        .map(|s| s.key.clone()),
-                );
+                keys.extend(topology_filter::node_dependents(&st));
             }
             topology_filter::replan(&mut topo, &st, &keys);
             let t1 = Instant::now();

@@ -476,12 +476,7 @@ fn initial(r: &mut Rng) -> ClusterState {
 fn dirty_set(st: &ClusterState, dirt: Dirt) -> BTreeSet<ObjectKey> {
     let mut keys = dirt.services;
     if dirt.nodes {
-        keys.extend(
-            st.services
-                .values()
-                .filter(|s| topology_filter::depends_on_nodes(s))
-                .map(|s| s.key.clone()),
-        );
+        keys.extend(topology_filter::node_dependents(st));
     }
     keys
 }

@@ -1,6 +1,10 @@
 //! One service port's endpoints, split into the cluster-wide set and the
 //! node-local set: kube-proxy's `CategorizeEndpoints`, plus topology keys.
 //!
+//! * Families: kube-proxy runs one proxier per IP family, each with the
+//!   endpoints of its family only, so the readiness fallback, the hints
+//!   and "has any endpoint" are decided for IPv4 and IPv6 endpoints apart
+//!   ([`categorize`]).
 //! * Readiness: ready endpoints; when none is ready, serving and
 //!   terminating ones (the cluster set ignores hints then, as kube-proxy
 //!   does; topology keys still apply, see [`cluster_by_keys`]). The local
@@ -11,25 +15,21 @@
 //!   traffic is Local, or its external traffic is Local and it is
 //!   externally accessible.
 //! * Valid topology keys choose the cluster set and make
-//!   `internalTrafficPolicy: Local` void; otherwise hints may narrow the
-//!   cluster set. The local set is never filtered by topology.
+//!   `internalTrafficPolicy: Local` void; otherwise hints narrow the
+//!   cluster set wherever every ready endpoint has them. The local set is
+//!   never filtered by topology.
 
 use api_watch::{ClusterState, Service, ServicePort, TrafficPolicy};
 
-use crate::hints::{self, Outcome, Request, PREFER_SAME_NODE, PREFER_SAME_ZONE};
+use crate::hints::{self, Outcome, PREFER_SAME_NODE, PREFER_SAME_ZONE, ZONE_LABEL};
 use crate::keys_filter;
 use crate::select::{Candidate, Part};
 use crate::Rule;
-
-/// Label naming a node's zone.
-const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The Service-wide settings a port is categorized with.
 pub(crate) struct Settings<'a> {
     /// The Service's topology keys, when present and valid.
     pub keys: Option<&'a [String]>,
-    /// What the Service asks of EndpointSlice hints.
-    pub hints: &'a Request,
 }
 
 /// The result for one service port; the vectors run parallel to the
@@ -43,11 +43,17 @@ pub(crate) struct Categorized {
     pub external_local: bool,
     pub cluster: Vec<Part>,
     pub local: Vec<Part>,
-    pub has_any: bool,
+    /// Some IPv4 endpoint is ready, or serving and terminating, anywhere.
+    pub has_any_v4: bool,
+    /// Some IPv6 endpoint is ready, or serving and terminating, anywhere.
+    pub has_any_v6: bool,
     pub rule: Rule,
 }
 
-/// Categorizes the candidates of one port of `service` for `node`.
+/// Categorizes the candidates of one port of `service` for `node`, each
+/// IP family on its own (the candidates come sorted by address, so the
+/// IPv4 ones come first). The families' parts are put back together in
+/// candidate order; when the families' rules differ, the rule says both.
 pub(crate) fn categorize(
     state: &ClusterState,
     node: &str,
@@ -55,6 +61,41 @@ pub(crate) fn categorize(
     port: &ServicePort,
     settings: &Settings<'_>,
     candidates: &[Candidate<'_>],
+) -> Categorized {
+    let split = candidates.partition_point(|c| c.ip.is_ipv4());
+    let (v4, v6) = candidates.split_at(split);
+    let one = |family: &[Candidate<'_>], ipv6: bool| {
+        categorize_family(state, node, service, port, settings, family, ipv6)
+    };
+    if v6.is_empty() {
+        return one(v4, false);
+    }
+    if v4.is_empty() {
+        return one(v6, true);
+    }
+    let mut c = one(v4, false);
+    let c6 = one(v6, true);
+    c.cluster.extend(c6.cluster);
+    c.local.extend(c6.local);
+    c.has_any_v6 = c6.has_any_v6;
+    if c.rule != c6.rule {
+        c.rule = Rule::PerFamily {
+            ipv4: Box::new(c.rule),
+            ipv6: Box::new(c6.rule),
+        };
+    }
+    c
+}
+
+/// [`categorize`] for the candidates of one family (IPv6 when `ipv6`).
+fn categorize_family(
+    state: &ClusterState,
+    node: &str,
+    service: &Service,
+    port: &ServicePort,
+    settings: &Settings<'_>,
+    candidates: &[Candidate<'_>],
+    ipv6: bool,
 ) -> Categorized {
     let accessible = service.is_externally_accessible() || port.node_port.is_some();
     let internal_local =
@@ -74,7 +115,7 @@ pub(crate) fn categorize(
             .get(node)
             .and_then(|n| n.labels.get(ZONE_LABEL))
             .map(String::as_str);
-        let outcome = hints::evaluate(settings.hints, candidates, node, zone);
+        let outcome = hints::evaluate(candidates, node, zone);
         cluster_by_hints(&outcome, candidates)
     };
     let local = if uses_local {
@@ -103,7 +144,8 @@ pub(crate) fn categorize(
         external_local,
         cluster,
         local,
-        has_any,
+        has_any_v4: has_any && !ipv6,
+        has_any_v6: has_any && ipv6,
         rule,
     }
 }
@@ -187,11 +229,7 @@ fn cluster_by_keys(
 fn cluster_by_hints(outcome: &Outcome, candidates: &[Candidate<'_>]) -> (Vec<Part>, Rule) {
     let fallback = !candidates.iter().any(|c| ready(c) && outcome.allows(c));
     let unfiltered = match outcome {
-        Outcome::NotRequested { present: false } => "no topology rules".to_string(),
-        Outcome::NotRequested { present: true } => {
-            "no topology rules (the EndpointSlice has hints, but the Service does not ask for them)"
-                .to_string()
-        }
+        Outcome::Absent => "no topology rules".to_string(),
         Outcome::Unused { why } => format!("topology-aware hints not used: {why}"),
         Outcome::SameNode { .. } | Outcome::SameZone { .. } => String::new(),
     };

@@ -1,8 +1,14 @@
-//! Topology-aware routing with EndpointSlice hints: whether a Service asks
-//! for it (`spec.trafficDistribution`, or the annotations
+//! Topology-aware routing with EndpointSlice hints, as kube-proxy does it
+//! since 1.33 (and with `PreferSameNode`, 1.35): the hints are used
+//! whenever every ready endpoint has them, whatever the Service asks
+//! ([`evaluate`], kube-proxy's `topologyModeFromHints`). What the Service
+//! asks (`spec.trafficDistribution`: `PreferSameNode`, `PreferSameZone` or
+//! its older name `PreferClose`; the annotations
 //! `service.kubernetes.io/topology-mode` and the older
-//! `service.kubernetes.io/topology-aware-hints`), and whether this node can
-//! use the hints (kube-proxy's `topologyModeFromHints`).
+//! `service.kubernetes.io/topology-aware-hints`) only tells the
+//! EndpointSlice controller to write hints ([`request`]): nftopo reads it
+//! to report values Kubernetes does not know and to know which Services a
+//! change of this node's zone can affect.
 
 use api_watch::Service;
 
@@ -24,38 +30,37 @@ pub const PREFER_SAME_ZONE: &str = "PreferSameZone";
 /// node hints.
 pub const PREFER_SAME_NODE: &str = "PreferSameNode";
 
-/// What a Service asks of the hints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a Service asks the EndpointSlice controller for. It does not
+/// decide whether hints are used (their presence does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Request {
-    /// Nothing: hints are not used.
+    /// No hints.
     Off,
-    /// Zone hints (`forZones`); `by` says which setting asked.
-    Zone { by: String },
-    /// Node hints (`forNodes`), falling back to zone hints.
-    Node { by: String },
+    /// Zone hints (`forZones`).
+    Zone,
+    /// Node hints (`forNodes`), with zone hints for older proxies.
+    Node,
 }
 
 /// Reads the Service's hint settings. `spec.trafficDistribution`, when it
 /// asks for hints, wins over the annotations (it is the newer API and the
 /// only one that can ask for node hints). Of the annotations, the older
-/// `topology-aware-hints` wins when both are present, as in kube-proxy.
-/// Unknown values are returned as problems and ask for nothing.
+/// `topology-aware-hints` wins when both are present, as in the
+/// EndpointSlice controller. Unknown values are returned as problems and
+/// ask for nothing.
 pub(crate) fn request(service: &Service) -> (Request, Vec<(ProblemKind, String)>) {
     let mut problems = Vec::new();
     let from_spec = match service.traffic_distribution.as_deref() {
         None | Some("") => None,
-        Some(v @ (PREFER_CLOSE | PREFER_SAME_ZONE)) => Some(Request::Zone {
-            by: format!("trafficDistribution {v}"),
-        }),
-        Some(PREFER_SAME_NODE) => Some(Request::Node {
-            by: format!("trafficDistribution {PREFER_SAME_NODE}"),
-        }),
+        Some(PREFER_CLOSE | PREFER_SAME_ZONE) => Some(Request::Zone),
+        Some(PREFER_SAME_NODE) => Some(Request::Node),
         Some(other) => {
             problems.push((
                 ProblemKind::UnknownTrafficDistribution,
                 format!(
                     "spec.trafficDistribution {other:?} ignored: expected {PREFER_CLOSE}, \
-                     {PREFER_SAME_ZONE} or {PREFER_SAME_NODE}; endpoints are not filtered by it"
+                     {PREFER_SAME_ZONE} or {PREFER_SAME_NODE}; hints are used where the \
+                     EndpointSlices have them, whatever the Service asks"
                 ),
             ));
             None
@@ -66,15 +71,14 @@ pub(crate) fn request(service: &Service) -> (Request, Vec<(ProblemKind, String)>
         .find_map(|name| service.annotations.get(name).map(|v| (name, v.as_str())));
     let from_annotation = match annotation {
         None | Some((_, "" | "Disabled" | "disabled")) => None,
-        Some((name, value @ ("Auto" | "auto"))) => Some(Request::Zone {
-            by: format!("annotation {name}: {value}"),
-        }),
+        Some((_, "Auto" | "auto")) => Some(Request::Zone),
         Some((name, other)) => {
             problems.push((
                 ProblemKind::UnknownHintsAnnotation,
                 format!(
                     "annotation {name} {other:?} ignored: expected Auto, auto, Disabled, \
-                     disabled or empty; it does not turn on topology-aware hints"
+                     disabled or empty; hints are used where the EndpointSlices have them, \
+                     whatever the Service asks"
                 ),
             ));
             None
@@ -84,13 +88,14 @@ pub(crate) fn request(service: &Service) -> (Request, Vec<(ProblemKind, String)>
     (request, problems)
 }
 
-/// Whether and how this node uses the hints of one service port.
+/// Whether and how this node uses the hints of one service port (of one
+/// IP family).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The Service does not ask for hints; `present` when some ready
-    /// endpoint has hints all the same (said in the explanation).
-    NotRequested { present: bool },
-    /// Asked for, but not usable here; the sentence says why.
+    /// No ready endpoint has a hint (or none is ready): nothing to use.
+    Absent,
+    /// Some ready endpoints have hints, but they cannot be used here; the
+    /// sentence says why.
     Unused { why: String },
     /// Filter by node hints for `node`.
     SameNode { node: String },
@@ -110,85 +115,106 @@ impl Outcome {
     }
 }
 
-/// kube-proxy's rules, over the ready endpoints: node hints (when asked for
-/// with PreferSameNode) are used when every ready endpoint has one and at
-/// least one names this node; otherwise zone hints are used when every
-/// ready endpoint has one and at least one names this node's zone
-/// (`topology.kubernetes.io/zone` of its Node); otherwise nothing.
-pub(crate) fn evaluate(
-    request: &Request,
-    candidates: &[Candidate<'_>],
-    node: &str,
-    zone: Option<&str>,
-) -> Outcome {
+/// kube-proxy's `topologyModeFromHints` (1.35: `PreferSameNode` is GA,
+/// and since 1.33 hints are used whatever the Service asks), over the
+/// ready endpoints of one IP family: node hints are used when every ready
+/// endpoint has one and at least one names this node; otherwise zone hints
+/// are used when every ready endpoint has one and at least one names this
+/// node's zone (`topology.kubernetes.io/zone` of its Node); otherwise
+/// nothing.
+pub(crate) fn evaluate(candidates: &[Candidate<'_>], node: &str, zone: Option<&str>) -> Outcome {
     let ready: Vec<&Candidate<'_>> = candidates
         .iter()
         .filter(|c| c.endpoint.conditions.ready)
         .collect();
-    let want_node = match request {
-        Request::Off => {
-            let present = ready
-                .iter()
-                .any(|c| !c.endpoint.hint_zones.is_empty() || !c.endpoint.hint_nodes.is_empty());
-            return Outcome::NotRequested { present };
+    let node_why = match check(&ready, Kind::Node, node) {
+        Check::Usable => {
+            return Outcome::SameNode {
+                node: node.to_string(),
+            }
         }
-        Request::Zone { .. } => false,
-        Request::Node { .. } => true,
+        Check::Absent => None,
+        Check::Missing(why) | Check::NoMatch(why) => Some(why),
     };
-    if ready.is_empty() {
-        return Outcome::Unused {
-            why: "no endpoint is ready".to_string(),
-        };
-    }
-    let mut node_why = None;
-    if want_node {
-        match check(&ready, "node", node) {
-            Ok(()) => {
-                return Outcome::SameNode {
-                    node: node.to_string(),
+    let zone_why = match zone.filter(|z| !z.is_empty()) {
+        Some(zone) => match check(&ready, Kind::Zone, zone) {
+            Check::Usable => {
+                return Outcome::SameZone {
+                    zone: zone.to_string(),
                 }
             }
-            Err(why) => node_why = Some(why),
-        }
-    }
-    let zone_result = match zone.filter(|z| !z.is_empty()) {
-        Some(zone) => check(&ready, "zone", zone).map(|()| zone.to_string()),
+            Check::Absent => None,
+            Check::Missing(why) | Check::NoMatch(why) => Some(why),
+        },
         // kube-proxy checks the hints first: a missing hint is the reason
         // even when the node has no zone.
-        None => check(&ready, "zone", "").and(Err(
-            "this node has no topology.kubernetes.io/zone label".to_string(),
-        )),
+        None => match check(&ready, Kind::Zone, "") {
+            Check::Absent => None,
+            Check::Missing(why) => Some(why),
+            Check::Usable | Check::NoMatch(_) => {
+                Some(format!("this node has no {ZONE_LABEL} label"))
+            }
+        },
     };
-    match (zone_result, node_why) {
-        (Ok(zone), _) => Outcome::SameZone { zone },
-        (Err(zone_why), None) => Outcome::Unused { why: zone_why },
-        (Err(zone_why), Some(node_why)) => Outcome::Unused {
+    match (node_why, zone_why) {
+        (None, None) => Outcome::Absent,
+        (Some(why), None) | (None, Some(why)) => Outcome::Unused { why },
+        (Some(node_why), Some(zone_why)) => Outcome::Unused {
             why: format!("{node_why}, and {zone_why}"),
         },
     }
 }
 
-/// Every ready endpoint has a hint of this kind, and one names `wanted`.
-fn check(ready: &[&Candidate<'_>], kind: &str, wanted: &str) -> Result<(), String> {
-    if let Some(missing) = ready.iter().find(|c| hints_of(c, kind).is_empty()) {
-        return Err(format!("endpoint {} has no {kind} hint", missing.ip));
+/// The label naming a node's zone.
+pub(crate) const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Node hints (`forNodes`) or zone hints (`forZones`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Node,
+    Zone,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Node => "node",
+            Kind::Zone => "zone",
+        }
     }
-    if ready
-        .iter()
-        .any(|c| hints_of(c, kind).iter().any(|h| h == wanted))
-    {
-        Ok(())
-    } else {
-        Err(format!("no endpoint is hinted for {kind} {wanted}"))
+
+    fn of<'a>(self, c: &Candidate<'a>) -> &'a [String] {
+        match self {
+            Kind::Node => &c.endpoint.hint_nodes,
+            Kind::Zone => &c.endpoint.hint_zones,
+        }
     }
 }
 
-/// The endpoint's `forNodes` (kind "node") or `forZones` names.
-fn hints_of<'a>(c: &Candidate<'a>, kind: &str) -> &'a [String] {
-    if kind == "node" {
-        &c.endpoint.hint_nodes
+/// What the hints of one kind allow.
+enum Check {
+    /// Every ready endpoint has one, and one names the wanted value.
+    Usable,
+    /// No ready endpoint has one (nothing worth explaining).
+    Absent,
+    /// Some ready endpoint has none; the sentence names it.
+    Missing(String),
+    /// Every ready endpoint has one, but none names the wanted value.
+    NoMatch(String),
+}
+
+fn check(ready: &[&Candidate<'_>], kind: Kind, wanted: &str) -> Check {
+    let name = kind.name();
+    if ready.iter().all(|c| kind.of(c).is_empty()) {
+        return Check::Absent;
+    }
+    if let Some(missing) = ready.iter().find(|c| kind.of(c).is_empty()) {
+        return Check::Missing(format!("endpoint {} has no {name} hint", missing.ip));
+    }
+    if ready.iter().any(|c| kind.of(c).iter().any(|h| h == wanted)) {
+        Check::Usable
     } else {
-        &c.endpoint.hint_zones
+        Check::NoMatch(format!("no endpoint is hinted for {name} {wanted}"))
     }
 }
 

@@ -2,7 +2,7 @@
 //! and `nftopo explain` (every type here serializes to JSON).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use api_watch::{ObjectKey, Protocol};
 use serde::{Serialize, Serializer};
@@ -94,9 +94,21 @@ pub struct ServicePortPlan {
     /// ones); empty when [`Self::uses_local_endpoints`] is false.
     pub local_endpoints: Vec<EndpointTarget>,
     /// Whether the port has any usable endpoint anywhere in the cluster (a
-    /// ready one, or a serving and terminating one), whatever this node
-    /// may use: with it, an empty set means "drop", without it "reject".
+    /// ready one, or a serving and terminating one), of either family,
+    /// whatever this node may use. The data plane decides per family:
+    /// [`Self::has_any_endpoints_for`].
     pub has_any_endpoints: bool,
+    /// [`Self::has_any_endpoints`] for the IPv4 endpoints alone.
+    pub has_any_ipv4_endpoints: bool,
+    /// [`Self::has_any_endpoints`] for the IPv6 endpoints alone.
+    pub has_any_ipv6_endpoints: bool,
+    /// Every serving endpoint of the port (ready, or serving and
+    /// terminating; `conditions.serving`), whatever the traffic policies,
+    /// topology keys and hints choose, sorted: the endpoints an existing
+    /// UDP flow may keep (kube-proxy's conntrack clean-up keeps exactly
+    /// these, so that a change of the Service does not cut flows, as it
+    /// does not cut TCP connections).
+    pub serving_endpoints: Vec<SocketAddr>,
     /// The rule that chose [`Self::endpoints`].
     pub rule: Rule,
     /// `spec.trafficDistribution` as written, for explanations.
@@ -104,6 +116,20 @@ pub struct ServicePortPlan {
     /// Why each endpoint of the service port is or is not in each set, one
     /// per endpoint address, sorted by address then port.
     pub decisions: Vec<Decision>,
+}
+
+impl ServicePortPlan {
+    /// Whether the port has a usable endpoint anywhere in the cluster in
+    /// the family of `addr` (kube-proxy decides it in each family's
+    /// proxier): with one, traffic of that family that this node may not
+    /// send anywhere is dropped; without, it is rejected.
+    pub fn has_any_endpoints_for(&self, addr: &IpAddr) -> bool {
+        if addr.is_ipv4() {
+            self.has_any_ipv4_endpoints
+        } else {
+            self.has_any_ipv6_endpoints
+        }
+    }
 }
 
 /// A destination that traffic can be DNATed to.
@@ -172,6 +198,15 @@ pub enum Rule {
     InternalLocal,
     /// No topology rule: every usable endpoint.
     None,
+    /// The IPv4 and the IPv6 endpoints were chosen by different rules
+    /// (kube-proxy decides each family apart; say, every IPv4 endpoint has
+    /// hints and an IPv6 one has none).
+    PerFamily {
+        /// The rule for the IPv4 endpoints.
+        ipv4: Box<Rule>,
+        /// The rule for the IPv6 endpoints.
+        ipv6: Box<Rule>,
+    },
 }
 
 impl fmt::Display for Rule {
@@ -194,6 +229,7 @@ impl fmt::Display for Rule {
             }
             Rule::InternalLocal => f.write_str("internalTrafficPolicy: Local"),
             Rule::None => f.write_str("none"),
+            Rule::PerFamily { ipv4, ipv6 } => write!(f, "IPv4: {ipv4}; IPv6: {ipv6}"),
         }
     }
 }

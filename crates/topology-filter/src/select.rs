@@ -4,10 +4,12 @@
 //! sets.
 
 use std::collections::btree_map::{BTreeMap, Entry};
-use std::net::IpAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 
 use api_watch::{
-    AddressType, ClusterState, Endpoint, EndpointSlice, Service, ServicePort, ServiceType,
+    AddressType, ClusterState, Endpoint, EndpointSlice, ObjectKey, Service, ServicePort,
+    ServiceType,
 };
 
 use crate::categorize::{categorize, Categorized, Settings};
@@ -124,7 +126,7 @@ pub fn plan_service(
             None
         }
     };
-    let (request, problems) = hints::request(service);
+    let (_, problems) = hints::request(service);
     out.problems
         .extend(problems.into_iter().map(|(kind, message)| Problem {
             object: service.key.clone(),
@@ -133,7 +135,6 @@ pub fn plan_service(
         }));
     let settings = Settings {
         keys: keys.as_deref(),
-        hints: &request,
     };
     let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
     ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
@@ -154,13 +155,42 @@ pub fn plan_service(
     out
 }
 
-/// Whether the Service's plan can change when Nodes change (their labels
-/// feed topology keys, this node's zone label feeds hints): valid topology
-/// keys, or hints asked for. Other Services depend on the Nodes only
-/// through this node's addresses, which are not part of a service plan.
+/// The Service's own reasons for its plan to depend on the Nodes: valid
+/// topology keys (every Node's labels), or hints asked for (this node's
+/// zone). Not the whole story since hints are used wherever the
+/// EndpointSlices have them, whatever the Service asks: the Services to
+/// re-plan when Nodes change are [`node_dependents`].
 pub fn depends_on_nodes(service: &Service) -> bool {
     matches!(topology_keys(service), Ok(Some(_)))
         || hints::request(service).0 != hints::Request::Off
+}
+
+/// The Services whose plans can change when Nodes change: those that
+/// [`depends_on_nodes`], and those with an endpoint that carries a hint
+/// (this node's zone decides whether zone hints are used). Other Services
+/// depend on the Nodes only through this node's addresses, which are not
+/// part of a service plan. One pass over the Services and one over the
+/// slices.
+pub fn node_dependents(state: &ClusterState) -> BTreeSet<ObjectKey> {
+    let mut out: BTreeSet<ObjectKey> = state
+        .services
+        .values()
+        .filter(|s| depends_on_nodes(s))
+        .map(|s| s.key.clone())
+        .collect();
+    for slice in state.endpoint_slices.values() {
+        let hinted = slice
+            .endpoints
+            .iter()
+            .any(|e| !e.hint_zones.is_empty() || !e.hint_nodes.is_empty());
+        if hinted {
+            let key = slice.service_key();
+            if state.services.contains_key(&key) {
+                out.insert(key);
+            }
+        }
+    }
+    out
 }
 
 /// The node's `InternalIP` addresses, else its `ExternalIP` ones, in
@@ -248,6 +278,11 @@ fn assemble(
     } else {
         cluster_endpoints.clone()
     };
+    let serving_endpoints = candidates
+        .iter()
+        .filter(|cand| cand.endpoint.conditions.serving)
+        .map(|cand| SocketAddr::new(cand.ip, cand.port))
+        .collect();
     ServicePortPlan {
         service: service.key.clone(),
         port_name: port.name.clone(),
@@ -266,7 +301,10 @@ fn assemble(
         uses_local_endpoints: c.uses_local,
         cluster_endpoints,
         local_endpoints,
-        has_any_endpoints: c.has_any,
+        has_any_endpoints: c.has_any_v4 || c.has_any_v6,
+        has_any_ipv4_endpoints: c.has_any_v4,
+        has_any_ipv6_endpoints: c.has_any_v6,
+        serving_endpoints,
         rule: c.rule,
         traffic_distribution: service.traffic_distribution.clone(),
         decisions,

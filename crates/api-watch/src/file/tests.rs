@@ -170,6 +170,21 @@ spec: {clusterIP: None, clusterIPs: [None], ports: [{port: 5432}]}
             check: |state| assert!(state.services[&key("default", "db")].cluster_ips.is_empty()),
         },
         Loads {
+            name: "trafficDistribution PreferSameNode and PreferSameZone (1.35) are kept as written",
+            text: "
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Service, metadata: {name: node}, spec: {clusterIP: 10.43.0.1, trafficDistribution: PreferSameNode}}
+- {apiVersion: v1, kind: Service, metadata: {name: zone}, spec: {clusterIP: 10.43.0.2, trafficDistribution: PreferSameZone}}
+",
+            check: |state| {
+                let td = |name: &str| state.services[&key("default", name)].traffic_distribution.clone();
+                assert_eq!(td("node").as_deref(), Some("PreferSameNode"));
+                assert_eq!(td("zone").as_deref(), Some("PreferSameZone"));
+            },
+        },
+        Loads {
             name: "a v1 slice keeps addresses, node, zone, hints and conditions",
             text: WEB_SLICE,
             check: |state| {

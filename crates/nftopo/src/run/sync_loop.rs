@@ -493,13 +493,7 @@ fn dirty_services(
 ) -> BTreeSet<ObjectKey> {
     let mut keys = services.clone();
     if nodes {
-        keys.extend(
-            state
-                .services
-                .values()
-                .filter(|s| topology_filter::depends_on_nodes(s))
-                .map(|s| s.key.clone()),
-        );
+        keys.extend(topology_filter::node_dependents(state));
     }
     keys
 }

@@ -1,6 +1,7 @@
-//! Which hints a Service asks for (the annotation parser), and node hints
-//! (PreferSameNode, kube-proxy 1.33+'s `topologyModeFromHints`) over the
-//! whole plan.
+//! Which hints a Service asks for (the annotation parser: it decides
+//! nothing since 1.33, but unknown values are reported), and node and zone
+//! hints (kube-proxy 1.35's `topologyModeFromHints`, pkg/proxy/topology.go)
+//! over the whole plan.
 
 use super::*;
 use crate::test_support::{ZONE, *};
@@ -9,7 +10,6 @@ use api_watch::Endpoint;
 
 #[test]
 fn the_service_asks_for_hints_by_field_or_annotation() {
-    let zone = |by: &str| Request::Zone { by: by.into() };
     let mode = |v: &str| annotated(service(), &[(TOPOLOGY_MODE_ANNOTATION, v)]);
     let old = |v: &str| annotated(service(), &[(TOPOLOGY_AWARE_HINTS_ANNOTATION, v)]);
     let bad_annotation = ProblemKind::UnknownHintsAnnotation;
@@ -23,21 +23,19 @@ fn the_service_asks_for_hints_by_field_or_annotation() {
         (
             "trafficDistribution PreferClose asks for zone hints",
             distribution(service(), "PreferClose"),
-            zone("trafficDistribution PreferClose"),
+            Request::Zone,
             vec![],
         ),
         (
             "trafficDistribution PreferSameZone asks for zone hints",
             distribution(service(), "PreferSameZone"),
-            zone("trafficDistribution PreferSameZone"),
+            Request::Zone,
             vec![],
         ),
         (
             "trafficDistribution PreferSameNode asks for node hints",
             distribution(service(), "PreferSameNode"),
-            Request::Node {
-                by: "trafficDistribution PreferSameNode".into(),
-            },
+            Request::Node,
             vec![],
         ),
         (
@@ -46,21 +44,18 @@ fn the_service_asks_for_hints_by_field_or_annotation() {
             Request::Off,
             vec![ProblemKind::UnknownTrafficDistribution],
         ),
-        // upstream: "normal endpoint filtering, Auto annotation"
         (
             "topology-mode Auto asks for zone hints",
             mode("Auto"),
-            zone("annotation service.kubernetes.io/topology-mode: Auto"),
+            Request::Zone,
             vec![],
         ),
-        // upstream: "hints enabled, hints annotation == auto"
         (
             "topology-mode auto asks for zone hints",
             mode("auto"),
-            zone("annotation service.kubernetes.io/topology-mode: auto"),
+            Request::Zone,
             vec![],
         ),
-        // upstream: "hints, hints annotation == disabled, hints ignored"
         (
             "topology-mode disabled asks for nothing",
             mode("disabled"),
@@ -73,14 +68,12 @@ fn the_service_asks_for_hints_by_field_or_annotation() {
             Request::Off,
             vec![],
         ),
-        // upstream: "hints, hints annotation empty, hints ignored"
         (
             "an empty topology-mode asks for nothing",
             mode(""),
             Request::Off,
             vec![],
         ),
-        // upstream: "hints, hints annotation == aUto (wrong capitalization), hints ignored"
         (
             "topology-mode aUto asks for nothing and is reported",
             mode("aUto"),
@@ -90,7 +83,7 @@ fn the_service_asks_for_hints_by_field_or_annotation() {
         (
             "the older topology-aware-hints annotation asks for zone hints too",
             old("Auto"),
-            zone("annotation service.kubernetes.io/topology-aware-hints: Auto"),
+            Request::Zone,
             vec![],
         ),
         (
@@ -102,21 +95,19 @@ fn the_service_asks_for_hints_by_field_or_annotation() {
         (
             "when both annotations are set the newer one is not even checked",
             annotated(old("auto"), &[(TOPOLOGY_MODE_ANNOTATION, "Bogus")]),
-            zone("annotation service.kubernetes.io/topology-aware-hints: auto"),
+            Request::Zone,
             vec![],
         ),
         (
             "trafficDistribution wins over an annotation that says Disabled",
             distribution(mode("Disabled"), "PreferClose"),
-            zone("trafficDistribution PreferClose"),
+            Request::Zone,
             vec![],
         ),
         (
             "a bad annotation is reported even when trafficDistribution asks",
             distribution(mode("yes"), "PreferSameNode"),
-            Request::Node {
-                by: "trafficDistribution PreferSameNode".into(),
-            },
+            Request::Node,
             vec![bad_annotation],
         ),
     ];
@@ -143,8 +134,8 @@ fn problems_name_the_setting_and_what_was_done() {
     assert_eq!(
         got,
         [
-            "default/svc unknown_traffic_distribution: spec.trafficDistribution \"Nearest\" ignored: expected PreferClose, PreferSameZone or PreferSameNode; endpoints are not filtered by it",
-            "default/svc unknown_hints_annotation: annotation service.kubernetes.io/topology-mode \"aUto\" ignored: expected Auto, auto, Disabled, disabled or empty; it does not turn on topology-aware hints",
+            "default/svc unknown_traffic_distribution: spec.trafficDistribution \"Nearest\" ignored: expected PreferClose, PreferSameZone or PreferSameNode; hints are used where the EndpointSlices have them, whatever the Service asks",
+            "default/svc unknown_hints_annotation: annotation service.kubernetes.io/topology-mode \"aUto\" ignored: expected Auto, auto, Disabled, disabled or empty; hints are used where the EndpointSlices have them, whatever the Service asks",
         ]
     );
 }
@@ -228,44 +219,61 @@ fn hints_choose_the_cluster_set_as_kube_proxy_does() {
             rule: "hints: PreferSameZone (zone zone-a)",
             reason: "dropped: hinted for zones zone-b, zone-c, not this node's zone zone-a (PreferSameZone)",
         },
+        // topology.go: node hints are checked first, whatever the Service asks
         Case {
-            name: "a zone request ignores node hints",
+            name: "node hints are used even when the Service asks for zone hints",
             service: distribution(service(), "PreferClose"),
             endpoints: vec![
                 e("10.0.0.1", "node-1", &["node-1"], &["zone-a"]),
                 e("10.0.0.2", "node-2", &["node-2"], &["zone-a"]),
             ],
-            cluster: &["10.0.0.1", "10.0.0.2"],
-            rule: "hints: PreferSameZone (zone zone-a)",
-            reason: "kept: hinted for this node's zone zone-a",
+            cluster: &["10.0.0.1"],
+            rule: "hints: PreferSameNode (node node-1)",
+            reason: "kept: hinted for this node node-1 (PreferSameNode)",
         },
+        // topology.go (1.33+): hints are used whatever the Service asks
         Case {
-            name: "hints the service does not ask for are not used, and the reason says so",
+            name: "hints are used when the Service asks for nothing",
             service: service(),
             endpoints: vec![
                 e("10.0.0.1", "node-1", &[], &["zone-b"]),
                 e("10.0.0.2", "node-2", &[], &["zone-a"]),
             ],
-            cluster: &["10.0.0.1", "10.0.0.2"],
-            rule: "none",
-            reason: "kept: no topology rules (the EndpointSlice has hints, but the Service does not ask for them)",
+            cluster: &["10.0.0.2"],
+            rule: "hints: PreferSameZone (zone zone-a)",
+            reason: "dropped: hinted for zone zone-b, not this node's zone zone-a (PreferSameZone)",
         },
-        // upstream: "hints, hints annotation == aUto (wrong capitalization), hints ignored"
         Case {
-            name: "an unknown annotation value does not turn hints on",
-            service: annotated(service(), &[(TOPOLOGY_MODE_ANNOTATION, "aUto")]),
+            name: "hints are used when the annotation says Disabled",
+            service: annotated(service(), &[(TOPOLOGY_MODE_ANNOTATION, "Disabled")]),
             endpoints: vec![e("10.0.0.1", "node-3", &[], &["zone-b"]), e("10.0.0.2", "node-2", &[], &["zone-a"])],
+            cluster: &["10.0.0.2"],
+            rule: "hints: PreferSameZone (zone zone-a)",
+            reason: "dropped: hinted for zone zone-b",
+        },
+        Case {
+            name: "without any hint nothing is filtered and nothing about hints is said",
+            service: distribution(service(), "PreferSameNode"),
+            endpoints: vec![e("10.0.0.1", "node-3", &[], &[]), e("10.0.0.2", "node-2", &[], &[])],
             cluster: &["10.0.0.1", "10.0.0.2"],
             rule: "none",
             reason: "kept: no topology rules",
         },
         Case {
-            name: "the older annotation set to Auto turns zone hints on",
-            service: annotated(service(), &[(TOPOLOGY_AWARE_HINTS_ANNOTATION, "Auto")]),
+            name: "node hints alone that name another node filter nothing and say why",
+            service: service(),
+            endpoints: vec![e("10.0.0.1", "node-3", &["node-3"], &[]), e("10.0.0.2", "node-2", &["node-2"], &[])],
+            cluster: &["10.0.0.1", "10.0.0.2"],
+            rule: "none",
+            reason: "kept: topology-aware hints not used: no endpoint is hinted for node node-1",
+        },
+        Case {
+            name: "zone hints on a node without a zone label filter nothing and say why",
+            service: service(),
             endpoints: vec![e("10.0.0.1", "node-3", &[], &["zone-b"]), e("10.0.0.2", "node-2", &[], &["zone-a"])],
-            cluster: &["10.0.0.2"],
-            rule: "hints: PreferSameZone (zone zone-a)",
-            reason: "dropped: hinted for zone zone-b",
+            cluster: &["10.0.0.1", "10.0.0.2"],
+            rule: "none",
+            reason: "kept: topology-aware hints not used: this node has no topology.kubernetes.io/zone label",
         },
         Case {
             name: "the terminating fallback ignores hints",
@@ -280,8 +288,14 @@ fn hints_choose_the_cluster_set_as_kube_proxy_does() {
         },
     ];
     for case in cases {
+        let zoneless = case.name.contains("without a zone label");
+        let this = if zoneless {
+            node("node-1", &[])
+        } else {
+            node("node-1", &[(ZONE, "zone-a")])
+        };
         let nodes = vec![
-            node("node-1", &[(ZONE, "zone-a")]),
+            this,
             node("node-2", &[(ZONE, "zone-a")]),
             node("node-3", &[(ZONE, "zone-b")]),
         ];
@@ -293,4 +307,48 @@ fn hints_choose_the_cluster_set_as_kube_proxy_does() {
         let first = &p.decisions[0].reason;
         assert!(first.contains(case.reason), "{name}: {first}");
     }
+}
+
+/// Hints are used whatever the Service asks, so a Service whose slices
+/// carry hints depends on this node's zone even when it asks for nothing:
+/// re-planning [`crate::node_dependents`] after the zone changes gives
+/// the plan of the new state.
+#[test]
+fn a_zone_change_re_plans_every_service_with_hinted_endpoints() {
+    let hinted = || {
+        vec![
+            e("10.0.0.1", "node-1", &[], &["zone-a"]),
+            e("10.0.0.2", "node-2", &[], &["zone-b"]),
+        ]
+    };
+    let mut before = state(
+        service(),
+        hinted(),
+        vec![node("node-1", &[(ZONE, "zone-a")])],
+    );
+    // A second Service without hints in its slice.
+    let mut plain = service();
+    plain.key = api_watch::ObjectKey::new("default", "plain");
+    plain.cluster_ips = vec!["10.43.0.2".parse().unwrap()];
+    let mut slice = before.endpoint_slices.values().next().unwrap().clone();
+    slice.key = api_watch::ObjectKey::new("default", "plain-1");
+    slice.service_name = "plain".into();
+    slice.endpoints = vec![ep("10.0.0.3", "node-2", Ready::Yes)];
+    before.endpoint_slices.insert(slice.key.clone(), slice);
+    before.services.insert(plain.key.clone(), plain);
+
+    assert_eq!(
+        crate::node_dependents(&before),
+        [api_watch::ObjectKey::new("default", "svc")].into(),
+        "the Service with hinted endpoints, which asks for nothing"
+    );
+    let mut kept = crate::plan(&before, "node-1");
+    assert_eq!(ips(&kept.services[1].endpoints), strings(&["10.0.0.1"]));
+    let mut after = before.clone();
+    after
+        .nodes
+        .insert("node-1".into(), node("node-1", &[(ZONE, "zone-b")]));
+    crate::replan(&mut kept, &after, &crate::node_dependents(&after));
+    assert_eq!(kept, crate::plan(&after, "node-1"));
+    assert_eq!(ips(&kept.services[1].endpoints), strings(&["10.0.0.2"]));
 }

@@ -119,7 +119,9 @@ fn topology_keys_then_traffic_policies_then_hints() {
 #[test]
 fn a_port_using_both_sets_gives_one_reason_per_set() {
     let svc = etp_local(node_port(distribution(service(), "PreferClose")));
-    let mut eps = hinted();
+    // Zone hints only, as the EndpointSlice controller writes them for
+    // PreferClose.
+    let mut eps: Vec<Endpoint> = hinted().into_iter().map(|e| for_nodes(e, &[])).collect();
     eps.push(ep("10.42.1.6", "node-1", Ready::No));
     let p = port_plan(&state(svc, eps, nodes()), "node-1");
     let got: Vec<String> = p
