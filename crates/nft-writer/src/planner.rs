@@ -631,10 +631,15 @@ impl Builder<'_> {
     }
 
     /// What refuses traffic to an entry without usable endpoints: `drop`
-    /// when the service has endpoints but the traffic policy allows none
-    /// here, else the reject chain.
-    fn refusal(sp: &ServicePortPlan, policy_local: bool) -> ElemValue {
-        if sp.has_any_endpoints && policy_local {
+    /// when the service port has endpoints of the table's family but the
+    /// traffic policy allows none here, else the reject chain (each of
+    /// kube-proxy's per-family proxiers sees its family's endpoints only).
+    fn refusal(&self, sp: &ServicePortPlan, policy_local: bool) -> ElemValue {
+        let has_any = match self.family() {
+            Family::Ip => sp.has_any_ipv4_endpoints,
+            Family::Ip6 => sp.has_any_ipv6_endpoints,
+        };
+        if has_any && policy_local {
             ElemValue::Verdict(Verdict::Drop)
         } else {
             ElemValue::Verdict(Verdict::Goto(names::REJECT_CHAIN.into()))
@@ -669,7 +674,7 @@ impl Builder<'_> {
         // Cluster IPs: the internal set.
         for ip in addrs.iter().filter(|ip| sp.cluster_ips.contains(ip)) {
             if internal.is_empty() {
-                let v = Self::refusal(sp, sp.internal_policy_local);
+                let v = self.refusal(sp, sp.internal_policy_local);
                 self.map(names::NO_ENDPOINT_SERVICES)
                     .insert(svc_key(*ip), v);
                 continue;
@@ -708,7 +713,7 @@ impl Builder<'_> {
             !cluster_eps.is_empty()
         };
         if !usable {
-            let v = Self::refusal(sp, sp.external_policy_local);
+            let v = self.refusal(sp, sp.external_policy_local);
             for ip in &external {
                 self.map(names::NO_ENDPOINT_SERVICES)
                     .insert(svc_key(*ip), v.clone());

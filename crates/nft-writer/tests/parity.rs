@@ -573,3 +573,42 @@ fn item_7_node_ports_listen_on_the_primary_address_of_each_family() {
         ),
     ]);
 }
+
+#[test]
+fn drop_or_reject_is_decided_per_family() {
+    // Each of upstream's proxiers sees its own family's endpoints: its
+    // `hasEndpoints` decides between `drop` (endpoints elsewhere, none
+    // here for a Local policy) and `goto reject-chain` (none at all).
+    let local = "
+apiVersion: v1
+kind: Service
+metadata: {name: local, namespace: default}
+spec:
+  clusterIPs: [10.43.0.60, 'fd00:43::60']
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: RequireDualStack
+  internalTrafficPolicy: Local
+  ports: [{name: http, port: 80, targetPort: 5000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: local-4, namespace: default, labels: {kubernetes.io/service-name: local}}
+addressType: IPv4
+ports: [{name: http, port: 5000}]
+endpoints:
+- {addresses: [10.42.54.130], nodeName: node-3}
+";
+    let w = world(&[NODES.to_string(), local.to_string()]);
+    check(vec![
+        (
+            "iTP Local with IPv4 endpoints on other nodes only drops IPv4 traffic",
+            w.go(POD, "10.43.0.60", TCP, 80, FWD),
+            dropped(),
+        ),
+        (
+            "and without any IPv6 endpoint, IPv6 traffic is refused",
+            w.go(POD6, "fd00:43::60", TCP, 80, FWD),
+            reset(),
+        ),
+    ]);
+}
