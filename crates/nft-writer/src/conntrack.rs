@@ -1,14 +1,27 @@
 //! UDP conntrack clean-up, stateless: compare the kernel's UDP flows with
-//! what should serve each service entry now, and delete only the flows
-//! that disagree. Never a flush, and nothing on restart that the desired
-//! state does not call for (kube-proxy #122740).
+//! what may serve each service entry now, and delete only the flows that
+//! disagree. Never a flush, and nothing on restart that the desired state
+//! does not call for (kube-proxy #122740).
 //!
 //! UDP has no connection to end: a client that keeps sending keeps its
 //! conntrack entry alive, and with it the DNAT decision (or the lack of
-//! one) taken for its first datagram. So when an endpoint goes away, the
-//! flows it answers must be deleted for the client to reach another one;
-//! and when a service gets its first endpoint, flows to it that were
-//! tracked without DNAT must go for the client to reach that endpoint.
+//! one) taken for its first datagram. The rule is kube-proxy's
+//! `CleanStaleEntries` (pkg/proxy/conntrack/cleanup.go), with the two
+//! fixes merged after it (#139629, #141371):
+//!
+//! * a flow to a service entry (cluster IP, external IP or load-balancer
+//!   IP at the port, or the node port on any address) is deleted when
+//!   its DNAT target, the reply source (IP and port), is not a *serving*
+//!   endpoint of the service port: ready, or serving and terminating,
+//!   whatever the traffic policies, topology keys and hints choose for new
+//!   connections. A change of the Service or of its topology does not cut
+//!   a flow whose endpoint still serves, as it does not cut a TCP
+//!   connection;
+//! * so a flow tracked without DNAT (while the port had no endpoint)
+//!   goes once the port has one, and every flow of a port left without
+//!   a serving endpoint goes (its clients then get the port's reject);
+//! * a service port that is deleted is cleaned once as if it had no
+//!   endpoint ([`UdpCleanup`] remembers it until a clean-up goes through).
 //!
 //! [`stale_flows`] decides (pure); [`Conntrack`] talks ctnetlink (thin);
 //! [`clean_udp`] wires the two.
@@ -17,6 +30,8 @@ mod ctnetlink;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+
+use api_watch::ObjectKey;
 
 pub use ctnetlink::Conntrack;
 
@@ -33,15 +48,22 @@ pub enum UdpEntry {
     NodePort(u16),
 }
 
-/// What should serve one entry now: the endpoints (IP and target port)
-/// that its DNAT may choose. Empty means the service has none (traffic to
-/// it is rejected).
+/// One UDP service port (kube-proxy's service port of one protocol): where
+/// its clients send, and which endpoints may answer them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpService {
-    /// Where clients send.
-    pub entry: UdpEntry,
-    /// The endpoints that answer for it now.
-    pub endpoints: BTreeSet<SocketAddr>,
+    /// The Service. With [`Self::port_name`], what tells between two plans
+    /// that a service port was deleted.
+    pub service: ObjectKey,
+    /// The service port's name (empty when unnamed).
+    pub port_name: String,
+    /// Where clients send: the cluster IPs, external IPs and
+    /// load-balancer IPs at the port, and the node port.
+    pub entries: Vec<UdpEntry>,
+    /// Every serving endpoint (IP and target port) of the port: ready, or
+    /// serving and terminating, whatever the traffic policies and topology
+    /// choose. Empty: the port has none (every flow to it is stale).
+    pub serving: BTreeSet<SocketAddr>,
 }
 
 /// One UDP conntrack flow as the kernel reports it (one line of
@@ -89,50 +111,101 @@ impl std::fmt::Display for Flow {
 /// is an [`UdpEntry::NodePort`] (on any address: which addresses are local
 /// is not known here, and kube-proxy matches node ports the same way).
 /// Address entries win over node ports, as in the ruleset, where
-/// `service-ips` is consulted before `service-nodeports`. A flow addressed
-/// to an entry is stale when
-///  (a) it was DNATed and its reply source (the endpoint that answers, IP
-///      and port) is not among the entry's endpoints now, or
-///  (b) it was not DNATed (it was tracked while the service had no
-///      endpoint) and the entry has endpoints now.
+/// `service-ips` is consulted before `service-nodeports` (kube-proxy checks
+/// both, so a flow to a cluster IP whose port number is also some node
+/// port can be deleted for the node port's endpoints; not here).
+///
+/// A flow addressed to an entry is stale when its reply source (IP and
+/// port) is not a serving endpoint of a service port with that entry: a
+/// DNAT to an endpoint that is gone or no longer serving, or no DNAT at
+/// all (the flow was tracked while the port had no endpoint). An entry
+/// several service ports claim is served by the union of their endpoints.
 ///
 /// Flows to anything else are never touched, and an empty `desired`
-/// deletes nothing. The caller passes the complete desired state: an
-/// entry left out is "not a service" (its flows are kept), an entry with
-/// no endpoints loses its DNATed flows.
+/// deletes nothing. The caller passes the complete desired state: an entry
+/// left out is "not a service" (its flows are kept), an entry with no
+/// serving endpoint loses all its flows.
 ///
-/// Equivalent to a `conntrack -D -p udp --orig-dst … --dport …` per stale
-/// `(entry, reply source)`, without ever touching the others.
+/// Equivalent to a `conntrack -D -p udp --orig-dst … --dport …
+/// --reply-src … --reply-port-src …` per stale (entry, reply source),
+/// without ever touching the others.
 pub fn stale_flows(flows: &[Flow], desired: &[UdpService]) -> Vec<Flow> {
     let mut addrs: BTreeMap<SocketAddr, BTreeSet<SocketAddr>> = BTreeMap::new();
     let mut ports: BTreeMap<u16, BTreeSet<SocketAddr>> = BTreeMap::new();
-    // The same entry twice (say, from two slices of one service) serves
-    // the union of its endpoints.
     for svc in desired {
-        let eps = match svc.entry {
-            UdpEntry::Addr(a) => addrs.entry(a).or_default(),
-            UdpEntry::NodePort(p) => ports.entry(p).or_default(),
-        };
-        eps.extend(svc.endpoints.iter().copied());
+        for entry in &svc.entries {
+            let serving = match *entry {
+                UdpEntry::Addr(a) => addrs.entry(a).or_default(),
+                UdpEntry::NodePort(p) => ports.entry(p).or_default(),
+            };
+            serving.extend(svc.serving.iter().copied());
+        }
     }
     flows
         .iter()
         .filter(|f| {
-            let endpoints = match addrs.get(&f.orig_dst) {
-                Some(eps) => eps,
+            let serving = match addrs.get(&f.orig_dst) {
+                Some(serving) => serving,
                 None => match ports.get(&f.orig_dst.port()) {
-                    Some(eps) => eps,
+                    Some(serving) => serving,
                     None => return false,
                 },
             };
-            if f.dnat {
-                !endpoints.contains(&f.reply_src)
-            } else {
-                !endpoints.is_empty()
-            }
+            !serving.contains(&f.reply_src)
         })
         .copied()
         .collect()
+}
+
+/// The clean-up's memory between syncs: the UDP service ports of the last
+/// plan, and those deleted since the last clean-up that went through
+/// (kube-proxy #141371: a deleted Service is cleaned as one without
+/// endpoints, once). A restart forgets the deleted ones, as kube-proxy's
+/// does.
+#[derive(Debug, Clone, Default)]
+pub struct UdpCleanup {
+    /// The plan's service ports, then the deleted ones with no serving
+    /// endpoint.
+    desired: Vec<UdpService>,
+    /// How many of `desired` are the plan's.
+    current: usize,
+}
+
+impl UdpCleanup {
+    /// Takes the UDP service ports of a new plan ([`crate::udp_services`]).
+    /// Service ports of the previous plan that it does not have (same
+    /// Service and port name) were deleted: they are kept, without serving
+    /// endpoints, for the next clean-up.
+    pub fn update(&mut self, services: Vec<UdpService>) {
+        let now: BTreeSet<(&ObjectKey, &str)> = services
+            .iter()
+            .map(|s| (&s.service, s.port_name.as_str()))
+            .collect();
+        let (before, gone) = self.desired.split_at(self.current);
+        let mut deleted: Vec<UdpService> = gone.to_vec();
+        deleted.extend(
+            before
+                .iter()
+                .filter(|s| !now.contains(&(&s.service, s.port_name.as_str())))
+                .map(|s| UdpService {
+                    serving: BTreeSet::new(),
+                    ..s.clone()
+                }),
+        );
+        self.current = services.len();
+        self.desired = services;
+        self.desired.extend(deleted);
+    }
+
+    /// What the next clean-up compares the flows with ([`clean_udp`]).
+    pub fn desired(&self) -> &[UdpService] {
+        &self.desired
+    }
+
+    /// The clean-up went through: the deleted service ports are forgotten.
+    pub fn cleaned(&mut self) {
+        self.desired.truncate(self.current);
+    }
 }
 
 /// Dumps the kernel's UDP flows, computes [`stale_flows`] and deletes
@@ -154,162 +227,4 @@ pub fn clean_udp(ct: &mut Conntrack, desired: &[UdpService]) -> Result<usize, Er
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    /// A flow from `client` to `dst`, answered by `reply` (DNATed when
-    /// `reply` differs from `dst`).
-    fn flow(client: &str, dst: &str, reply: &str) -> Flow {
-        Flow {
-            orig_src: sa(client),
-            orig_dst: sa(dst),
-            reply_src: sa(reply),
-            reply_dst: sa(client),
-            dnat: dst != reply,
-        }
-    }
-
-    fn svc(entry: UdpEntry, eps: &[&str]) -> UdpService {
-        UdpService {
-            entry,
-            endpoints: eps.iter().map(|e| sa(e)).collect(),
-        }
-    }
-
-    fn addr(s: &str) -> UdpEntry {
-        UdpEntry::Addr(sa(s))
-    }
-
-    struct Case {
-        name: &'static str,
-        flows: Vec<Flow>,
-        desired: Vec<UdpService>,
-        stale: Vec<Flow>,
-    }
-
-    fn cases() -> Vec<Case> {
-        let to_a = flow("10.0.1.5:40000", "10.43.0.10:53", "10.42.0.5:5353");
-        let to_b = flow("10.0.1.6:40000", "10.43.0.10:53", "10.42.0.6:5353");
-        let rejected = flow("10.0.1.7:40000", "10.43.0.10:53", "10.43.0.10:53");
-        let np_a = flow("192.0.2.9:41000", "172.31.0.2:30053", "10.42.0.5:5353");
-        let np_b = flow("192.0.2.9:41001", "172.31.0.3:30053", "10.42.0.6:5353");
-        let np_rejected = flow("192.0.2.9:41002", "172.31.0.2:30053", "172.31.0.2:30053");
-        let elsewhere = flow("10.0.1.5:40001", "10.44.0.1:53", "10.44.0.1:53");
-        let direct = flow("10.0.1.5:40002", "10.42.0.5:5353", "10.42.0.5:5353");
-        let v6_a = flow("[fd00::1]:40000", "[fd43::a]:53", "[fd42::5]:5353");
-        let v6_b = flow("[fd00::2]:40000", "[fd43::a]:53", "[fd42::6]:5353");
-        let v6_rejected = flow("[fd00::3]:40000", "[fd43::a]:53", "[fd43::a]:53");
-        vec![
-            Case {
-                name: "an endpoint removed: its DNATed flows are deleted, the other endpoint's kept",
-                flows: vec![to_a, to_b],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.6:5353"])],
-                stale: vec![to_a],
-            },
-            Case {
-                name: "an endpoint that only changed its port counts as removed",
-                flows: vec![to_a],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.5:5354"])],
-                stale: vec![to_a],
-            },
-            Case {
-                name: "nothing changed: nothing is deleted",
-                flows: vec![to_a, to_b],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.5:5353", "10.42.0.6:5353"])],
-                stale: vec![],
-            },
-            Case {
-                name: "the same entry twice serves the union of its endpoints",
-                flows: vec![to_a, to_b, rejected],
-                desired: vec![
-                    svc(addr("10.43.0.10:53"), &["10.42.0.5:5353"]),
-                    svc(addr("10.43.0.10:53"), &["10.42.0.6:5353"]),
-                ],
-                stale: vec![rejected],
-            },
-            Case {
-                name: "the first endpoint: flows to the entry tracked without DNAT are deleted",
-                flows: vec![rejected, elsewhere],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.5:5353"])],
-                stale: vec![rejected],
-            },
-            Case {
-                name: "still no endpoint: flows without DNAT stay, DNATed ones go",
-                flows: vec![rejected, to_a],
-                desired: vec![svc(addr("10.43.0.10:53"), &[])],
-                stale: vec![to_a],
-            },
-            Case {
-                name: "another port of the same service IP is another entry",
-                flows: vec![to_a, flow("10.0.1.5:40003", "10.43.0.10:54", "10.42.0.9:5354")],
-                desired: vec![svc(addr("10.43.0.10:54"), &["10.42.0.9:5354"])],
-                stale: vec![],
-            },
-            Case {
-                name: "a node port: DNATed flows on any local address to a removed endpoint are deleted",
-                flows: vec![np_a, np_b],
-                desired: vec![svc(UdpEntry::NodePort(30053), &["10.42.0.6:5353"])],
-                stale: vec![np_a],
-            },
-            Case {
-                name: "a node port's first endpoint: flows to that port without DNAT are deleted",
-                flows: vec![np_rejected, np_b],
-                desired: vec![svc(UdpEntry::NodePort(30053), &["10.42.0.6:5353"])],
-                stale: vec![np_rejected],
-            },
-            Case {
-                name: "an address entry wins over a node port with the same port number",
-                flows: vec![flow("10.0.1.5:40004", "10.43.0.20:30053", "10.42.0.7:53")],
-                desired: vec![
-                    svc(addr("10.43.0.20:30053"), &["10.42.0.7:53"]),
-                    svc(UdpEntry::NodePort(30053), &["10.42.0.6:5353"]),
-                ],
-                stale: vec![],
-            },
-            Case {
-                name: "flows to addresses that are no service entry are never touched",
-                flows: vec![elsewhere, direct],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.6:5353"])],
-                stale: vec![],
-            },
-            Case {
-                name: "no desired state deletes nothing (never a flush)",
-                flows: vec![to_a, to_b, rejected, np_a, elsewhere],
-                desired: vec![],
-                stale: vec![],
-            },
-            Case {
-                name: "IPv6: an endpoint removed and rejected flows after the first endpoint",
-                flows: vec![v6_a, v6_b, v6_rejected, to_a],
-                desired: vec![svc(addr("[fd43::a]:53"), &["[fd42::6]:5353"])],
-                stale: vec![v6_a, v6_rejected],
-            },
-            Case {
-                name: "an IPv4 entry never matches an IPv6 flow with the same port",
-                flows: vec![v6_a],
-                desired: vec![svc(addr("10.43.0.10:53"), &["10.42.0.6:5353"])],
-                stale: vec![],
-            },
-        ]
-    }
-
-    #[test]
-    fn stale_flows_follow_the_rules() {
-        for c in cases() {
-            assert_eq!(stale_flows(&c.flows, &c.desired), c.stale, "{}", c.name);
-        }
-    }
-
-    #[test]
-    fn a_flow_prints_as_the_conntrack_command_that_deletes_it() {
-        let f = flow("10.0.1.5:40000", "10.43.0.10:53", "10.42.0.5:5353");
-        assert_eq!(
-            f.to_string(),
-            "conntrack -D -f ipv4 -p udp --orig-src 10.0.1.5 --orig-dst 10.43.0.10 --sport 40000 --dport 53"
-        );
-    }
-}
+mod tests;

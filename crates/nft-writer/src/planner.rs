@@ -840,46 +840,33 @@ impl Builder<'_> {
     }
 }
 
-/// The UDP entries of `plan` and the endpoints that may answer each, for
-/// conntrack clean-up after a sync: cluster IPs answer from the internal
-/// set; external IPs, load-balancer IPs and the node port from the cluster
-/// set, plus the local set under externalTrafficPolicy Local.
+/// The UDP service ports of `plan`, for conntrack clean-up after a sync:
+/// where clients send (cluster IPs, external IPs and load-balancer IPs at
+/// the port, and the node port) and every serving endpoint of the port,
+/// whatever the traffic policies, topology keys and hints choose for new
+/// connections (kube-proxy's `CleanStaleEntries`).
 pub fn udp_services(plan: &ProxyPlan) -> Vec<crate::conntrack::UdpService> {
     use crate::conntrack::{UdpEntry, UdpService};
     use std::net::SocketAddr;
-    let set = |eps: &mut dyn Iterator<Item = &EndpointTarget>| -> BTreeSet<SocketAddr> {
-        eps.map(|e| SocketAddr::new(e.ip, e.port)).collect()
-    };
-    let mut out = Vec::new();
-    for sp in plan
-        .services
+    plan.services
         .iter()
         .filter(|sp| sp.protocol == Protocol::Udp)
-    {
-        let internal = set(&mut sp.endpoints.iter());
-        let external = if sp.external_policy_local {
-            set(&mut sp.cluster_endpoints.iter().chain(&sp.local_endpoints))
-        } else {
-            set(&mut sp.cluster_endpoints.iter())
-        };
-        for ip in &sp.cluster_ips {
-            out.push(UdpService {
-                entry: UdpEntry::Addr(SocketAddr::new(*ip, sp.port)),
-                endpoints: internal.clone(),
-            });
-        }
-        for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
-            out.push(UdpService {
-                entry: UdpEntry::Addr(SocketAddr::new(*ip, sp.port)),
-                endpoints: external.clone(),
-            });
-        }
-        if let Some(np) = sp.node_port {
-            out.push(UdpService {
-                entry: UdpEntry::NodePort(np),
-                endpoints: external.clone(),
-            });
-        }
-    }
-    out
+        .map(|sp| {
+            let addrs = sp
+                .cluster_ips
+                .iter()
+                .chain(&sp.external_ips)
+                .chain(&sp.load_balancer_ips);
+            let mut entries: Vec<UdpEntry> = addrs
+                .map(|ip| UdpEntry::Addr(SocketAddr::new(*ip, sp.port)))
+                .collect();
+            entries.extend(sp.node_port.map(UdpEntry::NodePort));
+            UdpService {
+                service: sp.service.clone(),
+                port_name: sp.port_name.clone(),
+                entries,
+                serving: sp.serving_endpoints.iter().copied().collect(),
+            }
+        })
+        .collect()
 }

@@ -12,13 +12,23 @@
 //! datagram to the service address is DNATed in `nat output`, delivered
 //! locally to the endpoint's socket, and the answer (the endpoint's own
 //! address as text) is un-NATed on its way back.
+//!
+//! The rule is kube-proxy's (`CleanStaleEntries`, with #139629 and
+//! #141371): a flow goes when its DNAT target is not a serving endpoint of
+//! the service port, whatever the policies and topology choose for new
+//! connections; the tests that say so take what serves from a real plan
+//! ([`topology_filter::plan`] and [`nft_writer::udp_services`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nft_writer::conntrack::{clean_udp, Conntrack, Flow, UdpEntry, UdpService};
+use api_watch::{
+    AddressType, ClusterState, Conditions, Endpoint, EndpointPort, EndpointSlice, ObjectKey,
+    Protocol, Service, ServicePort, TargetPort,
+};
+use nft_writer::conntrack::{clean_udp, Conntrack, Flow, UdpCleanup, UdpEntry, UdpService};
 
 /// Runs `f` on a thread inside a fresh network namespace; `f` gets the
 /// path of that namespace for `nsenter --net=`.
@@ -151,11 +161,60 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn service(entry: UdpEntry, endpoints: &[&str]) -> UdpService {
+/// A service port `default/svc` with one entry, served by `serving`.
+fn service(entry: UdpEntry, serving: &[&str]) -> UdpService {
     UdpService {
-        entry,
-        endpoints: endpoints.iter().map(|e| sa(e)).collect(),
+        service: ObjectKey::new("default", "svc"),
+        port_name: String::new(),
+        entries: vec![entry],
+        serving: serving.iter().map(|e| sa(e)).collect(),
     }
+}
+
+/// What a real plan says serves `default/dns` (10.43.0.10:53 → 5353) for
+/// node-1, given its endpoints as (address, ready, serving, terminating).
+fn planned(endpoints: &[(&str, bool, bool, bool)]) -> Vec<UdpService> {
+    let svc = Service {
+        key: ObjectKey::new("default", "dns"),
+        cluster_ips: vec!["10.43.0.10".parse().unwrap()],
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Udp,
+            port: 53,
+            target_port: TargetPort::Number(5353),
+            node_port: None,
+        }],
+        ..Service::default()
+    };
+    let slice = EndpointSlice {
+        key: ObjectKey::new("default", "dns-1"),
+        service_name: "dns".into(),
+        address_type: AddressType::IPv4,
+        ports: vec![EndpointPort {
+            name: String::new(),
+            protocol: Protocol::Udp,
+            port: 5353,
+        }],
+        endpoints: endpoints
+            .iter()
+            .map(|&(ip, ready, serving, terminating)| Endpoint {
+                addresses: vec![ip.parse().unwrap()],
+                node_name: Some("node-2".into()),
+                conditions: Conditions {
+                    ready,
+                    serving,
+                    terminating,
+                },
+                ..Endpoint::default()
+            })
+            .collect(),
+    };
+    let state = ClusterState {
+        services: [(svc.key.clone(), svc)].into_iter().collect(),
+        endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
+        ..ClusterState::default()
+    };
+    nft_writer::udp_services(&topology_filter::plan(&state, "node-1"))
 }
 
 fn flows_to(flows: &[Flow], dst: &str) -> Vec<Flow> {
@@ -423,5 +482,111 @@ fn deleting_a_flow_that_is_already_gone_is_not_an_error() {
         };
         ct.delete(&flow).unwrap();
         assert_eq!(clean_udp(&mut ct, &[]).unwrap(), 0);
+    });
+}
+
+/// Sets up one client flow DNATed to 10.42.0.5:5353, then moves the DNAT
+/// to 10.42.0.6:5353 (new connections go there); returns the client.
+fn flow_on_the_first_endpoint_then_dnat_to_the_second(ns: &str) -> UdpSocket {
+    set_up_lo(ns, false);
+    udp_endpoint("10.42.0.5:5353");
+    udp_endpoint("10.42.0.6:5353");
+    nft(
+        ns,
+        "table ip t {\n chain out { type nat hook output priority -100;\n  ip daddr 10.43.0.10 udp dport 53 dnat to 10.42.0.5:5353\n }\n}\n",
+    );
+    let c = client("10.42.0.1:40000");
+    assert_eq!(ask(&c, "10.43.0.10:53").as_deref(), Some("10.42.0.5:5353"));
+    nft(
+        ns,
+        "flush chain ip t out\nadd rule ip t out ip daddr 10.43.0.10 udp dport 53 dnat to 10.42.0.6:5353\n",
+    );
+    let fresh = client("10.42.0.1:40001");
+    assert_eq!(
+        ask(&fresh, "10.43.0.10:53").as_deref(),
+        Some("10.42.0.6:5353"),
+        "new flows go to the second endpoint"
+    );
+    c
+}
+
+#[test]
+fn a_flow_to_a_serving_and_terminating_endpoint_survives_the_clean_up() {
+    in_netns(|ns| {
+        let c = flow_on_the_first_endpoint_then_dnat_to_the_second(&ns);
+        // The first endpoint is terminating but still serving: new
+        // connections no longer go to it, its flows stay.
+        let desired = planned(&[
+            ("10.42.0.5", false, true, true),
+            ("10.42.0.6", true, true, false),
+        ]);
+        let mut ct = Conntrack::open().unwrap();
+        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 0);
+        assert_eq!(
+            ask(&c, "10.43.0.10:53").as_deref(),
+            Some("10.42.0.5:5353"),
+            "the flow keeps its terminating endpoint"
+        );
+        assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53").len(), 2);
+    });
+}
+
+#[test]
+fn a_flow_to_an_endpoint_that_stopped_serving_is_deleted_while_the_others_stay() {
+    in_netns(|ns| {
+        let c = flow_on_the_first_endpoint_then_dnat_to_the_second(&ns);
+        let desired = planned(&[
+            ("10.42.0.5", false, false, true),
+            ("10.42.0.6", true, true, false),
+        ]);
+        let mut ct = Conntrack::open().unwrap();
+        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 1);
+        let left = flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].reply_src, sa("10.42.0.6:5353"), "{left:?}");
+        assert_eq!(ask(&c, "10.43.0.10:53").as_deref(), Some("10.42.0.6:5353"));
+    });
+}
+
+#[test]
+fn every_flow_of_a_port_left_without_a_serving_endpoint_is_deleted() {
+    in_netns(|ns| {
+        let _c = flow_on_the_first_endpoint_then_dnat_to_the_second(&ns);
+        // kube-proxy #139629: no serving endpoint (scaled to zero, or every
+        // pod not ready): the flows go, so that the port's reject answers
+        // their next datagram instead of a gone pod.
+        let desired = planned(&[("10.42.0.5", false, false, false)]);
+        assert!(desired[0].serving.is_empty());
+        let mut ct = Conntrack::open().unwrap();
+        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 2);
+        assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53"), vec![]);
+    });
+}
+
+#[test]
+fn the_flows_of_a_deleted_service_port_are_deleted_once() {
+    in_netns(|ns| {
+        let c = flow_on_the_first_endpoint_then_dnat_to_the_second(&ns);
+        let both = [
+            ("10.42.0.5", true, true, false),
+            ("10.42.0.6", true, true, false),
+        ];
+        let mut cleanup = UdpCleanup::default();
+        cleanup.update(planned(&both));
+        let mut ct = Conntrack::open().unwrap();
+        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 0);
+        cleanup.cleaned();
+
+        // The Service is deleted (its rules would go with it; the test's
+        // DNAT stays, to show that the clean-up happens once).
+        cleanup.update(vec![]);
+        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 2);
+        cleanup.cleaned();
+        assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53"), vec![]);
+
+        assert_eq!(ask(&c, "10.43.0.10:53").as_deref(), Some("10.42.0.6:5353"));
+        cleanup.update(vec![]);
+        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 0, "once");
+        assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53").len(), 1);
     });
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api_watch::api::StateChange;
 use api_watch::{ClusterState, ObjectKey};
-use nft_writer::conntrack::UdpService;
+use nft_writer::conntrack::{UdpCleanup, UdpService};
 use nft_writer::{Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
 use tokio::time::{sleep_until, Instant};
 use topology_filter::ProxyPlan;
@@ -252,8 +252,9 @@ struct LoopState {
     plan: Option<ProxyPlan>,
     /// The ruleset as per-Service parts; `None` before the first update.
     planner: Option<IncrementalPlanner>,
-    /// The UDP entries of the last plan, for conntrack clean-up.
-    last_udp: Vec<UdpService>,
+    /// The UDP service ports of the last plan, and those deleted since
+    /// the last conntrack clean-up that went through.
+    udp: UdpCleanup,
     last_sync: Option<Instant>,
     last_full: Option<Instant>,
     failures: u32,
@@ -346,7 +347,7 @@ impl LoopState {
                     "planned"
                 );
                 let wanted = svc_health::wanted(plan, &health_check_ports(&self.state));
-                self.last_udp = nft_writer::udp_services(plan);
+                self.udp.update(nft_writer::udp_services(plan));
                 (changes, Some(wanted))
             }
             None if self.planner.is_some() => (Changes::default(), None),
@@ -408,9 +409,13 @@ impl LoopState {
                 );
                 self.failures = 0;
                 self.retry_at = None;
-                match programmer.clean_udp(&self.last_udp) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "stale UDP conntrack entries deleted"),
+                match programmer.clean_udp(self.udp.desired()) {
+                    Ok(n) => {
+                        self.udp.cleaned();
+                        if n > 0 {
+                            tracing::info!(deleted = n, "stale UDP conntrack entries deleted");
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "UDP conntrack clean-up failed")
                     }

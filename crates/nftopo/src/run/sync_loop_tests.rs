@@ -490,3 +490,82 @@ fn absorbed_updates_name_every_service_either_changed() {
     });
     assert_eq!(all.changed, Changed::All);
 }
+
+/// Records what each UDP conntrack clean-up is asked to compare the
+/// kernel's flows with, by service name and serving endpoints.
+#[derive(Clone, Default)]
+struct UdpRecorder(Arc<Mutex<Vec<Vec<String>>>>);
+
+impl Programmer for UdpRecorder {
+    fn sync_changes(
+        &mut self,
+        _: &IncrementalPlanner,
+        _: Changes,
+        full: bool,
+    ) -> anyhow::Result<SyncStats> {
+        Ok(SyncStats {
+            full,
+            ..SyncStats::default()
+        })
+    }
+
+    fn clean_udp(&mut self, udp: &[UdpService]) -> anyhow::Result<usize> {
+        let seen = udp
+            .iter()
+            .map(|s| format!("{} {:?}", s.service, s.serving))
+            .collect();
+        self.0.lock().unwrap().push(seen);
+        Ok(0)
+    }
+}
+
+/// kube-proxy #141371: a deleted UDP Service is cleaned once as one
+/// without endpoints, after the sync that removed its rules.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rec = UdpRecorder::default();
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig::default(),
+        min_sync_period: Duration::ZERO,
+        sync_period: HOUR,
+    };
+    let out = Outputs {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Mutex::new(ProxyHealth::new(HOUR))),
+        service_health: None,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(settings, ChannelSource(rx), rec.clone(), out, async {
+        let _ = stopped.await;
+    }));
+    let mut udp = cluster(2, |_| 1);
+    for s in udp.services.values_mut() {
+        s.ports[0].protocol = api_watch::Protocol::Udp;
+    }
+    for sl in udp.endpoint_slices.values_mut() {
+        sl.ports[0].protocol = api_watch::Protocol::Udp;
+    }
+    let whole = |st: &ClusterState| Update {
+        state: StateChange::Whole(st.clone()),
+        ..Update::default()
+    };
+    tx.send(whole(&udp)).unwrap();
+    wait(10).await;
+    udp.services.remove(&ObjectKey::new("t", "s1"));
+    udp.endpoint_slices.remove(&ObjectKey::new("t", "s1-a"));
+    tx.send(whole(&udp)).unwrap();
+    wait(10).await;
+    tx.send(whole(&udp)).unwrap();
+    wait(10).await;
+    let calls = rec.0.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            vec!["t/s0 {10.42.0.0:8080}", "t/s1 {10.42.0.16:8080}"],
+            vec!["t/s0 {10.42.0.0:8080}", "t/s1 {}"],
+            vec!["t/s0 {10.42.0.0:8080}"],
+        ]
+    );
+}
