@@ -68,7 +68,7 @@ pub struct Daemon {
 impl Daemon {
     /// `ip netns exec <ns> nftopo run --kubeconfig K --hostname-override
     /// node-2 --cluster-cidr 10.42.0.0/16 --min-sync-period 0s
-    /// --sync-period 1h --metrics-bind-address 127.0.0.1:10249
+    /// --full-sync-period 1h --metrics-bind-address 127.0.0.1:10249
     /// --healthz-bind-address 127.0.0.1:10256 <extra>`, logging nftopo's
     /// own debug lines (`NFTOPO_LOG`, unless the caller's environment
     /// sets it).
@@ -101,7 +101,7 @@ impl Daemon {
             ("--hostname-override", THIS_NODE),
             ("--cluster-cidr", CLUSTER_CIDR),
             ("--min-sync-period", "0s"),
-            ("--sync-period", "1h"),
+            ("--full-sync-period", "1h"),
             ("--metrics-bind-address", METRICS_ADDR),
             ("--healthz-bind-address", HEALTHZ_ADDR),
         ];

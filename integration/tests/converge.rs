@@ -804,7 +804,7 @@ fn a_daemon_restart_moves_no_client_or_flow() {
     assert_kept(&w.cluster, &mut b, &BTreeSet::new(), case);
 }
 
-/// (e) `--sync-period 2s`: clients are pinned and flows opened right
+/// (e) `--full-sync-period 2s`: clients are pinned and flows opened right
 /// after one full sync, and checked after two more have finished (so one
 /// started after they were set up).
 #[test]
@@ -813,7 +813,7 @@ fn the_periodic_full_sync_moves_no_client_or_flow() {
     let mut w = World::new();
     let state = State::new(&BACKENDS);
     w.serve(&state);
-    w.start_daemon(&state, &["--sync-period", "2s"]);
+    w.start_daemon(&state, &["--full-sync-period", "2s"]);
     let n = w.full_syncs().unwrap_or(1);
     let n = w.wait_full_syncs(n + 1, case);
     let mut b = before(&w.cluster, case);

@@ -587,7 +587,7 @@ fn changes_arrive_after_dropped_watches_and_compaction() {
     };
     let wait_watches = |env: &Env| {
         let deadline = Instant::now() + CONVERGE;
-        while env.api.open_watches() < 3 {
+        while env.api.open_watches() < 4 {
             assert!(
                 Instant::now() < deadline,
                 "watches never reopened: {:?}",
@@ -597,7 +597,11 @@ fn changes_arrive_after_dropped_watches_and_compaction() {
         }
     };
     wait_watches(&env);
-    assert_eq!(env.api.drop_watches(), 3, "Services, EndpointSlices, Nodes");
+    assert_eq!(
+        env.api.drop_watches(),
+        4,
+        "Services, EndpointSlices, Nodes, ServiceCIDRs"
+    );
     let s = slice_q9d4m(&[D]);
     env.apply(s);
     env.expect_api(&[A, B, C, D], "after dropped watches");
@@ -700,6 +704,96 @@ fn metrics_and_health() {
     }
 }
 
+/// `swansea-city-lb`: a LoadBalancer Service with `externalTrafficPolicy:
+/// Local` and health-check node port [`HC_PORT`], served by node-2's two
+/// pods (.66, .67).
+fn local_lb_service() -> [Value; 2] {
+    [
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "swansea-city-lb", "namespace": "default"},
+               "spec": {"type": "LoadBalancer", "clusterIP": "10.43.118.50", "clusterIPs": ["10.43.118.50"],
+                        "externalTrafficPolicy": "Local", "healthCheckNodePort": HC_PORT,
+                        "ports": [{"port": 80, "protocol": "TCP", "targetPort": 5000, "nodePort": 31080}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "swansea-city-lb-1", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "swansea-city-lb"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "", "port": 5000, "protocol": "TCP"}],
+               "endpoints": [
+                   {"addresses": [A.to_string()], "conditions": {"ready": true}, "nodeName": "node-2"},
+                   {"addresses": [B.to_string()], "conditions": {"ready": true}, "nodeName": "node-2"}]}),
+    ]
+}
+
+/// `swansea-city-lb`'s health-check node port.
+const HC_PORT: u16 = 32111;
+/// node-2's InternalIP (its primary address).
+const NODE2_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 11, 85);
+/// A second local address of node-2, on `lo`, outside the node's subnet.
+const NODE2_OTHER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 85);
+
+impl Env {
+    /// Waits until the health-check server at `ip` answers 200 for two
+    /// local endpoints.
+    fn wait_health_check(&mut self, ip: Ipv4Addr, case: &str) {
+        let addr = SocketAddr::from((ip, HC_PORT));
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let got = http_get(self.node2().name(), addr, "/");
+            if let Ok((200, body)) = &got {
+                assert!(body.contains("\"localEndpoints\": 2"), "{case}: {body}");
+                return;
+            }
+            self.assert_running();
+            if Instant::now() > deadline {
+                panic!("{case}: {addr} answers {got:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every connection from node-2 to `ip`'s health-check port is
+    /// refused: nothing listens there.
+    fn assert_no_health_check(&self, ip: Ipv4Addr, case: &str) {
+        let target = SocketAddrV4::new(ip, HC_PORT);
+        let r = ok(
+            self.cluster.probe_from_node(THIS_NODE, target, 5, false),
+            "probe from node-2",
+        );
+        assert_eq!(r.count(REFUSED), 5, "{case}: {target} from node-2: {r}");
+    }
+}
+
+/// kube-proxy's service health server listens on the node IPs
+/// `--nodeport-addresses` selects, not on every address: node-2 has a
+/// second address (192.0.2.85 on lo) and loopback, and the health-check
+/// node port is refused there unless the flag selects it.
+#[test]
+fn health_check_node_ports_listen_only_on_nodeport_addresses() {
+    let mut env = Env::new(&SEED);
+    ok(
+        env.node2()
+            .ip(&["addr", "add", &format!("{NODE2_OTHER_IP}/32"), "dev", "lo"]),
+        "second address",
+    );
+    for obj in local_lb_service() {
+        env.apply(obj);
+    }
+
+    // The default, `primary`: node-2's InternalIP only.
+    env.start_daemon();
+    env.wait_health_check(NODE2_IP, "primary");
+    env.assert_no_health_check(NODE2_OTHER_IP, "primary, another local address");
+    env.assert_no_health_check(Ipv4Addr::LOCALHOST, "primary, loopback");
+
+    // CIDRs: the local addresses inside them.
+    env.daemon = None;
+    env.start_daemon_with(&["--nodeport-addresses", "192.0.2.0/24"]);
+    env.wait_health_check(NODE2_OTHER_IP, "192.0.2.0/24");
+    env.assert_no_health_check(NODE2_IP, "192.0.2.0/24, the InternalIP outside it");
+    env.assert_no_health_check(Ipv4Addr::LOCALHOST, "192.0.2.0/24, loopback");
+}
+
 #[test]
 fn sigterm_leaves_the_rules_and_cleanup_removes_them() {
     let mut env = running();
@@ -739,7 +833,11 @@ fn a_restart_with_an_unchanged_cluster_sends_nothing() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !env.log().contains("first sync done") {
         env.assert_running();
-        assert!(Instant::now() < deadline, "no first sync; log:\n{}", env.log());
+        assert!(
+            Instant::now() < deadline,
+            "no first sync; log:\n{}",
+            env.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let events = monitor.events();
@@ -752,7 +850,10 @@ fn a_restart_with_an_unchanged_cluster_sends_nothing() {
         line.contains("operations=0") && line.contains("differences=0"),
         "{line}"
     );
-    assert!(events.is_empty(), "the restart changed the kernel: {events:#?}");
+    assert!(
+        events.is_empty(),
+        "the restart changed the kernel: {events:#?}"
+    );
     assert_eq!(ok(nft_list(env.node2()), "nft list ruleset"), before);
     // And it still follows changes afterwards.
     env.apply(slice_q9d4m(&[D]));
@@ -835,7 +936,7 @@ fn routes_follow_calico_blocks_and_come_back_when_deleted_by_hand() {
         "direct",
         "--pod-cidr-source",
         "calico-ipam",
-        "--sync-period",
+        "--full-sync-period",
         "3s",
     ]);
     env.wait_kernel(SERVICE_IP, SERVICE_PORT, &backends(), "first sync");

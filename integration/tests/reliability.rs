@@ -221,7 +221,7 @@ fn last_full_sync_operations(log: &str) -> Option<u64> {
 #[test]
 fn tampering_is_undone_by_the_periodic_full_sync() {
     let mut w = World::new();
-    w.start(&["--sync-period", "2s", "-v"]);
+    w.start(&["--full-sync-period", "2s", "-v"]);
     w.wait_endpoints(&backends(), "first sync");
     // Let one periodic sync pass so that the baseline is a steady state.
     std::thread::sleep(Duration::from_millis(2500));

@@ -8,6 +8,13 @@
 //! flags are silently ignored); here every field is decided by where its
 //! value came from (`ArgMatches::value_source`), never by comparing it
 //! with the default.
+//!
+//! The periods are kube-proxy's: `--min-sync-period` (at most one sync per
+//! it) and `--sync-period` (at least one sync per it, default 30 s, and
+//! twice it is the `/healthz` timeout). The full sync, which reads the
+//! kernel's tables back and repairs them, has nftopo's own
+//! `--full-sync-period` (`fullSyncPeriod`, default 1 h: kube-proxy
+//! hard-codes the same hour).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -67,9 +74,16 @@ pub struct RunArgs {
     /// every change).
     #[arg(long, default_value = "1s", value_parser = duration::parse)]
     pub min_sync_period: Duration,
-    /// Maximum interval between two full syncs (e.g. 1h0m0s).
-    #[arg(long, default_value = "1h0m0s", value_parser = duration::parse)]
+    /// Longest interval between two syncs, as kube-proxy's (a sync with
+    /// nothing to do sends nothing); `/healthz` turns unhealthy when an
+    /// update is not applied within twice this.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub sync_period: Duration,
+    /// Interval between two full syncs, which read nftopo's tables back
+    /// from the kernel and repair whatever differs (nftopo's own;
+    /// kube-proxy hard-codes 1h).
+    #[arg(long, default_value = "1h0m0s", value_parser = duration::parse)]
+    pub full_sync_period: Duration,
     /// Address (IP:port, or IP) of the metrics server; empty disables it.
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub metrics_bind_address: String,
@@ -102,8 +116,10 @@ pub struct Config {
     pub planner: PlannerConfig,
     /// At most one sync per this interval.
     pub min_sync_period: Duration,
-    /// A full sync at least this often.
+    /// A sync at least this often; the health timeout is twice this.
     pub sync_period: Duration,
+    /// A full sync (read back, repair) at least this often.
+    pub full_sync_period: Duration,
     /// Metrics server address; `None` when disabled.
     pub metrics_bind_address: Option<SocketAddr>,
     /// Health server address; `None` when disabled.
@@ -115,6 +131,7 @@ pub struct Config {
 /// The fields of a `KubeProxyConfiguration` file. Fields kube-proxy has
 /// but nftopo does not use are accepted and ignored, so that an existing
 /// kube-proxy file works; anything else is an error naming the field.
+/// nftopo's own fields: `fullSyncPeriod` and the `routes:` section.
 // kube-proxy's fields that mean nothing here are read (so that an
 // existing file loads) and never used.
 #[allow(dead_code)]
@@ -134,6 +151,8 @@ pub struct FileConfig {
     masquerade_all: Option<bool>,
     sync_period: Option<String>,
     min_sync_period: Option<String>,
+    /// nftopo's own (kube-proxy hard-codes its full sync at 1h).
+    full_sync_period: Option<String>,
     #[serde(default)]
     iptables: ModeConfig,
     #[serde(default)]
@@ -342,6 +361,14 @@ pub fn merge(
     if sync_period.is_zero() {
         bail!("--sync-period must be greater than 0");
     }
+    let full_sync_period = pick(
+        flag("full_sync_period"),
+        args.full_sync_period,
+        file_duration("fullSyncPeriod", file.full_sync_period.as_ref())?,
+    );
+    if full_sync_period.is_zero() {
+        bail!("--full-sync-period (fullSyncPeriod) must be greater than 0");
+    }
     if min_sync_period > sync_period {
         bail!(
             "--min-sync-period ({}) must not exceed --sync-period ({})",
@@ -393,6 +420,7 @@ pub fn merge(
         },
         min_sync_period,
         sync_period,
+        full_sync_period,
         metrics_bind_address: bind_address(&metrics, 10249, "metrics-bind-address")?,
         healthz_bind_address: bind_address(&healthz, 10256, "healthz-bind-address")?,
     })

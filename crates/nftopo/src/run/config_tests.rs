@@ -28,6 +28,7 @@ metricsBindAddress: 0.0.0.0:9999
 healthzBindAddress: 127.0.0.1:8888
 nodePortAddresses: [192.168.0.0/16]
 masqueradeAll: true
+fullSyncPeriod: 2h
 nftables:
   masqueradeBit: 5
   minSyncPeriod: 3s
@@ -49,7 +50,16 @@ fn without_flags_or_file_the_defaults_are_kube_proxys() {
     assert_eq!(c.kubeconfig, None);
     assert_eq!(c.node_name, "from-hostname");
     assert_eq!(c.min_sync_period, Duration::from_secs(1));
-    assert_eq!(c.sync_period, Duration::from_secs(3600));
+    assert_eq!(
+        c.sync_period,
+        Duration::from_secs(30),
+        "kube-proxy's syncPeriod default"
+    );
+    assert_eq!(
+        c.full_sync_period,
+        Duration::from_secs(3600),
+        "kube-proxy's hard-coded full sync interval"
+    );
     assert_eq!(
         c.metrics_bind_address,
         Some("127.0.0.1:10249".parse().unwrap())
@@ -87,6 +97,7 @@ fn the_file_wins_over_every_default() {
     assert_eq!(c.planner.masquerade_bit, 5);
     assert_eq!(c.min_sync_period, Duration::from_secs(3));
     assert_eq!(c.sync_period, Duration::from_secs(1800));
+    assert_eq!(c.full_sync_period, Duration::from_secs(7200));
     let r = c.routes.expect("routes on");
     assert_eq!(r.config.mode, route_sync::Mode::Ipip);
     assert_eq!(
@@ -145,8 +156,13 @@ fn a_flag_on_the_command_line_wins_over_the_file_field_by_field() {
         }),
         (
             "--sync-period set to its default",
-            &["--sync-period", "1h0m0s"],
-            |c| c.sync_period == Duration::from_secs(3600),
+            &["--sync-period", "30s"],
+            |c| c.sync_period == Duration::from_secs(30),
+        ),
+        (
+            "--full-sync-period set to its default",
+            &["--full-sync-period", "1h0m0s"],
+            |c| c.full_sync_period == Duration::from_secs(3600),
         ),
         (
             "--metrics-bind-address set to its default",
@@ -241,6 +257,21 @@ fn bad_files_are_refused_naming_the_field() {
         ("another kind", "kind: KubeletConfiguration\n", "kind"),
         ("a bad duration", "syncPeriod: 1 hour\n", "syncPeriod"),
         (
+            "a bad full sync period",
+            "fullSyncPeriod: hourly\n",
+            "fullSyncPeriod",
+        ),
+        (
+            "a zero full sync period",
+            "fullSyncPeriod: 0s\n",
+            "fullSyncPeriod",
+        ),
+        (
+            "fullSyncPeriod is top-level only (nftopo's own, not kube-proxy's nftables section)",
+            "nftables: {fullSyncPeriod: 1h}\n",
+            "fullSyncPeriod",
+        ),
+        (
             "a bit out of range",
             "nftables: {masqueradeBit: 40}\n",
             "masqueradeBit",
@@ -275,6 +306,50 @@ fn bind_addresses_read_as_kube_proxy_reads_them() {
 #[test]
 fn min_sync_period_may_not_exceed_sync_period() {
     assert!(config(&["--min-sync-period", "2h"], "").is_err());
+    let e = config(&["--min-sync-period", "45s"], "").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("--sync-period (30s)"),
+        "against the 30 s default: {e:#}"
+    );
+    assert!(
+        config(
+            &["--min-sync-period", "45s", "--full-sync-period", "1m"],
+            ""
+        )
+        .is_err(),
+        "the full sync period does not bound it"
+    );
+}
+
+/// `--sync-period` keeps kube-proxy's meaning (the longest time between
+/// syncs); the periodic full sync has its own setting, and neither sets
+/// the other.
+#[test]
+fn sync_period_and_full_sync_period_are_separate_settings() {
+    let c = config(&["--sync-period", "2s"], "").unwrap();
+    assert_eq!(
+        (c.sync_period, c.full_sync_period),
+        (Duration::from_secs(2), Duration::from_secs(3600))
+    );
+    let c = config(&["--full-sync-period", "2s"], "").unwrap();
+    assert_eq!(
+        (c.sync_period, c.full_sync_period),
+        (Duration::from_secs(30), Duration::from_secs(2))
+    );
+    let c = config(&[], "syncPeriod: 10s\n").unwrap();
+    assert_eq!(
+        (c.sync_period, c.full_sync_period),
+        (Duration::from_secs(10), Duration::from_secs(3600)),
+        "the file's syncPeriod is kube-proxy's"
+    );
+    let c = config(&["--full-sync-period", "5m"], "fullSyncPeriod: 2h\n").unwrap();
+    assert_eq!(
+        c.full_sync_period,
+        Duration::from_secs(300),
+        "the flag wins over the file"
+    );
+    let e = config(&["--full-sync-period", "0"], "").unwrap_err();
+    assert!(format!("{e:#}").contains("--full-sync-period"), "{e:#}");
 }
 
 #[test]
@@ -303,4 +378,47 @@ fn an_unknown_route_protocol_or_mode_is_refused_naming_it() {
             .protocol,
         77
     );
+}
+
+/// The packaged configuration files say the periods as they are: the
+/// Debian file's commented-out values are the defaults, and the
+/// DaemonSet's ConfigMap sets them to the defaults too.
+#[test]
+fn the_packaged_files_hold_the_default_periods() {
+    let debian = include_str!("../../../../packaging/debian/config.yaml");
+    // Every option uncommented, as packaging/tests/deb.sh does.
+    let all: String = debian
+        .lines()
+        .map(|l| {
+            let body = l.trim_start();
+            let indent = &l[..l.len() - body.len()];
+            match body.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                    format!("{indent}{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    let configmap: serde_yaml::Value = serde_yaml::from_str(include_str!(
+        "../../../../packaging/kubernetes/configmap.yaml"
+    ))
+    .unwrap();
+    let in_cluster = configmap["data"]["config.yaml"].as_str().unwrap();
+    let defaults = config(&[], "").unwrap();
+    for (name, text) in [
+        ("debian, uncommented", all.as_str()),
+        ("configmap", in_cluster),
+    ] {
+        let c = config(&[], text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(
+            (c.min_sync_period, c.sync_period, c.full_sync_period),
+            (
+                defaults.min_sync_period,
+                defaults.sync_period,
+                defaults.full_sync_period
+            ),
+            "{name}"
+        );
+    }
 }

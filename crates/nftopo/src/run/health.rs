@@ -1,6 +1,8 @@
 //! kube-proxy's proxy health (pkg/proxy/healthcheck, `ProxyHealthServer`):
 //! healthy until an update is queued and not applied within the health
-//! timeout (kube-proxy passes `2 * syncPeriod`); `/healthz` is also
+//! timeout (kube-proxy passes `2 * syncPeriod`, 60 s by default: the
+//! sync loop syncs at least once per sync period, so only an update that
+//! keeps failing, or a loop that is stuck, gets that old); `/healthz` is also
 //! unhealthy while this node is being deleted or carries the cluster
 //! autoscaler's `ToBeDeletedByClusterAutoscaler` taint, `/livez` is not.
 //!
@@ -66,12 +68,13 @@ impl ProxyHealth {
         self.node = node;
     }
 
-    /// Whether the proxy is healthy: nothing pending, or pending for no
-    /// longer than the timeout.
+    /// Whether the proxy is healthy: nothing pending, or pending for less
+    /// than the timeout (kube-proxy's `currentTime.Sub(oldestPendingQueued)
+    /// < healthTimeout`).
     pub fn healthy(&self, now: Instant) -> bool {
         match self.oldest_pending {
             None => true,
-            Some(t) => now.saturating_duration_since(t) <= self.timeout,
+            Some(t) => now.saturating_duration_since(t) < self.timeout,
         }
     }
 
@@ -171,13 +174,13 @@ mod tests {
             (
                 "healthy while a queued update is younger than the timeout",
                 |h, t| h.queued(t),
-                timeout,
+                timeout - Duration::from_millis(1),
                 true,
             ),
             (
-                "unhealthy once a queued update is older than the timeout",
+                "unhealthy once a queued update is as old as the timeout",
                 |h, t| h.queued(t),
-                timeout + Duration::from_millis(1),
+                timeout,
                 false,
             ),
             (

@@ -38,7 +38,8 @@ pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
         return crate::cli::cleanup(cfg.routes.map(|r| r.config.protocol));
     }
     tracing::info!(node = %cfg.node_name, min_sync_period = %duration::format(cfg.min_sync_period),
-        sync_period = %duration::format(cfg.sync_period), "starting");
+        sync_period = %duration::format(cfg.sync_period),
+        full_sync_period = %duration::format(cfg.full_sync_period), "starting");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,7 +104,11 @@ async fn daemon(cfg: Config) -> Result<()> {
     let outputs = Outputs {
         metrics,
         health: health.clone(),
-        service_health: Some(svc_health::ServiceHealthServers::new(None, health)),
+        service_health: Some(svc_health::ServiceHealthServers::new(
+            cfg.planner.nodeport_addresses.clone(),
+            Box::new(local_addresses),
+            health,
+        )),
     };
     let routes = match cfg.routes {
         Some(settings) => Some(RouteProgrammer {
@@ -119,6 +124,7 @@ async fn daemon(cfg: Config) -> Result<()> {
         planner: cfg.planner,
         min_sync_period: cfg.min_sync_period,
         sync_period: cfg.sync_period,
+        full_sync_period: cfg.full_sync_period,
     };
     let conntrack =
         nft_writer::conntrack::Conntrack::open().context("opening the ctnetlink socket")?;
@@ -205,6 +211,10 @@ impl sync_loop::Programmer for KernelProgrammer {
         self.syncer.repair_notes().to_vec()
     }
 
+    fn has_deferred(&self) -> bool {
+        self.syncer.has_deferred()
+    }
+
     fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {
         Ok(nft_writer::conntrack::clean_udp(&mut self.conntrack, udp)?)
     }
@@ -219,6 +229,19 @@ impl sync_loop::Programmer for KernelProgrammer {
             None => Ok(None),
         }
     }
+}
+
+/// This node's global-scope addresses (`ip addr show scope global`), for
+/// the health-check servers when `--nodeport-addresses` lists CIDRs.
+fn local_addresses() -> Result<Vec<std::net::IpAddr>> {
+    use route_sync::RouteKernel;
+    let interfaces = route_sync::NetlinkRoutes::open()
+        .and_then(|mut k| k.interfaces())
+        .context("listing the local addresses")?;
+    Ok(interfaces
+        .into_iter()
+        .flat_map(|i| i.addresses.into_iter().map(|(ip, _)| ip))
+        .collect())
 }
 
 /// Binds `addr` and serves `handler` in the background.

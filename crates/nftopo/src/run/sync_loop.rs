@@ -2,9 +2,14 @@
 //!
 //! * at most one sync per `min_sync_period` (bursts coalesce into the
 //!   latest update);
-//! * a full sync at least every `sync_period`: nftopo reads its tables
-//!   back and repairs whatever differs from the plan (drift, counted in
-//!   `nftopo_drift_repairs_total`);
+//! * a sync at least every `sync_period`, as kube-proxy's `syncRunner`
+//!   (its `maxInterval`): one with nothing to do sends nothing;
+//! * a full sync every `full_sync_period` (kube-proxy's hard-coded hour):
+//!   nftopo reads its tables back and repairs whatever differs from the
+//!   plan (drift, counted in `nftopo_drift_repairs_total`);
+//! * after a sync that left deletions for the next one (the engine
+//!   defers some, see [`Syncer::has_deferred`]), the next sync as soon as
+//!   `min_sync_period` allows;
 //! * after a failed sync, a retry with exponential backoff, which reads
 //!   back and converges too;
 //! * metrics and health updated per queued update and per sync.
@@ -137,6 +142,13 @@ pub trait Programmer {
         Vec::new()
     }
 
+    /// Whether the last sync left deletions for the next one
+    /// ([`Syncer::has_deferred`]): the loop then syncs again as soon as
+    /// `min_sync_period` allows, not a sync period later.
+    fn has_deferred(&self) -> bool {
+        false
+    }
+
     /// After a successful sync: deletes UDP conntrack entries that no
     /// longer match `udp` (the daemon's programmer does; fakes need not).
     /// Returns how many were deleted.
@@ -184,6 +196,10 @@ impl<K: Kernel> Programmer for Syncer<K> {
     fn repair_notes(&self) -> Vec<String> {
         Syncer::repair_notes(self).to_vec()
     }
+
+    fn has_deferred(&self) -> bool {
+        Syncer::has_deferred(self)
+    }
 }
 
 /// Fixed settings of the loop.
@@ -195,8 +211,10 @@ pub struct Settings {
     pub planner: PlannerConfig,
     /// At most one sync per this interval.
     pub min_sync_period: Duration,
-    /// A full sync at least this often.
+    /// A sync at least this often (kube-proxy's `--sync-period`).
     pub sync_period: Duration,
+    /// A full sync this often.
+    pub full_sync_period: Duration,
 }
 
 /// What the loop reports to.
@@ -257,6 +275,8 @@ struct LoopState {
     udp: UdpCleanup,
     last_sync: Option<Instant>,
     last_full: Option<Instant>,
+    /// The last sync left deletions for the next one.
+    follow_up: bool,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -265,13 +285,26 @@ impl LoopState {
     /// When the next sync is due; `None` before the first update.
     fn deadline(&self, s: &Settings) -> Option<Instant> {
         let earliest = self.last_sync.map(|t| t + s.min_sync_period);
-        let due = match (self.retry_at, &self.pending, self.last_full) {
+        let due = match (self.retry_at, &self.pending, self.last_sync) {
             (Some(retry), _, _) => Some(retry),
             (None, Some(_), _) => Some(earliest.unwrap_or_else(Instant::now)),
-            (None, None, Some(full)) if self.applied => Some(full + s.sync_period),
+            (None, None, Some(last)) if self.applied && self.follow_up => Some(last),
+            (None, None, Some(last)) if self.applied => {
+                let periodic = last + s.sync_period;
+                Some(match self.last_full {
+                    Some(full) => periodic.min(full + s.full_sync_period),
+                    None => periodic,
+                })
+            }
             _ => None,
         }?;
         Some(earliest.map_or(due, |e| due.max(e)))
+    }
+
+    /// Whether the sync starting `now` reads the kernel back: the first
+    /// one, one a full sync period after the last, and retries.
+    fn full_due(&self, s: &Settings, now: Instant) -> bool {
+        self.retry_at.is_some() || self.last_full.is_none_or(|t| now >= t + s.full_sync_period)
     }
 
     fn queue(&mut self, s: &Settings, mut u: Update, out: &Outputs) {
@@ -305,8 +338,7 @@ impl LoopState {
 
     fn sync(&mut self, s: &Settings, programmer: &mut impl Programmer, out: &mut Outputs) {
         let now = Instant::now();
-        let full_due = self.last_full.is_none_or(|t| now >= t + s.sync_period);
-        let full = full_due || self.retry_at.is_some();
+        let full = self.full_due(s, now);
         let fresh = self.pending.take();
         let (changes, wanted) = match &fresh {
             Some(u) => {
@@ -348,7 +380,7 @@ impl LoopState {
                 );
                 let wanted = svc_health::wanted(plan, &health_check_ports(&self.state));
                 self.udp.update(nft_writer::udp_services(plan));
-                (changes, Some(wanted))
+                (changes, Some((wanted, plan.node_addresses.clone())))
             }
             None if self.planner.is_some() => (Changes::default(), None),
             None => return,
@@ -397,8 +429,10 @@ impl LoopState {
                     self.applied = true;
                 }
                 out.health.lock().expect("health lock").updated(wall);
-                if let (Some(servers), Some(wanted)) = (&mut out.service_health, &wanted) {
-                    servers.sync(wanted);
+                if let (Some(servers), Some((wanted, node_addresses))) =
+                    (&mut out.service_health, &wanted)
+                {
+                    servers.sync(wanted, node_addresses);
                 }
                 tracing::debug!(
                     full = stats.full,
@@ -409,6 +443,7 @@ impl LoopState {
                 );
                 self.failures = 0;
                 self.retry_at = None;
+                self.follow_up = programmer.has_deferred();
                 match programmer.clean_udp(self.udp.desired()) {
                     Ok(n) => {
                         self.udp.cleaned();

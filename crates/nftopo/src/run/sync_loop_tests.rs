@@ -72,7 +72,9 @@ struct Harness {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-fn start(min_sync: Duration, sync_period: Duration) -> Harness {
+/// The loop with a recording programmer; `/healthz` state as the daemon
+/// builds it from the sync period.
+fn start(min_sync: Duration, sync_period: Duration, full_sync_period: Duration) -> Harness {
     let (tx, rx) = mpsc::unbounded_channel();
     let rec = Recorder {
         start: Some(Instant::now()),
@@ -91,6 +93,7 @@ fn start(min_sync: Duration, sync_period: Duration) -> Harness {
         },
         min_sync_period: min_sync,
         sync_period,
+        full_sync_period,
     };
     let out = Outputs {
         metrics: metrics.clone(),
@@ -133,7 +136,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
 async fn nothing_is_programmed_before_the_first_update_which_syncs_fully_at_once() {
-    let h = start(SEC, HOUR);
+    let h = start(SEC, HOUR, HOUR);
     wait(10_000).await;
     assert_eq!(h.calls(), vec![], "no sync without a complete state");
     h.send(1, 1);
@@ -143,7 +146,7 @@ async fn nothing_is_programmed_before_the_first_update_which_syncs_fully_at_once
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_within_min_sync_period_is_one_sync() {
-    let h = start(SEC, HOUR);
+    let h = start(SEC, HOUR, HOUR);
     h.send(1, 0);
     wait(100).await; // first sync at 0
     for _ in 0..5 {
@@ -178,7 +181,7 @@ async fn a_burst_within_min_sync_period_is_one_sync() {
 
 #[tokio::test(start_paused = true)]
 async fn min_sync_period_zero_syncs_every_update() {
-    let h = start(Duration::ZERO, HOUR);
+    let h = start(Duration::ZERO, HOUR, HOUR);
     for _ in 0..3 {
         h.send(0, 1);
         wait(10).await;
@@ -186,22 +189,109 @@ async fn min_sync_period_zero_syncs_every_update() {
     assert_eq!(h.calls(), vec![(0, true), (10, false), (20, false)]);
 }
 
+/// kube-proxy's `syncRunner` runs at least once per `maxInterval`, its
+/// `--sync-period`, counted from the last sync of any kind.
 #[tokio::test(start_paused = true)]
-async fn a_full_sync_runs_every_sync_period_without_changes() {
-    let h = start(SEC, Duration::from_secs(60));
+async fn a_sync_runs_at_least_every_sync_period() {
+    let h = start(SEC, 30 * SEC, HOUR);
     h.send(1, 1);
-    wait(30_000).await;
-    h.send(0, 1); // a partial sync in between does not postpone the full one
-    wait(100_000).await;
+    wait(45_000).await;
+    h.send(0, 1); // a sync for an update restarts the count
+    wait(55_000).await;
     assert_eq!(
         h.calls(),
-        vec![(0, true), (30_000, false), (60_000, true), (120_000, true)]
+        vec![(0, true), (30_000, false), (45_000, false), (75_000, false)]
+    );
+}
+
+/// The periodic syncs between full syncs find nothing to do and send
+/// nothing (the real syncer on the fake kernel).
+#[tokio::test(start_paused = true)]
+async fn a_periodic_sync_with_nothing_to_do_sends_nothing() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = SharedSyncer(Arc::new(Mutex::new((
+        Syncer::new(nft_writer::FakeKernel::new()),
+        Vec::new(),
+    ))));
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig::default(),
+        min_sync_period: SEC,
+        sync_period: 30 * SEC,
+        full_sync_period: HOUR,
+    };
+    let out = Outputs {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Mutex::new(ProxyHealth::new(30 * SEC))),
+        service_health: None,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(
+        settings,
+        ChannelSource(rx),
+        shared.clone(),
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tx.send(Update {
+        state: StateChange::Whole(cluster(20, |_| 2)),
+        ..Update::default()
+    })
+    .unwrap();
+    wait(95_000).await;
+    let g = shared.0.lock().unwrap();
+    let stats = &g.1;
+    assert_eq!(
+        stats.len(),
+        4,
+        "the first sync, then one per 30 s: {stats:?}"
+    );
+    assert!(stats[0].full && stats[0].operations > 0, "{stats:?}");
+    for st in &stats[1..] {
+        assert!(!st.full, "{stats:?}");
+        assert_eq!((st.operations, st.messages), (0, 0), "{stats:?}");
+    }
+}
+
+/// The full sync (read back, repair) has its own period, apart from the
+/// sync period; a sync for an update in between does not postpone it.
+#[tokio::test(start_paused = true)]
+async fn a_full_sync_runs_every_full_sync_period() {
+    let h = start(SEC, 30 * SEC, 100 * SEC);
+    h.send(1, 1);
+    wait(50_000).await;
+    h.send(0, 1);
+    wait(200_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![
+            (0, true),
+            (30_000, false),
+            (50_000, false),
+            (80_000, false),
+            (100_000, true),
+            (130_000, false),
+            (160_000, false),
+            (190_000, false),
+            (200_000, true),
+            (230_000, false),
+        ]
+    );
+    // Shorter than the sync period: each full sync comes on time.
+    let h = start(SEC, 30 * SEC, 10 * SEC);
+    h.send(1, 1);
+    wait(35_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![(0, true), (10_000, true), (20_000, true), (30_000, true)]
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_sync_is_retried_with_backoff_and_forced_full() {
-    let h = start(Duration::from_millis(100), HOUR);
+    let h = start(Duration::from_millis(100), HOUR, HOUR);
     h.send(1, 1);
     wait(1).await;
     *h.rec.fail.lock().unwrap() = 3;
@@ -227,35 +317,43 @@ async fn a_failed_sync_is_retried_with_backoff_and_forced_full() {
     );
 }
 
+/// kube-proxy's health server: `/healthz` answers 503 once a queued
+/// update has waited 2 x sync period (kube-proxy's default 30 s: 60 s)
+/// without being applied; the periodic syncs do not hide it.
 #[tokio::test(start_paused = true)]
-async fn health_turns_bad_when_a_queued_update_is_not_applied_in_time() {
-    let period = Duration::from_secs(60);
-    let h = start(SEC, period);
+async fn healthz_is_503_after_2_x_sync_period_with_a_queued_update_not_applied() {
+    let h = start(SEC, 30 * SEC, HOUR);
     h.send(1, 1);
     wait(1).await;
     *h.rec.fail.lock().unwrap() = u32::MAX;
     h.send(0, 1);
-    wait(119_000).await;
-    assert!(
-        h.health.lock().unwrap().healthy(Instant::now()),
-        "within 2 x sync period"
-    );
-    wait(2_000).await;
-    assert!(
-        !h.health.lock().unwrap().healthy(Instant::now()),
-        "after 2 x sync period"
-    );
+    let queued = Instant::now();
+    let status = |h: &Harness| {
+        h.health
+            .lock()
+            .unwrap()
+            .healthz(Instant::now(), SystemTime::now())
+            .status
+    };
+    wait(59_999).await;
+    assert_eq!(status(&h), 200, "within 2 x sync period");
+    wait(1).await;
+    assert_eq!(queued.elapsed(), 60 * SEC);
+    assert_eq!(status(&h), 503, "at 2 x sync period");
+    let livez = h
+        .health
+        .lock()
+        .unwrap()
+        .livez(Instant::now(), SystemTime::now());
+    assert_eq!(livez.status, 503, "/livez too");
     *h.rec.fail.lock().unwrap() = 0;
-    wait(121_000).await;
-    assert!(
-        h.health.lock().unwrap().healthy(Instant::now()),
-        "healthy once applied"
-    );
+    wait(130_000).await; // the next retry (backoff) goes through
+    assert_eq!(status(&h), 200, "healthy once applied");
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_the_loop_without_touching_the_rules() {
-    let mut h = start(SEC, HOUR);
+    let mut h = start(SEC, HOUR, HOUR);
     h.send(1, 1);
     wait(10).await;
     h.send(0, 1);
@@ -272,7 +370,7 @@ async fn shutdown_stops_the_loop_without_touching_the_rules() {
 
 #[tokio::test(start_paused = true)]
 async fn the_loop_fails_when_the_source_ends() {
-    let h = start(SEC, HOUR);
+    let h = start(SEC, HOUR, HOUR);
     drop(h.tx);
     let err = h.task.await.unwrap().unwrap_err();
     assert!(err.to_string().contains("source ended"), "{err}");
@@ -287,7 +385,7 @@ fn backoff_doubles_up_to_its_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
-    let h = start(SEC, HOUR);
+    let h = start(SEC, HOUR, HOUR);
     *h.rec.fail.lock().unwrap() = 1;
     let mut state = ClusterState::default();
     for n in ["node-1", "node-2", "node-3"] {
@@ -337,6 +435,10 @@ impl Programmer for SharedSyncer {
         let st = g.0.sync_changes(planner, changes, full)?;
         g.1.push(st);
         Ok(st)
+    }
+
+    fn has_deferred(&self) -> bool {
+        self.0.lock().unwrap().0.has_deferred()
     }
 }
 
@@ -392,6 +494,7 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
         planner: PlannerConfig::default(),
         min_sync_period: Duration::ZERO,
         sync_period: HOUR,
+        full_sync_period: HOUR,
     };
     let out = Outputs {
         metrics: Arc::new(Metrics::new()),
@@ -441,10 +544,13 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     wait(10).await;
     let g = shared.0.lock().unwrap();
     let stats = &g.1;
-    assert_eq!(stats.len(), 2, "{stats:?}");
+    assert_eq!(stats.len(), 3, "{stats:?}");
     assert!(stats[0].full);
     assert!(!stats[1].full);
     assert!(stats[1].messages <= 20, "{stats:?}");
+    // s9's chain and elements go with the sync right after (the engine
+    // defers deletions a batch that rewrites chains would make).
+    assert!(!stats[2].full && stats[2].messages <= 10, "{stats:?}");
     let want = nft_writer::plan_ruleset(
         &topology_filter::plan(&second, "node-1"),
         &PlannerConfig::default(),
@@ -454,15 +560,70 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     fresh
         .apply(&nft_writer::Transaction::replace(&want))
         .unwrap();
-    // s9's chain is flushed now and deleted with the next sync.
-    let mut kernel = g.0.kernel().ruleset.clone();
-    for t in &mut kernel.tables {
-        t.chains
-            .retain(|name, c| !(c.rules.is_empty() && name.contains("t/s9/")));
+    assert_eq!(g.0.kernel().dump(), fresh.dump());
+}
+
+/// Deletions the engine defers to the next sync are sent by a sync as
+/// soon as `min_sync_period` allows, not a sync period later.
+#[tokio::test(start_paused = true)]
+async fn deferred_deletions_go_with_a_sync_min_sync_period_later() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = SharedSyncer(Arc::new(Mutex::new((
+        Syncer::new(nft_writer::FakeKernel::new()),
+        Vec::new(),
+    ))));
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig::default(),
+        min_sync_period: SEC,
+        sync_period: 30 * SEC,
+        full_sync_period: HOUR,
+    };
+    let out = Outputs {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Mutex::new(ProxyHealth::new(30 * SEC))),
+        service_health: None,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(
+        settings,
+        ChannelSource(rx),
+        shared.clone(),
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let whole = |st: ClusterState| Update {
+        state: StateChange::Whole(st),
+        ..Update::default()
+    };
+    tx.send(whole(cluster(5, |_| 3))).unwrap();
+    wait(5_000).await;
+    // Every service loses an endpoint: its chain changes, the endpoint
+    // elements wait for the next sync.
+    let second = cluster(5, |_| 2);
+    tx.send(whole(second.clone())).unwrap();
+    wait(500).await;
+    {
+        let g = shared.0.lock().unwrap();
+        assert_eq!(g.1.len(), 2, "{:?}", g.1);
+        assert!(g.0.has_deferred(), "the case needs deferred deletions");
     }
-    let mut k = nft_writer::FakeKernel::new();
-    k.ruleset = kernel;
-    assert_eq!(k.dump(), fresh.dump());
+    wait(1_000).await;
+    let g = shared.0.lock().unwrap();
+    assert_eq!(g.1.len(), 3, "a follow-up at 6 s: {:?}", g.1);
+    assert!(!g.0.has_deferred());
+    let want = nft_writer::plan_ruleset(
+        &topology_filter::plan(&second, "node-1"),
+        &PlannerConfig::default(),
+    )
+    .0;
+    let mut fresh = nft_writer::FakeKernel::new();
+    fresh
+        .apply(&nft_writer::Transaction::replace(&want))
+        .unwrap();
+    assert_eq!(g.0.kernel().dump(), fresh.dump());
 }
 
 #[test]
@@ -530,6 +691,7 @@ async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() 
         planner: PlannerConfig::default(),
         min_sync_period: Duration::ZERO,
         sync_period: HOUR,
+        full_sync_period: HOUR,
     };
     let out = Outputs {
         metrics: Arc::new(Metrics::new()),
