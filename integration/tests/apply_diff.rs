@@ -81,7 +81,10 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
     ok(std::fs::write(&moved, without_e), "write slices");
     let changed = vec![plain[0].clone(), plain[1].clone(), moved];
     let m = ok(NftMonitor::start(&ns), "nft monitor");
-    ok(apply(&ns, THIS_NODE, &changed, &[]), "apply with a moved pod");
+    ok(
+        apply(&ns, THIS_NODE, &changed, &[]),
+        "apply with a moved pod",
+    );
     let events = m.events();
     // The endpoint element, rewritten; nothing else of the table.
     assert!(
@@ -93,7 +96,10 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
         "only elements change: {events:#?}"
     );
     let now = ok(nft_list(&ns), "list");
-    assert!(now.contains("10.42.201.3") && !now.contains("10.42.201.2"), "{now}");
+    assert!(
+        now.contains("10.42.201.3") && !now.contains("10.42.201.2"),
+        "{now}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -178,6 +184,13 @@ fn a_table_of_another_layout_is_replaced_once() {
     ok(apply(&ns, THIS_NODE, &plain, &[]), "apply");
     let listing = ok(nft_list(&ns), "list");
     assert!(listing.contains("comment \"nftopo layout "), "{listing}");
-    assert!(!listing.contains("\t\taccept\n"), "the old rule is gone: {listing}");
-    assert_eq!(diff(&ns, &plain), (Some(0), String::new()), "then converged");
+    assert!(
+        !listing.contains("\t\taccept\n"),
+        "the old rule is gone: {listing}"
+    );
+    assert_eq!(
+        diff(&ns, &plain),
+        (Some(0), String::new()),
+        "then converged"
+    );
 }
