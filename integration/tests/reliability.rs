@@ -240,7 +240,8 @@ fn tampering_is_undone_by_the_periodic_full_sync() {
     };
     // What each tampering needs repaired (drift by kind) and how many
     // operations the repair takes: no more than what was changed.
-    let cases: [(&str, &[&str], &[(&str, u64)], Option<u64>); 4] = [
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, u64)], Option<u64>);
+    let cases: [Case; 4] = [
         (
             "a rule added that drops the service",
             &["insert rule ip nftopo nat-prerouting ip daddr 10.43.118.32 drop"],

@@ -357,7 +357,7 @@ fn drift_is_counted_only_when_the_kernel_was_in_step() {
 #[test]
 fn the_batch_orders_messages_the_same_whatever_the_order_they_come_in() {
     let t = ip();
-    let ops = vec![
+    let ops = [
         Op::DeleteChain {
             table: t.clone(),
             name: "old".into(),
