@@ -146,37 +146,106 @@ pub fn gen_manifests(bin: &Path, services: u64, endpoints: u64, out: PathBuf) ->
 
 /// Witness: `nft monitor` in a namespace, from [`NftMonitor::start`] to
 /// [`NftMonitor::events`]: every change the kernel reports to nf_tables
-/// listeners, whoever made it.
-pub struct NftMonitor(std::process::Child);
+/// listeners, whoever made it. The window is bracketed by two marker
+/// tables the monitor must report (added by `start` and by `events`), so
+/// a monitor that was not listening yet, or lost events, fails instead
+/// of passing for "nothing changed".
+pub struct NftMonitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    ns: String,
+    marker: String,
+}
+
+/// `nft add table ip NAME; delete table ip NAME` in namespace `ns`: one
+/// pair of events every monitor reports.
+fn nft_marker(ns: &str, name: &str) -> Result<()> {
+    let cmd = format!("add table ip {name}; delete table ip {name}");
+    crate::netns::run("ip", &["netns", "exec", ns, "nft", &cmd]).map(drop)
+}
 
 impl NftMonitor {
-    /// Starts `nft monitor` in `ns` and gives it time to subscribe.
+    /// Starts `nft monitor` in `ns` and waits (at most 10 s) until it
+    /// reports a first marker table.
     pub fn start(ns: &Netns) -> Result<NftMonitor> {
-        let child = ns
+        use std::io::{BufRead, BufReader};
+        use std::time::{Duration, Instant};
+        let mut child = ns
             .command(Path::new("nft"), &["monitor"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| Error(format!("cannot start nft monitor in {}: {e}", ns.name())))?;
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Ok(NftMonitor(child))
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let marker = format!("nftopo_monitor_{}", std::process::id());
+        let start = format!("{marker}_a");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'subscribed: loop {
+            // Until the monitor listens, markers go unreported: add one
+            // again every 200 ms.
+            nft_marker(ns.name(), &start)?;
+            while let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+                if line.contains(&start) {
+                    break 'subscribed;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(Error(format!(
+                    "nft monitor in {} reported nothing",
+                    ns.name()
+                )));
+            }
+        }
+        // The rest of what the start-up markers printed.
+        while lines.recv_timeout(Duration::from_millis(100)).is_ok() {}
+        Ok(NftMonitor {
+            child,
+            lines,
+            ns: ns.name().to_string(),
+            marker,
+        })
     }
 
-    /// The changes reported so far (one line each), after giving the last
-    /// ones time to arrive; stops the monitor.
-    pub fn events(mut self) -> Vec<String> {
-        use std::io::Read;
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = self.0.kill();
-        let mut out = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            let _ = s.read_to_string(&mut out);
+    /// The changes reported since [`NftMonitor::start`] (one line each),
+    /// up to an end marker table this adds; stops the monitor. An error
+    /// if the end marker does not arrive within 10 s (events were lost).
+    pub fn events(mut self) -> Result<Vec<String>> {
+        let end = format!("{}_b", self.marker);
+        let sent = nft_marker(&self.ns, &end);
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = sent.is_ok()
+            && loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok(line) if line.contains(&end) => break true,
+                    Ok(line) => {
+                        let line = line.trim();
+                        if !line.is_empty() && !line.starts_with('#') {
+                            out.push(line.to_string());
+                        }
+                    }
+                    Err(_) => break false,
+                }
+            };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if found {
+            Ok(out)
+        } else {
+            Err(Error(format!(
+                "nft monitor in {} did not report the end marker; saw {out:?}",
+                self.ns
+            )))
         }
-        let _ = self.0.wait();
-        out.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
     }
 }

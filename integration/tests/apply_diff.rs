@@ -63,7 +63,7 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
     let before = ok(nft_list(&ns), "list");
     let m = ok(NftMonitor::start(&ns), "nft monitor");
     ok(apply(&ns, THIS_NODE, &plain, &[]), "second apply");
-    let events = m.events();
+    let events = ok(m.events(), "nft monitor");
     assert!(events.is_empty(), "an unchanged apply changed: {events:#?}");
     assert_eq!(ok(nft_list(&ns), "list"), before);
 
@@ -85,7 +85,7 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
         apply(&ns, THIS_NODE, &changed, &[]),
         "apply with a moved pod",
     );
-    let events = m.events();
+    let events = ok(m.events(), "nft monitor");
     // The endpoint element, rewritten; nothing else of the table.
     assert!(
         !events.is_empty() && events.len() <= 6,

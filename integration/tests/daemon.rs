@@ -840,7 +840,7 @@ fn a_restart_with_an_unchanged_cluster_sends_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let events = monitor.events();
+    let events = ok(monitor.events(), "nft monitor");
     let log = env.log();
     let line = log
         .lines()
