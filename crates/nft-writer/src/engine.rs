@@ -348,22 +348,27 @@ fn add_table(table: &Table, batch: &mut Batch) {
         }
     }
     for m in table.maps.values() {
-        batch.push(Op::AddMap {
-            table: t.clone(),
-            name: m.name.clone(),
-            kind: m.kind,
-        });
-        batch.push(Op::AddElements {
-            table: t.clone(),
-            map: m.name.clone(),
-            kind: m.kind,
-            elements: m
-                .elements
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        });
+        add_map(&t, m, batch);
     }
+}
+
+/// `add set`/`add map` of `m` with all its elements.
+fn add_map(t: &TableRef, m: &Map, batch: &mut Batch) {
+    batch.push(Op::AddMap {
+        table: t.clone(),
+        name: m.name.clone(),
+        kind: m.kind,
+    });
+    batch.push(Op::AddElements {
+        table: t.clone(),
+        map: m.name.clone(),
+        kind: m.kind,
+        elements: m
+            .elements
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
 }
 
 /// Why `held` cannot be brought to `want` object by object, if it cannot:
@@ -384,8 +389,7 @@ fn why_not_convergible(held: &Table, want: &Table) -> Option<String> {
         let Some(h) = held.chains.get(&c.name) else {
             continue;
         };
-        let hook = |b: &Option<BaseChain>| b.map(|b| (b.chain_type, b.hook, b.priority));
-        if hook(&h.base) != hook(&c.base) {
+        if h.base.map(|b| b.fixed()) != c.base.map(|b| b.fixed()) {
             return Some(format!(
                 "chain {} has another hook, type or priority",
                 c.name
@@ -536,21 +540,7 @@ fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &mut Converg
         let Some(h) = held.maps.get(&w.name) else {
             note(c, format!("set {t} {}: missing", w.name));
             c.repairs.set += 1;
-            batch.push(Op::AddMap {
-                table: t.clone(),
-                name: w.name.clone(),
-                kind: w.kind,
-            });
-            batch.push(Op::AddElements {
-                table: t.clone(),
-                map: w.name.clone(),
-                kind: w.kind,
-                elements: w
-                    .elements
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
+            add_map(&t, w, batch);
             continue;
         };
         if w.kind.is_dynamic() {

@@ -96,9 +96,10 @@ pub(crate) fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
             let t = find(rs, table).ok_or(libc_errno::ENOENT)?;
             // As the kernel: `add chain` on an existing base chain may
             // change its policy, nothing else of its declaration.
-            let hook = |b: &Option<BaseChain>| b.map(|b| (b.chain_type, b.hook, b.priority));
             match t.chains.get_mut(name) {
-                Some(c) if hook(&c.base) != hook(base) => return Err(libc_errno::EEXIST),
+                Some(c) if c.base.map(|b| b.fixed()) != base.map(|b| b.fixed()) => {
+                    return Err(libc_errno::EEXIST)
+                }
                 Some(c) => c.base = *base,
                 None => {
                     t.chains.insert(

@@ -240,6 +240,14 @@ pub struct BaseChain {
     pub policy_drop: bool,
 }
 
+impl BaseChain {
+    /// What the kernel cannot change in an existing chain: type, hook
+    /// and priority (`add chain` may change only the policy).
+    pub fn fixed(&self) -> (ChainType, HookPoint, i32) {
+        (self.chain_type, self.hook, self.priority)
+    }
+}
+
 /// A chain: a base chain when `base` is set, else a regular chain reached
 /// by jump/goto. The policy of base chains is always `accept`.
 #[derive(Debug, Clone, PartialEq, Eq)]
