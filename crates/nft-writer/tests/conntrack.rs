@@ -19,6 +19,9 @@
 //! connections; the tests that say so take what serves from a real plan
 //! ([`topology_filter::plan`] and [`nft_writer::udp_services`]).
 
+mod common;
+
+use common::in_netns;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
@@ -29,27 +32,6 @@ use api_watch::{
     Protocol, Service, ServicePort, TargetPort,
 };
 use nft_writer::conntrack::{clean_udp, Conntrack, Flow, UdpCleanup, UdpEntry, UdpService};
-
-/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
-/// path of that namespace for `nsenter --net=`.
-fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
-    );
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        // /proc/self in nsenter would be nsenter itself: name the thread.
-        let path = format!(
-            "/proc/{}/task/{}/ns/net",
-            std::process::id(),
-            nix::unistd::gettid()
-        );
-        f(path)
-    })
-    .join()
-    .expect("test thread panicked");
-}
 
 /// Runs `tool args…` inside the namespace, feeding `stdin`; panics with
 /// its stderr on failure.

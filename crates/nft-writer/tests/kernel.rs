@@ -7,57 +7,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use nft_writer::{
     Error, ErrorKind, Family, Kernel, NetlinkKernel, Op, Rule, Stmt, TableRef, Transaction, Verdict,
 };
-
-/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
-/// path of that namespace for `nsenter --net=`.
-fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
-    );
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let path = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-        // /proc/self in nsenter would be nsenter itself: resolve the pid.
-        let path = path.replace("self", &std::process::id().to_string());
-        f(path)
-    })
-    .join()
-    .expect("test thread panicked");
-}
-
-fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={ns}")).arg("nft").args(args);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("nsenter nft");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn seed_ruleset(topology_keys: bool) -> nft_writer::Ruleset {
     let spec = if topology_keys {
@@ -193,22 +146,7 @@ fn ten_thousand_elements_travel_in_one_batch() {
 /// over netlink lists exactly like `nft -f` of the rendered script.
 #[test]
 fn the_full_data_plane_reads_back_exactly_like_nft_f() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/edge.yaml"
-    ))
-    .unwrap();
-    let st = state(&[&text]);
-    let plan = topology_filter::plan(&st, "node-2");
-    let cfg = nft_writer::PlannerConfig {
-        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
-            .iter()
-            .filter_map(|c| nft_writer::Cidr::parse(c))
-            .collect(),
-        ..Default::default()
-    };
-    let (rs, problems) = nft_writer::plan_ruleset(&plan, &cfg);
-    assert!(problems.is_empty(), "{problems:?}");
+    let rs = edge_ruleset();
     assert_eq!(rs.tables.len(), 2, "a dual-stack service needs both tables");
     let script = rs.to_string();
     in_netns(move |ns| {

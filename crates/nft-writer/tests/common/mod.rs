@@ -138,3 +138,71 @@ pub fn canonical(listing: &str) -> String {
     blocks.sort();
     format!("{}\n{}", tables.join("\n"), blocks.join("\n"))
 }
+
+/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
+/// path of that namespace for `nsenter --net=`.
+pub fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
+    );
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let path = format!(
+            "/proc/{}/task/{}/ns/net",
+            std::process::id(),
+            nix::unistd::gettid()
+        );
+        f(path)
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+/// Runs `nft ARGS` in the namespace `ns`, with `stdin` as its input.
+pub fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .arg("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nsenter nft");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// node-2's plan for tests/fixtures/edge.yaml: every construct of the
+/// data plane (node ports, external and load-balancer IPs, source
+/// ranges, session affinity, Local traffic policies, UDP, dual stack).
+pub fn edge_ruleset() -> nft_writer::Ruleset {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/edge.yaml"
+    ))
+    .unwrap();
+    let plan = topology_filter::plan(&state(&[&text]), "node-2");
+    let cfg = nft_writer::PlannerConfig {
+        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
+            .iter()
+            .filter_map(|c| nft_writer::Cidr::parse(c))
+            .collect(),
+        ..Default::default()
+    };
+    let (rs, problems) = nft_writer::plan_ruleset(&plan, &cfg);
+    assert!(problems.is_empty(), "{problems:?}");
+    rs
+}
