@@ -24,6 +24,7 @@ mod cluster;
 pub mod daemon;
 pub mod edge;
 mod netns;
+pub mod outcome;
 mod probe;
 mod routed;
 mod tools;
