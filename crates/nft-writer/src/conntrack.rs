@@ -23,6 +23,13 @@
 //! * a service port that is deleted is cleaned once as if it had no
 //!   endpoint ([`UdpCleanup`] remembers it until a clean-up goes through).
 //!
+//! A clean-up looks only where something can be stale ([`Scope`]): at the
+//! entries whose serving endpoints lost a member, or gained their first
+//! one, since the last clean-up that went through, and at deleted service
+//! ports. A sync that took no UDP endpoint away dumps nothing, and the
+//! dumps it does make are filtered by the kernel (entry by entry, UDP
+//! only), so the cost follows the change, not the node's conntrack table.
+//!
 //! [`stale_flows`] decides (pure); [`Conntrack`] talks ctnetlink (thin);
 //! [`clean_udp`] wires the two.
 
@@ -169,6 +176,40 @@ pub struct UdpCleanup {
     desired: Vec<UdpService>,
     /// How many of `desired` are the plan's.
     current: usize,
+    /// The serving endpoints of each entry at the last clean-up that went
+    /// through; `None` before the first (everything is looked at then).
+    cleaned: Option<BTreeMap<UdpEntry, BTreeSet<SocketAddr>>>,
+}
+
+/// Where a clean-up must look for stale flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing can be stale: no dump at all.
+    Nothing,
+    /// Only the flows to these entries can be stale: one kernel-filtered
+    /// dump each.
+    Entries(BTreeSet<UdpEntry>),
+    /// Every UDP flow (the first clean-up, or too many entries to dump
+    /// one by one).
+    Everything,
+}
+
+/// Past this many entries, one UDP dump is cheaper than a filtered dump
+/// per entry (each filtered dump walks the kernel's whole table).
+const MAX_ENTRY_DUMPS: usize = 16;
+
+/// The union of serving endpoints per entry, as [`stale_flows`] judges.
+fn serving_by_entry(services: &[UdpService]) -> BTreeMap<UdpEntry, BTreeSet<SocketAddr>> {
+    let mut by_entry: BTreeMap<UdpEntry, BTreeSet<SocketAddr>> = BTreeMap::new();
+    for svc in services {
+        for entry in &svc.entries {
+            by_entry
+                .entry(*entry)
+                .or_default()
+                .extend(svc.serving.iter().copied());
+        }
+    }
+    by_entry
 }
 
 impl UdpCleanup {
@@ -202,19 +243,76 @@ impl UdpCleanup {
         &self.desired
     }
 
-    /// The clean-up went through: the deleted service ports are forgotten.
+    /// The clean-up went through: the deleted service ports are forgotten,
+    /// and the serving endpoints now are the baseline of the next
+    /// [`UdpCleanup::scope`].
     pub fn cleaned(&mut self) {
         self.desired.truncate(self.current);
+        self.cleaned = Some(serving_by_entry(&self.desired));
+    }
+
+    /// Where the next clean-up must look. An entry's flows can be stale
+    /// only if, since the last clean-up that went through, a serving
+    /// endpoint of it went away (its flows may be DNATed there), or it
+    /// went from none to some (its flows may have been tracked without
+    /// DNAT), or its service port was deleted. An entry no service port
+    /// has any more is not looked at: its flows are kept, as
+    /// [`stale_flows`] keeps them.
+    pub fn scope(&self) -> Scope {
+        let Some(before) = &self.cleaned else {
+            return Scope::Everything;
+        };
+        let now = serving_by_entry(&self.desired);
+        let mut due = BTreeSet::new();
+        for (entry, serving) in &now {
+            let stale_possible = match before.get(entry) {
+                None => !serving.is_empty(),
+                Some(was) => (was.is_empty() && !serving.is_empty()) || !was.is_subset(serving),
+            };
+            if stale_possible || serving.is_empty() && self.is_deleted(entry) {
+                due.insert(*entry);
+            }
+        }
+        match due.len() {
+            0 => Scope::Nothing,
+            n if n > MAX_ENTRY_DUMPS => Scope::Everything,
+            _ => Scope::Entries(due),
+        }
+    }
+
+    /// `entry` belongs to a deleted service port still to be cleaned.
+    fn is_deleted(&self, entry: &UdpEntry) -> bool {
+        self.desired[self.current..]
+            .iter()
+            .any(|s| s.entries.contains(entry))
     }
 }
 
-/// Dumps the kernel's UDP flows, computes [`stale_flows`] and deletes
-/// them; returns how many were deleted (flows that vanished on their own
-/// in between are not counted). Matches `conntrack -L -p udp` followed by
-/// one `conntrack -D` per stale flow. Stops at the first deletion the
-/// kernel refuses.
-pub fn clean_udp(ct: &mut Conntrack, desired: &[UdpService]) -> Result<usize, Error> {
-    let flows = ct.dump_udp()?;
+/// Dumps the kernel's UDP flows in `scope` (see [`UdpCleanup::scope`];
+/// [`Scope::Nothing`] makes no system call), computes [`stale_flows`]
+/// against `desired` and deletes them; returns how many were deleted
+/// (flows that vanished on their own in between are not counted). Matches
+/// `conntrack -L -p udp [--orig-dst …] [--dport …]` followed by one
+/// `conntrack -D` per stale flow. Stops at the first deletion the kernel
+/// refuses.
+pub fn clean_udp(
+    ct: &mut Conntrack,
+    scope: &Scope,
+    desired: &[UdpService],
+) -> Result<usize, Error> {
+    let flows: Vec<Flow> = match scope {
+        Scope::Nothing => return Ok(0),
+        Scope::Everything => ct.dump_udp()?,
+        Scope::Entries(entries) => {
+            // A flow can come back from two dumps (an address entry and a
+            // node port of the same number): once is enough.
+            let mut flows = BTreeSet::new();
+            for entry in entries {
+                flows.extend(ct.dump_udp_to(*entry)?);
+            }
+            flows.into_iter().collect()
+        }
+    };
     let stale = stale_flows(&flows, desired);
     let mut deleted = 0;
     for flow in &stale {

@@ -31,7 +31,7 @@ use api_watch::{
     AddressType, ClusterState, Conditions, Endpoint, EndpointPort, EndpointSlice, ObjectKey,
     Protocol, Service, ServicePort, TargetPort,
 };
-use nft_writer::conntrack::{clean_udp, Conntrack, Flow, UdpCleanup, UdpEntry, UdpService};
+use nft_writer::conntrack::{clean_udp, Conntrack, Flow, Scope, UdpCleanup, UdpEntry, UdpService};
 
 /// Runs `tool args…` inside the namespace, feeding `stdin`; panics with
 /// its stderr on failure.
@@ -282,7 +282,7 @@ fn endpoint_replaced(s: Replaced) {
         );
 
         let desired = [service(s.entry, &[s.new])];
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 1);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 1);
         assert_eq!(flows_to(&ct.dump_udp().unwrap(), s.send_to), vec![]);
         // (The kernel prints IPv6 addresses in full there: IPv4 only.)
         if let (Some(table), false) = (proc_conntrack(), s.v6) {
@@ -300,7 +300,7 @@ fn endpoint_replaced(s: Replaced) {
             "the next datagram reaches the new endpoint"
         );
         // Converged: a second run finds nothing to delete.
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 0);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 0);
         assert_eq!(ask(&c, s.send_to).as_deref(), Some(s.new));
     });
 }
@@ -389,7 +389,7 @@ fn a_flow_tracked_without_dnat_is_deleted_once_the_service_has_an_endpoint_and_u
             UdpEntry::Addr(sa("10.43.0.10:53")),
             &["10.42.0.6:5353"],
         )];
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 1);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 1);
         let after = ct.dump_udp().unwrap();
         assert_eq!(flows_to(&after, "10.43.0.10:53"), vec![]);
         assert_eq!(flows_to(&after, "10.42.0.5:5353").len(), 1, "{after:?}");
@@ -434,7 +434,7 @@ fn tcp_connections_to_a_udp_entrys_address_and_port_are_never_touched() {
             UdpEntry::Addr(sa("10.43.0.10:53")),
             &["10.42.0.6:5353"],
         )];
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 0);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 0);
         if let Some(table) = proc_conntrack() {
             assert!(
                 table.contains("tcp") && table.contains("dst=10.43.0.10"),
@@ -463,7 +463,7 @@ fn deleting_a_flow_that_is_already_gone_is_not_an_error() {
             dnat: true,
         };
         ct.delete(&flow).unwrap();
-        assert_eq!(clean_udp(&mut ct, &[]).unwrap(), 0);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &[]).unwrap(), 0);
     });
 }
 
@@ -503,7 +503,7 @@ fn a_flow_to_a_serving_and_terminating_endpoint_survives_the_clean_up() {
             ("10.42.0.6", true, true, false),
         ]);
         let mut ct = Conntrack::open().unwrap();
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 0);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 0);
         assert_eq!(
             ask(&c, "10.43.0.10:53").as_deref(),
             Some("10.42.0.5:5353"),
@@ -522,7 +522,7 @@ fn a_flow_to_an_endpoint_that_stopped_serving_is_deleted_while_the_others_stay()
             ("10.42.0.6", true, true, false),
         ]);
         let mut ct = Conntrack::open().unwrap();
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 1);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 1);
         let left = flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53");
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!(left[0].reply_src, sa("10.42.0.6:5353"), "{left:?}");
@@ -540,7 +540,7 @@ fn every_flow_of_a_port_left_without_a_serving_endpoint_is_deleted() {
         let desired = planned(&[("10.42.0.5", false, false, false)]);
         assert!(desired[0].serving.is_empty());
         let mut ct = Conntrack::open().unwrap();
-        assert_eq!(clean_udp(&mut ct, &desired).unwrap(), 2);
+        assert_eq!(clean_udp(&mut ct, &Scope::Everything, &desired).unwrap(), 2);
         assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53"), vec![]);
     });
 }
@@ -556,19 +556,90 @@ fn the_flows_of_a_deleted_service_port_are_deleted_once() {
         let mut cleanup = UdpCleanup::default();
         cleanup.update(planned(&both));
         let mut ct = Conntrack::open().unwrap();
-        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 0);
+        assert_eq!(
+            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            0
+        );
         cleanup.cleaned();
 
         // The Service is deleted (its rules would go with it; the test's
         // DNAT stays, to show that the clean-up happens once).
         cleanup.update(vec![]);
-        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 2);
+        assert_eq!(
+            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            2
+        );
         cleanup.cleaned();
         assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53"), vec![]);
 
         assert_eq!(ask(&c, "10.43.0.10:53").as_deref(), Some("10.42.0.6:5353"));
         cleanup.update(vec![]);
-        assert_eq!(clean_udp(&mut ct, cleanup.desired()).unwrap(), 0, "once");
+        assert_eq!(
+            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            0,
+            "once"
+        );
         assert_eq!(flows_to(&ct.dump_udp().unwrap(), "10.43.0.10:53").len(), 1);
+    });
+}
+
+/// The kernel filters a clean-up's dumps (CTA_FILTER): an entry's dump
+/// lists the flows to that address and port only, a node port's dump the
+/// flows to that port on any address, and a clean-up scoped to one entry
+/// deletes nothing elsewhere, even where a flow elsewhere is stale.
+#[test]
+fn a_scoped_clean_up_dumps_and_deletes_only_the_flows_of_its_entries() {
+    in_netns(|ns| {
+        set_up_lo(&ns, false);
+        udp_endpoint("10.42.0.5:5353");
+        nft(
+            &ns,
+            "table ip t {\n chain out { type nat hook output priority -100;\n  ip daddr { 10.43.0.10, 10.44.0.1 } udp dport { 53, 54 } dnat to 10.42.0.5:5353\n }\n}\n",
+        );
+        let c = client("10.42.0.1:40000");
+        for to in ["10.43.0.10:53", "10.43.0.10:54", "10.44.0.1:53"] {
+            assert_eq!(ask(&c, to).as_deref(), Some("10.42.0.5:5353"), "{to}");
+        }
+        let mut ct = Conntrack::open().unwrap();
+        let dsts = |flows: Vec<Flow>| {
+            let mut d: Vec<String> = flows.iter().map(|f| f.orig_dst.to_string()).collect();
+            d.sort();
+            d
+        };
+        assert_eq!(
+            dsts(ct.dump_udp_to(UdpEntry::Addr(sa("10.43.0.10:53"))).unwrap()),
+            ["10.43.0.10:53"]
+        );
+        assert_eq!(
+            dsts(ct.dump_udp_to(UdpEntry::NodePort(53)).unwrap()),
+            ["10.43.0.10:53", "10.44.0.1:53"]
+        );
+        assert_eq!(
+            dsts(ct.dump_udp().unwrap()),
+            ["10.43.0.10:53", "10.43.0.10:54", "10.44.0.1:53"]
+        );
+
+        // All three flows go to an endpoint that no longer serves; the
+        // clean-up looks at 10.43.0.10:54 only.
+        let desired: Vec<UdpService> = ["10.43.0.10:53", "10.43.0.10:54", "10.44.0.1:53"]
+            .iter()
+            .map(|e| service(UdpEntry::Addr(sa(e)), &["10.42.0.6:5353"]))
+            .collect();
+        let scope = Scope::Entries([UdpEntry::Addr(sa("10.43.0.10:54"))].into());
+        assert_eq!(clean_udp(&mut ct, &scope, &desired).unwrap(), 1);
+        assert_eq!(
+            dsts(ct.dump_udp().unwrap()),
+            ["10.43.0.10:53", "10.44.0.1:53"]
+        );
+        assert_eq!(clean_udp(&mut ct, &Scope::Nothing, &desired).unwrap(), 0);
+        assert_eq!(
+            dsts(ct.dump_udp().unwrap()).len(),
+            2,
+            "Nothing dumps nothing"
+        );
+        assert!(
+            ct.kernel_filters(),
+            "this kernel (6.x) filters dumps itself"
+        );
     });
 }

@@ -7,7 +7,7 @@ use crate::explain::Output;
 use crate::run::config::{LogFormat, RunArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use nft_writer::conntrack::{clean_udp, Conntrack};
+use nft_writer::conntrack::{clean_udp, Conntrack, Scope};
 use nft_writer::{
     converge, names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel,
     NodePortAddresses, PlannerConfig, Ruleset, Syncer, TableRef, Transaction,
@@ -159,7 +159,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             // UDP flows cached towards endpoints that are gone (or while a
             // service had none) would keep going there: delete just those.
             let mut ct = Conntrack::open().context("opening the ctnetlink socket")?;
-            let deleted = clean_udp(&mut ct, &udp_services(&plan))
+            let deleted = clean_udp(&mut ct, &Scope::Everything, &udp_services(&plan))
                 .context("cleaning stale UDP conntrack entries")?;
             tracing::info!(deleted, "conntrack clean-up");
             if let Some(routes) = routes {

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLA_F_NESTED, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
@@ -16,20 +16,120 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::Socket;
 
-use super::Flow;
+use super::{Flow, UdpEntry};
 use crate::error::{libc_errno, Error};
 
 /// CTA_ZONE (include/uapi/linux/netfilter/nfnetlink_conntrack.h), a
 /// big-endian u16 the kernel adds for flows outside the default zone.
 const CTA_ZONE: u16 = 18;
 
-/// The `conntrack` command a dump stands for, in errors.
-const DUMP_OP: &str = "conntrack -L -p udp";
+/// CTA_FILTER: a nest of CTA_FILTER_ORIG_FLAGS (1, u32) naming which
+/// fields of the request's CTA_TUPLE_ORIG a dumped flow must match
+/// (Linux 5.9+, `ctnetlink_alloc_filter`).
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+/// CTA_FILTER_F_CTA_IP_DST, _PROTO_NUM and _PROTO_DST_PORT
+/// (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+const FILTER_IP_DST: u32 = 1 << 1;
+const FILTER_PROTO_NUM: u32 = 1 << 3;
+const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
+
+/// What one dump asks the kernel for: UDP flows of one family, and
+/// optionally only those to one address and/or destination port.
+#[derive(Debug, Clone, Copy)]
+struct DumpFilter {
+    family: NetfilterProtoFamily,
+    dst: Option<IpAddr>,
+    port: Option<u16>,
+}
+
+impl DumpFilter {
+    fn udp(family: NetfilterProtoFamily) -> Self {
+        DumpFilter {
+            family,
+            dst: None,
+            port: None,
+        }
+    }
+
+    fn udp_to(dst: SocketAddr) -> Self {
+        let family = match dst.ip() {
+            IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
+            IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
+        };
+        DumpFilter {
+            family,
+            dst: Some(dst.ip()),
+            port: Some(dst.port()),
+        }
+    }
+
+    fn port(self, port: u16) -> Self {
+        DumpFilter {
+            port: Some(port),
+            ..self
+        }
+    }
+
+    /// CTA_TUPLE_ORIG with the values, and the encoded CTA_FILTER with the
+    /// flags (a nest the kernel parses strictly: it must carry
+    /// NLA_F_NESTED, which `DefaultNla` does not emit).
+    fn request(&self) -> (Vec<ConntrackAttribute>, Vec<u8>) {
+        let mut flags = FILTER_PROTO_NUM;
+        let mut tuple = Vec::new();
+        if let Some(dst) = self.dst {
+            flags |= FILTER_IP_DST;
+            tuple.push(Tuple::Ip(vec![IPTuple::DestinationAddress(dst)]));
+        }
+        let mut proto = vec![ProtoTuple::Protocol(Protocol::Udp)];
+        if let Some(port) = self.port {
+            flags |= FILTER_PROTO_DST_PORT;
+            proto.push(ProtoTuple::DestinationPort(port));
+        }
+        tuple.push(Tuple::Proto(proto));
+        let mut filter = nla_header(CTA_FILTER | NLA_F_NESTED, 8);
+        filter.extend(nla_header(CTA_FILTER_ORIG_FLAGS, 4));
+        filter.extend(flags.to_ne_bytes());
+        (vec![ConntrackAttribute::CtaTupleOrig(tuple)], filter)
+    }
+
+    /// The same test in user space (kernels without CTA_FILTER).
+    fn matches(&self, f: &Flow) -> bool {
+        let family_ok = matches!(
+            (self.family, f.orig_dst.ip()),
+            (NetfilterProtoFamily::IPv4, IpAddr::V4(_))
+                | (NetfilterProtoFamily::IPv6, IpAddr::V6(_))
+        );
+        family_ok
+            && self.dst.is_none_or(|d| d == f.orig_dst.ip())
+            && self.port.is_none_or(|p| p == f.orig_dst.port())
+    }
+}
+
+impl std::fmt::Display for DumpFilter {
+    /// The `conntrack -L` this dump stands for, in errors.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let family = match self.family {
+            NetfilterProtoFamily::IPv6 => "ipv6",
+            _ => "ipv4",
+        };
+        write!(f, "conntrack -L -f {family} -p udp")?;
+        if let Some(dst) = self.dst {
+            write!(f, " --orig-dst {dst}")?;
+        }
+        if let Some(port) = self.port {
+            write!(f, " --dport {port}")?;
+        }
+        Ok(())
+    }
+}
 
 /// ctnetlink in the current network namespace (the calling thread's).
 pub struct Conntrack {
     socket: Socket,
     seq: u32,
+    /// The kernel refused CTA_FILTER once: dump unfiltered from then on.
+    no_kernel_filter: bool,
 }
 
 impl Conntrack {
@@ -39,36 +139,105 @@ impl Conntrack {
     pub fn open() -> Result<Self, Error> {
         // A dump is paced by our reads, so the default buffer suffices.
         let (socket, seq) = crate::netlink::open_netfilter()?;
-        Ok(Self { socket, seq })
+        Ok(Self {
+            socket,
+            seq,
+            no_kernel_filter: false,
+        })
     }
 
     /// Every UDP flow, IPv4 and IPv6: `conntrack -L -p udp` and
-    /// `conntrack -L -f ipv6 -p udp`. Other protocols are read and left
-    /// out. A flow the kernel reports in a form this crate cannot decode
-    /// is logged and left out, so that it is never deleted.
+    /// `conntrack -L -f ipv6 -p udp`. The kernel filters by protocol
+    /// (CTA_FILTER), so a node's TCP flows are never copied to us. A flow
+    /// the kernel reports in a form this crate cannot decode is logged and
+    /// left out, so that it is never deleted.
     pub fn dump_udp(&mut self) -> Result<Vec<Flow>, Error> {
-        let seq = self.next_seq();
-        // AF_UNSPEC: the kernel dumps every family in one go.
-        let req = request(
-            ConntrackMessage::Get(vec![]),
-            NetfilterProtoFamily::Unspec,
-            NLM_F_DUMP,
-            seq,
-        );
-        let mut flows = Vec::new();
-        let errno = self.exchange(&req, seq, |msg| {
-            if let Some(flow) = flow_of(msg) {
-                flows.push(flow);
+        let mut flows = self.dump_filtered(&DumpFilter::udp(NetfilterProtoFamily::IPv4))?;
+        flows.extend(self.dump_filtered(&DumpFilter::udp(NetfilterProtoFamily::IPv6))?);
+        Ok(flows)
+    }
+
+    /// The UDP flows addressed to one service entry: `conntrack -L -p udp
+    /// --orig-dst IP --dport PORT` for an address, `conntrack -L -p udp
+    /// --dport PORT` (both families) for a node port. The kernel does the
+    /// filtering, so the cost is one walk of its table, and what crosses
+    /// the socket is only the flows asked for.
+    pub fn dump_udp_to(&mut self, entry: UdpEntry) -> Result<Vec<Flow>, Error> {
+        match entry {
+            UdpEntry::Addr(dst) => self.dump_filtered(&DumpFilter::udp_to(dst)),
+            UdpEntry::NodePort(port) => {
+                let mut flows =
+                    self.dump_filtered(&DumpFilter::udp(NetfilterProtoFamily::IPv4).port(port))?;
+                flows.extend(
+                    self.dump_filtered(&DumpFilter::udp(NetfilterProtoFamily::IPv6).port(port))?,
+                );
+                Ok(flows)
             }
-        })?;
+        }
+    }
+
+    /// Whether the kernel has filtered every dump so far (CTA_FILTER,
+    /// Linux 5.9+), rather than this process after a whole-table dump.
+    pub fn kernel_filters(&self) -> bool {
+        !self.no_kernel_filter
+    }
+
+    /// One dump with a kernel-side filter; a kernel without CTA_FILTER
+    /// (before Linux 5.9) answers EOPNOTSUPP or EINVAL, and then the whole
+    /// table is dumped once for the family and filtered here.
+    fn dump_filtered(&mut self, filter: &DumpFilter) -> Result<Vec<Flow>, Error> {
+        let mut flows = Vec::new();
+        let errno = if self.no_kernel_filter {
+            libc_errno::EOPNOTSUPP
+        } else {
+            let (tuple, raw) = filter.request();
+            self.dump(tuple, &raw, filter.family, &mut flows)?
+        };
+        let errno = match errno {
+            libc_errno::EOPNOTSUPP | libc_errno::EINVAL => {
+                if !self.no_kernel_filter {
+                    tracing::info!(
+                        errno,
+                        "this kernel cannot filter conntrack dumps (CTA_FILTER): dumping whole tables"
+                    );
+                    self.no_kernel_filter = true;
+                }
+                flows.clear();
+                self.dump(vec![], &[], filter.family, &mut flows)?
+            }
+            errno => errno,
+        };
         match errno {
-            0 => Ok(flows),
+            0 => {
+                flows.retain(|f| filter.matches(f));
+                Ok(flows)
+            }
             errno => Err(Error::Rejected {
                 op_index: None,
-                op: DUMP_OP.into(),
+                op: filter.to_string(),
                 errno,
             }),
         }
+    }
+
+    /// Sends one dump request with these attributes, then the encoded
+    /// attributes `raw`; the flows decoded go to `flows`. Returns the errno
+    /// that ended the dump (0: done).
+    fn dump(
+        &mut self,
+        attrs: Vec<ConntrackAttribute>,
+        raw: &[u8],
+        family: NetfilterProtoFamily,
+        flows: &mut Vec<Flow>,
+    ) -> Result<i32, Error> {
+        let seq = self.next_seq();
+        let mut req = request(ConntrackMessage::Get(attrs), family, NLM_F_DUMP, seq);
+        append_raw(&mut req, raw);
+        self.exchange(&req, seq, |msg| {
+            if let Some(flow) = flow_of(msg) {
+                flows.push(flow);
+            }
+        })
     }
 
     /// Deletes one flow by its original tuple: `conntrack -D -p udp
@@ -171,6 +340,22 @@ fn request(msg: ConntrackMessage, family: NetfilterProtoFamily, flags: u16, seq:
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
     buf
+}
+
+/// The 4-byte header of an attribute with `len` bytes of value (a
+/// multiple of 4 here, so no padding follows).
+fn nla_header(kind: u16, len: usize) -> Vec<u8> {
+    let total = u16::try_from(4 + len).expect("a small attribute");
+    let mut h = total.to_ne_bytes().to_vec();
+    h.extend(kind.to_ne_bytes());
+    h
+}
+
+/// Appends encoded attributes to a finished message and fixes its length.
+fn append_raw(msg: &mut Vec<u8>, raw: &[u8]) {
+    msg.extend_from_slice(raw);
+    let len = u32::try_from(msg.len()).expect("a small message");
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
 }
 
 fn attributes(msg: &ConntrackMessage) -> &[ConntrackAttribute] {

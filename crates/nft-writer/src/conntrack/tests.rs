@@ -346,6 +346,73 @@ fn a_service_port_deleted_and_created_again_between_two_plans_counts_as_changed(
     assert_eq!(stale_flows(&flows, cleanup.desired()), flows[..1].to_vec());
 }
 
+/// The scope of a clean-up follows what changed since the last one that
+/// went through: nothing to look at while no serving endpoint went away,
+/// one entry's flows when its endpoint did (or its first one came, or its
+/// port was deleted), everything before the first clean-up.
+#[test]
+fn a_clean_up_looks_only_where_a_serving_endpoint_went_away() {
+    let entries = |list: &[UdpEntry]| Scope::Entries(list.iter().copied().collect());
+    let dns = |eps: &[&str]| port("dns", &[addr("10.43.0.10:53")], eps);
+    let web = |eps: &[&str]| {
+        port(
+            "web",
+            &[addr("10.43.0.20:53"), UdpEntry::NodePort(30053)],
+            eps,
+        )
+    };
+    let mut cleanup = UdpCleanup::default();
+    cleanup.update(vec![dns(&["10.42.0.5:5353"]), web(&[])]);
+    assert_eq!(cleanup.scope(), Scope::Everything, "the first clean-up");
+    cleanup.cleaned();
+    assert_eq!(cleanup.scope(), Scope::Nothing, "nothing changed");
+
+    cleanup.update(vec![dns(&["10.42.0.5:5353", "10.42.0.6:5353"]), web(&[])]);
+    assert_eq!(cleanup.scope(), Scope::Nothing, "an endpoint added");
+    cleanup.cleaned();
+
+    cleanup.update(vec![dns(&["10.42.0.6:5353"]), web(&[])]);
+    assert_eq!(
+        cleanup.scope(),
+        entries(&[addr("10.43.0.10:53")]),
+        "an endpoint went away"
+    );
+    // Not cleaned (the dump failed): the next sync still looks there.
+    cleanup.update(vec![dns(&["10.42.0.6:5353"]), web(&[])]);
+    assert_eq!(cleanup.scope(), entries(&[addr("10.43.0.10:53")]));
+    cleanup.cleaned();
+
+    cleanup.update(vec![dns(&["10.42.0.6:5353"]), web(&["10.42.0.9:53"])]);
+    assert_eq!(
+        cleanup.scope(),
+        entries(&[addr("10.43.0.20:53"), UdpEntry::NodePort(30053)]),
+        "the first endpoint of a port: flows tracked without DNAT"
+    );
+    cleanup.cleaned();
+
+    cleanup.update(vec![web(&["10.42.0.9:53"])]);
+    assert_eq!(
+        cleanup.scope(),
+        entries(&[addr("10.43.0.10:53")]),
+        "a deleted service port"
+    );
+    cleanup.cleaned();
+    assert_eq!(cleanup.scope(), Scope::Nothing, "cleaned once");
+
+    // Many entries at once: one dump of every UDP flow.
+    let many: Vec<UdpService> = (0..20)
+        .map(|i| {
+            port(
+                &format!("p{i}"),
+                &[addr(&format!("10.43.1.{i}:53"))],
+                &["10.42.0.5:53"],
+            )
+        })
+        .collect();
+    cleanup.update(many);
+    assert_eq!(cleanup.scope(), Scope::Everything);
+}
+
 /// What serves one UDP service port in real plans: the Service `default/dns`
 /// (cluster IP 10.43.0.10, port 53 → 5353) seen from node-1 in zone-a.
 mod serving {

@@ -215,8 +215,16 @@ impl sync_loop::Programmer for KernelProgrammer {
         self.syncer.has_deferred()
     }
 
-    fn clean_udp(&mut self, udp: &[nft_writer::conntrack::UdpService]) -> Result<usize> {
-        Ok(nft_writer::conntrack::clean_udp(&mut self.conntrack, udp)?)
+    fn clean_udp(
+        &mut self,
+        scope: &nft_writer::conntrack::Scope,
+        udp: &[nft_writer::conntrack::UdpService],
+    ) -> Result<usize> {
+        Ok(nft_writer::conntrack::clean_udp(
+            &mut self.conntrack,
+            scope,
+            udp,
+        )?)
     }
 
     fn sync_routes(

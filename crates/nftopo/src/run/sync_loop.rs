@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api_watch::api::StateChange;
 use api_watch::{ClusterState, ObjectKey};
-use nft_writer::conntrack::{UdpCleanup, UdpService};
+use nft_writer::conntrack::{Scope, UdpCleanup, UdpService};
 use nft_writer::{Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
 use tokio::time::{sleep_until, Instant};
 use topology_filter::ProxyPlan;
@@ -149,11 +149,12 @@ pub trait Programmer {
         false
     }
 
-    /// After a successful sync: deletes UDP conntrack entries that no
-    /// longer match `udp` (the daemon's programmer does; fakes need not).
-    /// Returns how many were deleted.
-    fn clean_udp(&mut self, udp: &[UdpService]) -> anyhow::Result<usize> {
-        let _ = udp;
+    /// After a successful sync that may have left stale flows: deletes
+    /// the UDP conntrack entries in `scope` that no longer match `udp`
+    /// (the daemon's programmer does; fakes need not). Returns how many
+    /// were deleted. Never called with [`Scope::Nothing`].
+    fn clean_udp(&mut self, scope: &Scope, udp: &[UdpService]) -> anyhow::Result<usize> {
+        let _ = (scope, udp);
         Ok(0)
     }
 
@@ -444,7 +445,13 @@ impl LoopState {
                 self.failures = 0;
                 self.retry_at = None;
                 self.follow_up = programmer.has_deferred();
-                match programmer.clean_udp(self.udp.desired()) {
+                // No dump when no UDP endpoint went away (nor appeared
+                // where there was none): the usual sync.
+                let scope = self.udp.scope();
+                match match scope {
+                    Scope::Nothing => Ok(0),
+                    _ => programmer.clean_udp(&scope, self.udp.desired()),
+                } {
                     Ok(n) => {
                         self.udp.cleaned();
                         if n > 0 {

@@ -670,11 +670,16 @@ impl Programmer for UdpRecorder {
         })
     }
 
-    fn clean_udp(&mut self, udp: &[UdpService]) -> anyhow::Result<usize> {
-        let seen = udp
+    fn clean_udp(&mut self, scope: &Scope, udp: &[UdpService]) -> anyhow::Result<usize> {
+        let mut seen: Vec<String> = udp
             .iter()
             .map(|s| format!("{} {:?}", s.service, s.serving))
             .collect();
+        seen.push(match scope {
+            Scope::Everything => "scope: everything".into(),
+            Scope::Entries(e) => format!("scope: {e:?}"),
+            Scope::Nothing => "scope: nothing".into(),
+        });
         self.0.lock().unwrap().push(seen);
         Ok(0)
     }
@@ -725,9 +730,16 @@ async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() 
     assert_eq!(
         calls,
         [
-            vec!["t/s0 {10.42.0.0:8080}", "t/s1 {10.42.0.16:8080}"],
-            vec!["t/s0 {10.42.0.0:8080}", "t/s1 {}"],
-            vec!["t/s0 {10.42.0.0:8080}"],
+            vec![
+                "t/s0 {10.42.0.0:8080}",
+                "t/s1 {10.42.0.16:8080}",
+                "scope: everything"
+            ],
+            vec![
+                "t/s0 {10.42.0.0:8080}",
+                "t/s1 {}",
+                "scope: {Addr(10.43.0.1:80)}"
+            ],
         ]
     );
 }
