@@ -2,22 +2,24 @@
 //! EndpointSlices (discovery.k8s.io/v1), Nodes and ServiceCIDRs
 //! (networking.k8s.io/v1, optional: a cluster without them has none), and
 //! Calico BlockAffinities when routes come from Calico IPAM, reduced to the same
-//! [`ClusterState`](crate::ClusterState) as the file source, handed out as
-//! coalesced [`Snapshot`]s.
+//! [`ClusterState`](crate::ClusterState) as the file source.
 //!
-//! Nothing is handed out before every watched kind has completed its first
-//! list: a restart must never see an empty cluster. Bad objects are
-//! skipped, one [`ObjectError`] each. The deciding part is the pure
-//! [`Tracker`] (events in, snapshots out); [`Snapshots`] only pumps streams
-//! into it.
+//! One store: the watchers' events are merged into one stream
+//! ([`Watches`]) and applied in place to one [`Tracker`] (kube-rs's
+//! reflector pattern, keeping converted model objects only); its owner
+//! reads the state from it and is handed out what changed
+//! ([`WatchChanges`]). Nothing is handed out before every watched kind has
+//! completed its first list: a restart must never see an empty cluster.
+//! Bad objects are skipped, one [`ObjectError`] each. The deciding part is
+//! the pure [`Tracker`] (events in, changes out).
 
 mod kinds;
 #[cfg(test)]
 mod selector_tests;
-mod snapshots;
 #[cfg(test)]
 mod tests;
 mod tracker;
+mod watches;
 
 use std::path::{Path, PathBuf};
 
@@ -31,8 +33,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Config, Resource};
 
 pub use kinds::Kind;
-pub use snapshots::Snapshots;
-pub use tracker::{Increment, ModelChanges, ObjectError, Snapshot, StateChange, Tracker};
+pub use tracker::{ObjectError, Tracker, WatchChanges};
+pub use watches::Watches;
 
 /// Why no client could be built. None of these is retried: the
 /// configuration must be fixed.
@@ -101,10 +103,10 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
 /// re-lists by itself after `410 Gone` or a dropped stream). No kube-rs
 /// reflector store is kept: the [`Tracker`] is the store, holding each
 /// object once, converted to the model (a reflector's copy of the raw
-/// objects doubled the daemon's memory). Must be called inside a
-/// tokio runtime; the watches stop when the returned [`Snapshots`] is
-/// dropped. The requests it makes are [`access`]'s.
-pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
+/// objects doubled the daemon's memory). The watches stop when the
+/// returned [`Watches`] is dropped. The requests it makes are
+/// [`access`]'s.
+pub fn watch(client: Client, block_affinities: bool) -> Watches {
     let config = watcher::Config::default;
     // Services and slices handed to another proxy, or of headless
     // Services, are left out by the API server, which sends DELETED when
@@ -123,28 +125,24 @@ pub fn watch(client: Client, block_affinities: bool) -> Snapshots {
         .default_backoff()
         .boxed();
     // Optional: a list that fails (404 without the API, 403 without the
-    // permission) counts as "no ServiceCIDRs" (Snapshots::with_service_cidrs).
+    // permission) counts as "no ServiceCIDRs" (Watches::with_service_cidrs).
     let cidr_events = watcher(
         Api::<networking::ServiceCIDR>::all(client.clone()),
         config(),
     )
     .default_backoff()
     .boxed();
-    let snapshots = if block_affinities {
+    let watches = Watches::from_streams(service_events, slice_events, node_events)
+        .with_service_cidrs(cidr_events);
+    if block_affinities {
         let resource = kinds::block_affinity_resource();
         let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
             .default_backoff()
             .boxed();
-        Snapshots::from_streams_with_block_affinities(
-            service_events,
-            slice_events,
-            node_events,
-            block_events,
-        )
+        watches.with_block_affinities(block_events)
     } else {
-        Snapshots::from_streams(service_events, slice_events, node_events)
-    };
-    snapshots.with_service_cidrs(cidr_events)
+        watches
+    }
 }
 
 /// The label selector [`watch`] lists and watches Services and

@@ -6,12 +6,12 @@
 //! It does not decide anything about traffic (that is `topology-filter`)
 //! and it never talks to the kernel. It has two sources with one output:
 //! manifest files ([`file`](mod@file)) and the API server ([`api`]: kube-rs
-//! watchers, coalesced into snapshots). Both convert
+//! watchers, merged into one store). Both convert
 //! through the same code, so an object means the same from either.
 //!
 //! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`];
 //! [`file::LoadError`] and [`api::ObjectError`] for objects that were
-//! skipped; [`api::Snapshots`] for the daemon.
+//! skipped; [`api::Watches`] for the daemon.
 
 pub mod api;
 mod convert;

@@ -68,24 +68,25 @@ fn percent_decode(s: &str) -> String {
 #[tokio::test]
 async fn services_and_slices_are_listed_and_watched_with_kube_proxys_label_selector() {
     let seen = Seen::default();
-    let mut snapshots = watch(client(seen.clone()), false);
-    tokio::time::timeout(Duration::from_secs(10), snapshots.next())
+    let mut watches = watch(client(seen.clone()), false);
+    tokio::time::timeout(Duration::from_secs(10), watches.next())
         .await
-        .expect("the first snapshot after three empty lists");
-    // The watches follow the lists.
+        .expect("the first hand-out after three empty lists");
+    // The watches follow the lists (the streams move while their owner
+    // waits for the next change, as the daemon's loop does).
     let deadline = Instant::now() + Duration::from_secs(10);
     let requests = loop {
         let requests = seen.lock().unwrap().clone();
-        let watches = requests
+        let watching = requests
             .iter()
             .filter(|t| query(t, "watch").is_some())
             .count();
-        if watches >= 3 || Instant::now() > deadline {
+        if watching >= 3 || Instant::now() > deadline {
             break requests;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(10), watches.next()).await;
     };
-    drop(snapshots);
+    drop(watches);
 
     let selector = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
     assert_eq!(proxied_selector(), selector);

@@ -288,12 +288,12 @@ struct Feeds {
     nodes: Sender<core::Node>,
 }
 
-fn snapshots() -> (Snapshots, Feeds) {
+fn watches() -> (Watches, Feeds) {
     let (services, s) = mpsc::unbounded();
     let (slices, e) = mpsc::unbounded();
     let (nodes, n) = mpsc::unbounded();
     (
-        Snapshots::from_streams(s, e, n),
+        Watches::from_streams(s, e, n),
         Feeds {
             services,
             slices,
@@ -302,16 +302,11 @@ fn snapshots() -> (Snapshots, Feeds) {
     )
 }
 
-/// Lets the pump tasks run until they wait again.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
+/// One store, applied in place: the merged stream's events reach the
+/// state the owner reads, with no copy in between.
 #[tokio::test(start_paused = true)]
 async fn next_waits_for_all_three_lists_then_coalesces_bursts() {
-    let (mut snapshots, feeds) = snapshots();
+    let (mut watches, feeds) = watches();
     for event in [
         Event::Init,
         Event::InitApply(service("web", 80)),
@@ -322,10 +317,13 @@ async fn next_waits_for_all_three_lists_then_coalesces_bursts() {
     for event in [Event::Init, Event::InitDone] {
         feeds.slices.unbounded_send(Ok(event)).unwrap();
     }
-    settle().await;
-    let early = tokio::time::timeout(Duration::from_secs(5), snapshots.next()).await;
-    assert!(early.is_err(), "no snapshot before nodes have listed");
-    assert!(!snapshots.ready());
+    let early = tokio::time::timeout(Duration::from_secs(5), watches.next()).await;
+    assert!(
+        early.is_err(),
+        "nothing handed out before nodes have listed"
+    );
+    assert!(!watches.ready());
+    assert_eq!(watches.state().services.len(), 1, "applied as they came");
 
     // A watch error is logged and skipped; the stream goes on.
     feeds
@@ -339,35 +337,42 @@ async fn next_waits_for_all_three_lists_then_coalesces_bursts() {
     ] {
         feeds.nodes.unbounded_send(Ok(event)).unwrap();
     }
-    let first = snapshots.next().await;
+    let first = watches.next().await.unwrap();
     assert_eq!(first.generation, 1);
-    assert_eq!(first.state.services.len(), 1);
+    assert_eq!(first.changed_services, [key("web")].into());
+    assert_eq!(watches.state().nodes.len(), 1);
 
-    // A burst of changes while the consumer is busy is one snapshot with
-    // the latest state.
+    // A burst of changes while the consumer is busy is one hand-out, and
+    // the store holds the latest state.
     for port in 81..=90 {
         feeds
             .services
             .unbounded_send(Ok(Event::Apply(service("web", port))))
             .unwrap();
     }
-    settle().await;
-    let second = snapshots.next().await;
+    let second = watches.next().await.unwrap();
     assert_eq!(second.generation, 2);
-    assert_eq!(second.state.services[&key("web")].ports[0].port, 90);
+    assert_eq!(watches.state().services[&key("web")].ports[0].port, 90);
     assert_eq!(second.services_changed, 10);
-    let idle = tokio::time::timeout(Duration::from_secs(5), snapshots.next()).await;
-    assert!(idle.is_err(), "no stale snapshot is queued behind it");
+    let idle = tokio::time::timeout(Duration::from_secs(5), watches.next()).await;
+    assert!(idle.is_err(), "nothing stale is queued behind it");
 
     // A change after the consumer started waiting wakes it.
-    let waiter = tokio::spawn(async move { snapshots.next().await });
-    settle().await;
+    let waiter = tokio::spawn(async move {
+        let changes = watches.next().await.unwrap();
+        (changes, watches)
+    });
+    tokio::task::yield_now().await;
     feeds
         .slices
         .unbounded_send(Ok(Event::Apply(slice("web-1", "10.42.1.5", None))))
         .unwrap();
-    let third = waiter.await.unwrap();
+    let (third, mut watches) = waiter.await.unwrap();
     assert_eq!((third.generation, third.endpoints_changed), (3, 1));
+
+    // Every stream ended: no more hand-outs.
+    drop(feeds);
+    assert_eq!(watches.next().await, None);
 }
 
 fn block(name: &str, node: &str, state: &str) -> kube::api::DynamicObject {
@@ -437,64 +442,6 @@ fn access_lists_what_the_watchers_request() {
     assert_eq!(calico.len(), 5);
     assert_eq!(calico[4].group, "crd.projectcalico.org");
     assert_eq!(calico[4].resource, "blockaffinities");
-}
-
-#[test]
-fn increments_applied_in_turn_give_the_state_snapshots_copy() {
-    // The same events into two trackers: one hands out snapshots, the
-    // other increments applied to a copy of the first.
-    let mut snaps = Tracker::new(start());
-    let mut incs = Tracker::new(start());
-    let mut mirror = crate::ClusterState::default();
-    let mut step = |f: &dyn Fn(&mut Tracker)| {
-        f(&mut snaps);
-        f(&mut incs);
-        let s = snaps.take_snapshot();
-        let i = incs.take_increment();
-        assert_eq!(s.is_some(), i.is_some());
-        if let (Some(s), Some(i)) = (s, i) {
-            assert_eq!(s.generation, i.generation);
-            assert_eq!(s.changed_services, i.changed_services);
-            assert_eq!(s.errors, i.errors);
-            assert_eq!(
-                (s.services_changed, s.endpoints_changed, s.nodes_changed),
-                (i.services_changed, i.endpoints_changed, i.nodes_changed)
-            );
-            if i.generation > 1 {
-                assert!(matches!(i.state, StateChange::Changes(_)));
-            }
-            i.state.apply_to(&mut mirror);
-            assert_eq!(mirror, s.state, "generation {}", s.generation);
-        }
-    };
-    step(&|t| {
-        list_all(
-            t,
-            vec![service("web", 80), service("api", 80)],
-            vec![slice_of("web-1", "web", "10.42.1.5")],
-        )
-    });
-    step(&|t| t.endpoint_slice(Event::Apply(slice_of("web-2", "web", "10.42.1.7"))));
-    step(&|t| {
-        t.service(Event::Apply(service("web", 81)));
-        t.service(Event::Delete(service("api", 80)));
-        t.endpoint_slice(Event::Delete(slice_of("web-1", "web", "10.42.1.5")));
-    });
-    step(&|t| t.node(Event::Apply(node("node-2", true))));
-    // Nothing changed: neither hands anything out.
-    step(&|t| t.service(Event::Apply(service("web", 81))));
-    // A re-list that drops a node and a slice and brings a Service back.
-    step(&|t| {
-        t.node(Event::Init);
-        t.node(Event::InitApply(node("node-1", false)));
-        t.node(Event::InitDone);
-        t.endpoint_slice(Event::Init);
-        t.endpoint_slice(Event::InitDone);
-        t.service(Event::Apply(service("api", 90)));
-    });
-    assert_eq!(mirror.nodes.len(), 1);
-    assert!(mirror.endpoint_slices.is_empty());
-    assert_eq!(mirror.services.len(), 2);
 }
 
 fn service_cidr(name: &str, cidrs: &[&str]) -> k8s_openapi::api::networking::v1::ServiceCIDR {

@@ -4,7 +4,6 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as core;
@@ -14,6 +13,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
 use super::kinds::{Kind, Watched};
+use crate::convert::FieldError;
 use crate::{ClusterState, ObjectKey};
 
 /// One object that was skipped, and why. Shown as
@@ -39,142 +39,57 @@ fn field_part(field: &str) -> String {
     }
 }
 
-/// The cluster as the API server showed it at one moment, with what
-/// changed since the previous snapshot.
+/// What changed in the store since the last [`Tracker::take_changes`]:
+/// the daemon reads the state itself from the store ([`Tracker::state`]),
+/// in place; nothing here copies it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Snapshot {
-    /// Every object that converted.
-    pub state: ClusterState,
+pub struct WatchChanges {
     /// Every object currently skipped (one error each), by kind and name.
     pub errors: Vec<ObjectError>,
-    /// 1 for the first snapshot, then +1 for each.
+    /// 1 for the first hand-out, then +1 for each.
     pub generation: u64,
     /// Service changes (add, update that changed the model, delete) since
-    /// the previous snapshot: feeds kube-proxy's
+    /// the previous hand-out: feeds kube-proxy's
     /// `sync_proxy_rules_service_changes_{pending,total}`.
     pub services_changed: usize,
-    /// EndpointSlice changes since the previous snapshot (the
+    /// EndpointSlice changes since the previous hand-out (the
     /// `endpoint_changes_*` metrics).
     pub endpoints_changed: usize,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
-    /// changed since the previous snapshot, for
+    /// changed since the previous hand-out, for
     /// `network_programming_duration_seconds`. Left out: slices listed
     /// in a kind's first list, and times before the tracker started (as
     /// kube-proxy does, so that a restart does not report huge latencies).
     pub trigger_times: Vec<SystemTime>,
     /// The Services whose Service or EndpointSlices changed in the model
-    /// since the previous snapshot (for a slice: the Service it belonged
-    /// to before and the one it belongs to now). Every Service for the
-    /// first snapshot.
+    /// since the previous hand-out (for a slice: the Service it belonged
+    /// to before and the one it belongs to now). Every Service the first
+    /// time.
     pub changed_services: BTreeSet<ObjectKey>,
-    /// A Node changed in the model since the previous snapshot (labels
+    /// A Node changed in the model since the previous hand-out (labels
     /// feed topology keys and hints, addresses the node-port rules).
     pub nodes_changed: bool,
 }
 
-/// The model objects that changed, each with its value now (`None`: it is
-/// gone), to bring an earlier copy of the state up to date without
-/// copying all of it.
+/// A copy of the state with the changes: what the tracker's tests compare.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModelChanges {
-    /// Services by namespace/name.
-    pub services: Vec<(ObjectKey, Option<crate::Service>)>,
-    /// EndpointSlices by namespace/name.
-    pub endpoint_slices: Vec<(ObjectKey, Option<crate::EndpointSlice>)>,
-    /// Nodes by name.
-    pub nodes: Vec<(String, Option<crate::Node>)>,
-    /// Calico BlockAffinities by name.
-    pub block_affinities: Vec<(String, Option<crate::BlockAffinity>)>,
-    /// ServiceCIDRs by name.
-    pub service_cidrs: Vec<(String, Option<crate::ServiceCidr>)>,
-}
-
-impl ModelChanges {
-    /// Applies the changes to `state`, a copy of the state as it was when
-    /// the changes started.
-    pub fn apply_to(self, state: &mut ClusterState) {
-        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
-            for (k, v) in changes {
-                match v {
-                    Some(v) => {
-                        map.insert(k, v);
-                    }
-                    None => {
-                        map.remove(&k);
-                    }
-                }
-            }
-        }
-        put(&mut state.services, self.services);
-        put(&mut state.endpoint_slices, self.endpoint_slices);
-        put(&mut state.nodes, self.nodes);
-        put(&mut state.block_affinities, self.block_affinities);
-        put(&mut state.service_cidrs, self.service_cidrs);
-    }
-
-    /// Objects changed.
-    pub fn len(&self) -> usize {
-        self.services.len()
-            + self.endpoint_slices.len()
-            + self.nodes.len()
-            + self.block_affinities.len()
-            + self.service_cidrs.len()
-    }
-
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The state in an [`Increment`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum StateChange {
-    /// The whole state (the first increment).
-    Whole(ClusterState),
-    /// What changed since the previous increment.
-    Changes(ModelChanges),
-}
-
-/// No change: a defaulted value (what `mem::take` leaves behind) must never
-/// read as "the cluster is empty".
-impl Default for StateChange {
-    fn default() -> Self {
-        StateChange::Changes(ModelChanges::default())
-    }
-}
-
-impl StateChange {
-    /// Brings `state` to the new state.
-    pub fn apply_to(self, state: &mut ClusterState) {
-        match self {
-            StateChange::Whole(s) => *state = s,
-            StateChange::Changes(c) => c.apply_to(state),
-        }
-    }
-}
-
-/// A [`Snapshot`] that carries, instead of a copy of the whole state, what
-/// changed since the previous increment ([`Tracker::take_increment`]):
-/// at 10,000 Services copying the state costs tens of milliseconds, the
-/// changes of one event microseconds.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Increment {
-    /// The whole state the first time, then the changes.
-    pub state: StateChange,
-    /// As in [`Snapshot::errors`].
+pub struct Snapshot {
+    /// A copy of the store's state.
+    pub state: ClusterState,
+    /// Every object currently skipped.
     pub errors: Vec<ObjectError>,
-    /// As in [`Snapshot::generation`].
+    /// As in [`WatchChanges::generation`].
     pub generation: u64,
-    /// As in [`Snapshot::services_changed`].
+    /// As in [`WatchChanges::services_changed`].
     pub services_changed: usize,
-    /// As in [`Snapshot::endpoints_changed`].
+    /// As in [`WatchChanges::endpoints_changed`].
     pub endpoints_changed: usize,
-    /// As in [`Snapshot::trigger_times`].
+    /// As in [`WatchChanges::trigger_times`].
     pub trigger_times: Vec<SystemTime>,
-    /// As in [`Snapshot::changed_services`].
+    /// As in [`WatchChanges::changed_services`].
     pub changed_services: BTreeSet<ObjectKey>,
-    /// As in [`Snapshot::nodes_changed`].
+    /// As in [`WatchChanges::nodes_changed`].
     pub nodes_changed: bool,
 }
 
@@ -190,14 +105,32 @@ struct Progress {
     relist: Option<BTreeMap<ObjectKey, Listed>>,
 }
 
-/// An object as listed: its raw form converts only at `InitDone`.
+/// An object as listed, converted at once (the raw object is dropped:
+/// a re-list of 100k slices holds models, not API objects), applied at
+/// `InitDone`.
 #[derive(Debug)]
 enum Listed {
-    Service(Box<core::Service>),
-    Slice(Box<discovery::EndpointSlice>),
-    Node(Box<core::Node>),
-    Block(Box<DynamicObject>),
-    ServiceCidr(Box<networking::ServiceCIDR>),
+    Service(Converted<crate::Service>),
+    Slice(Converted<crate::EndpointSlice>),
+    Node(Converted<crate::Node>),
+    Block(Converted<crate::BlockAffinity>),
+    ServiceCidr(Converted<crate::ServiceCidr>),
+}
+
+/// An object's conversion, and its trigger time.
+#[derive(Debug)]
+struct Converted<M> {
+    model: Result<M, FieldError>,
+    trigger: Option<SystemTime>,
+}
+
+impl<M> Converted<M> {
+    fn of<K: Watched<Model = M>>(object: &K) -> Self {
+        Converted {
+            model: object.convert(),
+            trigger: object.trigger_time(),
+        }
+    }
 }
 
 /// Applies watcher events of all kinds to one [`ClusterState`]; hands out
@@ -221,8 +154,6 @@ pub struct Tracker {
     trigger_times: Vec<SystemTime>,
     changed_services: BTreeSet<ObjectKey>,
     nodes_changed: bool,
-    /// Model objects changed since the last snapshot or increment.
-    journal: BTreeSet<(Kind, ObjectKey)>,
 }
 
 impl Tracker {
@@ -242,7 +173,6 @@ impl Tracker {
             trigger_times: Vec::new(),
             changed_services: BTreeSet::new(),
             nodes_changed: false,
-            journal: BTreeSet::new(),
         }
     }
 
@@ -271,27 +201,27 @@ impl Tracker {
 
     /// Applies one Service event.
     pub fn service(&mut self, event: Event<core::Service>) {
-        self.apply(event, |s| Listed::Service(Box::new(s)));
+        self.apply(event, |s| Listed::Service(Converted::of(&s)));
     }
 
     /// Applies one EndpointSlice event.
     pub fn endpoint_slice(&mut self, event: Event<discovery::EndpointSlice>) {
-        self.apply(event, |s| Listed::Slice(Box::new(s)));
+        self.apply(event, |s| Listed::Slice(Converted::of(&s)));
     }
 
     /// Applies one Node event.
     pub fn node(&mut self, event: Event<core::Node>) {
-        self.apply(event, |n| Listed::Node(Box::new(n)));
+        self.apply(event, |n| Listed::Node(Converted::of(&n)));
     }
 
     /// Applies one BlockAffinity event.
     pub fn block_affinity(&mut self, event: Event<DynamicObject>) {
-        self.apply(event, |b| Listed::Block(Box::new(b)));
+        self.apply(event, |b| Listed::Block(Converted::of(&b)));
     }
 
     /// Applies one ServiceCIDR event.
     pub fn service_cidr(&mut self, event: Event<networking::ServiceCIDR>) {
-        self.apply(event, |c| Listed::ServiceCidr(Box::new(c)));
+        self.apply(event, |c| Listed::ServiceCidr(Converted::of(&c)));
     }
 
     /// Records that a list or watch of `kind` failed (the watcher retries
@@ -329,76 +259,25 @@ impl Tracker {
         self.ready() && (self.dirty || self.generation == 0)
     }
 
-    /// The current state, and the changes since the last snapshot (which
-    /// it resets), when [`Tracker::pending`]; `None` otherwise.
-    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+    /// The cluster as the events applied so far describe it: the one copy
+    /// the daemon plans from.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The changes since the last call (which it resets), when
+    /// [`Tracker::pending`]; `None` otherwise.
+    pub fn take_changes(&mut self) -> Option<WatchChanges> {
         if !self.pending() {
             return None;
         }
-        let i = self.next_increment(true);
-        let StateChange::Whole(state) = i.state else {
-            unreachable!("asked for the whole state")
-        };
-        Some(Snapshot {
-            state,
-            errors: i.errors,
-            generation: i.generation,
-            services_changed: i.services_changed,
-            endpoints_changed: i.endpoints_changed,
-            trigger_times: i.trigger_times,
-            changed_services: i.changed_services,
-            nodes_changed: i.nodes_changed,
-        })
-    }
-
-    /// As [`Tracker::take_snapshot`], but with the changes since the last
-    /// snapshot or increment instead of a copy of the state (the whole
-    /// state the first time): applied in turn to a copy of the first,
-    /// they give the state a snapshot would.
-    pub fn take_increment(&mut self) -> Option<Increment> {
-        if !self.pending() {
-            return None;
-        }
-        Some(self.next_increment(self.generation == 0))
-    }
-
-    fn next_increment(&mut self, whole: bool) -> Increment {
         self.generation += 1;
         self.dirty = false;
         let mut changed_services = std::mem::take(&mut self.changed_services);
         if self.generation == 1 {
             changed_services.extend(self.state.services.keys().cloned());
         }
-        let journal = std::mem::take(&mut self.journal);
-        let state = if whole {
-            StateChange::Whole(self.state.clone())
-        } else {
-            let mut c = ModelChanges::default();
-            let st = &self.state;
-            for (kind, id) in journal {
-                match kind {
-                    Kind::Service => c.services.push((id.clone(), st.services.get(&id).cloned())),
-                    Kind::EndpointSlice => {
-                        let now = st.endpoint_slices.get(&id).cloned();
-                        c.endpoint_slices.push((id, now));
-                    }
-                    Kind::Node => c
-                        .nodes
-                        .push((id.name.clone(), st.nodes.get(&id.name).cloned())),
-                    Kind::BlockAffinity => {
-                        let now = st.block_affinities.get(&id.name).cloned();
-                        c.block_affinities.push((id.name, now));
-                    }
-                    Kind::ServiceCidr => {
-                        let now = st.service_cidrs.get(&id.name).cloned();
-                        c.service_cidrs.push((id.name, now));
-                    }
-                }
-            }
-            StateChange::Changes(c)
-        };
-        Increment {
-            state,
+        Some(WatchChanges {
             errors: self.errors.values().cloned().collect(),
             generation: self.generation,
             services_changed: std::mem::take(&mut self.services_changed),
@@ -406,7 +285,23 @@ impl Tracker {
             trigger_times: std::mem::take(&mut self.trigger_times),
             changed_services,
             nodes_changed: std::mem::take(&mut self.nodes_changed),
-        }
+        })
+    }
+
+    /// [`Tracker::take_changes`] with a copy of the state.
+    #[cfg(test)]
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        let c = self.take_changes()?;
+        Some(Snapshot {
+            state: self.state.clone(),
+            errors: c.errors,
+            generation: c.generation,
+            services_changed: c.services_changed,
+            endpoints_changed: c.endpoints_changed,
+            trigger_times: c.trigger_times,
+            changed_services: c.changed_services,
+            nodes_changed: c.nodes_changed,
+        })
     }
 
     fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed)
@@ -416,7 +311,7 @@ impl Tracker {
         match event {
             Event::Apply(object) => {
                 let id = object.id();
-                self.set(&id, Some(&object));
+                self.set::<K>(&id, Some(Converted::of(&object)));
             }
             Event::Delete(object) => self.set::<K>(&object.id(), None),
             Event::Init => {
@@ -456,11 +351,11 @@ impl Tracker {
         }
         for (id, object) in listed {
             match object {
-                Listed::Service(s) => self.set(&id, Some(s.as_ref())),
-                Listed::Slice(s) => self.set(&id, Some(s.as_ref())),
-                Listed::Node(n) => self.set(&id, Some(n.as_ref())),
-                Listed::Block(b) => self.set(&id, Some(b.as_ref())),
-                Listed::ServiceCidr(c) => self.set(&id, Some(c.as_ref())),
+                Listed::Service(c) => self.set::<core::Service>(&id, Some(c)),
+                Listed::Slice(c) => self.set::<discovery::EndpointSlice>(&id, Some(c)),
+                Listed::Node(c) => self.set::<core::Node>(&id, Some(c)),
+                Listed::Block(c) => self.set::<DynamicObject>(&id, Some(c)),
+                Listed::ServiceCidr(c) => self.set::<networking::ServiceCIDR>(&id, Some(c)),
             }
         }
         if !self.progress.entry(K::KIND).or_default().listed {
@@ -472,11 +367,12 @@ impl Tracker {
 
     /// Sets (or with `None` deletes) one object; counts it when the model
     /// or its error changed.
-    fn set<K: Watched>(&mut self, id: &ObjectKey, object: Option<&K>)
+    fn set<K: Watched>(&mut self, id: &ObjectKey, object: Option<Converted<K::Model>>)
     where
         K::Model: 'static,
     {
-        let converted = object.map(|o| o.convert());
+        let trigger = object.as_ref().and_then(|c| c.trigger);
+        let converted = object.map(|c| c.model);
         let error_key = (K::KIND, id.clone());
         let before_model = K::get(&self.state, id).cloned();
         let before_error = self.errors.get(&error_key).cloned();
@@ -512,7 +408,6 @@ impl Tracker {
             Some(model) => K::insert(&mut self.state, id, model),
             None => K::remove(&mut self.state, id),
         }
-        self.journal.insert((K::KIND, id.clone()));
         self.dirty = true;
         match K::KIND {
             Kind::Service => {
@@ -530,8 +425,7 @@ impl Tracker {
                     }
                 }
                 let listed_before = self.progress.get(&K::KIND).is_some_and(|p| p.listed);
-                let time = object.and_then(Watched::trigger_time);
-                if let Some(t) = time.filter(|t| listed_before && *t >= self.started) {
+                if let Some(t) = trigger.filter(|t| listed_before && *t >= self.started) {
                     self.trigger_times.push(t);
                 }
             }
@@ -550,8 +444,9 @@ fn object_name(id: &ObjectKey) -> String {
     }
 }
 
-impl fmt::Display for Snapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+#[cfg(test)]
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "snapshot {}: {} services, {} endpoint slices, {} nodes, {} skipped",

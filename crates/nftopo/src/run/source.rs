@@ -1,25 +1,27 @@
-//! The API-server source of the sync loop: `api_watch::api`'s coalesced
-//! increments (the whole state first, then what changed), turned into
-//! [`Update`]s.
+//! The API-server source of the sync loop: `api_watch::api`'s
+//! [`Watches`], the one store of the cluster, whose hand-outs of what
+//! changed become [`Update`]s; the loop reads the state from the store
+//! itself.
 
 use std::collections::BTreeSet;
 
-use api_watch::api::{Increment, ObjectError, Snapshots, StateChange};
+use api_watch::api::{ObjectError, WatchChanges, Watches};
+use api_watch::ClusterState;
 
 use super::sync_loop::{Changed, Source, Update};
 
-/// Snapshots from the API server's watches.
+/// The API server's watches, and the store they fill.
 pub struct ApiSource {
-    snapshots: Snapshots,
-    /// Objects skipped in the previous snapshot, as (kind, object, field).
+    watches: Watches,
+    /// Objects skipped in the previous hand-out, as (kind, object, field).
     skipped: BTreeSet<(String, String, String)>,
 }
 
 impl ApiSource {
     /// Wraps the watches started by `api_watch::api::watch`.
-    pub fn new(snapshots: Snapshots) -> Self {
+    pub fn new(watches: Watches) -> Self {
         ApiSource {
-            snapshots,
+            watches,
             skipped: BTreeSet::new(),
         }
     }
@@ -27,11 +29,12 @@ impl ApiSource {
 
 impl Source for ApiSource {
     async fn next(&mut self) -> Option<Update> {
-        let increment = self.snapshots.next_increment().await;
-        // Only the first increment holds the whole state: it is handed out
-        // once every watched kind has completed its first list. The time
-        // from here to `first sync done` is the start-up sync's own cost.
-        if let StateChange::Whole(state) = &increment.state {
+        let changes = self.watches.next().await?;
+        // The first hand-out comes once every watched kind has completed
+        // its first list. The time from here to `first sync done` is the
+        // start-up sync's own cost.
+        if changes.generation == 1 {
+            let state = self.watches.state();
             tracing::info!(
                 services = state.services.len(),
                 endpoint_slices = state.endpoint_slices.len(),
@@ -39,14 +42,21 @@ impl Source for ApiSource {
                 "all kinds listed"
             );
         }
-        Some(to_update(increment, &mut self.skipped))
+        Some(to_update(changes, &mut self.skipped))
+    }
+
+    fn state(&self) -> &ClusterState {
+        self.watches.state()
     }
 }
 
 /// The update for `snapshot`; `skipped` carries the skipped objects from
-/// one increment to the next so that each is counted once, when it first
-/// appears (an increment lists every object currently skipped).
-pub fn to_update(snapshot: Increment, skipped: &mut BTreeSet<(String, String, String)>) -> Update {
+/// one hand-out to the next so that each is counted once, when it first
+/// appears (a hand-out lists every object currently skipped).
+pub fn to_update(
+    snapshot: WatchChanges,
+    skipped: &mut BTreeSet<(String, String, String)>,
+) -> Update {
     let now: BTreeSet<_> = snapshot.errors.iter().map(error_key).collect();
     let new_skips = now
         .difference(skipped)
@@ -63,16 +73,21 @@ pub fn to_update(snapshot: Increment, skipped: &mut BTreeSet<(String, String, St
     }
     *skipped = now;
     let s = snapshot;
+    // The first hand-out: everything is planned.
+    let changed = if s.generation == 1 {
+        Changed::All
+    } else {
+        Changed::Some {
+            services: s.changed_services,
+            nodes: s.nodes_changed,
+        }
+    };
     Update {
-        state: s.state,
         services_changed: s.services_changed,
         endpoints_changed: s.endpoints_changed,
         skipped: new_skips,
         trigger_times: s.trigger_times,
-        changed: Changed::Some {
-            services: s.changed_services,
-            nodes: s.nodes_changed,
-        },
+        changed,
     }
 }
 
@@ -109,14 +124,12 @@ fn reason(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api_watch::api::{Kind, StateChange};
-    use api_watch::ClusterState;
+    use api_watch::api::Kind;
 
-    fn snapshot(errors: Vec<ObjectError>) -> Increment {
-        Increment {
-            state: StateChange::Whole(ClusterState::default()),
+    fn snapshot(errors: Vec<ObjectError>) -> WatchChanges {
+        WatchChanges {
             errors,
-            generation: 1,
+            generation: 2,
             services_changed: 2,
             endpoints_changed: 3,
             trigger_times: vec![std::time::UNIX_EPOCH],

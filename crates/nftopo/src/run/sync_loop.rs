@@ -33,7 +33,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api_watch::api::StateChange;
 use api_watch::{ClusterState, ObjectKey};
 use nft_writer::conntrack::{Scope, UdpCleanup, UdpService};
 use nft_writer::{Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
@@ -49,12 +48,10 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 
-/// One coalesced view of the cluster, as the loop consumes it.
+/// What changed in the cluster since the previous update; the state
+/// itself stays in the source's store ([`Source::state`]).
 #[derive(Debug, Clone, Default)]
 pub struct Update {
-    /// The whole state, or what changed in it since the previous update
-    /// (applied to the loop's copy as the update is queued).
-    pub state: StateChange,
     /// Services changed since the previous update.
     pub services_changed: usize,
     /// EndpointSlices changed since the previous update.
@@ -116,12 +113,16 @@ impl Update {
     }
 }
 
-/// Where updates come from. Yields only once the state is complete
-/// (everything listed once); `None` when the source has ended.
-/// `next` must be cancel-safe: the loop drops it when a timer fires.
+/// Where updates come from: the one store of the cluster. Yields only
+/// once the state is complete (everything listed once); `None` when the
+/// source has ended. `next` must be cancel-safe: the loop drops it when a
+/// timer fires.
 pub trait Source {
-    /// The next update.
+    /// The next update; the store holds the state it describes.
     fn next(&mut self) -> impl Future<Output = Option<Update>> + Send;
+
+    /// The cluster as the updates so far describe it, in place.
+    fn state(&self) -> &ClusterState;
 }
 
 /// What programs the kernel ([`Syncer`] in the daemon).
@@ -248,10 +249,10 @@ pub async fn run(
                 return Ok(());
             }
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                st.sync(&settings, &mut programmer, &mut out);
+                st.sync(&settings, source.state(), &mut programmer, &mut out);
             }
             update = source.next() => match update {
-                Some(u) => st.queue(&settings, u, &out),
+                Some(u) => st.queue(&settings, u, source.state(), &out),
                 None => anyhow::bail!("the cluster source ended"),
             },
         }
@@ -263,8 +264,6 @@ pub async fn run(
 struct LoopState {
     /// Received and not yet applied.
     pending: Option<Update>,
-    /// The cluster as the updates received so far describe it.
-    state: ClusterState,
     /// A sync with an update went through (periodic resyncs follow).
     applied: bool,
     /// The topology plan of the last update, kept up to date per Service.
@@ -308,7 +307,7 @@ impl LoopState {
         self.retry_at.is_some() || self.last_full.is_none_or(|t| now >= t + s.full_sync_period)
     }
 
-    fn queue(&mut self, s: &Settings, mut u: Update, out: &Outputs) {
+    fn queue(&mut self, s: &Settings, mut u: Update, state: &ClusterState, out: &Outputs) {
         let m = &out.metrics;
         m.last_queued.set(unix_seconds(SystemTime::now()));
         m.service_changes.inc_by(u.services_changed as u64);
@@ -316,17 +315,10 @@ impl LoopState {
         for (kind, reason) in &u.skipped {
             m.skipped(kind, reason);
         }
-        // Kept up to date here, so that an update carries only what changed
-        // and pending updates need no state of their own. A whole state
-        // may differ anywhere: everything is re-planned.
-        if matches!(u.state, StateChange::Whole(_)) {
-            u.changed = Changed::All;
-        }
-        std::mem::take(&mut u.state).apply_to(&mut self.state);
         let mut health = out.health.lock().expect("health lock");
         health.queued(Instant::now());
         health.set_node(NodeStatus {
-            deleting: self.state.nodes.get(&s.node).is_some_and(|n| n.deleting),
+            deleting: state.nodes.get(&s.node).is_some_and(|n| n.deleting),
             to_be_deleted: false,
         });
         if let Some(older) = self.pending.take() {
@@ -337,7 +329,13 @@ impl LoopState {
         self.pending = Some(u);
     }
 
-    fn sync(&mut self, s: &Settings, programmer: &mut impl Programmer, out: &mut Outputs) {
+    fn sync(
+        &mut self,
+        s: &Settings,
+        state: &ClusterState,
+        programmer: &mut impl Programmer,
+        out: &mut Outputs,
+    ) {
         let now = Instant::now();
         let full = self.full_due(s, now);
         let fresh = self.pending.take();
@@ -348,15 +346,15 @@ impl LoopState {
                     .get_or_insert_with(|| IncrementalPlanner::new(s.planner.clone()));
                 let changes = match (&mut self.plan, &u.changed) {
                     (Some(plan), Changed::Some { services, nodes }) => {
-                        let keys = dirty_services(&self.state, services, *nodes);
-                        topology_filter::replan(plan, &self.state, &keys);
+                        let keys = dirty_services(state, services, *nodes);
+                        topology_filter::replan(plan, state, &keys);
                         for key in &keys {
                             forget_decisions(plan, key);
                         }
                         planner.update(plan, Dirty::Services(&keys))
                     }
                     (plan, _) => {
-                        let plan = plan.insert(topology_filter::plan(&self.state, &s.node));
+                        let plan = plan.insert(topology_filter::plan(state, &s.node));
                         for sp in &mut plan.services {
                             sp.decisions = Vec::new();
                         }
@@ -379,7 +377,7 @@ impl LoopState {
                     operations = changes.now.len(),
                     "planned"
                 );
-                let wanted = svc_health::wanted(plan, &health_check_ports(&self.state));
+                let wanted = svc_health::wanted(plan, &health_check_ports(state));
                 self.udp.update(nft_writer::udp_services(plan));
                 (changes, Some((wanted, plan.node_addresses.clone())))
             }
@@ -483,7 +481,7 @@ impl LoopState {
         // Routes do not depend on the ruleset: a failed nftables sync
         // does not hold them back.
         if routes_due {
-            match programmer.sync_routes(&self.state, full) {
+            match programmer.sync_routes(state, full) {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     out.metrics

@@ -4,11 +4,56 @@
 use super::*;
 use tokio::sync::mpsc;
 
-struct ChannelSource(mpsc::UnboundedReceiver<Update>);
+/// What a test feeds the loop: the store's new state, when it changes,
+/// and the update that says what changed.
+struct Feed {
+    state: Option<ClusterState>,
+    update: Update,
+}
+
+impl From<Update> for Feed {
+    fn from(update: Update) -> Self {
+        Feed {
+            state: None,
+            update,
+        }
+    }
+}
+
+/// A whole new state: everything re-planned.
+fn whole(state: ClusterState) -> Feed {
+    Feed {
+        state: Some(state),
+        update: Update::default(),
+    }
+}
+
+/// The fake store: the state the last feed set.
+struct ChannelSource {
+    rx: mpsc::UnboundedReceiver<Feed>,
+    state: ClusterState,
+}
+
+impl ChannelSource {
+    fn new(rx: mpsc::UnboundedReceiver<Feed>) -> Self {
+        ChannelSource {
+            rx,
+            state: ClusterState::default(),
+        }
+    }
+}
 
 impl Source for ChannelSource {
-    fn next(&mut self) -> impl Future<Output = Option<Update>> + Send {
-        self.0.recv()
+    async fn next(&mut self) -> Option<Update> {
+        let feed = self.rx.recv().await?;
+        if let Some(state) = feed.state {
+            self.state = state;
+        }
+        Some(feed.update)
+    }
+
+    fn state(&self) -> &ClusterState {
+        &self.state
     }
 }
 
@@ -64,7 +109,7 @@ impl Programmer for Recorder {
 }
 
 struct Harness {
-    tx: mpsc::UnboundedSender<Update>,
+    tx: mpsc::UnboundedSender<Feed>,
     rec: Recorder,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<ProxyHealth>>,
@@ -100,9 +145,15 @@ fn start(min_sync: Duration, sync_period: Duration, full_sync_period: Duration) 
         health: health.clone(),
         service_health: None,
     };
-    let task = tokio::spawn(run(settings, ChannelSource(rx), rec.clone(), out, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run(
+        settings,
+        ChannelSource::new(rx),
+        rec.clone(),
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Harness {
         tx,
         rec,
@@ -120,7 +171,7 @@ impl Harness {
             endpoints_changed: endpoints,
             ..Update::default()
         };
-        self.tx.send(u).unwrap();
+        self.tx.send(u.into()).unwrap();
     }
     fn calls(&self) -> Vec<(u64, bool)> {
         self.rec.calls.lock().unwrap().clone()
@@ -228,18 +279,14 @@ async fn a_periodic_sync_with_nothing_to_do_sends_nothing() {
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(
         settings,
-        ChannelSource(rx),
+        ChannelSource::new(rx),
         shared.clone(),
         out,
         async {
             let _ = stopped.await;
         },
     ));
-    tx.send(Update {
-        state: StateChange::Whole(cluster(20, |_| 2)),
-        ..Update::default()
-    })
-    .unwrap();
+    tx.send(whole(cluster(20, |_| 2))).unwrap();
     wait(95_000).await;
     let g = shared.0.lock().unwrap();
     let stats = &g.1;
@@ -397,11 +444,7 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
             },
         );
     }
-    h.tx.send(Update {
-        state: StateChange::Whole(state),
-        ..Update::default()
-    })
-    .unwrap();
+    h.tx.send(whole(state)).unwrap();
     wait(1).await;
     // The nftables sync failed; the routes were still synced, from the
     // same state, fully.
@@ -504,7 +547,7 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(
         settings,
-        ChannelSource(rx),
+        ChannelSource::new(rx),
         shared.clone(),
         out,
         async {
@@ -512,33 +555,22 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
         },
     ));
     let first = cluster(200, |_| 3);
-    tx.send(Update {
-        state: StateChange::Whole(first),
-        ..Update::default()
-    })
-    .unwrap();
+    tx.send(whole(first)).unwrap();
     wait(10).await;
     // s7 gains an endpoint, s9 is gone: only they are named.
     let mut second = cluster(200, |i| if i == 7 { 4 } else { 3 });
     second.services.remove(&ObjectKey::new("t", "s9"));
     second.endpoint_slices.remove(&ObjectKey::new("t", "s9-a"));
-    // Only what changed travels.
-    let s7 = ObjectKey::new("t", "s7-a");
-    let delta = api_watch::api::ModelChanges {
-        services: vec![(ObjectKey::new("t", "s9"), None)],
-        endpoint_slices: vec![
-            (s7.clone(), Some(second.endpoint_slices[&s7].clone())),
-            (ObjectKey::new("t", "s9-a"), None),
-        ],
-        ..Default::default()
-    };
-    tx.send(Update {
-        state: StateChange::Changes(delta),
-        changed: Changed::Some {
-            services: [ObjectKey::new("t", "s7"), ObjectKey::new("t", "s9")].into(),
-            nodes: false,
+    // The store changes in place; the update names what changed.
+    tx.send(Feed {
+        state: Some(second.clone()),
+        update: Update {
+            changed: Changed::Some {
+                services: [ObjectKey::new("t", "s7"), ObjectKey::new("t", "s9")].into(),
+                nodes: false,
+            },
+            ..Update::default()
         },
-        ..Update::default()
     })
     .unwrap();
     wait(10).await;
@@ -587,17 +619,13 @@ async fn deferred_deletions_go_with_a_sync_min_sync_period_later() {
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(
         settings,
-        ChannelSource(rx),
+        ChannelSource::new(rx),
         shared.clone(),
         out,
         async {
             let _ = stopped.await;
         },
     ));
-    let whole = |st: ClusterState| Update {
-        state: StateChange::Whole(st),
-        ..Update::default()
-    };
     tx.send(whole(cluster(5, |_| 3))).unwrap();
     wait(5_000).await;
     // Every service loses an endpoint: its chain changes, the endpoint
@@ -704,9 +732,15 @@ async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() 
         service_health: None,
     };
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(settings, ChannelSource(rx), rec.clone(), out, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(run(
+        settings,
+        ChannelSource::new(rx),
+        rec.clone(),
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let mut udp = cluster(2, |_| 1);
     for s in udp.services.values_mut() {
         s.ports[0].protocol = api_watch::Protocol::Udp;
@@ -714,17 +748,13 @@ async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() 
     for sl in udp.endpoint_slices.values_mut() {
         sl.ports[0].protocol = api_watch::Protocol::Udp;
     }
-    let whole = |st: &ClusterState| Update {
-        state: StateChange::Whole(st.clone()),
-        ..Update::default()
-    };
-    tx.send(whole(&udp)).unwrap();
+    tx.send(whole(udp.clone())).unwrap();
     wait(10).await;
     udp.services.remove(&ObjectKey::new("t", "s1"));
     udp.endpoint_slices.remove(&ObjectKey::new("t", "s1-a"));
-    tx.send(whole(&udp)).unwrap();
+    tx.send(whole(udp.clone())).unwrap();
     wait(10).await;
-    tx.send(whole(&udp)).unwrap();
+    tx.send(whole(udp.clone())).unwrap();
     wait(10).await;
     let calls = rec.0.lock().unwrap().clone();
     assert_eq!(
