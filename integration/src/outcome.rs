@@ -5,14 +5,16 @@
 //! (time-outs only). Each assertion names its case and prints the whole
 //! probe result when it fails.
 //!
+//! [`EdgeCluster::answer_behind_node2`] makes "not intercepted" visible;
 //! [`Scratch`] holds the manifests a test writes next to its assertions.
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use crate::edge::EdgeCluster;
+use crate::edge::{outside_spec, sa, EdgeCluster, NODE2_IP4, THIS_NODE};
 use crate::netns::unique_prefix;
 use crate::probe::{Probe, ProbeResult, REFUSED, TIMEOUT};
 
@@ -97,6 +99,55 @@ impl EdgeCluster {
             "{}: must be dropped (time-outs only): {r}",
             context(case, from, &p)
         );
+    }
+
+    /// `outside2` stands behind node-2 for `addr`: it holds the address,
+    /// answers TCP and UDP on `port` with it (its default route, via node-2,
+    /// has `addr` as source, so UDP answers come from it too), and node-2
+    /// routes `addr` to it. Traffic that nftopo leaves alone is answered by
+    /// `addr` itself instead of vanishing. Returns once node-2 reaches it.
+    pub fn answer_behind_node2(&self, addr: Ipv4Addr, port: u16) {
+        let o2 = self.ns("outside2");
+        let (host, node2, outside2) = (
+            format!("{addr}/32"),
+            NODE2_IP4.to_string(),
+            outside_spec("outside2").ip4.to_string(),
+        );
+        let src = addr.to_string();
+        ok(
+            o2.ip(&["addr", "add", &host, "dev", "lo"]),
+            "address on outside2",
+        );
+        ok(
+            o2.ip(&["route", "add", "default", "via", &node2, "src", &src]),
+            "outside2's default route via node-2",
+        );
+        ok(
+            self.node(THIS_NODE)
+                .ip(&["route", "add", &host, "via", &outside2]),
+            "node-2's route to outside2",
+        );
+        let ports = port.to_string();
+        ok(
+            o2.spawn(
+                self.testpod(),
+                &["serve", "--ports", &ports, "--echo-peer", "--wildcard"],
+            ),
+            "server in outside2",
+        );
+        let target = sa(addr, port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .run_probe(THIS_NODE, &Probe::tcp(target, 1).timeout_ms(300))
+            .pods()
+            != BTreeSet::from([IpAddr::V4(addr)])
+        {
+            assert!(
+                Instant::now() < deadline,
+                "outside2 does not answer on {target}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

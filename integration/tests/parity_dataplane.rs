@@ -146,49 +146,6 @@ fn all4() -> BTreeSet<IpAddr> {
     ips4(&["a", "b", "c", "d"])
 }
 
-/// `outside2` stands behind node-2 for `addr` (node-2 routes it there):
-/// it holds the address and answers TCP on `port` with it, and routes
-/// the pods' replies back through node-2.
-fn answer_behind_node2(c: &EdgeCluster, addr: Ipv4Addr, port: u16) {
-    let o2 = c.ns("outside2");
-    let (host, node2, outside2) = (
-        format!("{addr}/32"),
-        NODE2_IP4.to_string(),
-        outside_spec("outside2").ip4.to_string(),
-    );
-    ok(
-        o2.ip(&["addr", "add", &host, "dev", "lo"]),
-        "address on outside2",
-    );
-    ok(
-        o2.ip(&["route", "replace", "10.42.0.0/16", "via", &node2]),
-        "outside2's route to the pods",
-    );
-    ok(
-        c.node(THIS_NODE)
-            .ip(&["route", "add", &host, "via", &outside2]),
-        "node-2's route to outside2",
-    );
-    let port = port.to_string();
-    ok(
-        o2.spawn(
-            c.testpod(),
-            &["serve", "--ports", &port, "--echo-peer", "--wildcard"],
-        ),
-        "server in outside2",
-    );
-    // Ready when node-2 reaches it (nothing programmed is in the way yet).
-    let target = SocketAddr::new(addr.into(), port.parse().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while run(c, THIS_NODE, &Probe::tcp(target, 1).timeout_ms(300)).answered_count() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "outside2 does not answer on {target}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 const SERVICE_CIDR: &str = "
 apiVersion: networking.k8s.io/v1
 kind: ServiceCIDR
@@ -209,7 +166,7 @@ spec: {cidrs: [10.43.0.0/16, 'fd00:43::/112']}
 fn undefined_ports_of_cluster_ips_are_refused_and_unallocated_service_addresses_dropped() {
     let c = cluster();
     let s = Scratch::new();
-    answer_behind_node2(&c, UNALLOCATED, 5000);
+    c.answer_behind_node2(UNALLOCATED, 5000);
     let cidrs = s.file("service-cidr.yaml", SERVICE_CIDR);
     let unallocated = SocketAddr::new(UNALLOCATED.into(), 5000);
     let behind = set(&[UNALLOCATED.into()]);
@@ -702,7 +659,7 @@ fn proxy_mode_ingress_hairpin_without_node_name_and_primary_node_ports() {
     let c = cluster();
     let s = Scratch::new();
     let proxy_ip = Ipv4Addr::new(203, 0, 113, 11);
-    answer_behind_node2(&c, proxy_ip, HTTP);
+    c.answer_behind_node2(proxy_ip, HTTP);
     ok(
         c.node(THIS_NODE).ip(&[
             "addr",
@@ -870,7 +827,7 @@ fn eventually_drops_the_range(c: &EdgeCluster, r: &Running, holds: bool, case: &
 fn the_daemon_watches_service_cidrs_and_works_without_them() {
     let c = cluster();
     let s = Scratch::new();
-    answer_behind_node2(&c, UNALLOCATED, 5000);
+    c.answer_behind_node2(UNALLOCATED, 5000);
     let unallocated = SocketAddr::new(UNALLOCATED.into(), 5000);
     let behind = set(&[UNALLOCATED.into()]);
     let mut r = Running::start(&c, &s, &["nodes.yaml", "svc-lb.yaml", "slices-all.yaml"]);

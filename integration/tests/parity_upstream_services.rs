@@ -12,7 +12,7 @@
 //! an immediate refusal for the client) or time-outs only (upstream
 //! `DROP`). Where "not intercepted" must be visible, something answers
 //! behind the node: node-2's sentinel on the node ports, or `outside2`
-//! holding the address ([`behind_node2`]).
+//! holding the address ([`EdgeCluster::answer_behind_node2`]).
 //!
 //! Upstream's fake proxier and the edge cluster, side by side:
 //!
@@ -38,7 +38,6 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use nftopo_integration::edge::*;
 use nftopo_integration::outcome::{ok, Scratch};
@@ -116,55 +115,6 @@ fn served_on(
     );
 }
 
-/// `outside2` stands behind node-2 for `addr`: it holds the address,
-/// answers TCP and UDP on `port` with it (its default route, via node-2,
-/// has `addr` as source, so UDP answers come from it too), and node-2
-/// routes `addr` to it. Traffic that nftopo leaves alone is answered by
-/// `addr` itself instead of vanishing. Returns once node-2 reaches it.
-fn behind_node2(c: &EdgeCluster, addr: Ipv4Addr, port: u16) {
-    let o2 = c.ns("outside2");
-    let (host, node2, outside2) = (
-        format!("{addr}/32"),
-        NODE2_IP4.to_string(),
-        outside_spec("outside2").ip4.to_string(),
-    );
-    let src = addr.to_string();
-    ok(
-        o2.ip(&["addr", "add", &host, "dev", "lo"]),
-        "address on outside2",
-    );
-    ok(
-        o2.ip(&["route", "add", "default", "via", &node2, "src", &src]),
-        "outside2's default route via node-2",
-    );
-    ok(
-        c.node(THIS_NODE)
-            .ip(&["route", "add", &host, "via", &outside2]),
-        "node-2's route to outside2",
-    );
-    let ports = port.to_string();
-    ok(
-        o2.spawn(
-            c.testpod(),
-            &["serve", "--ports", &ports, "--echo-peer", "--wildcard"],
-        ),
-        "server in outside2",
-    );
-    let target = sa(addr, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .run_probe(THIS_NODE, &Probe::tcp(target, 1).timeout_ms(300))
-        .pods()
-        != set(&[addr.into()])
-    {
-        assert!(
-            Instant::now() < deadline,
-            "outside2 does not answer on {target}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// networking.k8s.io/v1 ServiceCIDRs of the edge cluster (upstream's
 /// fake proxier always has `serviceCIDRs` 172.30.0.0/16).
 const SERVICE_CIDR: &str = "
@@ -185,7 +135,7 @@ fn test_cluster_ip_general() {
     let c = cluster();
     let s = Scratch::new();
     let unallocated = Ipv4Addr::new(10, 43, 0, 50);
-    behind_node2(&c, unallocated, HTTP);
+    c.answer_behind_node2(unallocated, HTTP);
     let svc1 = Ipv4Addr::new(10, 43, 0, 41);
     let svc2 = Ipv4Addr::new(10, 43, 0, 42);
     let services = s.file(
@@ -805,7 +755,7 @@ fn test_load_balancer_ingress_route_type_proxy() {
     let c = cluster();
     let s = Scratch::new();
     let proxy_ip = Ipv4Addr::new(203, 0, 113, 4);
-    behind_node2(&c, proxy_ip, HTTP);
+    c.answer_behind_node2(proxy_ip, HTTP);
     let mut manifests = String::new();
     for (name, cluster_ip, lb_ip, node_port, ip_mode) in [
         (
@@ -894,7 +844,7 @@ fn test_build_service_map_service_headless() {
     let c = cluster();
     let s = Scratch::new();
     let addr = Ipv4Addr::new(10, 43, 55, 4);
-    behind_node2(&c, addr, 1234);
+    c.answer_behind_node2(addr, 1234);
     let slice = s.file(
         "slice.yaml",
         "
@@ -988,7 +938,7 @@ fn test_build_service_map_service_type_external_name() {
     let c = cluster();
     let s = Scratch::new();
     let addr = Ipv4Addr::new(10, 43, 55, 4);
-    behind_node2(&c, addr, 1235);
+    c.answer_behind_node2(addr, 1235);
     let svc = s.file(
         "external-name.yaml",
         "
