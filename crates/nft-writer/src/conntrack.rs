@@ -73,6 +73,29 @@ pub struct UdpService {
     pub serving: BTreeSet<SocketAddr>,
 }
 
+/// The clean-up's view of one port plan: where its clients send and who
+/// serves them; `None` for a port of another protocol.
+pub fn udp_service(sp: &topology_filter::ServicePortPlan) -> Option<UdpService> {
+    if sp.protocol != api_watch::Protocol::Udp {
+        return None;
+    }
+    let addrs = sp
+        .cluster_ips
+        .iter()
+        .chain(&sp.external_ips)
+        .chain(&sp.load_balancer_ips);
+    let mut entries: Vec<UdpEntry> = addrs
+        .map(|ip| UdpEntry::Addr(SocketAddr::new(*ip, sp.port)))
+        .collect();
+    entries.extend(sp.node_port.map(UdpEntry::NodePort));
+    Some(UdpService {
+        service: sp.service.clone(),
+        port_name: sp.port_name.clone(),
+        entries,
+        serving: sp.serving_endpoints.iter().copied().collect(),
+    })
+}
+
 /// One UDP conntrack flow as the kernel reports it (one line of
 /// `conntrack -L -p udp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,17 +188,25 @@ pub fn stale_flows(flows: &[Flow], desired: &[UdpService]) -> Vec<Flow> {
 }
 
 /// The clean-up's memory between syncs: the UDP service ports of the last
-/// plan, and those deleted since the last clean-up that went through
+/// plan, those deleted since the last clean-up that went through
 /// (kube-proxy #141371: a deleted Service is cleaned as one without
-/// endpoints, once). A restart forgets the deleted ones, as kube-proxy's
-/// does.
+/// endpoints, once), and what each entry's serving endpoints were at that
+/// clean-up. A restart forgets the deleted ones, as kube-proxy's does.
+///
+/// Kept up to date per Service ([`UdpCleanup::update_service`]), so that
+/// a sync costs what changed: only the entries of the Services updated
+/// since the last clean-up are looked at by [`UdpCleanup::scope`].
 #[derive(Debug, Clone, Default)]
 pub struct UdpCleanup {
-    /// The plan's service ports, then the deleted ones with no serving
-    /// endpoint.
-    desired: Vec<UdpService>,
-    /// How many of `desired` are the plan's.
-    current: usize,
+    /// The plan's UDP service ports, by (Service, port name).
+    ports: BTreeMap<(ObjectKey, String), UdpService>,
+    /// Service ports deleted since the last clean-up, without serving
+    /// endpoints.
+    deleted: BTreeMap<(ObjectKey, String), UdpService>,
+    /// Which service ports (current or deleted) claim each entry.
+    by_entry: BTreeMap<UdpEntry, BTreeSet<(ObjectKey, String)>>,
+    /// Entries of Services updated since the last clean-up.
+    touched: BTreeSet<UdpEntry>,
     /// The serving endpoints of each entry at the last clean-up that went
     /// through; `None` before the first (everything is looked at then).
     cleaned: Option<BTreeMap<UdpEntry, BTreeSet<SocketAddr>>>,
@@ -198,57 +229,162 @@ pub enum Scope {
 /// per entry (each filtered dump walks the kernel's whole table).
 const MAX_ENTRY_DUMPS: usize = 16;
 
-/// The union of serving endpoints per entry, as [`stale_flows`] judges.
-fn serving_by_entry(services: &[UdpService]) -> BTreeMap<UdpEntry, BTreeSet<SocketAddr>> {
-    let mut by_entry: BTreeMap<UdpEntry, BTreeSet<SocketAddr>> = BTreeMap::new();
-    for svc in services {
-        for entry in &svc.entries {
-            by_entry
-                .entry(*entry)
-                .or_default()
-                .extend(svc.serving.iter().copied());
-        }
-    }
-    by_entry
-}
+type PortKey = (ObjectKey, String);
 
 impl UdpCleanup {
-    /// Takes the UDP service ports of a new plan ([`crate::udp_services`]).
-    /// Service ports of the previous plan that it does not have (same
-    /// Service and port name) were deleted: they are kept, without serving
-    /// endpoints, for the next clean-up.
+    /// Takes the UDP service ports of a whole new plan
+    /// ([`crate::udp_services`]): every Service is updated, and those not
+    /// in `services` lose their UDP ports.
     pub fn update(&mut self, services: Vec<UdpService>) {
-        let now: BTreeSet<(&ObjectKey, &str)> = services
-            .iter()
-            .map(|s| (&s.service, s.port_name.as_str()))
+        let mut by_service: BTreeMap<ObjectKey, Vec<UdpService>> = BTreeMap::new();
+        for s in services {
+            by_service.entry(s.service.clone()).or_default().push(s);
+        }
+        let gone: BTreeSet<ObjectKey> = self
+            .ports
+            .keys()
+            .map(|(svc, _)| svc.clone())
+            .filter(|svc| !by_service.contains_key(svc))
             .collect();
-        let (before, gone) = self.desired.split_at(self.current);
-        let mut deleted: Vec<UdpService> = gone.to_vec();
-        deleted.extend(
-            before
-                .iter()
-                .filter(|s| !now.contains(&(&s.service, s.port_name.as_str())))
-                .map(|s| UdpService {
-                    serving: BTreeSet::new(),
-                    ..s.clone()
-                }),
-        );
-        self.current = services.len();
-        self.desired = services;
-        self.desired.extend(deleted);
+        for svc in gone {
+            self.update_service(&svc, Vec::new());
+        }
+        for (svc, ports) in by_service {
+            self.update_service(&svc, ports);
+        }
     }
 
-    /// What the next clean-up compares the flows with ([`clean_udp`]).
-    pub fn desired(&self) -> &[UdpService] {
-        &self.desired
+    /// Takes one Service's UDP service ports from a new plan (none: it has
+    /// none, or is gone). Its ports the plan no longer has (same Service
+    /// and port name) were deleted: they are kept, without serving
+    /// endpoints, until a clean-up goes through.
+    pub fn update_service(&mut self, service: &ObjectKey, ports: Vec<UdpService>) {
+        let from = (service.clone(), String::new());
+        let before: Vec<PortKey> = self
+            .ports
+            .range(from..)
+            .take_while(|((svc, _), _)| svc == service)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let now: BTreeSet<PortKey> = ports
+            .iter()
+            .map(|p| (p.service.clone(), p.port_name.clone()))
+            .collect();
+        for key in before {
+            let old = self.ports.remove(&key).expect("listed above");
+            self.unindex(&key, &old);
+            if !now.contains(&key) {
+                let mut deleted = UdpService {
+                    serving: BTreeSet::new(),
+                    ..old
+                };
+                self.index(&key, &deleted);
+                // Deleted before too (and created again in between): both
+                // copies' entries are cleaned.
+                if let Some(earlier) = self.deleted.remove(&key) {
+                    for e in earlier.entries {
+                        if !deleted.entries.contains(&e) {
+                            deleted.entries.push(e);
+                        }
+                    }
+                }
+                self.deleted.insert(key, deleted);
+            }
+        }
+        for port in ports {
+            let key = (port.service.clone(), port.port_name.clone());
+            self.index(&key, &port);
+            self.ports.insert(key, port);
+        }
+    }
+
+    fn index(&mut self, key: &PortKey, port: &UdpService) {
+        for e in &port.entries {
+            self.by_entry.entry(*e).or_default().insert(key.clone());
+            self.touched.insert(*e);
+        }
+    }
+
+    fn unindex(&mut self, key: &PortKey, port: &UdpService) {
+        for e in &port.entries {
+            self.touched.insert(*e);
+            // A deleted copy of the same port may still claim the entry.
+            if self.deleted.get(key).is_some_and(|d| d.entries.contains(e)) {
+                continue;
+            }
+            if let Some(claims) = self.by_entry.get_mut(e) {
+                claims.remove(key);
+                if claims.is_empty() {
+                    self.by_entry.remove(e);
+                }
+            }
+        }
+    }
+
+    /// What the next clean-up compares the flows with ([`clean_udp`]):
+    /// the plan's service ports, then the deleted ones with no serving
+    /// endpoint. Builds the list: call it when a clean-up is due.
+    pub fn desired(&self) -> Vec<UdpService> {
+        self.ports
+            .values()
+            .chain(self.deleted.values())
+            .cloned()
+            .collect()
+    }
+
+    /// The serving endpoints of `entry` now: the union over the service
+    /// ports that claim it (deleted ones add none).
+    fn serving(&self, entry: &UdpEntry) -> BTreeSet<SocketAddr> {
+        self.by_entry
+            .get(entry)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.ports.get(k))
+            .flat_map(|p| p.serving.iter().copied())
+            .collect()
     }
 
     /// The clean-up went through: the deleted service ports are forgotten,
     /// and the serving endpoints now are the baseline of the next
     /// [`UdpCleanup::scope`].
     pub fn cleaned(&mut self) {
-        self.desired.truncate(self.current);
-        self.cleaned = Some(serving_by_entry(&self.desired));
+        let deleted = std::mem::take(&mut self.deleted);
+        for (key, port) in &deleted {
+            for e in &port.entries {
+                let still = self.ports.get(key).is_some_and(|p| p.entries.contains(e));
+                if !still {
+                    if let Some(claims) = self.by_entry.get_mut(e) {
+                        claims.remove(key);
+                        if claims.is_empty() {
+                            self.by_entry.remove(e);
+                        }
+                    }
+                }
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        match &mut self.cleaned {
+            None => {
+                let all: BTreeMap<UdpEntry, BTreeSet<SocketAddr>> = self
+                    .by_entry
+                    .keys()
+                    .map(|e| (*e, self.serving(e)))
+                    .collect();
+                self.cleaned = Some(all);
+            }
+            Some(_) => {
+                let now: Vec<(UdpEntry, BTreeSet<SocketAddr>)> =
+                    touched.iter().map(|e| (*e, self.serving(e))).collect();
+                let baseline = self.cleaned.as_mut().expect("matched");
+                for (e, serving) in now {
+                    if self.by_entry.contains_key(&e) {
+                        baseline.insert(e, serving);
+                    } else {
+                        baseline.remove(&e);
+                    }
+                }
+            }
+        }
     }
 
     /// Where the next clean-up must look. An entry's flows can be stale
@@ -257,19 +393,26 @@ impl UdpCleanup {
     /// went from none to some (its flows may have been tracked without
     /// DNAT), or its service port was deleted. An entry no service port
     /// has any more is not looked at: its flows are kept, as
-    /// [`stale_flows`] keeps them.
+    /// [`stale_flows`] keeps them. Costs the entries of the Services
+    /// updated since the last clean-up, not all of them.
     pub fn scope(&self) -> Scope {
         let Some(before) = &self.cleaned else {
             return Scope::Everything;
         };
-        let now = serving_by_entry(&self.desired);
         let mut due = BTreeSet::new();
-        for (entry, serving) in &now {
+        for entry in &self.touched {
+            if !self.by_entry.contains_key(entry) {
+                continue;
+            }
+            let serving = self.serving(entry);
             let stale_possible = match before.get(entry) {
                 None => !serving.is_empty(),
-                Some(was) => (was.is_empty() && !serving.is_empty()) || !was.is_subset(serving),
+                Some(was) => {
+                    (was.is_empty() && !serving.is_empty()) || !was.is_subset(&serving)
+                }
             };
-            if stale_possible || serving.is_empty() && self.is_deleted(entry) {
+            let deleted = self.deleted.values().any(|d| d.entries.contains(entry));
+            if stale_possible || serving.is_empty() && deleted {
                 due.insert(*entry);
             }
         }
@@ -278,13 +421,6 @@ impl UdpCleanup {
             n if n > MAX_ENTRY_DUMPS => Scope::Everything,
             _ => Scope::Entries(due),
         }
-    }
-
-    /// `entry` belongs to a deleted service port still to be cleaned.
-    fn is_deleted(&self, entry: &UdpEntry) -> bool {
-        self.desired[self.current..]
-            .iter()
-            .any(|s| s.entries.contains(entry))
     }
 }
 

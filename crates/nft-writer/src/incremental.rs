@@ -866,4 +866,12 @@ impl IncrementalPlanner {
     pub fn problems(&self) -> impl Iterator<Item = &Problem> {
         self.entries.values().flat_map(|e| e.problems.iter())
     }
+
+    /// The problems of one Service's parts (none when it has no parts).
+    pub fn problems_of(&self, service: &ObjectKey) -> impl Iterator<Item = &Problem> {
+        self.entries
+            .get(service)
+            .into_iter()
+            .flat_map(|e| e.problems.iter())
+    }
 }

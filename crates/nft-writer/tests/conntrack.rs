@@ -557,7 +557,7 @@ fn the_flows_of_a_deleted_service_port_are_deleted_once() {
         cleanup.update(planned(&both));
         let mut ct = Conntrack::open().unwrap();
         assert_eq!(
-            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            clean_udp(&mut ct, &Scope::Everything, &cleanup.desired()).unwrap(),
             0
         );
         cleanup.cleaned();
@@ -566,7 +566,7 @@ fn the_flows_of_a_deleted_service_port_are_deleted_once() {
         // DNAT stays, to show that the clean-up happens once).
         cleanup.update(vec![]);
         assert_eq!(
-            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            clean_udp(&mut ct, &Scope::Everything, &cleanup.desired()).unwrap(),
             2
         );
         cleanup.cleaned();
@@ -575,7 +575,7 @@ fn the_flows_of_a_deleted_service_port_are_deleted_once() {
         assert_eq!(ask(&c, "10.43.0.10:53").as_deref(), Some("10.42.0.6:5353"));
         cleanup.update(vec![]);
         assert_eq!(
-            clean_udp(&mut ct, &Scope::Everything, cleanup.desired()).unwrap(),
+            clean_udp(&mut ct, &Scope::Everything, &cleanup.desired()).unwrap(),
             0,
             "once"
         );

@@ -69,6 +69,8 @@ pub struct WatchChanges {
     /// A Node changed in the model since the previous hand-out (labels
     /// feed topology keys and hints, addresses the node-port rules).
     pub nodes_changed: bool,
+    /// A Calico BlockAffinity changed (routes only).
+    pub blocks_changed: bool,
 }
 
 /// A copy of the state with the changes: what the tracker's tests compare.
@@ -154,6 +156,7 @@ pub struct Tracker {
     trigger_times: Vec<SystemTime>,
     changed_services: BTreeSet<ObjectKey>,
     nodes_changed: bool,
+    blocks_changed: bool,
 }
 
 impl Tracker {
@@ -173,6 +176,7 @@ impl Tracker {
             trigger_times: Vec::new(),
             changed_services: BTreeSet::new(),
             nodes_changed: false,
+            blocks_changed: false,
         }
     }
 
@@ -285,6 +289,7 @@ impl Tracker {
             trigger_times: std::mem::take(&mut self.trigger_times),
             changed_services,
             nodes_changed: std::mem::take(&mut self.nodes_changed),
+            blocks_changed: std::mem::take(&mut self.blocks_changed),
         })
     }
 
@@ -430,8 +435,9 @@ impl Tracker {
                 }
             }
             Kind::Node => self.nodes_changed = true,
+            Kind::BlockAffinity => self.blocks_changed = true,
             // Read again with every plan (`ProxyPlan::service_cidrs`).
-            Kind::BlockAffinity | Kind::ServiceCidr => {}
+            Kind::ServiceCidr => {}
         }
     }
 }

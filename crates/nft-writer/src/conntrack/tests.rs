@@ -289,7 +289,7 @@ fn a_deleted_service_port_is_cleaned_once_as_one_without_endpoints() {
         flow("192.0.2.9:41000", "172.31.0.2:30053", "10.42.0.6:53"),
         flow("10.0.1.5:40001", "10.43.0.10:53", "10.42.0.5:5353"),
     ];
-    assert_eq!(stale_flows(&flows, cleanup.desired()), flows[..2].to_vec());
+    assert_eq!(stale_flows(&flows, &cleanup.desired()), flows[..2].to_vec());
 
     // A clean-up that fails keeps it for the next one, across updates.
     cleanup.update(vec![dns.clone()]);
@@ -322,7 +322,7 @@ fn a_service_port_that_stays_is_not_deleted_whatever_else_changes() {
     let mut cleanup = UdpCleanup::default();
     cleanup.update(vec![before]);
     cleanup.update(vec![after.clone()]);
-    assert_eq!(summary(cleanup.desired()), summary(&[after]));
+    assert_eq!(summary(&cleanup.desired()), summary(&[after]));
 }
 
 /// Deleted and created again between two plans, a service port is seen
@@ -338,12 +338,12 @@ fn a_service_port_deleted_and_created_again_between_two_plans_counts_as_changed(
     cleanup.update(vec![old]);
     cleanup.cleaned();
     cleanup.update(vec![other.clone(), new.clone()]);
-    assert_eq!(cleanup.desired(), [other, new]);
+    assert_eq!(cleanup.desired(), [new, other], "by Service and port name");
     let flows = [
         flow("10.0.1.5:40000", "10.43.0.10:53", "10.42.0.5:5353"),
         flow("10.0.1.5:40001", "10.43.0.10:53", "10.42.0.7:53"),
     ];
-    assert_eq!(stale_flows(&flows, cleanup.desired()), flows[..1].to_vec());
+    assert_eq!(stale_flows(&flows, &cleanup.desired()), flows[..1].to_vec());
 }
 
 /// The scope of a clean-up follows what changed since the last one that
@@ -409,8 +409,19 @@ fn a_clean_up_looks_only_where_a_serving_endpoint_went_away() {
             )
         })
         .collect();
-    cleanup.update(many);
+    cleanup.update(many.clone());
     assert_eq!(cleanup.scope(), Scope::Everything);
+    cleanup.cleaned();
+
+    // One Service updated: only its entries are looked at, whatever the
+    // others hold.
+    let mut p3 = many[3].clone();
+    p3.serving = ["10.42.0.6:53".parse().unwrap()].into();
+    cleanup.update_service(&p3.service.clone(), vec![p3]);
+    assert_eq!(cleanup.scope(), entries(&[addr("10.43.1.3:53")]));
+    cleanup.cleaned();
+    cleanup.update_service(&many[4].service, vec![many[4].clone()]);
+    assert_eq!(cleanup.scope(), Scope::Nothing, "updated, nothing went away");
 }
 
 /// What serves one UDP service port in real plans: the Service `default/dns`

@@ -12,7 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use topology_filter::ProxyPlan;
 
 /// Label pairs of a metric family.
 pub type Labels = Vec<(String, String)>;
@@ -219,15 +218,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Records what a plan says: planner problems and the
-    /// no-local-endpoints gauges.
-    pub fn plan(&self, plan: &ProxyPlan) {
-        for p in &plan.problems {
+    /// What a proxier step found: its new problems (counted once, when
+    /// they appear) and kube-proxy's no-local-endpoint gauges.
+    pub fn step(&self, step: &proxier::Step) {
+        for p in &step.problems {
             self.planner_problems
-                .get_or_create(&vec![("kind".into(), p.kind.as_str().into())])
+                .get_or_create(&vec![("kind".into(), p.kind.into())])
                 .inc();
         }
-        let (internal, external) = no_local_endpoints(plan);
+        let (internal, external) = step.no_local_endpoints;
         self.no_local_endpoints
             .get_or_create(&vec![("traffic_policy".into(), "internal".into())])
             .set(internal as i64);
@@ -235,21 +234,6 @@ impl Metrics {
             .get_or_create(&vec![("traffic_policy".into(), "external".into())])
             .set(external as i64);
     }
-}
-
-/// Service ports with endpoints somewhere but none on this node, for the
-/// internal and the external Local policy (kube-proxy's
-/// `serviceNoLocalEndpointsTotalInternal`/`…External`).
-pub fn no_local_endpoints(plan: &ProxyPlan) -> (usize, usize) {
-    let mut internal = 0;
-    let mut external = 0;
-    for p in &plan.services {
-        if p.has_any_endpoints && p.local_endpoints.is_empty() {
-            internal += usize::from(p.internal_policy_local);
-            external += usize::from(p.external_policy_local);
-        }
-    }
-    (internal, external)
 }
 
 #[cfg(test)]
@@ -266,7 +250,7 @@ mod tests {
         m.planner_problems
             .get_or_create(&vec![("kind".into(), "invalid_topology_keys".into())])
             .inc();
-        m.plan(&ProxyPlan::default());
+        m.step(&proxier::Step::default());
         let text = m.encode();
         for name in [
             "kubeproxy_sync_proxy_rules_duration_seconds_bucket",

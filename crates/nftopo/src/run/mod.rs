@@ -115,7 +115,6 @@ async fn daemon(cfg: Config) -> Result<()> {
             settings,
             kernel: route_sync::NetlinkRoutes::open().context("opening the rtnetlink socket")?,
             node: cfg.node_name.clone(),
-            last: None,
         }),
         None => None,
     };
@@ -150,45 +149,22 @@ struct KernelProgrammer {
     routes: Option<RouteProgrammer>,
 }
 
-/// Routes over rtnetlink, re-synced when the Nodes (or Calico blocks)
-/// change, after a pass with refusals, and on every full sync (which
-/// restores routes deleted behind our back).
+/// Routes over rtnetlink. The loop asks for a pass when the proxier says
+/// routes are due (Nodes or Calico blocks changed, or the last pass
+/// failed) and on every full sync (which restores routes deleted behind
+/// our back).
 struct RouteProgrammer {
     settings: crate::routes::Routes,
     kernel: route_sync::NetlinkRoutes,
     node: String,
-    /// What the last pass that went through in full was planned from.
-    last: Option<RouteInputs>,
-}
-
-/// What routes are planned from.
-#[derive(PartialEq)]
-struct RouteInputs {
-    nodes: std::collections::BTreeMap<String, api_watch::Node>,
-    blocks: std::collections::BTreeMap<String, api_watch::BlockAffinity>,
 }
 
 impl RouteProgrammer {
-    fn sync(
-        &mut self,
-        state: &api_watch::ClusterState,
-        full: bool,
-    ) -> Result<Option<sync_loop::RouteSummary>> {
-        let inputs = RouteInputs {
-            nodes: state.nodes.clone(),
-            blocks: state.block_affinities.clone(),
-        };
-        if !full && self.last.as_ref() == Some(&inputs) {
-            return Ok(None);
-        }
-        self.last = None;
+    fn sync(&mut self, state: &api_watch::ClusterState) -> Result<Option<sync_loop::RouteSummary>> {
         let done = self
             .settings
             .converge(&mut self.kernel, state, &self.node)?;
         let failed = done.report.failed.len() + usize::from(done.tunnel_error.is_some());
-        if failed == 0 {
-            self.last = Some(inputs);
-        }
         Ok(Some(sync_loop::RouteSummary {
             desired: done.desired.routes.len(),
             applied: done.report.applied.len(),
@@ -230,10 +206,9 @@ impl sync_loop::Programmer for KernelProgrammer {
     fn sync_routes(
         &mut self,
         state: &api_watch::ClusterState,
-        full: bool,
     ) -> Result<Option<sync_loop::RouteSummary>> {
         match &mut self.routes {
-            Some(r) => r.sync(state, full),
+            Some(r) => r.sync(state),
             None => Ok(None),
         }
     }

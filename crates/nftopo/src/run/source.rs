@@ -80,6 +80,7 @@ pub fn to_update(
         Changed::Some {
             services: s.changed_services,
             nodes: s.nodes_changed,
+            blocks: s.blocks_changed,
         }
     };
     Update {
@@ -135,6 +136,7 @@ mod tests {
             trigger_times: vec![std::time::UNIX_EPOCH],
             changed_services: [api_watch::ObjectKey::new("ns", "a")].into(),
             nodes_changed: true,
+            blocks_changed: false,
         }
     }
 
@@ -170,7 +172,8 @@ mod tests {
             u.changed,
             Changed::Some {
                 services: [api_watch::ObjectKey::new("ns", "a")].into(),
-                nodes: true
+                nodes: true,
+                blocks: false,
             }
         );
         let again = to_update(

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use api_watch::ObjectKey;
 use nft_writer::NodePortAddresses;
 use tokio::task::JoinHandle;
-use topology_filter::ProxyPlan;
 
 use super::health::ProxyHealth;
 use super::http::{self, Response};
@@ -70,37 +69,7 @@ pub fn listen_on(
     }
 }
 
-/// What a health-check port serves: the Service and its local ready
-/// endpoint count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    /// The Service.
-    pub service: ObjectKey,
-    /// Ready endpoints on this node.
-    pub local_endpoints: usize,
-}
-
-/// The health-check servers wanted for `plan`: every Service with a
-/// `healthCheckNodePort` (from `ports`) that the plan proxies with an
-/// external Local policy; its count is the largest number of local,
-/// non-terminating endpoints over its ports.
-pub fn wanted(plan: &ProxyPlan, ports: &BTreeMap<ObjectKey, u16>) -> BTreeMap<u16, Wanted> {
-    let mut out: BTreeMap<u16, Wanted> = BTreeMap::new();
-    for p in plan.services.iter().filter(|p| p.external_policy_local) {
-        let Some(&port) = ports.get(&p.service) else {
-            continue;
-        };
-        let local = p.local_endpoints.iter().filter(|e| !e.terminating).count();
-        let w = out.entry(port).or_insert_with(|| Wanted {
-            service: p.service.clone(),
-            local_endpoints: 0,
-        });
-        if w.service == p.service {
-            w.local_endpoints = w.local_endpoints.max(local);
-        }
-    }
-    out
-}
+pub use proxier::Wanted;
 
 struct Server {
     service: ObjectKey,
@@ -508,67 +477,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_external_local_services_with_a_port_are_wanted() {
-        use topology_filter::{EndpointTarget, ServicePortPlan};
-        let ep = |ip: &str, terminating| EndpointTarget {
-            ip: ip.parse().unwrap(),
-            port: 80,
-            node_name: Some("n".into()),
-            terminating,
-        };
-        let port = |name: &str, local: bool, eps: Vec<EndpointTarget>| ServicePortPlan {
-            service: ObjectKey::new("ns", name),
-            port_name: String::new(),
-            protocol: api_watch::Protocol::Tcp,
-            cluster_ips: vec![],
-            port: 80,
-            node_port: Some(30080),
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            external_policy_local: local,
-            internal_policy_local: false,
-            session_affinity_timeout: None,
-            endpoints: eps.clone(),
-            uses_cluster_endpoints: true,
-            uses_local_endpoints: local,
-            cluster_endpoints: eps.clone(),
-            local_endpoints: eps,
-            has_any_endpoints: true,
-            has_any_ipv4_endpoints: true,
-            has_any_ipv6_endpoints: false,
-            serving_endpoints: vec![],
-            rule: topology_filter::Rule::None,
-            traffic_distribution: None,
-            decisions: vec![],
-        };
-        let plan = ProxyPlan {
-            services: vec![
-                port(
-                    "local",
-                    true,
-                    vec![ep("10.0.0.1", false), ep("10.0.0.2", true)],
-                ),
-                port("cluster", false, vec![ep("10.0.0.3", false)]),
-                port("no-port", true, vec![]),
-            ],
-            ..ProxyPlan::default()
-        };
-        let ports = BTreeMap::from([
-            (ObjectKey::new("ns", "local"), 30001),
-            (ObjectKey::new("ns", "cluster"), 30002),
-        ]);
-        let got = wanted(&plan, &ports);
-        assert_eq!(
-            got,
-            BTreeMap::from([(
-                30001,
-                Wanted {
-                    service: ObjectKey::new("ns", "local"),
-                    local_endpoints: 1
-                }
-            )])
-        );
-    }
 }

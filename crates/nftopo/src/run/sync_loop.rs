@@ -28,20 +28,20 @@
 //! retries converge against the kernel's read-back, so a restart with an
 //! unchanged cluster sends nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api_watch::{ClusterState, ObjectKey};
-use nft_writer::conntrack::{Scope, UdpCleanup, UdpService};
-use nft_writer::{Changes, Dirty, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
+use api_watch::ClusterState;
+use nft_writer::conntrack::{Scope, UdpService};
+use nft_writer::{Changes, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
+use proxier::Proxier;
 use tokio::time::{sleep_until, Instant};
-use topology_filter::ProxyPlan;
 
 use super::health::{NodeStatus, ProxyHealth};
 use super::metrics::Metrics;
-use super::svc_health::{self, ServiceHealthServers};
+use super::svc_health::ServiceHealthServers;
 
 /// First retry delay after a failed sync.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -66,42 +66,7 @@ pub struct Update {
     pub changed: Changed,
 }
 
-/// What an update changed, for re-planning only that.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Changed {
-    /// Anything may have changed: plan everything (sources that do not
-    /// track changes).
-    #[default]
-    All,
-    /// Only these Services (their Service or EndpointSlices), and Nodes
-    /// when `nodes`.
-    Some {
-        /// The Services.
-        services: BTreeSet<ObjectKey>,
-        /// A Node changed.
-        nodes: bool,
-    },
-}
-
-impl Changed {
-    /// Adds what `older` changed.
-    fn absorb(&mut self, older: Changed) {
-        match (&mut *self, older) {
-            (Changed::All, _) => {}
-            (_, Changed::All) => *self = Changed::All,
-            (
-                Changed::Some { services, nodes },
-                Changed::Some {
-                    services: more,
-                    nodes: more_nodes,
-                },
-            ) => {
-                services.extend(more);
-                *nodes |= more_nodes;
-            }
-        }
-    }
-}
+pub use proxier::Changed;
 
 impl Update {
     /// Folds an older, not yet applied update into this newer one.
@@ -159,17 +124,12 @@ pub trait Programmer {
         Ok(0)
     }
 
-    /// Brings this node's routes to what `state` asks for, after each
-    /// sync (the daemon's programmer does when routes are on; fakes need
-    /// not). `full`: a periodic or retry sync, which reads the kernel
-    /// back even when the Nodes did not change. `None` when routes are
-    /// off or nothing needed doing.
-    fn sync_routes(
-        &mut self,
-        state: &ClusterState,
-        full: bool,
-    ) -> anyhow::Result<Option<RouteSummary>> {
-        let _ = (state, full);
+    /// Brings this node's routes to what `state` asks for (the daemon's
+    /// programmer does when routes are on; fakes need not). Called when
+    /// the proxier says routes are due and on full syncs. `None` when
+    /// routes are off.
+    fn sync_routes(&mut self, state: &ClusterState) -> anyhow::Result<Option<RouteSummary>> {
+        let _ = state;
         Ok(None)
     }
 }
@@ -266,13 +226,9 @@ struct LoopState {
     pending: Option<Update>,
     /// A sync with an update went through (periodic resyncs follow).
     applied: bool,
-    /// The topology plan of the last update, kept up to date per Service.
-    plan: Option<ProxyPlan>,
-    /// The ruleset as per-Service parts; `None` before the first update.
-    planner: Option<IncrementalPlanner>,
-    /// The UDP service ports of the last plan, and those deleted since
-    /// the last conntrack clean-up that went through.
-    udp: UdpCleanup,
+    /// The pure proxier (plans, ruleset parts, UDP clean-up memory,
+    /// health and metric facts); `None` before the first update.
+    proxier: Option<Proxier>,
     last_sync: Option<Instant>,
     last_full: Option<Instant>,
     /// The last sync left deletions for the next one.
@@ -339,55 +295,34 @@ impl LoopState {
         let now = Instant::now();
         let full = self.full_due(s, now);
         let fresh = self.pending.take();
-        let (changes, wanted) = match &fresh {
-            Some(u) => {
-                let planner = self
-                    .planner
-                    .get_or_insert_with(|| IncrementalPlanner::new(s.planner.clone()));
-                let changes = match (&mut self.plan, &u.changed) {
-                    (Some(plan), Changed::Some { services, nodes }) => {
-                        let keys = dirty_services(state, services, *nodes);
-                        topology_filter::replan(plan, state, &keys);
-                        for key in &keys {
-                            forget_decisions(plan, key);
-                        }
-                        planner.update(plan, Dirty::Services(&keys))
-                    }
-                    (plan, _) => {
-                        let plan = plan.insert(topology_filter::plan(state, &s.node));
-                        for sp in &mut plan.services {
-                            sp.decisions = Vec::new();
-                        }
-                        planner.update(plan, Dirty::All)
-                    }
-                };
-                let plan = self.plan.as_ref().expect("planned above");
-                out.metrics.plan(plan);
-                for p in planner.problems().chain(&plan.problems) {
-                    tracing::debug!(object = %p.object, kind = %p.kind, "{}", p.message);
-                }
-                for p in planner.problems() {
-                    out.metrics
-                        .planner_problems
-                        .get_or_create(&vec![("kind".into(), p.kind.as_str().into())])
-                        .inc();
-                }
-                tracing::debug!(
-                    replanned = changes.replanned,
-                    operations = changes.now.len(),
-                    "planned"
-                );
-                let wanted = svc_health::wanted(plan, &health_check_ports(state));
-                self.udp.update(nft_writer::udp_services(plan));
-                (changes, Some((wanted, plan.node_addresses.clone())))
-            }
-            None if self.planner.is_some() => (Changes::default(), None),
+        let mut step = match &fresh {
+            Some(u) => Some(
+                self.proxier
+                    .get_or_insert_with(|| Proxier::new(s.node.clone(), s.planner.clone()))
+                    .step(state, &u.changed),
+            ),
+            None if self.proxier.is_some() => None,
             None => return,
         };
-        let routes_due = fresh.is_some() || self.applied;
+        let proxier = self.proxier.as_mut().expect("set with the first update");
+        if let Some(step) = &step {
+            out.metrics.step(step);
+            for p in &step.problems {
+                tracing::debug!(object = %p.object, kind = p.kind, "{}", p.message);
+            }
+            tracing::debug!(
+                replanned = step.changes.replanned,
+                operations = step.changes.now.len(),
+                "planned"
+            );
+        }
+        let changes = step
+            .as_mut()
+            .map(|st| std::mem::take(&mut st.changes))
+            .unwrap_or_default();
+        let routes_due = full || proxier.routes_failed() || step.as_ref().is_some_and(|st| st.routes_due);
         let started = Instant::now();
-        let planner = self.planner.as_ref().expect("set with the first update");
-        let result = programmer.sync_changes(planner, changes, full);
+        let result = programmer.sync_changes(proxier.planner(), changes, full);
         let elapsed = started.elapsed().as_secs_f64();
         self.last_sync = Some(now);
         match result {
@@ -428,10 +363,8 @@ impl LoopState {
                     self.applied = true;
                 }
                 out.health.lock().expect("health lock").updated(wall);
-                if let (Some(servers), Some((wanted, node_addresses))) =
-                    (&mut out.service_health, &wanted)
-                {
-                    servers.sync(wanted, node_addresses);
+                if let (Some(servers), Some(step)) = (&mut out.service_health, &step) {
+                    servers.sync(&step.health.0, &step.health.1);
                 }
                 tracing::debug!(
                     full = stats.full,
@@ -445,13 +378,13 @@ impl LoopState {
                 self.follow_up = programmer.has_deferred();
                 // No dump when no UDP endpoint went away (nor appeared
                 // where there was none): the usual sync.
-                let scope = self.udp.scope();
+                let scope = proxier.udp_scope();
                 match match scope {
                     Scope::Nothing => Ok(0),
-                    _ => programmer.clean_udp(&scope, self.udp.desired()),
+                    _ => programmer.clean_udp(&scope, &proxier.udp_desired()),
                 } {
                     Ok(n) => {
-                        self.udp.cleaned();
+                        proxier.udp_cleaned();
                         if n > 0 {
                             tracing::info!(deleted = n, "stale UDP conntrack entries deleted");
                         }
@@ -481,9 +414,10 @@ impl LoopState {
         // Routes do not depend on the ruleset: a failed nftables sync
         // does not hold them back.
         if routes_due {
-            match programmer.sync_routes(state, full) {
-                Ok(None) => {}
+            match programmer.sync_routes(state) {
+                Ok(None) => proxier.routes_done(true),
                 Ok(Some(r)) => {
+                    proxier.routes_done(r.failed == 0);
                     out.metrics
                         .routes_programmed
                         .set(r.desired.saturating_sub(r.failed) as i64);
@@ -492,6 +426,7 @@ impl LoopState {
                     }
                 }
                 Err(e) => {
+                    proxier.routes_done(false);
                     out.metrics.route_failures.inc();
                     tracing::error!(error = %format!("{e:#}"), "route sync failed; retrying on the next sync");
                 }
@@ -527,43 +462,6 @@ fn report_repairs(stats: &SyncStats, notes: &[String], m: &Metrics) {
             "converged the kernel's tables"
         );
     }
-}
-
-/// The Services to re-plan: `services`, and when a Node changed, every
-/// Service whose plan depends on Nodes.
-fn dirty_services(
-    state: &ClusterState,
-    services: &BTreeSet<ObjectKey>,
-    nodes: bool,
-) -> BTreeSet<ObjectKey> {
-    let mut keys = services.clone();
-    if nodes {
-        keys.extend(topology_filter::node_dependents(state));
-    }
-    keys
-}
-
-/// Drops the per-endpoint explanations of `service`'s port plans: the
-/// kept plan lives as long as the daemon, and nothing here reads them
-/// (`nftopo explain` plans on its own); at 10k services x 10 endpoints
-/// they are about 20 MiB.
-fn forget_decisions(plan: &mut ProxyPlan, service: &ObjectKey) {
-    let start = plan.services.partition_point(|p| p.service < *service);
-    for sp in plan.services[start..]
-        .iter_mut()
-        .take_while(|p| p.service == *service)
-    {
-        sp.decisions = Vec::new();
-    }
-}
-
-/// `healthCheckNodePort` of every Service that has one.
-fn health_check_ports(state: &ClusterState) -> BTreeMap<ObjectKey, u16> {
-    state
-        .services
-        .values()
-        .filter_map(|s| Some((s.key.clone(), s.health_check_node_port?)))
-        .collect()
 }
 
 /// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … up to

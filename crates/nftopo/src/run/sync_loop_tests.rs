@@ -2,6 +2,7 @@
 //! fake programmer.
 
 use super::*;
+use api_watch::ObjectKey;
 use tokio::sync::mpsc;
 
 /// What a test feeds the loop: the store's new state, when it changes,
@@ -65,7 +66,7 @@ struct Recorder {
     fail: Arc<Mutex<u32>>,
     start: Option<Instant>,
     /// Route passes as (seconds since the start, full, node count).
-    route_calls: Arc<Mutex<Vec<(u64, bool, usize)>>>,
+    route_calls: Arc<Mutex<Vec<(u64, usize)>>>,
 }
 
 impl Programmer for Recorder {
@@ -90,16 +91,12 @@ impl Programmer for Recorder {
         })
     }
 
-    fn sync_routes(
-        &mut self,
-        state: &ClusterState,
-        full: bool,
-    ) -> anyhow::Result<Option<RouteSummary>> {
+    fn sync_routes(&mut self, state: &ClusterState) -> anyhow::Result<Option<RouteSummary>> {
         let at = self.start.expect("start").elapsed().as_millis() as u64;
         self.route_calls
             .lock()
             .unwrap()
-            .push((at, full, state.nodes.len()));
+            .push((at, state.nodes.len()));
         Ok(Some(RouteSummary {
             desired: state.nodes.len(),
             applied: 1,
@@ -447,16 +444,14 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
     h.tx.send(whole(state)).unwrap();
     wait(1).await;
     // The nftables sync failed; the routes were still synced, from the
-    // same state, fully.
+    // same state.
     assert_eq!(h.calls(), vec![(0, true)]);
-    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![(0, true, 3)]);
-    // The retry (1 s later) syncs both again.
+    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![(0, 3)]);
+    // The retry (1 s later) syncs both again (a full sync, and the route
+    // pass had a refusal).
     wait(1_500).await;
     assert_eq!(h.calls(), vec![(0, true), (1_000, true)]);
-    assert_eq!(
-        *h.rec.route_calls.lock().unwrap(),
-        vec![(0, true, 3), (1_000, true, 3)]
-    );
+    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![(0, 3), (1_000, 3)]);
     let text = h.metrics.encode();
     assert!(text.contains("nftopo_routes_programmed 2"), "{text}");
     assert!(text.contains("nftopo_route_failures_total 2"), "{text}");
@@ -568,6 +563,7 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
             changed: Changed::Some {
                 services: [ObjectKey::new("t", "s7"), ObjectKey::new("t", "s9")].into(),
                 nodes: false,
+                blocks: false,
             },
             ..Update::default()
         },
@@ -657,6 +653,7 @@ async fn deferred_deletions_go_with_a_sync_min_sync_period_later() {
 #[test]
 fn absorbed_updates_name_every_service_either_changed() {
     let some = |names: &[&str], nodes: bool| Changed::Some {
+        blocks: false,
         services: names.iter().map(|n| ObjectKey::new("t", *n)).collect(),
         nodes,
     };
