@@ -422,6 +422,58 @@ pub struct ServiceCidr {
     pub cidrs: Vec<String>,
 }
 
+/// Which EndpointSlices belong to each Service (by the slice's
+/// `kubernetes.io/service-name`), kept next to a [`ClusterState`] by
+/// whoever changes its slices (the API source's store does), so that
+/// re-planning one Service finds its slices without scanning the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceIndex(BTreeMap<ObjectKey, std::collections::BTreeSet<ObjectKey>>);
+
+impl SliceIndex {
+    /// The index of every slice in `state` (one pass).
+    pub fn build(state: &ClusterState) -> Self {
+        let mut index = SliceIndex::default();
+        for slice in state.endpoint_slices.values() {
+            index.insert(slice);
+        }
+        index
+    }
+
+    /// `slice` was added (or is the new version of a changed slice).
+    pub fn insert(&mut self, slice: &EndpointSlice) {
+        self.0
+            .entry(slice.service_key())
+            .or_default()
+            .insert(slice.key.clone());
+    }
+
+    /// `slice` (as it was) was removed or replaced.
+    pub fn remove(&mut self, slice: &EndpointSlice) {
+        let service = slice.service_key();
+        if let Some(slices) = self.0.get_mut(&service) {
+            slices.remove(&slice.key);
+            if slices.is_empty() {
+                self.0.remove(&service);
+            }
+        }
+    }
+
+    /// The slices of `service` in `state`, in slice-name order (as
+    /// [`ClusterState::slices_by_service`] gives them).
+    pub fn slices_of<'a>(
+        &self,
+        state: &'a ClusterState,
+        service: &ObjectKey,
+    ) -> Vec<&'a EndpointSlice> {
+        self.0
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| state.endpoint_slices.get(k))
+            .collect()
+    }
+}
+
 /// Everything the planner needs to know about the cluster, keyed for
 /// deterministic iteration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use api_watch::{ClusterState, ObjectKey};
+use api_watch::{ClusterState, ObjectKey, SliceIndex};
 use nft_writer::conntrack::{udp_service, Scope, UdpCleanup, UdpService};
 use nft_writer::{Changes, Dirty, IncrementalPlanner, PlannerConfig};
 use topology_filter::{ProxyPlan, ServicePortPlan};
@@ -164,8 +164,15 @@ impl Proxier {
     }
 
     /// Re-plans what `changed` names in `state` and says what the node
-    /// must do. The first step plans everything.
-    pub fn step(&mut self, state: &ClusterState, changed: &Changed) -> Step {
+    /// must do. The first step plans everything. `slices`, when given,
+    /// finds each re-planned Service's slices (it must be in step with
+    /// `state`); without it they are found by scanning.
+    pub fn step(
+        &mut self,
+        state: &ClusterState,
+        slices: Option<&SliceIndex>,
+        changed: &Changed,
+    ) -> Step {
         let (dirty, routes_changed, changes) = match (&mut self.plan, changed) {
             (
                 Some(plan),
@@ -179,7 +186,7 @@ impl Proxier {
                 if *nodes {
                     keys.extend(topology_filter::node_dependents(state));
                 }
-                topology_filter::replan(plan, state, &keys);
+                topology_filter::replan_indexed(plan, state, slices, &keys);
                 for key in &keys {
                     forget_decisions(plan, key);
                 }

@@ -1,6 +1,7 @@
 //! The step without root: a step over what changed leaves the proxier
 //! with the same outputs as a fresh proxier planning everything, and
-//! reports only what changed.
+//! reports only what changed. Steps after the first find slices through
+//! a [`SliceIndex`], as the daemon's do.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,6 +11,7 @@ use nft_writer::conntrack::{Scope, UdpEntry};
 use nft_writer::PlannerConfig;
 
 use super::{Changed, Proxier, Step};
+use api_watch::SliceIndex;
 
 const NODE: &str = "node-1";
 
@@ -24,7 +26,10 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
         NODE.into(),
         Node {
             name: NODE.into(),
-            addresses: vec![("InternalIP".into(), IpAddr::V4(Ipv4Addr::new(172, 31, 0, 1)))],
+            addresses: vec![(
+                "InternalIP".into(),
+                IpAddr::V4(Ipv4Addr::new(172, 31, 0, 1)),
+            )],
             ..Node::default()
         },
     );
@@ -109,7 +114,7 @@ fn outputs(step: &Step) -> String {
 /// The outputs of a fresh proxier planning all of `state`.
 fn fresh(state: &ClusterState) -> (String, String) {
     let mut p = Proxier::new(NODE, PlannerConfig::default());
-    let step = p.step(state, &Changed::All);
+    let step = p.step(state, None, &Changed::All);
     (outputs(&step), format!("{:?}", p.udp_desired()))
 }
 
@@ -117,7 +122,7 @@ fn fresh(state: &ClusterState) -> (String, String) {
 fn steps_over_what_changed_end_where_a_fresh_plan_is() {
     let mut state = cluster(30, |i| i % 4);
     let mut p = Proxier::new(NODE, PlannerConfig::default());
-    let first = p.step(&state, &Changed::All);
+    let first = p.step(&state, None, &Changed::All);
     assert_eq!(outputs(&first), fresh(&state).0);
     // The fixture has teeth: health ports, no-local counts, UDP ports.
     assert_eq!(first.health.0.len(), 10, "{}", outputs(&first));
@@ -128,7 +133,12 @@ fn steps_over_what_changed_end_where_a_fresh_plan_is() {
     // One endpoint fewer for s003 (LB, Local, UDP), s006 gone, s007's
     // slice emptied, a new s030 (LB Local, TCP).
     let s3 = ObjectKey::new("t", "s003-a");
-    state.endpoint_slices.get_mut(&s3).unwrap().endpoints.truncate(1);
+    state
+        .endpoint_slices
+        .get_mut(&s3)
+        .unwrap()
+        .endpoints
+        .truncate(1);
     state.services.remove(&key(6));
     state.endpoint_slices.remove(&ObjectKey::new("t", "s006-a"));
     state
@@ -138,12 +148,18 @@ fn steps_over_what_changed_end_where_a_fresh_plan_is() {
         .endpoints
         .clear();
     let more = cluster(31, |_| 2);
-    state.services.insert(key(30), more.services[&key(30)].clone());
+    state
+        .services
+        .insert(key(30), more.services[&key(30)].clone());
     let s30 = ObjectKey::new("t", "s030-a");
     state
         .endpoint_slices
         .insert(s30.clone(), more.endpoint_slices[&s30].clone());
-    let step = p.step(&state, &changed(&[3, 6, 7, 30]));
+    let step = p.step(
+        &state,
+        Some(&SliceIndex::build(&state)),
+        &changed(&[3, 6, 7, 30]),
+    );
     let (want, want_udp) = fresh(&state);
     assert_eq!(outputs(&step), want);
     assert_eq!(format!("{:?}", p.udp_desired()), {
@@ -161,7 +177,7 @@ fn steps_over_what_changed_end_where_a_fresh_plan_is() {
 fn the_udp_clean_up_is_due_only_where_a_serving_endpoint_went_away() {
     let mut state = cluster(10, |_| 2);
     let mut p = Proxier::new(NODE, PlannerConfig::default());
-    p.step(&state, &Changed::All);
+    p.step(&state, None, &Changed::All);
     assert_eq!(p.udp_scope(), Scope::Everything, "the first clean-up");
     p.udp_cleaned();
 
@@ -174,14 +190,14 @@ fn the_udp_clean_up_is_due_only_where_a_serving_endpoint_went_away() {
         .insert(s1.clone(), more.endpoint_slices[&s1].clone());
     let s2 = ObjectKey::new("t", "s002-a");
     state.endpoint_slices.get_mut(&s2).unwrap().endpoints.pop();
-    p.step(&state, &changed(&[1, 2]));
+    p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[1, 2]));
     assert_eq!(p.udp_scope(), Scope::Nothing);
     p.udp_cleaned();
 
     // s005 (UDP) loses one: its cluster IP is looked at, nothing else.
     let s5 = ObjectKey::new("t", "s005-a");
     state.endpoint_slices.get_mut(&s5).unwrap().endpoints.pop();
-    p.step(&state, &changed(&[5]));
+    p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[5]));
     let ip = IpAddr::V4(Ipv4Addr::from(0x0a2b_0000 + 5));
     assert_eq!(
         p.udp_scope(),
@@ -192,52 +208,76 @@ fn the_udp_clean_up_is_due_only_where_a_serving_endpoint_went_away() {
 #[test]
 fn a_problem_is_reported_when_it_appears_not_at_every_step() {
     let mut state = cluster(4, |_| 1);
-    state
-        .services
-        .get_mut(&key(2))
-        .unwrap()
-        .topology_keys = Some(vec!["*".into(), "kubernetes.io/hostname".into()]);
+    state.services.get_mut(&key(2)).unwrap().topology_keys =
+        Some(vec!["*".into(), "kubernetes.io/hostname".into()]);
     let mut p = Proxier::new(NODE, PlannerConfig::default());
-    let first = p.step(&state, &Changed::All);
+    let first = p.step(&state, None, &Changed::All);
     let kinds: Vec<&str> = first.problems.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, ["invalid_topology_keys"], "{:?}", first.problems);
     assert_eq!(first.problems[0].object, key(2));
 
     // s002 re-planned, still with the same bad keys: not again.
-    let again = p.step(&state, &changed(&[2]));
+    let again = p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[2]));
     assert!(again.problems.is_empty(), "{:?}", again.problems);
 
     // Fixed, then broken again: reported again.
     state.services.get_mut(&key(2)).unwrap().topology_keys = None;
-    assert!(p.step(&state, &changed(&[2])).problems.is_empty());
+    assert!(p
+        .step(&state, Some(&SliceIndex::build(&state)), &changed(&[2]))
+        .problems
+        .is_empty());
     state.services.get_mut(&key(2)).unwrap().topology_keys =
         Some(vec!["*".into(), "kubernetes.io/hostname".into()]);
-    assert_eq!(p.step(&state, &changed(&[2])).problems.len(), 1);
+    assert_eq!(
+        p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[2]))
+            .problems
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn routes_are_due_when_nodes_or_blocks_change_and_after_a_failed_pass() {
     let state = cluster(2, |_| 1);
     let mut p = Proxier::new(NODE, PlannerConfig::default());
-    assert!(p.step(&state, &Changed::All).routes_due, "the first step");
+    assert!(
+        p.step(&state, None, &Changed::All).routes_due,
+        "the first step"
+    );
     p.routes_done(true);
-    assert!(!p.step(&state, &changed(&[0])).routes_due);
+    assert!(
+        !p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[0]))
+            .routes_due
+    );
     let blocks = Changed::Some {
         services: BTreeSet::new(),
         nodes: false,
         blocks: true,
     };
-    assert!(p.step(&state, &blocks).routes_due);
+    assert!(
+        p.step(&state, Some(&SliceIndex::build(&state)), &blocks)
+            .routes_due
+    );
     p.routes_done(false);
-    assert!(p.step(&state, &changed(&[])).routes_due, "after a failure");
+    assert!(
+        p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[]))
+            .routes_due,
+        "after a failure"
+    );
     p.routes_done(true);
-    assert!(!p.step(&state, &changed(&[])).routes_due);
+    assert!(
+        !p.step(&state, Some(&SliceIndex::build(&state)), &changed(&[]))
+            .routes_due
+    );
     let nodes = Changed::Some {
         services: BTreeSet::new(),
         nodes: true,
         blocks: false,
     };
-    assert!(p.step(&state, &nodes).routes_due);
+    assert!(
+        p.step(&state, Some(&SliceIndex::build(&state)), &nodes)
+            .routes_due
+    );
 }
 
 #[test]

@@ -55,7 +55,7 @@ pub use hints::{
 };
 pub use keys::{topology_keys, TopologyKeysError, ANY_KEY, MAX_TOPOLOGY_KEYS};
 pub use plan::*;
-pub use replan::replan;
+pub use replan::{replan, replan_indexed};
 pub use select::{
     depends_on_nodes, node_addresses, node_dependents, plan, plan_service, ServicePlan,
 };

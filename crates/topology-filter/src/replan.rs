@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api_watch::{ClusterState, EndpointSlice, ObjectKey};
+use api_watch::{ClusterState, EndpointSlice, ObjectKey, SliceIndex};
 
 use crate::select::{node_addresses, plan_service};
 use crate::ProxyPlan;
@@ -24,9 +24,27 @@ const RANGE_SCAN_LIMIT: usize = 8;
 /// Services in `services` that are gone from `state` lose their port plans
 /// and problems.
 pub fn replan(plan: &mut ProxyPlan, state: &ClusterState, services: &BTreeSet<ObjectKey>) {
+    replan_indexed(plan, state, None, services)
+}
+
+/// [`replan`], finding each Service's slices through `index` (kept in
+/// step with `state` by its owner) instead of scanning `state`'s slices:
+/// the cost is the re-planned Services', whatever the cluster holds.
+pub fn replan_indexed(
+    plan: &mut ProxyPlan,
+    state: &ClusterState,
+    index: Option<&SliceIndex>,
+    services: &BTreeSet<ObjectKey>,
+) {
     plan.node_addresses = node_addresses(state, &plan.node);
     plan.service_cidrs = state.service_cidr_prefixes();
-    let slices = slices_of(state, services);
+    let slices = match index {
+        Some(index) => services
+            .iter()
+            .map(|k| (k.clone(), index.slices_of(state, k)))
+            .collect(),
+        None => slices_of(state, services),
+    };
     for key in services {
         let one = match state.services.get(key) {
             Some(service) => {
@@ -169,6 +187,35 @@ mod tests {
             );
         }
         assert_eq!(together[&ObjectKey::new("default", "s3")].len(), 2);
+        // The index kept by the API source's store finds the same slices,
+        // in the same order.
+        let index = SliceIndex::build(&st);
+        for k in &keys {
+            let indexed = index.slices_of(&st, k);
+            assert_eq!(together.get(k).cloned().unwrap_or_default(), indexed, "{k}");
+        }
+    }
+
+    #[test]
+    fn replanning_through_the_index_gives_the_same_plan() {
+        let before = cluster();
+        let mut kept = plan(&before, "node-1");
+        let mut after = before.clone();
+        let c = ObjectKey::new("default", "svc-c-1");
+        after
+            .endpoint_slices
+            .get_mut(&c)
+            .unwrap()
+            .endpoints
+            .push(ep("10.42.0.4", "node-2", Ready::Yes));
+        let changed: BTreeSet<ObjectKey> = [ObjectKey::new("default", "svc-c")].into();
+        replan_indexed(
+            &mut kept,
+            &after,
+            Some(&SliceIndex::build(&after)),
+            &changed,
+        );
+        assert_eq!(kept, plan(&after, "node-1"));
     }
 
     #[test]

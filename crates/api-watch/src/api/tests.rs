@@ -507,3 +507,41 @@ fn service_cidrs_gate_the_first_snapshot_until_they_list_or_fail() {
     t.failed(Kind::Node);
     assert_eq!(t.take_snapshot(), None, "Nodes must list");
 }
+
+/// The store keeps its Service → slices index in step with its slices:
+/// through applies, a slice that moves to another Service, deletes and a
+/// re-list that drops one.
+#[test]
+fn the_slice_index_follows_every_change_of_the_slices() {
+    let mut t = Tracker::new(start());
+    list_all(
+        &mut t,
+        vec![service("web", 80), service("api", 80)],
+        vec![
+            slice_of("web-1", "web", "10.42.1.5"),
+            slice_of("web-2", "web", "10.42.1.6"),
+        ],
+    );
+    let names = |t: &Tracker, svc: &str| -> Vec<String> {
+        t.slice_index()
+            .slices_of(t.state(), &key(svc))
+            .iter()
+            .map(|s| s.key.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&t, "web"), ["web-1", "web-2"]);
+    t.endpoint_slice(Event::Apply(slice_of("web-2", "api", "10.42.1.6")));
+    assert_eq!(names(&t, "web"), ["web-1"]);
+    assert_eq!(names(&t, "api"), ["web-2"]);
+    t.endpoint_slice(Event::Delete(slice_of("web-1", "web", "10.42.1.5")));
+    assert!(names(&t, "web").is_empty());
+    t.endpoint_slice(Event::Init);
+    t.endpoint_slice(Event::InitApply(slice_of("api-9", "api", "10.42.1.9")));
+    t.endpoint_slice(Event::InitDone);
+    assert_eq!(names(&t, "api"), ["api-9"]);
+    assert_eq!(
+        *t.slice_index(),
+        crate::SliceIndex::build(t.state()),
+        "the same as built afresh"
+    );
+}

@@ -14,7 +14,7 @@ use kube::runtime::watcher::Event;
 
 use super::kinds::{Kind, Watched};
 use crate::convert::FieldError;
-use crate::{ClusterState, ObjectKey};
+use crate::{ClusterState, ObjectKey, SliceIndex};
 
 /// One object that was skipped, and why. Shown as
 /// `Service shop/web: spec.ports[0].port: port 0 is not in 1..=65535`.
@@ -147,6 +147,8 @@ pub struct Tracker {
     /// list (the API may not serve them, or not to nftopo).
     optional: Vec<Kind>,
     state: ClusterState,
+    /// Service → its slices in `state`, kept as slices change.
+    slices: SliceIndex,
     errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
     progress: BTreeMap<Kind, Progress>,
     generation: u64,
@@ -167,6 +169,7 @@ impl Tracker {
             watched: vec![Kind::Service, Kind::EndpointSlice, Kind::Node],
             optional: Vec::new(),
             state: ClusterState::default(),
+            slices: SliceIndex::default(),
             errors: BTreeMap::new(),
             progress: BTreeMap::new(),
             generation: 0,
@@ -267,6 +270,11 @@ impl Tracker {
     /// the daemon plans from.
     pub fn state(&self) -> &ClusterState {
         &self.state
+    }
+
+    /// Which slices belong to each Service in [`Tracker::state`].
+    pub fn slice_index(&self) -> &SliceIndex {
+        &self.slices
     }
 
     /// The changes since the last call (which it resets), when
@@ -409,6 +417,12 @@ impl Tracker {
         if after_model == before_model {
             return;
         }
+        if let Some(old) = before_model.as_ref().and_then(as_slice) {
+            self.slices.remove(old);
+        }
+        if let Some(new) = after_model.as_ref().and_then(as_slice) {
+            self.slices.insert(new);
+        }
         match after_model {
             Some(model) => K::insert(&mut self.state, id, model),
             None => K::remove(&mut self.state, id),
@@ -440,6 +454,11 @@ impl Tracker {
             Kind::ServiceCidr => {}
         }
     }
+}
+
+/// `model` as an EndpointSlice, when it is one.
+fn as_slice<M: 'static>(model: &M) -> Option<&crate::EndpointSlice> {
+    (model as &dyn Any).downcast_ref::<crate::EndpointSlice>()
 }
 
 fn object_name(id: &ObjectKey) -> String {

@@ -16,7 +16,7 @@ use kube::runtime::watcher::Event;
 
 use super::kinds::Kind;
 use super::tracker::{Tracker, WatchChanges};
-use crate::ClusterState;
+use crate::{ClusterState, SliceIndex};
 
 /// Events applied before [`Watches::next`] looks whether to hand out (a
 /// burst is coalesced up to this many events; a list is never handed out
@@ -156,6 +156,11 @@ impl Watches {
     /// The store's state: the one copy of the cluster.
     pub fn state(&self) -> &ClusterState {
         self.tracker.state()
+    }
+
+    /// Which slices belong to each Service in [`Watches::state`].
+    pub fn slice_index(&self) -> &SliceIndex {
+        self.tracker.slice_index()
     }
 
     /// Whether every watched kind has completed its first list.

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use api_watch::api::{ObjectError, WatchChanges, Watches};
-use api_watch::ClusterState;
+use api_watch::{ClusterState, SliceIndex};
 
 use super::sync_loop::{Changed, Source, Update};
 
@@ -47,6 +47,10 @@ impl Source for ApiSource {
 
     fn state(&self) -> &ClusterState {
         self.watches.state()
+    }
+
+    fn slice_index(&self) -> Option<&SliceIndex> {
+        Some(self.watches.slice_index())
     }
 }
 

@@ -28,12 +28,11 @@
 //! retries converge against the kernel's read-back, so a restart with an
 //! unchanged cluster sends nothing.
 
-
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api_watch::ClusterState;
+use api_watch::{ClusterState, SliceIndex};
 use nft_writer::conntrack::{Scope, UdpService};
 use nft_writer::{Changes, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
 use proxier::Proxier;
@@ -88,6 +87,12 @@ pub trait Source {
 
     /// The cluster as the updates so far describe it, in place.
     fn state(&self) -> &ClusterState;
+
+    /// Which slices belong to each Service in [`Source::state`], when the
+    /// source keeps that index (re-planning then finds them directly).
+    fn slice_index(&self) -> Option<&SliceIndex> {
+        None
+    }
 }
 
 /// What programs the kernel ([`Syncer`] in the daemon).
@@ -209,7 +214,7 @@ pub async fn run(
                 return Ok(());
             }
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                st.sync(&settings, source.state(), &mut programmer, &mut out);
+                st.sync(&settings, (source.state(), source.slice_index()), &mut programmer, &mut out);
             }
             update = source.next() => match update {
                 Some(u) => st.queue(&settings, u, source.state(), &out),
@@ -288,7 +293,7 @@ impl LoopState {
     fn sync(
         &mut self,
         s: &Settings,
-        state: &ClusterState,
+        (state, slices): (&ClusterState, Option<&SliceIndex>),
         programmer: &mut impl Programmer,
         out: &mut Outputs,
     ) {
@@ -299,7 +304,7 @@ impl LoopState {
             Some(u) => Some(
                 self.proxier
                     .get_or_insert_with(|| Proxier::new(s.node.clone(), s.planner.clone()))
-                    .step(state, &u.changed),
+                    .step(state, slices, &u.changed),
             ),
             None if self.proxier.is_some() => None,
             None => return,
@@ -320,7 +325,8 @@ impl LoopState {
             .as_mut()
             .map(|st| std::mem::take(&mut st.changes))
             .unwrap_or_default();
-        let routes_due = full || proxier.routes_failed() || step.as_ref().is_some_and(|st| st.routes_due);
+        let routes_due =
+            full || proxier.routes_failed() || step.as_ref().is_some_and(|st| st.routes_due);
         let started = Instant::now();
         let result = programmer.sync_changes(proxier.planner(), changes, full);
         let elapsed = started.elapsed().as_secs_f64();
