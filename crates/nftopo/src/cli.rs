@@ -9,12 +9,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nft_writer::conntrack::{clean_udp, Conntrack, Scope};
 use nft_writer::{
-    converge, names, plan_ruleset, udp_services, Cidr, Family, Kernel, NetlinkKernel,
-    NodePortAddresses, PlannerConfig, Ruleset, Syncer, TableRef, Transaction,
+    converge, names, plan_ruleset, udp_services, Family, Kernel, NetlinkKernel, PlannerConfig,
+    Ruleset, Syncer, TableRef, Transaction,
 };
 use route_sync::NetlinkRoutes;
 use topology_filter::ProxyPlan;
 
+use crate::planner_args::PlannerArgs;
 use crate::routes::{RouteArgs, Routes};
 use api_watch::ClusterState;
 
@@ -81,25 +82,8 @@ struct Manifests {
     /// YAML or JSON files with Services, EndpointSlices and Nodes.
     #[arg(long, num_args = 1.., required = true)]
     manifests: Vec<PathBuf>,
-    /// Pod CIDR(s) of the cluster, one per family, comma-separated:
-    /// traffic to services from outside them is masqueraded, and traffic
-    /// from inside them to externalTrafficPolicy Local services uses every
-    /// endpoint (kube-proxy's --cluster-cidr).
-    #[arg(long, value_delimiter = ',')]
-    cluster_cidr: Vec<String>,
-    /// Masquerade all traffic to cluster IPs (kube-proxy's
-    /// --masquerade-all).
-    #[arg(long)]
-    masquerade_all: bool,
-    /// Local addresses that serve node ports: `primary` (this node's
-    /// InternalIPs, the default), `all`, or comma-separated CIDRs
-    /// (kube-proxy's --nodeport-addresses).
-    #[arg(long, default_value = "primary")]
-    nodeport_addresses: String,
-    /// Packet-mark bit that asks for masquerading (kube-proxy's
-    /// --masquerade-bit).
-    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
-    masquerade_bit: u8,
+    #[command(flatten)]
+    planner: PlannerArgs,
     #[command(flatten)]
     routes: RouteArgs,
 }
@@ -282,33 +266,7 @@ fn ruleset(plan: &ProxyPlan, cfg: &PlannerConfig) -> Ruleset {
 /// Reads the manifests and plans for the node; reports skipped objects
 /// and planning problems on stderr.
 fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> {
-    let cidr = |s: &str, flag: &str| match Cidr::parse(s) {
-        Some(c) => Ok(c),
-        None => Err(anyhow::anyhow!(
-            "{flag} {s:?} is not a CIDR such as 10.42.0.0/16"
-        )),
-    };
-    let mut cluster_cidrs = Vec::new();
-    for s in &m.cluster_cidr {
-        let c = cidr(s, "--cluster-cidr")?;
-        if c.prefix == 0
-            || cluster_cidrs
-                .iter()
-                .any(|o: &Cidr| o.family() == c.family())
-        {
-            bail!("--cluster-cidr {s:?}: give at most one non-empty prefix per family");
-        }
-        cluster_cidrs.push(c);
-    }
-    let nodeport_addresses = match m.nodeport_addresses.as_str() {
-        "primary" => NodePortAddresses::Primary,
-        "all" => NodePortAddresses::All,
-        list => NodePortAddresses::Cidrs(
-            list.split(',')
-                .map(|s| cidr(s.trim(), "--nodeport-addresses"))
-                .collect::<Result<_>>()?,
-        ),
-    };
+    let cfg = m.planner.config()?;
     let (state, errors) = api_watch::file::load_files(&m.manifests);
     // A file that cannot be read is a mistake on the command line; a bad
     // object inside a file is skipped so that the others still work.
@@ -328,14 +286,5 @@ fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> 
     for p in &plan.problems {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }
-    Ok((
-        state,
-        plan,
-        PlannerConfig {
-            cluster_cidrs,
-            masquerade_all: m.masquerade_all,
-            masquerade_bit: m.masquerade_bit,
-            nodeport_addresses,
-        },
-    ))
+    Ok((state, plan, cfg))
 }

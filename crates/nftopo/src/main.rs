@@ -4,6 +4,7 @@
 mod cli;
 mod explain;
 mod man;
+mod planner_args;
 mod routes;
 mod run;
 

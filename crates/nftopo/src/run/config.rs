@@ -23,11 +23,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
-use nft_writer::{Cidr, NodePortAddresses, PlannerConfig};
+use nft_writer::PlannerConfig;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::duration;
+use crate::planner_args::{parse_cluster_cidrs, parse_nodeport_addresses, PlannerArgs};
 use crate::routes::{CidrSource, NextHop, RouteArgs, RouteMode, Routes};
 
 /// The API group and version of the file this module reads.
@@ -55,21 +56,8 @@ pub struct RunArgs {
     /// This node's name (default: $NODE_NAME, else the kernel's hostname).
     #[arg(long)]
     pub hostname_override: Option<String>,
-    /// Pod CIDR(s) of the cluster, at most one per family, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub cluster_cidr: Vec<String>,
-    /// Local addresses that serve node ports: `primary` (default), `all`,
-    /// or comma-separated CIDRs.
-    #[arg(long, value_delimiter = ',')]
-    pub nodeport_addresses: Vec<String>,
-    /// Masquerade all traffic to cluster IPs (`--masquerade-all=false`
-    /// overrides a file that sets it).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
-          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
-    pub masquerade_all: bool,
-    /// Packet-mark bit that asks for masquerading.
-    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
-    pub masquerade_bit: u8,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
     /// Minimum interval between two syncs (e.g. 1s, 500ms; 0 syncs on
     /// every change).
     #[arg(long, default_value = "1s", value_parser = duration::parse)]
@@ -311,7 +299,7 @@ pub fn merge(
     };
     let cluster_cidr = pick(
         flag("cluster_cidr"),
-        args.cluster_cidr.clone(),
+        args.planner.cluster_cidr.clone(),
         file.cluster_cidr.as_ref().map(|s| {
             s.split(',')
                 .map(|p| p.trim().to_string())
@@ -321,12 +309,12 @@ pub fn merge(
     );
     let nodeport = pick(
         flag("nodeport_addresses"),
-        args.nodeport_addresses.clone(),
+        args.planner.nodeport_addresses.clone(),
         file.node_port_addresses.clone(),
     );
     let masquerade_all = pick(
         flag("masquerade_all"),
-        args.masquerade_all,
+        args.planner.masquerade_all,
         file.masquerade_all
             .or(nft.masquerade_all)
             .or(ipt.masquerade_all),
@@ -337,7 +325,11 @@ pub fn merge(
         }
         b => b.map(|b| b as u8),
     };
-    let masquerade_bit = pick(flag("masquerade_bit"), args.masquerade_bit, file_bit);
+    let masquerade_bit = pick(
+        flag("masquerade_bit"),
+        args.planner.masquerade_bit,
+        file_bit,
+    );
     let file_min = file_duration("minSyncPeriod", file.min_sync_period.as_ref())?
         .or(file_duration(
             "nftables.minSyncPeriod",
@@ -424,39 +416,6 @@ pub fn merge(
         metrics_bind_address: bind_address(&metrics, 10249, "metrics-bind-address")?,
         healthz_bind_address: bind_address(&healthz, 10256, "healthz-bind-address")?,
     })
-}
-
-/// `--cluster-cidr`: at most one non-empty prefix per family.
-pub fn parse_cluster_cidrs(list: &[String]) -> Result<Vec<Cidr>> {
-    let mut out: Vec<Cidr> = Vec::new();
-    for s in list {
-        let c = Cidr::parse(s.trim()).ok_or_else(|| {
-            anyhow::anyhow!("--cluster-cidr {s:?} is not a CIDR such as 10.42.0.0/16")
-        })?;
-        if c.prefix == 0 || out.iter().any(|o| o.family() == c.family()) {
-            bail!("--cluster-cidr {s:?}: give at most one non-empty prefix per family");
-        }
-        out.push(c);
-    }
-    Ok(out)
-}
-
-/// `--nodeport-addresses`: empty or `primary`, `all`, or CIDRs.
-pub fn parse_nodeport_addresses(list: &[String]) -> Result<NodePortAddresses> {
-    match list {
-        [] => Ok(NodePortAddresses::Primary),
-        [one] if one == "primary" => Ok(NodePortAddresses::Primary),
-        [one] if one == "all" => Ok(NodePortAddresses::All),
-        cidrs => cidrs
-            .iter()
-            .map(|s| {
-                Cidr::parse(s.trim()).ok_or_else(|| {
-                    anyhow::anyhow!("--nodeport-addresses {s:?} is not `primary`, `all` or a CIDR")
-                })
-            })
-            .collect::<Result<_>>()
-            .map(NodePortAddresses::Cidrs),
-    }
 }
 
 /// A bind address as kube-proxy takes it: `IP:port`, `[IPv6]:port`, a

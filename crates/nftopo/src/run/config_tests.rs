@@ -1,5 +1,6 @@
 use super::*;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use nft_writer::{Cidr, NodePortAddresses};
 
 #[derive(Debug, Parser)]
 struct Cmd {
