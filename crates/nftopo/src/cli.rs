@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nft_writer::conntrack::{clean_udp, Conntrack, Scope};
 use nft_writer::{
-    converge, names, plan_ruleset, udp_services, Family, Kernel, NetlinkKernel, PlannerConfig,
-    Ruleset, Syncer, TableRef, Transaction,
+    converge, plan_ruleset, udp_services, Kernel, NetlinkKernel, PlannerConfig, Ruleset, Syncer,
+    Transaction,
 };
 use route_sync::NetlinkRoutes;
 use topology_filter::ProxyPlan;
@@ -191,7 +191,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
                 true => Some(crate::routes::protocol_number(&route_protocol)?),
                 false => None,
             };
-            cleanup(protocol)
+            crate::cleanup::cleanup(protocol)
         }
         Command::Man { dir } => crate::man::write(&dir),
     };
@@ -229,29 +229,6 @@ fn stdout(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
     }
-}
-
-/// Removes nftopo's tables (`nft delete table ip nftopo; nft delete table
-/// ip6 nftopo`) and, when `route_protocol` is given, every route of that
-/// protocol in the main table.
-pub fn cleanup(route_protocol: Option<u8>) -> Result<()> {
-    let tables = [Family::Ip, Family::Ip6].map(|family| TableRef {
-        family,
-        name: names::TABLE.into(),
-    });
-    let mut kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
-    kernel
-        .apply(&Transaction::delete_tables(&tables))
-        .context("removing nftopo's tables")?;
-    if let Some(protocol) = route_protocol {
-        let mut routes = NetlinkRoutes::open().context("opening the rtnetlink socket")?;
-        let report = route_sync::sync(&mut routes, &route_sync::DesiredRoutes::default(), protocol)
-            .context("reading the routes back")?;
-        if let Some((op, e)) = report.failed.first() {
-            bail!("removing routes: {op}: {e}");
-        }
-    }
-    Ok(())
 }
 
 /// The ruleset for `plan`; reports the planner's problems on stderr.

@@ -1,6 +1,7 @@
 //! `nftopo`: the command line. It parses arguments, wires the crates
 //! together and reports errors; the decisions live in the libraries.
 
+mod cleanup;
 mod cli;
 mod explain;
 mod man;

@@ -35,7 +35,7 @@ pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
     let cfg = config::load(args, matches, config::default_node_name)?;
     if args.cleanup {
         // Routes too when the configuration has nftopo program them.
-        return crate::cli::cleanup(cfg.routes.map(|r| r.config.protocol));
+        return crate::cleanup::cleanup(cfg.routes.map(|r| r.config.protocol));
     }
     tracing::info!(node = %cfg.node_name, min_sync_period = %duration::format(cfg.min_sync_period),
         sync_period = %duration::format(cfg.sync_period),
