@@ -21,9 +21,9 @@
 
 use api_watch::{ClusterState, Service, ServicePort, TrafficPolicy};
 
+use crate::candidate::{Candidate, Part};
 use crate::hints::{self, Outcome, PREFER_SAME_NODE, PREFER_SAME_ZONE, ZONE_LABEL};
 use crate::keys_filter;
-use crate::select::{Candidate, Part};
 use crate::Rule;
 
 /// The Service-wide settings a port is categorized with.

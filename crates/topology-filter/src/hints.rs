@@ -12,7 +12,7 @@
 
 use api_watch::Service;
 
-use crate::select::Candidate;
+use crate::candidate::Candidate;
 use crate::ProblemKind;
 
 /// The annotation that turns on zone hints (Kubernetes 1.27+).

@@ -7,8 +7,8 @@
 
 use api_watch::{ClusterState, Endpoint};
 
+use crate::candidate::{Candidate, Part};
 use crate::keys::ANY_KEY;
-use crate::select::{Candidate, Part};
 
 /// Node label naming the node.
 const HOSTNAME_KEY: &str = "kubernetes.io/hostname";

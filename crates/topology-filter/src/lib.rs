@@ -39,6 +39,7 @@
 //! [`EndpointTarget`], [`Decision`], [`Rule`], [`Problem`],
 //! [`topology_keys`].
 
+mod candidate;
 mod categorize;
 mod hints;
 mod keys;
