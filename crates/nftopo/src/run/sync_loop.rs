@@ -67,12 +67,21 @@ pub struct Update {
 
 pub use proxier::Changed;
 
+/// Trigger times kept for `network_programming_duration_seconds` while
+/// updates wait (syncs failing for a long time): the earliest, which say
+/// the most about the delay.
+pub const MAX_TRIGGER_TIMES: usize = 1024;
+
 impl Update {
     /// Folds an older, not yet applied update into this newer one.
     fn absorb(&mut self, older: Update) {
         self.services_changed += older.services_changed;
         self.endpoints_changed += older.endpoints_changed;
         self.trigger_times.extend(older.trigger_times);
+        if self.trigger_times.len() > MAX_TRIGGER_TIMES {
+            self.trigger_times.sort_unstable();
+            self.trigger_times.truncate(MAX_TRIGGER_TIMES);
+        }
         self.changed.absorb(older.changed);
     }
 }
@@ -240,6 +249,9 @@ struct LoopState {
     follow_up: bool,
     failures: u32,
     retry_at: Option<Instant>,
+    /// An update came after the last failed sync: it is tried at the next
+    /// `min_sync_period`, not after the retry's backoff.
+    news_since_failure: bool,
 }
 
 impl LoopState {
@@ -247,6 +259,11 @@ impl LoopState {
     fn deadline(&self, s: &Settings) -> Option<Instant> {
         let earliest = self.last_sync.map(|t| t + s.min_sync_period);
         let due = match (self.retry_at, &self.pending, self.last_sync) {
+            // New state is tried at once (within min_sync_period); the
+            // backoff holds back retrying the same state.
+            (Some(retry), Some(_), _) if self.news_since_failure => {
+                Some(earliest.unwrap_or_else(Instant::now).min(retry))
+            }
             (Some(retry), _, _) => Some(retry),
             (None, Some(_), _) => Some(earliest.unwrap_or_else(Instant::now)),
             (None, None, Some(last)) if self.applied && self.follow_up => Some(last),
@@ -276,6 +293,7 @@ impl LoopState {
         for (kind, reason) in &u.skipped {
             m.skipped(kind, reason);
         }
+        self.news_since_failure |= self.retry_at.is_some();
         let mut health = out.health.lock().expect("health lock");
         health.queued(Instant::now());
         health.set_node(NodeStatus {
@@ -300,6 +318,7 @@ impl LoopState {
         let now = Instant::now();
         let full = self.full_due(s, now);
         let fresh = self.pending.take();
+        self.news_since_failure = false;
         let mut step = match &fresh {
             Some(u) => Some(
                 self.proxier

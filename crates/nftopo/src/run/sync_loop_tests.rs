@@ -361,6 +361,44 @@ async fn a_failed_sync_is_retried_with_backoff_and_forced_full() {
     );
 }
 
+/// A new update after failed syncs is tried at the next min-sync-period,
+/// not after the retry's backoff (which may have grown to minutes); the
+/// backoff goes on for retrying the same state.
+#[tokio::test(start_paused = true)]
+async fn a_new_update_after_failures_does_not_wait_out_the_backoff() {
+    let h = start(Duration::from_millis(100), HOUR, HOUR);
+    h.send(1, 1);
+    wait(1).await;
+    *h.rec.fail.lock().unwrap() = 5;
+    h.send(0, 1);
+    // Fails at 100, then retries at +1, +2, +4, +8 s: 1_100, 3_100,
+    // 7_100, 15_100 (all fail); the next retry would be at 31_100.
+    wait(16_000).await;
+    h.send(0, 1);
+    wait(1_000).await;
+    assert_eq!(
+        h.calls(),
+        vec![
+            (0, true),
+            (100, false),
+            (1_100, true),
+            (3_100, true),
+            (7_100, true),
+            (15_100, true),
+            (16_001, true), // the new update, read back and converged
+        ]
+    );
+    // Updates while a sync keeps failing: the trigger times stay bounded.
+    let mut u = Update::default();
+    for _ in 0..3 {
+        u.absorb(Update {
+            trigger_times: vec![std::time::UNIX_EPOCH; MAX_TRIGGER_TIMES],
+            ..Update::default()
+        });
+    }
+    assert_eq!(u.trigger_times.len(), MAX_TRIGGER_TIMES);
+}
+
 /// kube-proxy's health server: `/healthz` answers 503 once a queued
 /// update has waited 2 x sync period (kube-proxy's default 30 s: 60 s)
 /// without being applied; the periodic syncs do not hide it.
