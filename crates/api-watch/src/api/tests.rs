@@ -384,20 +384,31 @@ fn block(name: &str, node: &str, state: &str) -> kube::api::DynamicObject {
     .unwrap()
 }
 
+/// With Calico IPAM, BlockAffinities gate the routes only: the Services
+/// are handed out without them (a cluster without Calico's CRD, or
+/// without RBAC for it, still gets its service rules), and routes become
+/// ready when they list.
 #[test]
-fn block_affinities_gate_the_first_snapshot_only_when_watched() {
+fn block_affinities_gate_routes_not_services() {
     let mut plain = Tracker::new(start());
     list_all(&mut plain, vec![], vec![]);
-    assert!(plain.take_snapshot().is_some(), "three kinds are enough");
+    assert!(plain.take_changes().is_some_and(|c| c.routes_ready));
 
     let mut t = Tracker::new(start()).with_block_affinities();
-    list_all(&mut t, vec![], vec![]);
-    assert_eq!(t.take_snapshot(), None, "block affinities have not listed");
+    list_all(&mut t, vec![service("web", 80)], vec![]);
+    let first = t.take_changes().expect("three kinds are enough");
+    assert!(!first.routes_ready, "block affinities have not listed");
+    // The CRD is missing: the failure changes nothing for Services.
+    t.failed(Kind::BlockAffinity);
+    assert!(!t.routes_ready());
+    t.service(Event::Apply(service("web", 81)));
+    assert!(t.take_changes().is_some_and(|c| !c.routes_ready));
     t.block_affinity(Event::Init);
     t.block_affinity(Event::InitApply(block("node-3-a", "node-3", "confirmed")));
     t.block_affinity(Event::InitApply(block("", "node-3", "confirmed")));
     t.block_affinity(Event::InitDone);
-    let s = t.take_snapshot().expect("all four listed");
+    let s = t.take_snapshot().expect("listed");
+    assert!(s.blocks_changed && t.routes_ready(), "routes are due now");
     assert_eq!(
         s.state.block_affinities.keys().collect::<Vec<_>>(),
         ["node-3-a"]

@@ -69,8 +69,11 @@ pub struct WatchChanges {
     /// A Node changed in the model since the previous hand-out (labels
     /// feed topology keys and hints, addresses the node-port rules).
     pub nodes_changed: bool,
-    /// A Calico BlockAffinity changed (routes only).
+    /// A Calico BlockAffinity changed, or they listed for the first time
+    /// (routes only).
     pub blocks_changed: bool,
+    /// Routes can be planned ([`Tracker::routes_ready`]).
+    pub routes_ready: bool,
 }
 
 /// A copy of the state with the changes: what the tracker's tests compare.
@@ -93,6 +96,8 @@ pub struct Snapshot {
     pub changed_services: BTreeSet<ObjectKey>,
     /// As in [`WatchChanges::nodes_changed`].
     pub nodes_changed: bool,
+    /// As in [`WatchChanges::blocks_changed`].
+    pub blocks_changed: bool,
 }
 
 /// Per-kind progress through list and watch.
@@ -146,6 +151,8 @@ pub struct Tracker {
     /// Of those, the kinds whose first failed attempt counts as an empty
     /// list (the API may not serve them, or not to nftopo).
     optional: Vec<Kind>,
+    /// BlockAffinities are watched (they gate routes, not the hand-out).
+    blocks_watched: bool,
     state: ClusterState,
     /// Service → its slices in `state`, kept as slices change.
     slices: SliceIndex,
@@ -168,6 +175,7 @@ impl Tracker {
             started,
             watched: vec![Kind::Service, Kind::EndpointSlice, Kind::Node],
             optional: Vec::new(),
+            blocks_watched: false,
             state: ClusterState::default(),
             slices: SliceIndex::default(),
             errors: BTreeMap::new(),
@@ -183,13 +191,28 @@ impl Tracker {
         }
     }
 
-    /// Also waits for Calico BlockAffinities to list before the first
-    /// snapshot (when they are watched).
+    /// Also watches Calico BlockAffinities, without waiting for them: the
+    /// Services are handed out as soon as the three kinds have listed,
+    /// and only routes wait for the blocks ([`WatchChanges::routes_ready`]),
+    /// so that a cluster without Calico's CRD (or without the permission
+    /// to list it) still gets its service rules.
     pub fn with_block_affinities(mut self) -> Self {
-        if !self.watched.contains(&Kind::BlockAffinity) {
-            self.watched.push(Kind::BlockAffinity);
+        self.blocks_watched = true;
+        if !self.optional.contains(&Kind::BlockAffinity) {
+            self.optional.push(Kind::BlockAffinity);
         }
         self
+    }
+
+    /// Whether routes can be planned: BlockAffinities are not watched, or
+    /// have listed (routes planned from blocks not yet listed would delete
+    /// every route to the other nodes).
+    pub fn routes_ready(&self) -> bool {
+        !self.blocks_watched
+            || self
+                .progress
+                .get(&Kind::BlockAffinity)
+                .is_some_and(|p| p.listed)
     }
 
     /// Also waits for ServiceCIDRs before the first snapshot: for their
@@ -298,6 +321,7 @@ impl Tracker {
             changed_services,
             nodes_changed: std::mem::take(&mut self.nodes_changed),
             blocks_changed: std::mem::take(&mut self.blocks_changed),
+            routes_ready: self.routes_ready(),
         })
     }
 
@@ -314,6 +338,7 @@ impl Tracker {
             trigger_times: c.trigger_times,
             changed_services: c.changed_services,
             nodes_changed: c.nodes_changed,
+            blocks_changed: c.blocks_changed,
         })
     }
 
@@ -373,8 +398,10 @@ impl Tracker {
         }
         if !self.progress.entry(K::KIND).or_default().listed {
             self.progress.entry(K::KIND).or_default().listed = true;
-            // The first list completing can make the tracker ready.
+            // The first list completing can make the tracker ready, or
+            // routes.
             self.dirty = true;
+            self.blocks_changed |= K::KIND == Kind::BlockAffinity;
         }
     }
 

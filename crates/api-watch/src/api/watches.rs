@@ -94,8 +94,9 @@ impl Watches {
         }
     }
 
-    /// Watches Calico BlockAffinities too: the first hand-out also waits
-    /// for them to list. Call before the first [`Watches::next`].
+    /// Watches Calico BlockAffinities too (routes wait for them to list;
+    /// Services do not, see [`Tracker::with_block_affinities`]). Call
+    /// before the first [`Watches::next`].
     pub fn with_block_affinities<B, Err>(mut self, block_affinities: B) -> Self
     where
         B: Stream<Item = Result<Event<DynamicObject>, Err>> + Send + 'static,
@@ -184,7 +185,7 @@ impl Watches {
                     // Once: a cluster without the API (or without the
                     // permission) fails every retry the same way.
                     tracing::warn!(%kind, %error,
-                        "cannot list or watch; taken as none until it works (the watcher retries)")
+                        "cannot list or watch; going on without it until it works (the watcher retries)")
                 } else {
                     tracing::debug!(%kind, %error, "watch failed; the watcher re-lists and retries")
                 }

@@ -93,6 +93,7 @@ pub fn to_update(
         skipped: new_skips,
         trigger_times: s.trigger_times,
         changed,
+        routes_ready: s.routes_ready,
     }
 }
 
@@ -141,6 +142,7 @@ mod tests {
             changed_services: [api_watch::ObjectKey::new("ns", "a")].into(),
             nodes_changed: true,
             blocks_changed: false,
+            routes_ready: true,
         }
     }
 

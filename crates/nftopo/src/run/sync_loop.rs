@@ -49,7 +49,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 
 /// What changed in the cluster since the previous update; the state
 /// itself stays in the source's store ([`Source::state`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Update {
     /// Services changed since the previous update.
     pub services_changed: usize,
@@ -63,6 +63,22 @@ pub struct Update {
     pub trigger_times: Vec<SystemTime>,
     /// Which Services changed since the previous update.
     pub changed: Changed,
+    /// Routes can be planned (with Calico IPAM: the BlockAffinities have
+    /// listed). Services never wait for that.
+    pub routes_ready: bool,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            services_changed: 0,
+            endpoints_changed: 0,
+            skipped: Vec::new(),
+            trigger_times: Vec::new(),
+            changed: Changed::default(),
+            routes_ready: true,
+        }
+    }
 }
 
 pub use proxier::Changed;
@@ -252,6 +268,9 @@ struct LoopState {
     /// An update came after the last failed sync: it is tried at the next
     /// `min_sync_period`, not after the retry's backoff.
     news_since_failure: bool,
+    /// What the latest update said of routes; `Some(false)` while they
+    /// wait (logged once).
+    routes_ready: Option<bool>,
 }
 
 impl LoopState {
@@ -319,6 +338,12 @@ impl LoopState {
         let full = self.full_due(s, now);
         let fresh = self.pending.take();
         self.news_since_failure = false;
+        if let Some(u) = &fresh {
+            if !u.routes_ready && self.routes_ready != Some(false) {
+                tracing::warn!("routes wait for Calico BlockAffinities to list; services do not");
+            }
+            self.routes_ready = Some(u.routes_ready);
+        }
         let mut step = match &fresh {
             Some(u) => Some(
                 self.proxier
@@ -438,7 +463,7 @@ impl LoopState {
         }
         // Routes do not depend on the ruleset: a failed nftables sync
         // does not hold them back.
-        if routes_due {
+        if routes_due && self.routes_ready != Some(false) {
             match programmer.sync_routes(state) {
                 Ok(None) => proxier.routes_done(true),
                 Ok(Some(r)) => {

@@ -495,6 +495,39 @@ async fn routes_follow_every_sync_with_its_state_even_when_nftables_failed() {
     assert!(text.contains("nftopo_route_failures_total 2"), "{text}");
 }
 
+/// With Calico IPAM, Services are programmed before the BlockAffinities
+/// list (or when they never do); routes wait for them.
+#[tokio::test(start_paused = true)]
+async fn services_do_not_wait_for_block_affinities_routes_do() {
+    let h = start(SEC, HOUR, HOUR);
+    h.tx.send(
+        Update {
+            routes_ready: false,
+            ..Update::default()
+        }
+        .into(),
+    )
+    .unwrap();
+    wait(1).await;
+    assert_eq!(h.calls(), vec![(0, true)], "services programmed");
+    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![], "routes wait");
+    wait(2_000).await;
+    h.tx.send(
+        Update {
+            changed: Changed::Some {
+                services: Default::default(),
+                nodes: false,
+                blocks: true,
+            },
+            ..Update::default()
+        }
+        .into(),
+    )
+    .unwrap();
+    wait(1).await;
+    assert_eq!(*h.rec.route_calls.lock().unwrap(), vec![(2_001, 0)]);
+}
+
 /// The real syncer on the fake kernel, shared with the test: every sync's
 /// stats are recorded.
 #[derive(Clone)]
