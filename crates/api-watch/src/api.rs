@@ -13,6 +13,7 @@
 //! Bad objects are skipped, one [`ObjectError`] each. The deciding part is
 //! the pure [`Tracker`] (events in, changes out).
 
+mod backoff;
 mod kinds;
 #[cfg(test)]
 mod selector_tests;
@@ -32,6 +33,7 @@ use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigErro
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Config, Resource};
 
+pub use backoff::OutageBackoff;
 pub use kinds::Kind;
 pub use tracker::{ObjectError, Tracker, WatchChanges};
 pub use watches::Watches;
@@ -99,8 +101,8 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
 /// Starts watching Services, EndpointSlices, Nodes and ServiceCIDRs in
 /// all namespaces (and Calico `BlockAffinity` objects when
 /// `block_affinities`), each
-/// through a kube-rs watcher with kube's default backoff (the watcher
-/// re-lists by itself after `410 Gone` or a dropped stream). No kube-rs
+/// through a kube-rs watcher that retries as [`OutageBackoff`] says (the
+/// watcher re-lists by itself after `410 Gone` or a dropped stream). No kube-rs
 /// reflector store is kept: the [`Tracker`] is the store, holding each
 /// object once, converted to the model (a reflector's copy of the raw
 /// objects doubled the daemon's memory). The watches stop when the
@@ -113,16 +115,16 @@ pub fn watch(client: Client, block_affinities: bool) -> Watches {
     // an object gains such a label (kube-proxy's informers do the same).
     let proxied = || config().labels(&proxied_selector());
     let service_events = watcher(Api::<core::Service>::all(client.clone()), proxied())
-        .default_backoff()
+        .backoff(OutageBackoff::default())
         .boxed();
     let slice_events = watcher(
         Api::<discovery::EndpointSlice>::all(client.clone()),
         proxied(),
     )
-    .default_backoff()
+    .backoff(OutageBackoff::default())
     .boxed();
     let node_events = watcher(Api::<core::Node>::all(client.clone()), config())
-        .default_backoff()
+        .backoff(OutageBackoff::default())
         .boxed();
     // Optional: a list that fails (404 without the API, 403 without the
     // permission) counts as "no ServiceCIDRs" (Watches::with_service_cidrs).
@@ -130,14 +132,14 @@ pub fn watch(client: Client, block_affinities: bool) -> Watches {
         Api::<networking::ServiceCIDR>::all(client.clone()),
         config(),
     )
-    .default_backoff()
+    .backoff(OutageBackoff::default())
     .boxed();
     let watches = Watches::from_streams(service_events, slice_events, node_events)
         .with_service_cidrs(cidr_events);
     if block_affinities {
         let resource = kinds::block_affinity_resource();
         let block_events = watcher(Api::<DynamicObject>::all_with(client, &resource), config())
-            .default_backoff()
+            .backoff(OutageBackoff::default())
             .boxed();
         watches.with_block_affinities(block_events)
     } else {
