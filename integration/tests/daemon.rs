@@ -987,3 +987,45 @@ fn routes_follow_calico_blocks_and_come_back_when_deleted_by_hand() {
         "{text}"
     );
 }
+
+/// One object of a kind that does not decode (a wrong JSON type in one
+/// field) is skipped by itself, with one warning naming it and the field
+/// and `nftopo_objects_skipped_total`; every other object of its kind is
+/// used, whether it was there at the first list or came by watch.
+#[test]
+fn an_object_with_a_wrong_json_type_is_skipped_alone() {
+    let mut env = Env::new(&SEED);
+    let bad = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"type": "ClusterIP", "clusterIP": "10.43.200.1",
+                        "ports": [{"port": "eighty", "protocol": "TCP"}]}})
+    };
+    env.apply(bad("typo-at-list"));
+    env.start_daemon();
+    // The list of Services is not lost: the seed Service is programmed.
+    env.wait_kernel(SERVICE_IP, SERVICE_PORT, &backends(), "first sync");
+    // A bad one by watch, then a good one: the good one still comes.
+    env.apply(bad("typo-by-watch"));
+    for obj in web_service() {
+        env.apply(obj);
+    }
+    env.wait_kernel(WEB_IP, WEB_PORT, &set(&[C, E]), "a Service after a bad one");
+    let log = env.log();
+    for name in ["typo-at-list", "typo-by-watch"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(name) && l.contains("spec.ports[0].port"))
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "no warning naming {name} and its field:\n{log}"
+        );
+    }
+    let (_, text) = env.get(METRICS_ADDR, "/metrics");
+    let skipped = metric_value(
+        &text,
+        "nftopo_objects_skipped_total{kind=\"Service\",reason=\"spec.ports[].port\"}",
+    );
+    assert_eq!(skipped, Some(2.0), "{text}");
+}

@@ -15,6 +15,7 @@
 
 mod backoff;
 mod kinds;
+mod lenient;
 #[cfg(test)]
 mod selector_tests;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use kube::{Api, Client, Config, Resource};
 
 pub use backoff::OutageBackoff;
 pub use kinds::Kind;
+pub use lenient::{decoded, Lenient};
 pub use tracker::{ObjectError, Tracker, WatchChanges};
 pub use watches::Watches;
 
@@ -114,22 +116,25 @@ pub fn watch(client: Client, block_affinities: bool) -> Watches {
     // Services, are left out by the API server, which sends DELETED when
     // an object gains such a label (kube-proxy's informers do the same).
     let proxied = || config().labels(&proxied_selector());
-    let service_events = watcher(Api::<core::Service>::all(client.clone()), proxied())
-        .backoff(OutageBackoff::default())
-        .boxed();
-    let slice_events = watcher(
-        Api::<discovery::EndpointSlice>::all(client.clone()),
+    let service_events = watcher(
+        Api::<Lenient<core::Service>>::all(client.clone()),
         proxied(),
     )
     .backoff(OutageBackoff::default())
     .boxed();
-    let node_events = watcher(Api::<core::Node>::all(client.clone()), config())
+    let slice_events = watcher(
+        Api::<Lenient<discovery::EndpointSlice>>::all(client.clone()),
+        proxied(),
+    )
+    .backoff(OutageBackoff::default())
+    .boxed();
+    let node_events = watcher(Api::<Lenient<core::Node>>::all(client.clone()), config())
         .backoff(OutageBackoff::default())
         .boxed();
     // Optional: a list that fails (404 without the API, 403 without the
     // permission) counts as "no ServiceCIDRs" (Watches::with_service_cidrs).
     let cidr_events = watcher(
-        Api::<networking::ServiceCIDR>::all(client.clone()),
+        Api::<Lenient<networking::ServiceCIDR>>::all(client.clone()),
         config(),
     )
     .backoff(OutageBackoff::default())

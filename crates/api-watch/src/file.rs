@@ -76,8 +76,13 @@ fn load_text(source: &str, text: &str, lossy: bool, state: &mut ClusterState) ->
         state,
         errors: Vec::new(),
     };
-    for (i, document) in parse_documents(text).into_iter().enumerate() {
-        loader.document = i + 1;
+    // One document at a time: its parsed value is dropped once loaded,
+    // so a file never sits in memory as values (at 10k services x 10
+    // endpoints they were most of `nftopo apply`'s peak).
+    let mut i = 0;
+    parse_documents(text, |document| {
+        i += 1;
+        loader.document = i;
         match document {
             Ok(value) if value.is_null() => {}
             Ok(value) => match guard::replaced_field(&value).filter(|_| lossy) {
@@ -94,7 +99,7 @@ fn load_text(source: &str, text: &str, lossy: bool, state: &mut ClusterState) ->
             },
             Err(message) => loader.error("document", FieldError::new("", message)),
         }
-    }
+    });
     loader.errors
 }
 
@@ -136,25 +141,27 @@ fn prefixed(part: &str) -> String {
     }
 }
 
-/// Splits the text into documents, each parsed or the reason it was not.
+/// Splits the text into documents and hands each to `each` as soon as it
+/// is parsed (or the reason it was not), in order.
 /// JSON (one or several concatenated values) is tried first when the text
 /// looks like JSON; otherwise, or if that fails, YAML, where a document
 /// too deep, too repetitive (billion laughs) or of the wrong shape does
 /// not stop the later ones (a syntax error does: the parser cannot find
 /// the next document after it). Documents nested deeper than
 /// [`guard::MAX_FLOW_DEPTH`] are refused unparsed.
-fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
+fn parse_documents(text: &str, mut each: impl FnMut(Result<Value, String>)) {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        // All or nothing: JSON that fails anywhere is read as YAML.
         let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
             .collect();
         if let Ok(values) = json {
-            return values.into_iter().map(Ok).collect();
+            values.into_iter().map(Ok).for_each(each);
+            return;
         }
     }
     let text = guard::flatten_deep(text);
-    let mut documents = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let document = match Value::deserialize(document) {
             Ok(value) if guard::too_deep(&value) => Err(format!(
@@ -171,7 +178,7 @@ fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
                 .any(|e| message.starts_with(e)),
             Ok(_) => true,
         };
-        documents.push(document);
+        each(document);
         if !go_on {
             // Any other error (a syntax error, an unknown anchor) leaves
             // the parser inside the document: what follows is not a
@@ -179,7 +186,6 @@ fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
             break;
         }
     }
-    documents
 }
 
 /// serde_yaml errors raised while reading a document it has parsed to its

@@ -102,7 +102,11 @@ mod tests {
         let upper: Vec<u64> = vec![1, 2, 4, 8, 16, 30, 30, 30];
         for (d, max) in slow.iter().zip(&upper) {
             let max = Duration::from_secs(*max);
-            assert!(*d >= max / 2 && *d < max, "{d:?} not in [{:?}, {max:?})", max / 2);
+            assert!(
+                *d >= max / 2 && *d < max,
+                "{d:?} not in [{:?}, {max:?})",
+                max / 2
+            );
         }
         // A success ends the outage: fast again.
         b.reset();

@@ -280,7 +280,8 @@ fn nodes_being_deleted_and_health_check_ports_reach_the_model() {
     );
 }
 
-type Sender<K> = mpsc::UnboundedSender<Result<Event<K>, watcher::Error>>;
+type Item<K> = Result<Event<K>, watcher::Error>;
+type Sender<K> = mpsc::UnboundedSender<Item<K>>;
 
 struct Feeds {
     services: Sender<core::Service>,
@@ -289,11 +290,16 @@ struct Feeds {
 }
 
 fn watches() -> (Watches, Feeds) {
-    let (services, s) = mpsc::unbounded();
-    let (slices, e) = mpsc::unbounded();
-    let (nodes, n) = mpsc::unbounded();
+    use futures::StreamExt;
+    let (services, s) = mpsc::unbounded::<Item<core::Service>>();
+    let (slices, e) = mpsc::unbounded::<Item<discovery::EndpointSlice>>();
+    let (nodes, n) = mpsc::unbounded::<Item<core::Node>>();
     (
-        Watches::from_streams(s, e, n),
+        Watches::from_streams(
+            s.map(|r| r.map(decoded)),
+            e.map(|r| r.map(decoded)),
+            n.map(|r| r.map(decoded)),
+        ),
         Feeds {
             services,
             slices,

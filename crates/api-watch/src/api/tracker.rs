@@ -13,6 +13,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
 use super::kinds::{Kind, Watched};
+use super::lenient::{decoded, Lenient};
 use crate::convert::FieldError;
 use crate::{ClusterState, ObjectKey, SliceIndex};
 
@@ -231,16 +232,34 @@ impl Tracker {
 
     /// Applies one Service event.
     pub fn service(&mut self, event: Event<core::Service>) {
+        self.service_item(decoded(event));
+    }
+
+    /// As [`Tracker::service`], for objects decoded one by one (an object
+    /// that did not decode is skipped with its error).
+    pub fn service_item(&mut self, event: Event<Lenient<core::Service>>) {
         self.apply(event, |s| Listed::Service(Converted::of(&s)));
     }
 
     /// Applies one EndpointSlice event.
     pub fn endpoint_slice(&mut self, event: Event<discovery::EndpointSlice>) {
+        self.endpoint_slice_item(decoded(event));
+    }
+
+    /// As [`Tracker::endpoint_slice`], for objects decoded one by one (an object
+    /// that did not decode is skipped with its error).
+    pub fn endpoint_slice_item(&mut self, event: Event<Lenient<discovery::EndpointSlice>>) {
         self.apply(event, |s| Listed::Slice(Converted::of(&s)));
     }
 
     /// Applies one Node event.
     pub fn node(&mut self, event: Event<core::Node>) {
+        self.node_item(decoded(event));
+    }
+
+    /// As [`Tracker::node`], for objects decoded one by one (an object
+    /// that did not decode is skipped with its error).
+    pub fn node_item(&mut self, event: Event<Lenient<core::Node>>) {
         self.apply(event, |n| Listed::Node(Converted::of(&n)));
     }
 
@@ -251,6 +270,12 @@ impl Tracker {
 
     /// Applies one ServiceCIDR event.
     pub fn service_cidr(&mut self, event: Event<networking::ServiceCIDR>) {
+        self.service_cidr_item(decoded(event));
+    }
+
+    /// As [`Tracker::service_cidr`], for objects decoded one by one (an object
+    /// that did not decode is skipped with its error).
+    pub fn service_cidr_item(&mut self, event: Event<Lenient<networking::ServiceCIDR>>) {
         self.apply(event, |c| Listed::ServiceCidr(Converted::of(&c)));
     }
 

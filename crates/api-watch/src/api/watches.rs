@@ -15,6 +15,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
 use super::kinds::Kind;
+use super::lenient::Lenient;
 use super::tracker::{Tracker, WatchChanges};
 use crate::{ClusterState, SliceIndex};
 
@@ -26,11 +27,11 @@ const BURST: usize = 1024;
 /// One watcher's item, of any kind (the large ones boxed, so that the
 /// stream's items stay small).
 enum WatchEvent {
-    Service(Box<Event<core::Service>>),
-    Slice(Event<discovery::EndpointSlice>),
-    Node(Box<Event<core::Node>>),
-    Block(Event<DynamicObject>),
-    ServiceCidr(Event<networking::ServiceCIDR>),
+    Service(Box<Event<Lenient<core::Service>>>),
+    Slice(Box<Event<Lenient<discovery::EndpointSlice>>>),
+    Node(Box<Event<Lenient<core::Node>>>),
+    Block(Box<Event<DynamicObject>>),
+    ServiceCidr(Box<Event<Lenient<networking::ServiceCIDR>>>),
     /// A list or watch failed (the watcher retries by itself).
     Failed(Kind, String),
     /// The kind's stream ended: no more updates for it.
@@ -73,20 +74,18 @@ impl Watches {
     /// the stream has it).
     pub fn from_streams<S, E, N, Err>(services: S, endpoint_slices: E, nodes: N) -> Self
     where
-        S: Stream<Item = Result<Event<core::Service>, Err>> + Send + 'static,
-        E: Stream<Item = Result<Event<discovery::EndpointSlice>, Err>> + Send + 'static,
-        N: Stream<Item = Result<Event<core::Node>, Err>> + Send + 'static,
+        S: Stream<Item = Result<Event<Lenient<core::Service>>, Err>> + Send + 'static,
+        E: Stream<Item = Result<Event<Lenient<discovery::EndpointSlice>>, Err>> + Send + 'static,
+        N: Stream<Item = Result<Event<Lenient<core::Node>>, Err>> + Send + 'static,
         Err: std::fmt::Display + 'static,
     {
         let mut events = SelectAll::new();
         events.push(merged(Kind::Service, services, |e| {
             WatchEvent::Service(Box::new(e))
         }));
-        events.push(merged(
-            Kind::EndpointSlice,
-            endpoint_slices,
-            WatchEvent::Slice,
-        ));
+        events.push(merged(Kind::EndpointSlice, endpoint_slices, |e| {
+            WatchEvent::Slice(Box::new(e))
+        }));
         events.push(merged(Kind::Node, nodes, |e| WatchEvent::Node(Box::new(e))));
         Watches {
             events,
@@ -104,11 +103,10 @@ impl Watches {
     {
         self.tracker = std::mem::replace(&mut self.tracker, Tracker::new(SystemTime::now()))
             .with_block_affinities();
-        self.events.push(merged(
-            Kind::BlockAffinity,
-            block_affinities,
-            WatchEvent::Block,
-        ));
+        self.events
+            .push(merged(Kind::BlockAffinity, block_affinities, |e| {
+                WatchEvent::Block(Box::new(e))
+            }));
         self
     }
 
@@ -119,16 +117,15 @@ impl Watches {
     /// [`Watches::next`].
     pub fn with_service_cidrs<C, Err>(mut self, service_cidrs: C) -> Self
     where
-        C: Stream<Item = Result<Event<networking::ServiceCIDR>, Err>> + Send + 'static,
+        C: Stream<Item = Result<Event<Lenient<networking::ServiceCIDR>>, Err>> + Send + 'static,
         Err: std::fmt::Display + 'static,
     {
         self.tracker = std::mem::replace(&mut self.tracker, Tracker::new(SystemTime::now()))
             .with_service_cidrs();
-        self.events.push(merged(
-            Kind::ServiceCidr,
-            service_cidrs,
-            WatchEvent::ServiceCidr,
-        ));
+        self.events
+            .push(merged(Kind::ServiceCidr, service_cidrs, |e| {
+                WatchEvent::ServiceCidr(Box::new(e))
+            }));
         self
     }
 
@@ -172,11 +169,11 @@ impl Watches {
     fn apply(&mut self, event: WatchEvent) {
         let t = &mut self.tracker;
         match event {
-            WatchEvent::Service(e) => t.service(*e),
-            WatchEvent::Slice(e) => t.endpoint_slice(e),
-            WatchEvent::Node(e) => t.node(*e),
-            WatchEvent::Block(e) => t.block_affinity(e),
-            WatchEvent::ServiceCidr(e) => t.service_cidr(e),
+            WatchEvent::Service(e) => t.service_item(*e),
+            WatchEvent::Slice(e) => t.endpoint_slice_item(*e),
+            WatchEvent::Node(e) => t.node_item(*e),
+            WatchEvent::Block(e) => t.block_affinity(*e),
+            WatchEvent::ServiceCidr(e) => t.service_cidr_item(*e),
             WatchEvent::Failed(kind, error) => {
                 let first = t.failed(kind);
                 if !t.is_optional(kind) {
