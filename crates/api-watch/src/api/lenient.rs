@@ -27,7 +27,7 @@ pub enum Lenient<K> {
     /// field and the decoder's message.
     Undecodable {
         /// The object's metadata, as far as it decodes.
-        metadata: ObjectMeta,
+        metadata: Box<ObjectMeta>,
         /// The field that failed, e.g. `spec.ports[0].port`.
         field: String,
         /// What the decoder said.
@@ -58,10 +58,12 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
         match serde_path_to_error::deserialize::<_, K>(&value) {
             Ok(k) => Ok(Lenient::Decoded(k)),
             Err(e) => Ok(Lenient::Undecodable {
-                metadata: value
-                    .get("metadata")
-                    .and_then(|m| ObjectMeta::deserialize(m).ok())
-                    .unwrap_or_default(),
+                metadata: Box::new(
+                    value
+                        .get("metadata")
+                        .and_then(|m| ObjectMeta::deserialize(m).ok())
+                        .unwrap_or_default(),
+                ),
                 field: e.path().to_string(),
                 message: e.into_inner().to_string(),
             }),
