@@ -67,8 +67,8 @@ fn an_unchanged_apply_sends_nothing_and_one_new_endpoint_a_handful() {
     assert!(events.is_empty(), "an unchanged apply changed: {events:#?}");
     assert_eq!(ok(nft_list(&ns), "list"), before);
 
-    // node-4's pod out of the slices: its elements go, the spread chain
-    // for five endpoints gives way to the one for four.
+    // node-4's pod replaced by another: its element is rewritten (the
+    // index of five endpoints stays; no rule changes).
     let dir = std::env::temp_dir().join(format!("{}-unchanged", unique_prefix()));
     ok(std::fs::create_dir_all(&dir), "dir");
     let slices = ok(
@@ -129,7 +129,7 @@ fn diff_prints_what_apply_would_send_and_exits_as_diff_does() {
                 "ip",
                 "nftopo",
                 "service-endpoints",
-                "{ 10.43.118.32 . tcp . 80 . 4 }",
+                "{ 10.43.118.32 . tcp . 80 . 14 }",
             ],
         ),
         "delete an element by hand",
@@ -138,7 +138,7 @@ fn diff_prints_what_apply_would_send_and_exits_as_diff_does() {
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
-        ["add element ip nftopo service-endpoints { 10.43.118.32 . tcp . 80 . 4 : 10.42.201.2 . 5000 }"],
+        ["add element ip nftopo service-endpoints { 10.43.118.32 . tcp . 80 . 14 : 10.42.201.2 . 5000 }"],
         "{text}"
     );
     // The text is what nft takes: feeding it repairs the table.

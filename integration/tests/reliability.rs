@@ -353,7 +353,7 @@ fn a_refused_transaction_is_logged_counted_and_followed_by_a_full_sync() {
                 "ip",
                 "nftopo",
                 "service-endpoints",
-                "{ 10.43.118.32 . tcp . 80 . 4 }",
+                "{ 10.43.118.32 . tcp . 80 . 14 }",
             ],
         ),
         "delete an element by hand",

@@ -543,10 +543,17 @@ fn raw(name: &str, attrs: Vec<(u16, Vec<u8>)>) -> Expressions {
 /// `numgen random mod N` into `dreg` (NFTA_NG_DREG 1, MODULUS 2, TYPE 3;
 /// NFT_NG_RANDOM is 1).
 pub fn numgen_random(modulus: u32, dreg: u32) -> Expressions {
-    raw(
-        "numgen",
-        vec![(1, be32(dreg)), (2, be32(modulus)), (3, be32(1))],
-    )
+    numgen_random_offset(modulus, 0, dreg)
+}
+
+/// `numgen random mod N offset O` into `dreg` (NFTA_NG_OFFSET 4, sent
+/// only when not 0, as `nft` does).
+pub fn numgen_random_offset(modulus: u32, offset: u32, dreg: u32) -> Expressions {
+    let mut attrs = vec![(1, be32(dreg)), (2, be32(modulus)), (3, be32(1))];
+    if offset != 0 {
+        attrs.push((4, be32(offset)));
+    }
+    raw("numgen", attrs)
 }
 
 /// `dnat` to the address in `addr_reg` and the port in `port_reg`
@@ -758,15 +765,23 @@ fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) {
             e.push(dynset_update(set));
         }
         Stmt::Masquerade => e.push(masquerade()),
-        Stmt::DnatSpread { modulus, map } => {
+        Stmt::DnatSpread {
+            modulus,
+            offset,
+            map,
+        } => {
             let next = load_service_key(family, e);
-            e.push(numgen_random(*modulus, next));
+            e.push(numgen_random_offset(*modulus, *offset, next));
             e.push(lookup(map, Some(Register::Reg1)));
             e.push(nat_dnat(family, 1, 8 + alen / 4));
         }
-        Stmt::DnatSpreadPort { modulus, map } => {
+        Stmt::DnatSpreadPort {
+            modulus,
+            offset,
+            map,
+        } => {
             let next = load_port_key(e);
-            e.push(numgen_random(*modulus, next));
+            e.push(numgen_random_offset(*modulus, *offset, next));
             e.push(lookup(map, Some(Register::Reg1)));
             e.push(nat_dnat(family, 1, 8 + alen / 4));
         }

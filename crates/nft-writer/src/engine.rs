@@ -48,12 +48,11 @@ use crate::transaction::{Op, TableRef, Transaction};
 /// 5. deletions of chains and sets nothing refers to any more.
 ///
 /// Deletions of objects something referred to until this batch go to a
-/// later batch ([`Batch::defer`]). So do endpoint elements that go away
-/// in a batch that also rewrites chains: a packet that is inside the
-/// rules while the batch commits may still run the old rules (`numgen
-/// random mod 5`) against the new maps, and an index deleted in the same
-/// commit would send it on untranslated (and conntrack would keep that);
-/// one sync later nothing looks those indexes up any more.
+/// later batch ([`Batch::defer`]). Endpoint elements go in the batch that
+/// replaces them: the `spread` rules of every endpoint count stay
+/// ([`crate::IncrementalPlanner`]) and are tried in increasing count, so
+/// an element left at the old count's indices would be found before the
+/// new ones by a service port that grew.
 #[derive(Debug, Default)]
 pub struct Batch {
     tables: Vec<Op>,
@@ -155,32 +154,10 @@ impl Batch {
             family,
             name: names::TABLE.into(),
         };
-        let rewrites = !self.rules.is_empty();
-        let mut later = std::mem::take(&mut self.later);
+        let later = std::mem::take(&mut self.later);
         let mut deletes: BTreeMap<(Family, String), Vec<ElemKey>> = BTreeMap::new();
         for ((family, _, map), keys) in std::mem::take(&mut self.deletes) {
-            let endpoints = map == names::SERVICE_ENDPOINTS || map == names::NODEPORT_ENDPOINTS;
-            let (now, gone): (Vec<ElemKey>, Vec<ElemKey>) = if rewrites && endpoints {
-                let readded: std::collections::HashSet<&ElemKey> = self
-                    .adds
-                    .iter()
-                    .filter(|((f, _, m), _)| *f == family && *m == map)
-                    .flat_map(|(_, e)| e.iter().map(|(k, _)| k))
-                    .collect();
-                keys.into_iter().partition(|k| readded.contains(k))
-            } else {
-                (keys, Vec::new())
-            };
-            if !gone.is_empty() {
-                later.push(Op::DeleteElements {
-                    table: table(family),
-                    map: map.clone(),
-                    keys: gone,
-                });
-            }
-            if !now.is_empty() {
-                deletes.entry((family, map)).or_default().extend(now);
-            }
+            deletes.entry((family, map)).or_default().extend(keys);
         }
         for (family, map, keys) in std::mem::take(&mut self.overdue) {
             deletes.entry((family, map)).or_default().extend(keys);

@@ -3,11 +3,11 @@
 //! the Services it touched and yields the operations for the difference
 //! without building or comparing the whole ruleset.
 //!
-//! What is shared between Services is counted: the `spread-N` /
-//! `spread-port-N` chains (added when the first Service uses them, flushed
-//! when the last one stops and deleted one sync later, as [`crate::diff`]
-//! does), the `hairpin` pairs (one element for all the ports of an
-//! endpoint), the `cluster-ips` addresses (one for all the ports of a
+//! What is shared between Services is counted or kept: the rules of
+//! `spread` / `spread-port` (one per endpoint count, added when a Service
+//! first has that count and kept while the planner lives, so that an
+//! endpoint that comes and goes changes elements only), the `hairpin`
+//! pairs (one element for all the ports of an endpoint), the `cluster-ips` addresses (one for all the ports of a
 //! Service) and `firewall-ips` elements (where, as in [`plan_ruleset`],
 //! the last Service in plan order wins). Which Service owns an address,
 //! protocol and port (or a node port) claimed by several is decided as in
@@ -31,7 +31,7 @@ use crate::model::*;
 use crate::names;
 use crate::planner::{
     add_spread_chains, contribute, duplicate, family_cidrs, primary_address, skeleton,
-    spread_chain, spread_port_chain, Contribution, PlannerConfig,
+    spread_rules, Contribution, PlannerConfig,
 };
 use crate::transaction::{Op, TableRef};
 
@@ -219,8 +219,6 @@ struct Inputs {
 #[derive(Debug, Clone)]
 enum Object {
     Chain,
-    Spread(usize),
-    SpreadPort(usize),
     Set(MapKind),
 }
 
@@ -235,6 +233,8 @@ struct Delta {
     touched: BTreeMap<String, (usize, Object)>,
     /// Shared elements that changed: value before the update.
     shared: BTreeMap<(&'static str, ElemKey), Option<ElemValue>>,
+    /// A rule was added to `spread` / `spread-port`.
+    spreads_grew: [bool; 2],
 }
 
 /// Keeps the ruleset as per-Service contributions; see the module
@@ -251,6 +251,22 @@ pub struct IncrementalPlanner {
     ip6_services: usize,
     /// Sets whose deletion the last update deferred, with their shape.
     pending_sets: HashMap<(Family, String), MapKind>,
+    /// Per table, the endpoint counts with a rule in `spread` /
+    /// `spread-port`: every count a Service has had since the planner was
+    /// made (or last planned everything from scratch). A rule is never
+    /// removed while the planner lives: adding one makes the kernel
+    /// validate the whole table at commit (`nf_tables_newrule` marks it
+    /// for validation), so an endpoint that comes and goes must find its
+    /// rule in place and change elements only.
+    kept_spreads: [Spreads; 2],
+}
+
+/// The endpoint counts that have a rule in `spread` (`addr`) and in
+/// `spread-port` (`port`).
+#[derive(Debug, Clone, Default)]
+struct Spreads {
+    addr: BTreeSet<usize>,
+    port: BTreeSet<usize>,
 }
 
 /// The port plans of `key` in `plan` (sorted by service, as
@@ -302,6 +318,7 @@ impl IncrementalPlanner {
             index: Default::default(),
             ip6_services: 0,
             pending_sets: HashMap::new(),
+            kept_spreads: Default::default(),
         }
     }
 
@@ -547,6 +564,13 @@ impl IncrementalPlanner {
             family: f,
             name: names::TABLE.into(),
         };
+        let kept = &mut self.kept_spreads[fi(f)];
+        for n in &new.spreads {
+            d.spreads_grew[0] |= kept.addr.insert(*n);
+        }
+        for n in &new.port_spreads {
+            d.spreads_grew[1] |= kept.port.insert(*n);
+        }
         let idx = &mut self.index[fi(f)];
         let mut count = |d: &mut Delta, name: String, object: Object, up: bool| {
             let n = idx.objects.entry(name.clone()).or_insert(0);
@@ -608,31 +632,6 @@ impl IncrementalPlanner {
             if new.set(&m.name).is_none() {
                 count(d, m.name.clone(), Object::Set(m.kind), false);
             }
-        }
-        let difference = |a: &[usize], b: &[usize]| -> Vec<usize> {
-            a.iter().copied().filter(|n| !b.contains(n)).collect()
-        };
-        for n in &difference(&new.spreads, &old.spreads) {
-            count(d, names::spread_chain(*n), Object::Spread(*n), true);
-        }
-        for n in &difference(&old.spreads, &new.spreads) {
-            count(d, names::spread_chain(*n), Object::Spread(*n), false);
-        }
-        for n in &difference(&new.port_spreads, &old.port_spreads) {
-            count(
-                d,
-                names::spread_port_chain(*n),
-                Object::SpreadPort(*n),
-                true,
-            );
-        }
-        for n in &difference(&old.port_spreads, &new.port_spreads) {
-            count(
-                d,
-                names::spread_port_chain(*n),
-                Object::SpreadPort(*n),
-                false,
-            );
         }
         // Elements.
         let maps: BTreeSet<&'static str> = old
@@ -743,25 +742,11 @@ impl IncrementalPlanner {
                         name,
                         kind,
                     }),
-                    Object::Chain | Object::Spread(_) | Object::SpreadPort(_) => {
-                        d.batch.push(Op::AddChain {
-                            table: t.clone(),
-                            name: name.clone(),
-                            base: None,
-                        });
-                        let shared = match object {
-                            Object::Spread(n) => Some(spread_chain(n)),
-                            Object::SpreadPort(n) => Some(spread_port_chain(n)),
-                            _ => None,
-                        };
-                        for r in shared.map(|c| c.rules).unwrap_or_default() {
-                            d.batch.push(Op::AddRule {
-                                table: t.clone(),
-                                chain: name.clone(),
-                                rule: r,
-                            });
-                        }
-                    }
+                    Object::Chain => d.batch.push(Op::AddChain {
+                        table: t.clone(),
+                        name: name.clone(),
+                        base: None,
+                    }),
                 },
                 (true, false) => match object {
                     Object::Set(kind) => d.batch.defer(Op::DeleteMap {
@@ -781,6 +766,34 @@ impl IncrementalPlanner {
                     }
                 },
                 _ => {}
+            }
+        }
+        // A new endpoint count: `spread` (or `spread-port`) rewritten with
+        // its rule added. Its rules are the only ones that bind the
+        // endpoint maps, and the kernel walks every element of a map a
+        // rule binds unless the map is bound in the same chain already
+        // (`nf_tables_bind_set`): the old rules' bindings hold until the
+        // commit, so the rewrite does not walk the map.
+        let kept = &self.kept_spreads[fi(f)];
+        let rules = spread_rules(&kept.addr, &kept.port);
+        for ((grew, chain), rules) in std::mem::take(&mut d.spreads_grew)
+            .into_iter()
+            .zip([names::SPREAD, names::SPREAD_PORT])
+            .zip(rules)
+        {
+            if !grew || !d.emit {
+                continue;
+            }
+            d.batch.push(Op::FlushChain {
+                table: t.clone(),
+                name: chain.into(),
+            });
+            for rule in rules {
+                d.batch.push(Op::AddRule {
+                    table: t.clone(),
+                    chain: chain.into(),
+                    rule,
+                });
             }
         }
         for ((map, k), before) in std::mem::take(&mut d.shared) {
@@ -835,15 +848,11 @@ impl IncrementalPlanner {
                 continue;
             }
             let mut table = self.skeletons[fi(f)].clone();
-            let mut spreads = BTreeSet::new();
-            let mut port_spreads = BTreeSet::new();
             for e in self.entries.values() {
-                let part = &e.parts[fi(f)];
-                part.merge_into(&mut table);
-                spreads.extend(part.spreads.iter().copied());
-                port_spreads.extend(part.port_spreads.iter().copied());
+                e.parts[fi(f)].merge_into(&mut table);
             }
-            add_spread_chains(&mut table, &spreads, &port_spreads);
+            let kept = &self.kept_spreads[fi(f)];
+            add_spread_chains(&mut table, &kept.addr, &kept.port);
             tables.push(table);
         }
         Ruleset { tables }

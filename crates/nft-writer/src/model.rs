@@ -355,17 +355,26 @@ pub enum Stmt {
     },
     /// `masquerade fully-random`
     Masquerade,
-    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @MAP`
+    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N offset O map @MAP`:
+    /// when the map has no element for the key (a service port with
+    /// another number of endpoints), the rule does not match and the next
+    /// one is tried.
     DnatSpread {
         /// N, the number of endpoints.
         modulus: u32,
+        /// O, where the indices of service ports with N endpoints start
+        /// ([`crate::names::spread_offset`]).
+        offset: u32,
         /// The endpoints map (key: daddr . l4proto . dport . index).
         map: String,
     },
-    /// `dnat ip to meta l4proto . th dport . numgen random mod N map @MAP`
+    /// `dnat ip to meta l4proto . th dport . numgen random mod N offset O map @MAP`
+    /// (as [`Stmt::DnatSpread`]).
     DnatSpreadPort {
         /// N, the number of endpoints.
         modulus: u32,
+        /// O, as in [`Stmt::DnatSpread`].
+        offset: u32,
         /// The endpoints map (key: l4proto . dport . index).
         map: String,
     },

@@ -12,7 +12,7 @@ pub const TABLE: &str = "nftopo";
 /// The engine converges a table of the same layout and replaces one of
 /// any other (once, with a log line). Raise it whenever a change to the
 /// planner could not be reached by converging object by object.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 /// Base chain: nat prerouting (traffic arriving from pods and the network).
 pub const NAT_PREROUTING: &str = "nat-prerouting";
 /// Base chain: nat output (traffic from the node itself).
@@ -64,16 +64,25 @@ pub const CLUSTER_IPS: &str = "cluster-ips";
 /// names keep `nft list` readable.
 pub const MAX_CHAIN_NAME: usize = 64;
 
-/// The chain that spreads new connections over N endpoints:
-/// `spread-N`, shared by every service port with N endpoints.
-pub fn spread_chain(endpoints: usize) -> String {
-    format!("spread-{endpoints}")
-}
+/// The chain that spreads new connections over the endpoints of a service
+/// address: one rule per endpoint count N in use, `dnat … numgen random
+/// mod N offset spread_offset(N) map @service-endpoints`.
+pub const SPREAD: &str = "spread";
 
-/// The same for node ports (key without the destination address):
-/// `spread-port-N`.
-pub fn spread_port_chain(endpoints: usize) -> String {
-    format!("spread-port-{endpoints}")
+/// The same for node ports (key without the destination address).
+pub const SPREAD_PORT: &str = "spread-port";
+
+/// Where the endpoint indices of a service port with `endpoints`
+/// endpoints start in `service-endpoints` / `nodeport-endpoints`: N(N-1)/2,
+/// so that the ranges of different N never overlap and the rule of
+/// another N finds no element. `None` past the 32-bit index space (more
+/// than 92,681 endpoints).
+pub fn spread_offset(endpoints: usize) -> Option<u32> {
+    let n = u64::try_from(endpoints).ok()?;
+    let offset = n.checked_mul(n.checked_sub(1)?)? / 2;
+    // The kernel refuses offset + N - 1 past u32 (`nft_ng_random_init`).
+    u32::try_from(offset + n - 1).ok()?;
+    u32::try_from(offset).ok()
 }
 
 /// The dynamic set of the clients of one endpoint of one service port

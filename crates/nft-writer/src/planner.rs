@@ -8,12 +8,14 @@
 //!   to `ext-…`), and node ports, on the addresses `--nodeport-addresses`
 //!   selects, in `service-nodeports` (to `np-…`);
 //! * the service port's chains mark traffic for masquerade where needed,
-//!   then DNAT into one endpoint set: `goto spread-N`, where
-//!   `spread-N` holds one rule,
-//!   `dnat to daddr . l4proto . dport . numgen random mod N map @service-endpoints`
-//!   (node ports: `spread-port-N` over `nodeport-endpoints`, keyed by
-//!   protocol and port); the endpoints of every service port sit in those
-//!   shared maps, keyed by the address (or node port) the client used;
+//!   then DNAT into one endpoint set: `goto spread`, where `spread` holds
+//!   one rule per endpoint count N in use,
+//!   `dnat to daddr . l4proto . dport . numgen random mod N offset O(N) map @service-endpoints`
+//!   with O(N) = N(N-1)/2 (node ports: `spread-port` over
+//!   `nodeport-endpoints`, keyed by protocol and port); the endpoints of
+//!   every service port sit in those shared maps, keyed by the address
+//!   (or node port) the client used and O(N) + i, so the rule of another
+//!   count finds no element and the next rule is tried;
 //! * the local endpoints of externalTrafficPolicy Local (`loc-…`) and every
 //!   set under session affinity are small: they DNAT with inline rules,
 //!   `numgen random mod (N-i) 0 … dnat to A:P`, and affinity adds one
@@ -36,12 +38,25 @@
 //!   to `ct state new` only: an established connection is never cut
 //!   because its service lost its endpoints or its source ranges changed.
 //!
-//! Why shared maps reached from a few `spread-N` chains rather than one map
+//! Why shared maps reached from one `spread` chain rather than one map
 //! per service: the kernel looks sets up by walking the table's list of
 //! sets, and checks every chain it validates against every set, so 10,000
 //! per-service maps cost seconds of kernel time; and every rule that binds
 //! a map makes each new element walk all of that map's bindings, so the
 //! shared map must be bound by few rules: one per distinct N.
+//!
+//! Why N is in the elements' indices and not in the service port's chain
+//! (`goto spread-N`, layout 2): a rule with a jump, a goto, a lookup, a
+//! nat or a `meta mark set` makes the kernel validate the whole table at
+//! commit (`nf_tables_newrule` → `nf_tables_validate` →
+//! `nft_table_validate`, which walks every base chain, every verdict-map
+//! element and the chains they reach: O(services)), and a rule that binds
+//! `service-endpoints` in a chain where no rule binds it yet walks all of
+//! its elements (`nf_tables_bind_set`). With N in the indices, an endpoint
+//! added or removed changes elements only, whose commit costs what they
+//! are. The price is on the data path: a new connection tries the `spread`
+//! rules in increasing N until one finds its element (one hash lookup
+//! each; the counts in use are few), instead of one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -136,8 +151,8 @@ enum Keyspace {
 }
 
 /// What service ports add to one table on top of its [`skeleton`]: their
-/// own chains and sets, their elements in the shared maps, and the shared
-/// `spread-N` / `spread-port-N` chains they jump to. [`plan_ruleset`]
+/// own chains and sets, their elements in the shared maps, and the
+/// endpoint counts whose rules in `spread` / `spread-port` they need. [`plan_ruleset`]
 /// builds one for the whole plan; the incremental planner one per Service,
 /// with the same code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,45 +163,53 @@ pub(crate) struct Contribution {
     pub sets: BTreeMap<String, Map>,
     /// Elements in the skeleton's maps, by map name.
     pub elements: BTreeMap<&'static str, BTreeMap<ElemKey, ElemValue>>,
-    /// N of every `spread-N` chain used.
+    /// N of every rule of `spread` used.
     pub spreads: BTreeSet<usize>,
-    /// N of every `spread-port-N` chain used.
+    /// N of every rule of `spread-port` used.
     pub port_spreads: BTreeSet<usize>,
 }
 
-/// The chain `spread-N`: DNAT to one of N endpoints of the service
-/// address in `service-endpoints`.
-pub(crate) fn spread_chain(n: usize) -> Chain {
-    let r = rule(vec![Stmt::DnatSpread {
+/// The rule of `spread` for service ports with N endpoints: DNAT to one of
+/// the N elements of the service address in `service-endpoints`, at
+/// indices [`names::spread_offset`]`(N)` and on.
+pub(crate) fn spread_rule(n: usize) -> Option<Rule> {
+    Some(rule(vec![Stmt::DnatSpread {
         modulus: n as u32,
+        offset: names::spread_offset(n)?,
         map: names::SERVICE_ENDPOINTS.into(),
-    }]);
-    Chain::regular(names::spread_chain(n), vec![r])
+    }]))
 }
 
-/// The chain `spread-port-N`: DNAT to one of N endpoints of the node port
-/// in `nodeport-endpoints`.
-pub(crate) fn spread_port_chain(n: usize) -> Chain {
-    let r = rule(vec![Stmt::DnatSpreadPort {
+/// The same in `spread-port`, over `nodeport-endpoints`.
+pub(crate) fn spread_port_rule(n: usize) -> Option<Rule> {
+    Some(rule(vec![Stmt::DnatSpreadPort {
         modulus: n as u32,
+        offset: names::spread_offset(n)?,
         map: names::NODEPORT_ENDPOINTS.into(),
-    }]);
-    Chain::regular(names::spread_port_chain(n), vec![r])
+    }]))
 }
 
-/// Adds the shared chains `spread-N` (N in `spreads`) and `spread-port-N`
-/// (N in `ports`) to `table`.
+/// The rules of the shared chains `spread` (one per N in `spreads`, in
+/// order) and `spread-port` (N in `ports`).
+pub(crate) fn spread_rules(spreads: &BTreeSet<usize>, ports: &BTreeSet<usize>) -> [Vec<Rule>; 2] {
+    [
+        spreads.iter().filter_map(|n| spread_rule(*n)).collect(),
+        ports.iter().filter_map(|n| spread_port_rule(*n)).collect(),
+    ]
+}
+
+/// Fills the shared chains `spread` (N in `spreads`) and `spread-port`
+/// (N in `ports`) of `table`.
 pub(crate) fn add_spread_chains(
     table: &mut Table,
     spreads: &BTreeSet<usize>,
     ports: &BTreeSet<usize>,
 ) {
-    for c in spreads
-        .iter()
-        .map(|n| spread_chain(*n))
-        .chain(ports.iter().map(|n| spread_port_chain(*n)))
-    {
-        table.chains.insert(c.name.clone(), c);
+    let [a, p] = spread_rules(spreads, ports);
+    for (name, rules) in [(names::SPREAD, a), (names::SPREAD_PORT, p)] {
+        table
+            .chains
+            .insert(name.into(), Chain::regular(name, rules));
     }
 }
 
@@ -465,6 +488,10 @@ fn fixed(
             vec![cluster_ips_check()],
         ),
         Chain::regular(names::SERVICES, services),
+        // Filled with one rule per endpoint count in use
+        // ([`add_spread_chains`]).
+        Chain::regular(names::SPREAD, Vec::new()),
+        Chain::regular(names::SPREAD_PORT, Vec::new()),
         Chain::regular(names::CLUSTER_IPS_CHECK, cluster_ips),
         Chain::regular(
             names::REJECT_CHAIN,
@@ -507,9 +534,9 @@ impl Builder<'_> {
             .insert(name.clone(), Chain::regular(name, rules));
     }
 
-    /// Rules that DNAT into `eps`. Without affinity: `goto spread-N` and
-    /// the elements under `keys`; with affinity: inline rules and the
-    /// endpoints' client sets.
+    /// Rules that DNAT into `eps`. Without affinity: `goto spread` and
+    /// the elements under `keys`, at the indices of N endpoints; with
+    /// affinity: inline rules and the endpoints' client sets.
     fn dnat_block(
         &mut self,
         sp: &ServicePortPlan,
@@ -519,9 +546,12 @@ impl Builder<'_> {
         let n = eps.len();
         debug_assert!(n > 0);
         self.hairpin(eps);
-        if sp.session_affinity_timeout.is_some() {
-            return self.inline_block(sp, eps);
-        }
+        let offset = match names::spread_offset(n) {
+            Some(o) if sp.session_affinity_timeout.is_none() => o,
+            // Affinity (and, past the index space, a huge endpoint set):
+            // rules of the service port's own.
+            _ => return self.inline_block(sp, eps),
+        };
         let mut spread_port = false;
         for key in keys {
             for (i, ep) in eps.iter().enumerate() {
@@ -532,7 +562,7 @@ impl Builder<'_> {
                             addr,
                             proto: sp.protocol,
                             port: sp.port,
-                            index: Some(i as u32),
+                            index: Some(offset + i as u32),
                         },
                     ),
                     Keyspace::Port => {
@@ -542,7 +572,7 @@ impl Builder<'_> {
                             ElemKey::Port {
                                 proto: sp.protocol,
                                 port: sp.node_port.expect("node port keys only with a node port"),
-                                index: Some(i as u32),
+                                index: Some(offset + i as u32),
                             },
                         )
                     }
@@ -550,12 +580,14 @@ impl Builder<'_> {
                 self.map(map).insert(k, ElemValue::Dnat(ep.ip, ep.port));
             }
         }
+        // The goto does not depend on N: an endpoint added or removed
+        // changes elements only (no rule, no validation of the table).
         if spread_port {
             self.out.port_spreads.insert(n);
-            vec![rule(vec![goto(&names::spread_port_chain(n))])]
+            vec![rule(vec![goto(names::SPREAD_PORT)])]
         } else {
             self.out.spreads.insert(n);
-            vec![rule(vec![goto(&names::spread_chain(n))])]
+            vec![rule(vec![goto(names::SPREAD)])]
         }
     }
 

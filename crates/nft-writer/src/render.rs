@@ -51,13 +51,23 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
         Stmt::MarkToggleBits(bits) => write!(out, "meta mark set meta mark ^ 0x{bits:08x}"),
         Stmt::UpdateSaddr { set } => write!(out, "update @{set} {{ {f} saddr }}"),
         Stmt::Masquerade => write!(out, "masquerade fully-random"),
-        Stmt::DnatSpread { modulus, map } => write!(
+        Stmt::DnatSpread {
+            modulus,
+            offset,
+            map,
+        } => write!(
             out,
-            "dnat {f} to {f} daddr . meta l4proto . th dport . numgen random mod {modulus} map @{map}"
+            "dnat {f} to {f} daddr . meta l4proto . th dport . numgen random mod {modulus}{} map @{map}",
+            offset_text(*offset)
         ),
-        Stmt::DnatSpreadPort { modulus, map } => write!(
+        Stmt::DnatSpreadPort {
+            modulus,
+            offset,
+            map,
+        } => write!(
             out,
-            "dnat {f} to meta l4proto . th dport . numgen random mod {modulus} map @{map}"
+            "dnat {f} to meta l4proto . th dport . numgen random mod {modulus}{} map @{map}",
+            offset_text(*offset)
         ),
         Stmt::DnatTo(ip, port) => write!(out, "dnat {f} to {}", addr_port(ip, *port)),
         Stmt::Reject => write!(out, "reject"),
@@ -91,6 +101,15 @@ pub fn rule_text(family: Family, rule: &Rule) -> String {
         write_stmt(&mut out, family, stmt);
     }
     out
+}
+
+/// ` offset O` of a `numgen` expression, as `nft` lists it (nothing for 0).
+fn offset_text(offset: u32) -> String {
+    if offset == 0 {
+        String::new()
+    } else {
+        format!(" offset {offset}")
+    }
 }
 
 /// The `type …`/`typeof …` line of a set or map.

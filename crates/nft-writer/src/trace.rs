@@ -266,6 +266,25 @@ fn dnat(mut s: State, value: Option<&ElemValue>) -> (State, RuleFlow) {
     }
 }
 
+/// The outcomes of the draws of one `numgen` DNAT: every DNAT it can
+/// make, and (once) going on with the next rule when some draw finds no
+/// element (another rule serves that number of endpoints).
+fn spread(draws: impl Iterator<Item = (State, RuleFlow)>) -> Vec<(State, RuleFlow)> {
+    let mut out = Vec::new();
+    let mut missed = false;
+    for (s, flow) in draws {
+        match flow {
+            RuleFlow::Next if missed => {}
+            RuleFlow::Next => {
+                missed = true;
+                out.push((s, flow));
+            }
+            _ => out.push((s, flow)),
+        }
+    }
+    out
+}
+
 fn run_rule(
     table: &Table,
     rule: &Rule,
@@ -338,21 +357,25 @@ fn run_rule(
             Stmt::DnatTo(ip, port) => {
                 return vec![dnat(s, Some(&ElemValue::Dnat(*ip, *port)))];
             }
-            Stmt::DnatSpread { modulus, map } => {
-                return (0..*modulus)
-                    .map(|n| {
-                        let v = lookup(table, map, &service_key(&s, Some(n)));
-                        dnat(s.clone(), v)
-                    })
-                    .collect();
+            Stmt::DnatSpread {
+                modulus,
+                offset,
+                map,
+            } => {
+                return spread((*offset..offset + modulus).map(|n| {
+                    let v = lookup(table, map, &service_key(&s, Some(n)));
+                    dnat(s.clone(), v)
+                }));
             }
-            Stmt::DnatSpreadPort { modulus, map } => {
-                return (0..*modulus)
-                    .map(|n| {
-                        let v = lookup(table, map, &port_key(&s, Some(n)));
-                        dnat(s.clone(), v)
-                    })
-                    .collect();
+            Stmt::DnatSpreadPort {
+                modulus,
+                offset,
+                map,
+            } => {
+                return spread((*offset..offset + modulus).map(|n| {
+                    let v = lookup(table, map, &port_key(&s, Some(n)));
+                    dnat(s.clone(), v)
+                }));
             }
             Stmt::DestVmap { map } | Stmt::PortVmap { map } => {
                 let key = if matches!(stmt, Stmt::DestVmap { .. }) {

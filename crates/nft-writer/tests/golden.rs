@@ -78,7 +78,7 @@ delete table ip nftopo
 table ip6 nftopo
 delete table ip6 nftopo
 table ip nftopo {
-\tcomment \"nftopo layout 2\"
+\tcomment \"nftopo layout 3\"
 \tset cluster-ips {
 \t\ttype ipv4_addr
 \t\telements = {
@@ -107,8 +107,8 @@ table ip nftopo {
 \tmap service-endpoints {
 \t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
 \t\telements = {
-\t\t\t10.43.0.10 . tcp . 80 . 0 : 10.42.187.66 . 5000,
-\t\t\t10.43.0.10 . tcp . 80 . 1 : 10.42.187.67 . 5000
+\t\t\t10.43.0.10 . tcp . 80 . 1 : 10.42.187.66 . 5000,
+\t\t\t10.43.0.10 . tcp . 80 . 2 : 10.42.187.67 . 5000
 \t\t}
 \t}
 \tmap service-ips {
@@ -167,12 +167,14 @@ table ip nftopo {
 \tchain services {
 \t\tip daddr . meta l4proto . th dport vmap @service-ips
 \t}
-\tchain spread-2 {
-\t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints
+\tchain spread {
+\t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 1 map @service-endpoints
+\t}
+\tchain spread-port {
 \t}
 \tchain svc-YORD6QRTQEIW6AFT-default/web/tcp/80 {
 \t\tip saddr != 10.42.0.0/16 meta mark set meta mark | 0x00004000
-\t\tgoto spread-2
+\t\tgoto spread
 \t}
 }
 ";
@@ -188,7 +190,7 @@ fn a_service_without_endpoints_renders_a_reject_entry_and_no_service_chain() {
         "{text}"
     );
     assert!(!text.contains("svc-"), "{text}");
-    assert!(!text.contains("spread-"), "{text}");
+    assert!(!text.contains("dnat ip to"), "{text}");
 }
 
 #[test]

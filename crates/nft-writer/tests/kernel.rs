@@ -157,7 +157,7 @@ fn the_full_data_plane_reads_back_exactly_like_nft_f() {
             "table ip6 nftopo",
             "update @aff-",
             "fib saddr type local",
-            "dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints",
+            "dnat ip to meta l4proto . th dport . numgen random mod 2 offset 1 map @nodeport-endpoints",
             "ip saddr 198.51.100.0/24 return",
             "dnat to [fd00:42::66]:5000",
         ] {
@@ -165,5 +165,92 @@ fn the_full_data_plane_reads_back_exactly_like_nft_f() {
         }
         nft(&ns, &["-f", "-"], Some(&script));
         assert_eq!(nft(&ns, &["list", "ruleset"], None), applied);
+    });
+}
+
+/// Issue 15, item 3: once `spread` holds the rule of an endpoint count, a
+/// non-affinity service port whose endpoints come and go changes set
+/// elements only, in the batch the engine builds (no rule and no chain:
+/// nothing that makes the kernel validate the whole table at commit or
+/// bind `service-endpoints` again, which walks all of it), and new
+/// connections spread over exactly the new endpoints, read back from the
+/// kernel.
+#[test]
+fn an_endpoint_added_or_removed_is_a_batch_of_set_elements_only() {
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
+
+    use api_watch::{ObjectKey, Protocol};
+    use nft_writer::{
+        trace, Cidr, Dirty, IncrementalPlanner, Outcome, Packet, Path, PlannerConfig, Syncer,
+    };
+
+    let plan = |eps: &[(&str, &str, &str)]| {
+        topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
+    };
+    let cfg = PlannerConfig {
+        cluster_cidrs: Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        ..PlannerConfig::default()
+    };
+    let (five, four) = (plan(&FIVE), plan(&FIVE[..4]));
+    in_netns(move |ns| {
+        let mut planner = IncrementalPlanner::new(cfg);
+        let mut syncer = Syncer::new(NetlinkKernel::open().unwrap());
+        let first = planner.update(&five, Dirty::All);
+        syncer.sync_changes(&planner, first, false).unwrap();
+        let keys = BTreeSet::from([ObjectKey::new("default", "web")]);
+        // Five to four (the first count of four: `spread` gains its rule),
+        // then back and forth: elements only.
+        for (step, (plan, n)) in [(&four, 4), (&five, 5), (&four, 4), (&five, 5)]
+            .into_iter()
+            .enumerate()
+        {
+            let changes = planner.update(plan, Dirty::Services(&keys));
+            if step > 0 {
+                let text: Vec<String> = changes.now.iter().map(ToString::to_string).collect();
+                assert!(
+                    changes
+                        .now
+                        .iter()
+                        .all(|op| matches!(op, Op::AddElements { .. } | Op::DeleteElements { .. })),
+                    "step {step}: {text:#?}"
+                );
+                assert!(changes.later.is_empty(), "step {step}");
+            }
+            let stats = syncer.sync_changes(&planner, changes, false).unwrap();
+            assert!(!stats.full, "step {step}");
+            let held = syncer.kernel_mut().read_back().unwrap();
+            let table = &held.tables[0];
+            let out = trace(
+                table,
+                &Packet {
+                    src: "10.42.187.66".parse().unwrap(),
+                    dst: "10.43.0.10".parse().unwrap(),
+                    proto: Protocol::Tcp,
+                    dport: 80,
+                    path: Path::Forwarded,
+                    node_addrs: Vec::new(),
+                },
+            );
+            let got: BTreeSet<IpAddr> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Accepted {
+                        dnat: Some((ip, 5000)),
+                        ..
+                    } => Some(*ip),
+                    _ => None,
+                })
+                .collect();
+            let want: BTreeSet<IpAddr> = FIVE[..n].iter().map(|e| e.0.parse().unwrap()).collect();
+            assert_eq!(got, want, "step {step}: {out:?}");
+            assert_eq!(out.len(), n, "step {step}: only DNATs: {out:?}");
+        }
+        let spread = nft(&ns, &["list", "chain", "ip", "nftopo", "spread"], None);
+        assert!(
+            spread.contains("numgen random mod 4 offset 6 map")
+                && spread.contains("numgen random mod 5 offset 10 map"),
+            "{spread}"
+        );
     });
 }

@@ -219,10 +219,19 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
             let whole = network && first.u32(PAYLOAD_LEN) == Some(alen as u32);
             let key = at(1, "meta").and(at(2, "payload")).is_some();
             if whole && offset == Some(daddr) && key {
-                let modulus = at(3, "numgen").and_then(|x| x.u32(NG_MODULUS));
+                let ng = at(3, "numgen");
+                let modulus = ng.and_then(|x| x.u32(NG_MODULUS));
+                let offset = ng.map(|x| x.u32(NG_OFFSET).unwrap_or(0));
                 let map = at(4, "lookup").and_then(|x| x.string(LOOKUP_SET));
-                if let (Some(modulus), Some(map)) = (modulus, map) {
-                    out.push((Stmt::DnatSpread { modulus, map }, 6));
+                if let (Some(modulus), Some(offset), Some(map)) = (modulus, offset, map) {
+                    out.push((
+                        Stmt::DnatSpread {
+                            modulus,
+                            offset,
+                            map,
+                        },
+                        6,
+                    ));
                 }
                 if let Some(map) = at(3, "lookup").and_then(|x| x.string(LOOKUP_SET)) {
                     out.push((Stmt::DestVmap { map }, 4));
@@ -253,10 +262,19 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
         "meta" => match first.u32(META_KEY) {
             Some(META_L4PROTO) => {
                 if at(1, "payload").is_some() {
-                    let modulus = at(2, "numgen").and_then(|x| x.u32(NG_MODULUS));
+                    let ng = at(2, "numgen");
+                    let modulus = ng.and_then(|x| x.u32(NG_MODULUS));
+                    let offset = ng.map(|x| x.u32(NG_OFFSET).unwrap_or(0));
                     let map = at(3, "lookup").and_then(|x| x.string(LOOKUP_SET));
-                    if let (Some(modulus), Some(map)) = (modulus, map) {
-                        out.push((Stmt::DnatSpreadPort { modulus, map }, 5));
+                    if let (Some(modulus), Some(offset), Some(map)) = (modulus, offset, map) {
+                        out.push((
+                            Stmt::DnatSpreadPort {
+                                modulus,
+                                offset,
+                                map,
+                            },
+                            5,
+                        ));
                     }
                     if let Some(map) = at(2, "lookup").and_then(|x| x.string(LOOKUP_SET)) {
                         out.push((Stmt::PortVmap { map }, 3));

@@ -102,7 +102,8 @@ pub(super) fn kernel_expr(name: &str, data: &[u8]) -> Vec<u8> {
             vec![1, 2, 3, 5]
         }
         "numgen" => {
-            a.insert(4, zero);
+            // The kernel dumps the offset always: 0 when none was sent.
+            a.entry(4).or_insert(zero);
             vec![1, 2, 3, 4]
         }
         "bitwise" => {
