@@ -11,6 +11,17 @@ mod run;
 
 use std::process::ExitCode;
 
+/// jemalloc rather than glibc's malloc: the binary must keep its memory
+/// down with no environment variable set (`MALLOC_ARENA_MAX` is only in
+/// the systemd unit and the DaemonSet), and glibc keeps what the first
+/// sync frees (296 MiB resident at 10k services x 10 endpoints, still
+/// after 1,000 changes) where jemalloc gives it back (164 MiB), at the
+/// same peak. mimalloc gave back less and peaked higher.
+/// integration/bench-notes.md (2026-12-06) has the comparison.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
     let args = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
