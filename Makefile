@@ -40,8 +40,9 @@ demo: deps build
 # The benchmark (integration/src/bin/bench/), release build: writes
 # BENCHMARKS.md and its plots in docs/bench/ (about 18 minutes;
 # BENCH_ARGS=--quick for a short run). The plots' text needs a TTF font.
+# The memory section measures the shipped static binary (`static`).
 BENCH_FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
-bench: deps
+bench: deps static
 	@test -f $(BENCH_FONT) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-dejavu-core; }
 	$(CARGO) build --release -p nftopo -p nftopo-integration --bins
 	$(CARGO) build --release -p nft-writer -p route-sync --examples
