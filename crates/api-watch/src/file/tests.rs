@@ -86,6 +86,24 @@ spec:
             },
         },
         Loads {
+            name: "kubectl's last-applied-configuration is not kept, the other annotations are",
+            text: "
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{\"kind\":\"Service\"}'
+    nftopo.io/topology-keys: kubernetes.io/hostname
+spec: {clusterIP: 10.43.0.10, ports: [{port: 80}]}
+",
+            check: |state| {
+                let s = &state.services[&key("shop", "web")];
+                assert_eq!(s.annotations.keys().collect::<Vec<_>>(), ["nftopo.io/topology-keys"]);
+            },
+        },
+        Loads {
             name: "external IPs and load-balancer ingress IPs are kept, hostname-only ingress entries are left out",
             text: "
 apiVersion: v1
