@@ -233,8 +233,9 @@ struct Delta {
     touched: BTreeMap<String, (usize, Object)>,
     /// Shared elements that changed: value before the update.
     shared: BTreeMap<(&'static str, ElemKey), Option<ElemValue>>,
-    /// A rule was added to `spread` / `spread-port`.
-    spreads_grew: [bool; 2],
+    /// Endpoint counts whose rule this update appends to `spread` /
+    /// `spread-port`.
+    new_spreads: [Vec<usize>; 2],
 }
 
 /// Keeps the ruleset as per-Service contributions; see the module
@@ -262,11 +263,14 @@ pub struct IncrementalPlanner {
 }
 
 /// The endpoint counts that have a rule in `spread` (`addr`) and in
-/// `spread-port` (`port`).
+/// `spread-port` (`port`), in the order of the rules: increasing after a
+/// full update, then appended as they come (a rule is never rewritten:
+/// each rule that looks `service-endpoints` up makes the kernel walk the
+/// whole map when it is added, `nf_tables_bind_set`).
 #[derive(Debug, Clone, Default)]
 struct Spreads {
-    addr: BTreeSet<usize>,
-    port: BTreeSet<usize>,
+    addr: Vec<usize>,
+    port: Vec<usize>,
 }
 
 /// The port plans of `key` in `plan` (sorted by service, as
@@ -373,6 +377,13 @@ impl IncrementalPlanner {
         };
         for f in FAMILIES {
             full |= self.finish(f, &mut deltas[fi(f)]);
+        }
+        if full {
+            // The whole table is written: its rules in increasing count.
+            for kept in &mut self.kept_spreads {
+                kept.addr.sort_unstable();
+                kept.port.sort_unstable();
+            }
         }
         if ip6_before != self.wants_ip6() {
             full = true;
@@ -565,11 +576,17 @@ impl IncrementalPlanner {
             name: names::TABLE.into(),
         };
         let kept = &mut self.kept_spreads[fi(f)];
-        for n in &new.spreads {
-            d.spreads_grew[0] |= kept.addr.insert(*n);
-        }
-        for n in &new.port_spreads {
-            d.spreads_grew[1] |= kept.port.insert(*n);
+        let [new_addr, new_port] = &mut d.new_spreads;
+        for (have, wanted, added) in [
+            (&mut kept.addr, &new.spreads, new_addr),
+            (&mut kept.port, &new.port_spreads, new_port),
+        ] {
+            for n in wanted {
+                if !have.contains(n) {
+                    have.push(*n);
+                    added.push(*n);
+                }
+            }
         }
         let idx = &mut self.index[fi(f)];
         let mut count = |d: &mut Delta, name: String, object: Object, up: bool| {
@@ -768,27 +785,16 @@ impl IncrementalPlanner {
                 _ => {}
             }
         }
-        // A new endpoint count: `spread` (or `spread-port`) rewritten with
-        // its rule added. Its rules are the only ones that bind the
-        // endpoint maps, and the kernel walks every element of a map a
-        // rule binds unless the map is bound in the same chain already
-        // (`nf_tables_bind_set`): the old rules' bindings hold until the
-        // commit, so the rewrite does not walk the map.
-        let kept = &self.kept_spreads[fi(f)];
-        let rules = spread_rules(&kept.addr, &kept.port);
-        for ((grew, chain), rules) in std::mem::take(&mut d.spreads_grew)
-            .into_iter()
-            .zip([names::SPREAD, names::SPREAD_PORT])
-            .zip(rules)
-        {
-            if !grew || !d.emit {
-                continue;
-            }
-            d.batch.push(Op::FlushChain {
-                table: t.clone(),
-                name: chain.into(),
-            });
-            for rule in rules {
+        // A new endpoint count: its rule appended to `spread` (or
+        // `spread-port`), the others left alone. Adding a rule that looks
+        // an endpoint map up walks all of the map's elements
+        // (`nf_tables_bind_set`: its "already bound to the same chain"
+        // shortcut compares with the new binding's chain before setting
+        // it, so it never applies), once per new count.
+        let [addr, port] = std::mem::take(&mut d.new_spreads);
+        let rules = spread_rules(&addr, &port);
+        for (chain, rules) in [names::SPREAD, names::SPREAD_PORT].into_iter().zip(rules) {
+            for rule in rules.into_iter().filter(|_| d.emit) {
                 d.batch.push(Op::AddRule {
                     table: t.clone(),
                     chain: chain.into(),

@@ -191,20 +191,16 @@ pub(crate) fn spread_port_rule(n: usize) -> Option<Rule> {
 
 /// The rules of the shared chains `spread` (one per N in `spreads`, in
 /// order) and `spread-port` (N in `ports`).
-pub(crate) fn spread_rules(spreads: &BTreeSet<usize>, ports: &BTreeSet<usize>) -> [Vec<Rule>; 2] {
+pub(crate) fn spread_rules(spreads: &[usize], ports: &[usize]) -> [Vec<Rule>; 2] {
     [
         spreads.iter().filter_map(|n| spread_rule(*n)).collect(),
         ports.iter().filter_map(|n| spread_port_rule(*n)).collect(),
     ]
 }
 
-/// Fills the shared chains `spread` (N in `spreads`) and `spread-port`
-/// (N in `ports`) of `table`.
-pub(crate) fn add_spread_chains(
-    table: &mut Table,
-    spreads: &BTreeSet<usize>,
-    ports: &BTreeSet<usize>,
-) {
+/// Fills the shared chains `spread` (N in `spreads`, in order) and
+/// `spread-port` (N in `ports`) of `table`.
+pub(crate) fn add_spread_chains(table: &mut Table, spreads: &[usize], ports: &[usize]) {
     let [a, p] = spread_rules(spreads, ports);
     for (name, rules) in [(names::SPREAD, a), (names::SPREAD_PORT, p)] {
         table

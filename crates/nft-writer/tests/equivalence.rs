@@ -492,14 +492,14 @@ fn is_spread(chain: &str) -> bool {
 }
 
 /// The incremental planner keeps the `spread` rule of every endpoint
-/// count it has seen: `held` holds the planned rules, in order, and maybe
-/// more.
+/// count it has seen, new ones appended: `held` holds the planned rules,
+/// maybe in another order, and maybe more, each once.
 fn kept_spread(held: &[Rule], planned: &[Rule]) -> bool {
-    let mut it = held.iter();
-    planned.iter().all(|r| it.any(|h| h == r))
+    let distinct = held.iter().collect::<std::collections::HashSet<_>>().len() == held.len();
+    distinct && planned.iter().all(|r| held.contains(r))
 }
 
-/// `rs` without the `spread` rules that `want` does not plan.
+/// `rs` with the `spread` chains of `want` where they keep its rules.
 fn pruned_spreads(mut rs: Ruleset, want: &Ruleset) -> Ruleset {
     for t in &mut rs.tables {
         let Some(w) = want.tables.iter().find(|w| w.family == t.family) else {
@@ -507,7 +507,9 @@ fn pruned_spreads(mut rs: Ruleset, want: &Ruleset) -> Ruleset {
         };
         for (name, c) in t.chains.iter_mut() {
             if let (true, Some(wc)) = (is_spread(name), w.chains.get(name)) {
-                c.rules.retain(|r| wc.rules.contains(r));
+                if kept_spread(&c.rules, &wc.rules) {
+                    c.rules = wc.rules.clone();
+                }
             }
         }
     }
