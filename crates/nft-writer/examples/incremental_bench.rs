@@ -1,4 +1,4 @@
-//! `incremental_bench [--services N] [--changes C] [--samples FILE]`: the
+//! `incremental_bench [--services N] [--changes C] [--samples FILE] [--routine]`: the
 //! daemon's sync path for single changes against N services x 10
 //! endpoints, in a network namespace of its own: the changed Services
 //! re-planned (`topology_filter::replan`; on a Node change, the Services
@@ -13,7 +13,10 @@
 //! convergence costs without the read-back (`converge` of two whole
 //! rulesets, as the periodic full sync does, and a `Ruleset::clone`),
 //! timed on their own.
-//! `--samples` writes every change's whole time as CSV (`kind,ms`).
+//! `--samples` writes every change's whole time as CSV (`kind,ms`), and
+//! its commit time and messages (`kind,ms,commit_ms,messages`).
+//! `--routine` leaves out the Node change (it re-plans a tenth of the
+//! Services: slow at 100k, and no routine change).
 //! Last, the memory each stage holds (VmRSS growth while it is built).
 //! Run by `make bench` (integration/src/bin/bench); needs root.
 
@@ -164,6 +167,7 @@ struct Phases {
     diff_alone: Vec<Duration>,
     clone_alone: Vec<Duration>,
     max_msgs: usize,
+    msgs: Vec<usize>,
 }
 
 /// A change; returns the Services it named and whether a Node changed
@@ -221,6 +225,7 @@ fn main() {
     let num = |name: &str, default: u32| arg(name).and_then(|v| v.parse().ok()).unwrap_or(default);
     let n = num("--services", 10_000);
     let changes = num("--changes", 200);
+    let routine = args.iter().any(|a| a == "--routine");
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare: run as root");
     let cfg = PlannerConfig {
         cluster_cidrs: Cidr::parse("10.64.0.0/10").into_iter().collect(),
@@ -264,7 +269,7 @@ fn main() {
     );
 
     let mut all = Vec::new();
-    for (name, change) in kinds() {
+    for (name, change) in kinds().into_iter().take(if routine { 3 } else { 4 }) {
         let mut ph = Phases::default();
         for i in 0..changes {
             let (named, nodes) = change(&mut st, i, n);
@@ -290,6 +295,7 @@ fn main() {
             ph.diff_clone.push((t3 - t2).saturating_sub(commit));
             ph.total.push(t3 - t0);
             ph.max_msgs = ph.max_msgs.max(stats.messages);
+            ph.msgs.push(stats.messages);
             if i % 10 == 0 {
                 // What the path before spent on top, for reference.
                 let rs = planner.ruleset();
@@ -346,10 +352,14 @@ fn main() {
     );
     println!("\nMemory the sync path holds, by stage:\n\n{memory}");
     if let Some(path) = arg("--samples") {
-        let mut csv = String::from("kind,ms\n");
+        let mut csv = String::from("kind,ms,commit_ms,messages\n");
         for (name, ph) in &all {
-            for d in &ph.total {
-                csv.push_str(&format!("{name},{:.3}\n", d.as_secs_f64() * 1000.0));
+            for ((d, c), m) in ph.total.iter().zip(&ph.commit).zip(&ph.msgs) {
+                csv.push_str(&format!(
+                    "{name},{:.3},{:.3},{m}\n",
+                    d.as_secs_f64() * 1000.0,
+                    c.as_secs_f64() * 1000.0
+                ));
             }
         }
         std::fs::write(&path, csv).expect("--samples file");

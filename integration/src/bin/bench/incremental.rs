@@ -47,7 +47,11 @@ pub fn run(cfg: &Config) -> String {
     let csv = std::fs::read_to_string(&samples).unwrap_or_default();
     let mut by_kind: Vec<(String, Vec<f64>)> = Vec::new();
     for line in csv.lines().skip(1) {
-        let Some((kind, ms)) = line.rsplit_once(',') else {
+        // kind,ms,commit_ms,messages (a kind may hold commas).
+        let mut fields = line.rsplitn(4, ',');
+        let (Some(_), Some(_), Some(ms), Some(kind)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         let Ok(ms) = ms.parse::<f64>() else { continue };
