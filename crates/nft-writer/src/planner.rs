@@ -50,11 +50,12 @@
 //! nat or a `meta mark set` makes the kernel validate the whole table at
 //! commit (`nf_tables_newrule` → `nf_tables_validate` →
 //! `nft_table_validate`, which walks every base chain, every verdict-map
-//! element and the chains they reach: O(services)), and a rule that binds
-//! `service-endpoints` in a chain where no rule binds it yet walks all of
-//! its elements (`nf_tables_bind_set`). With N in the indices, an endpoint
-//! added or removed changes elements only, whose commit costs what they
-//! are. The price is on the data path: a new connection tries the `spread`
+//! element and the chains they reach: O(services)), and every rule that
+//! binds `service-endpoints` walks all of its elements when added
+//! (`nf_tables_bind_set`). With N in the indices, an endpoint added or
+//! removed changes elements only; their commit still visits every chain
+//! of the table once (`nf_tables_commit` swaps each chain's rule
+//! generation), so it grows with the number of per-service chains. The price is on the data path: a new connection tries the `spread`
 //! rules in increasing N until one finds its element (one hash lookup
 //! each; the counts in use are few), instead of one.
 
