@@ -543,11 +543,17 @@ impl Builder<'_> {
         let n = eps.len();
         debug_assert!(n > 0);
         self.hairpin(eps);
-        let offset = match names::spread_offset(n) {
-            Some(o) if sp.session_affinity_timeout.is_none() => o,
-            // Affinity (and, past the index space, a huge endpoint set):
-            // rules of the service port's own.
-            _ => return self.inline_block(sp, eps),
+        if sp.session_affinity_timeout.is_some() {
+            // Affinity: rules of the service port's own.
+            return self.inline_block(sp, eps);
+        }
+        // Past the shared index space (more than 92,681 endpoints), the
+        // service port spreads with a rule of its own over indices 0..N:
+        // only its chain looks its keys up, so they cannot meet another
+        // count's. Such a port's endpoint count changes a rule again.
+        let (offset, own_rule) = match names::spread_offset(n) {
+            Some(o) => (o, false),
+            None => (0, true),
         };
         let mut spread_port = false;
         for key in keys {
@@ -576,6 +582,22 @@ impl Builder<'_> {
                 };
                 self.map(map).insert(k, ElemValue::Dnat(ep.ip, ep.port));
             }
+        }
+        if own_rule {
+            let stmt = if spread_port {
+                Stmt::DnatSpreadPort {
+                    modulus: n as u32,
+                    offset: 0,
+                    map: names::NODEPORT_ENDPOINTS.into(),
+                }
+            } else {
+                Stmt::DnatSpread {
+                    modulus: n as u32,
+                    offset: 0,
+                    map: names::SERVICE_ENDPOINTS.into(),
+                }
+            };
+            return vec![rule(vec![stmt])];
         }
         // The goto does not depend on N: an endpoint added or removed
         // changes elements only (no rule, no validation of the table).
