@@ -207,6 +207,17 @@ impl Drop for Daemon {
 /// `netns` (a name under /run/netns): a thread joins it with setns(2) and
 /// connects with std's TcpStream. Returns the status code and the body.
 pub fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_get_within(netns, addr, path, Duration::from_secs(5))
+}
+
+/// [`http_get`], failing unless the connection is made and the whole
+/// answer read within `limit` each.
+pub fn http_get_within(
+    netns: &str,
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, String)> {
     let (netns, path) = (netns.to_owned(), path.to_owned());
     std::thread::spawn(move || -> Result<(u16, String)> {
         let f = File::open(format!("/run/netns/{netns}"))
@@ -214,9 +225,9 @@ pub fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Result<(u16, Strin
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error(format!("setns {netns}: {e}")))?;
         let io = |e: std::io::Error| Error(format!("GET http://{addr}{path} in {netns}: {e}"));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(io)?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, limit.min(Duration::from_secs(2))).map_err(io)?;
+        s.set_read_timeout(Some(limit)).map_err(io)?;
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

@@ -1,18 +1,37 @@
-//! A minimal HTTP/1.1 server for the metrics and health endpoints: GET
-//! and HEAD only, one request per connection (`Connection: close`),
-//! bounded request size and read time. Probes and scrapers need no more,
-//! and it keeps an HTTP stack out of the dependencies.
+//! The HTTP server of the metrics, health and health-check node-port
+//! endpoints, on hyper (HTTP/1.1, keep-alive for scrapers): GET and HEAD
+//! only. Made for an open port that anyone on the network may reach:
+//!
+//! * at most [`MAX_CONNECTIONS`] connections per listener; a new one
+//!   beyond that closes the oldest (gracefully: a request in flight is
+//!   answered first), so that idle connections, however many are opened,
+//!   never lock a probe out;
+//! * a client that does not send a whole request head within
+//!   [`HEADER_TIMEOUT`] (first request, or the next one on a kept-alive
+//!   connection) is disconnected;
+//! * the process's descriptor limit is raised to its hard limit at start
+//!   ([`raise_fd_limit`]), as Go programs do.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
-/// Largest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections kept per listener; the oldest goes when a new one comes.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,93 +75,127 @@ impl Response {
             "404 page not found\n".into(),
         )
     }
+
+    fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(self.body)));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        r
+    }
 }
 
 /// Answers a request for a path (query string removed).
 pub type Handler = Arc<dyn Fn(&str) -> Response + Send + Sync>;
 
+/// The open connections of one listener, oldest first, each with the
+/// signal that closes it.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Arc<Notify>>>,
+    next: AtomicU64,
+}
+
+impl Connections {
+    /// Registers a new connection; closes the oldest when full.
+    fn admit(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        let mut open = self.open.lock().expect("connections lock");
+        if open.len() >= MAX_CONNECTIONS {
+            if let Some((_, oldest)) = open.pop_first() {
+                oldest.notify_one();
+            }
+        }
+        open.insert(id, close.clone());
+        (id, close)
+    }
+
+    fn gone(&self, id: u64) {
+        self.open.lock().expect("connections lock").remove(&id);
+    }
+}
+
 /// Serves `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, handler: Handler) {
+    let connections = Arc::new(Connections::default());
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, handler.clone()));
-            }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
                 tracing::warn!(error = %e, "accepting a connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let (id, close) = connections.admit();
+        let connections = connections.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = answer(&handler, &req);
+                async move { Ok::<_, Infallible>(response.into_hyper()) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = close.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            connections.gone(id);
+        });
     }
 }
 
-async fn handle(mut stream: TcpStream, handler: Handler) {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Some(head)) => head,
-        _ => return,
-    };
-    let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let response = match method {
-        "GET" | "HEAD" => handler(path),
+/// GET and HEAD go to the handler (hyper leaves HEAD's body out); other
+/// methods are refused.
+fn answer(handler: &Handler, req: &Request<Incoming>) -> Response {
+    match *req.method() {
+        Method::GET | Method::HEAD => handler(req.uri().path()),
         _ => Response::text(
             405,
             "text/plain; charset=utf-8",
             "method not allowed\n".into(),
         ),
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        response.body.len()
-    );
-    for (name, value) in &response.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
     }
-    out.push_str("\r\n");
-    if method != "HEAD" {
-        out.push_str(&response.body);
-    }
-    let _ = stream.write_all(out.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
-/// Reads up to the end of the request head; `None` if the client goes
-/// away or sends too much.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// Raises the soft limit on open descriptors to the hard limit (Go's
+/// runtime does the same at start): the default soft limit of 1024 is
+/// what a few idle HTTP connections per second used to exhaust. Returns
+/// the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    let text = String::from_utf8_lossy(&buf);
-    Some(text.lines().next().unwrap_or("").to_string())
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
-    }
+    Ok(hard.max(soft))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
-    /// Sends `request` to `addr`; returns the whole response.
+    /// Sends `request` (with `Connection: close` added) to `addr`; returns
+    /// the whole response.
     pub(crate) async fn fetch(addr: std::net::SocketAddr, request: &str) -> String {
+        let request = request.replacen("\r\n", "\r\nConnection: close\r\n", 1);
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
@@ -150,19 +203,22 @@ pub(crate) mod tests {
         out
     }
 
+    fn handler() -> Handler {
+        Arc::new(|path: &str| match path {
+            "/ok" => Response::json(200, "{}".into()),
+            _ => Response::not_found(),
+        })
+    }
+
     #[tokio::test]
     async fn answers_get_and_head_and_refuses_other_methods() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handler: Handler = Arc::new(|path: &str| match path {
-            "/ok" => Response::json(200, "{}".into()),
-            _ => Response::not_found(),
-        });
-        let server = tokio::spawn(serve(listener, handler));
+        let server = tokio::spawn(serve(listener, handler()));
         let get = fetch(addr, "GET /ok?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
-        assert!(get.contains("Content-Type: application/json\r\n"), "{get}");
-        assert!(get.contains("X-Content-Type-Options: nosniff\r\n"), "{get}");
+        assert!(get.contains("content-type: application/json\r\n"), "{get}");
+        assert!(get.contains("x-content-type-options: nosniff\r\n"), "{get}");
         assert!(get.ends_with("\r\n\r\n{}"), "{get}");
         let head = fetch(addr, "HEAD /ok HTTP/1.1\r\n\r\n").await;
         assert!(
@@ -173,6 +229,54 @@ pub(crate) mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let post = fetch(addr, "POST /ok HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        server.abort();
+    }
+
+    /// A scraper keeps its connection: two requests on one.
+    #[tokio::test]
+    async fn a_kept_alive_connection_serves_several_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, handler()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..2 {
+            s.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        }
+        server.abort();
+    }
+
+    /// Idle connections beyond the cap do not lock anyone out: the oldest
+    /// are closed, and a new client is answered at once.
+    #[tokio::test]
+    async fn idle_connections_beyond_the_cap_close_the_oldest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, handler()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 10 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let answered = tokio::time::timeout(
+            Duration::from_secs(5),
+            fetch(addr, "GET /ok HTTP/1.1\r\n\r\n"),
+        )
+        .await
+        .expect("answered while idle connections are held");
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        // The first idle connections were closed by the server.
+        let mut first = idle.remove(0);
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), first.read(&mut b))
+            .await
+            .expect("the oldest is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "EOF on the oldest idle connection");
         server.abort();
     }
 }

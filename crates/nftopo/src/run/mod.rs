@@ -37,9 +37,12 @@ pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
         // Routes too when the configuration has nftopo program them.
         return crate::cleanup::cleanup(cfg.routes.map(|r| r.config.protocol));
     }
+    let open_files = http::raise_fd_limit()
+        .map_err(|e| tracing::warn!(error = %e, "cannot raise the open-file limit"))
+        .ok();
     tracing::info!(node = %cfg.node_name, min_sync_period = %duration::format(cfg.min_sync_period),
         sync_period = %duration::format(cfg.sync_period),
-        full_sync_period = %duration::format(cfg.full_sync_period), "starting");
+        full_sync_period = %duration::format(cfg.full_sync_period), ?open_files, "starting");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
