@@ -239,7 +239,9 @@ pub async fn run(
                 return Ok(());
             }
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                st.sync(&settings, (source.state(), source.slice_index()), &mut programmer, &mut out);
+                blocking(|| {
+                    st.sync(&settings, (source.state(), source.slice_index()), &mut programmer, &mut out)
+                });
             }
             update = source.next() => match update {
                 Some(u) => st.queue(&settings, u, source.state(), &out),
@@ -482,6 +484,17 @@ impl LoopState {
                 }
             }
         }
+    }
+}
+
+/// Runs `f`, which blocks on netlink sockets (a first sync at 10k
+/// services takes about a second), so that the runtime moves its other
+/// tasks (the HTTP endpoints, the watches) to another worker meanwhile.
+/// On a current-thread runtime (the loop's tests) it just runs `f`.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
