@@ -126,8 +126,6 @@ fn ip(field: impl Into<String>, address: &str) -> Result<std::net::IpAddr, Field
 }
 
 /// A prefix (`10.0.0.0/8`), read as kube-proxy reads it
-/// (`netutils.ParseCIDRSloppy`), as its network with host bits cleared and
-/// its length.
-fn cidr(written: &str) -> Option<(std::net::IpAddr, u8)> {
-    address::parse_cidr_sloppy(written)
-}
+/// (`netutils.ParseCIDRSloppy`), as its network with host bits cleared:
+/// [`crate::Cidr::parse_sloppy`].
+pub(crate) use address::parse_cidr_sloppy;

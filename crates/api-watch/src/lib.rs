@@ -10,12 +10,16 @@
 //! through the same code, so an object means the same from either.
 //!
 //! Main types: [`ClusterState`], [`Service`], [`EndpointSlice`], [`Node`];
+//! [`Cidr`], the one IP prefix type of every crate (strict, or read as
+//! kube-proxy reads an object's prefixes with [`Cidr::parse_sloppy`]);
 //! [`file::LoadError`] and [`api::ObjectError`] for objects that were
 //! skipped; [`api::Watches`] for the daemon.
 
 pub mod api;
+mod cidr;
 mod convert;
 pub mod file;
 mod model;
 
+pub use cidr::{Cidr, CidrError};
 pub use model::*;

@@ -635,9 +635,9 @@ pub fn reject_tcp_reset() -> Expressions {
 /// bytes are compared directly, other prefixes through a mask, as `nft`
 /// does.
 fn addr_prefix(family: Family, offset: u32, cidr: &Cidr, op: Operator, e: &mut Vec<Expressions>) {
-    let bytes = addr_bytes(&cidr.addr);
-    if cidr.prefix.is_multiple_of(8) {
-        let n = u32::from(cidr.prefix / 8);
+    let bytes = addr_bytes(&cidr.addr());
+    if cidr.prefix_len().is_multiple_of(8) {
+        let n = u32::from(cidr.prefix_len() / 8);
         e.push(payload(BASE_NETWORK, offset, n, Register::Reg1));
         e.push(cmp(op, bytes[..n as usize].to_vec()));
     } else {
@@ -647,7 +647,10 @@ fn addr_prefix(family: Family, offset: u32, cidr: &Cidr, op: Operator, e: &mut V
             Bitwise::SourceRegister(Register::Reg1),
             Bitwise::DestinationRegister(Register::Reg1),
             Bitwise::Length(len),
-            Bitwise::Mask(DataAttribute::Value(prefix_mask(cidr.prefix, bytes.len()))),
+            Bitwise::Mask(DataAttribute::Value(prefix_mask(
+                cidr.prefix_len(),
+                bytes.len(),
+            ))),
             Bitwise::Xor(DataAttribute::Value(vec![0; bytes.len()])),
         ]));
         e.push(cmp(op, bytes));

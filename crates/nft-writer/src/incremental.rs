@@ -212,7 +212,7 @@ struct Inputs {
     /// Its addresses.
     addresses: Vec<IpAddr>,
     /// The ServiceCIDRs.
-    service_cidrs: Vec<String>,
+    service_cidrs: Vec<Cidr>,
 }
 
 /// A shared object whose count changed during an update.

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+/// The one prefix type of nftopo, defined by api-watch; rules match on it
+/// (`ip saddr 10.0.0.0/8`).
+pub use api_watch::Cidr;
 use api_watch::Protocol;
 
 /// Address family of a table (`ip` or `ip6`).
@@ -35,79 +38,11 @@ impl Family {
     }
 }
 
-/// An IP prefix such as `10.42.0.0/16`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    /// The network address (host bits are cleared by [`Cidr::parse`]).
-    pub addr: IpAddr,
-    /// Prefix length in bits.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `a.b.c.d/n` or `x::/n`; host bits are cleared.
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, p) = s.split_once('/')?;
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let prefix: u8 = p.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return None;
-        }
-        let bytes = addr_bytes(&addr);
-        let masked: Vec<u8> = bytes
-            .iter()
-            .zip(prefix_mask(prefix, bytes.len()))
-            .map(|(b, m)| b & m)
-            .collect();
-        Some(Cidr {
-            addr: addr_from_bytes(&masked),
-            prefix,
-        })
-    }
-
-    /// The family of the prefix.
-    pub fn family(&self) -> Family {
-        if self.addr.is_ipv4() {
-            Family::Ip
-        } else {
-            Family::Ip6
-        }
-    }
-
-    /// Whether `ip` lies inside the prefix.
-    pub fn contains(&self, ip: &IpAddr) -> bool {
-        if ip.is_ipv4() != self.addr.is_ipv4() {
-            return false;
-        }
-        let ours = addr_bytes(&self.addr);
-        addr_bytes(ip)
-            .iter()
-            .zip(prefix_mask(self.prefix, ours.len()))
-            .zip(ours.iter())
-            .all(|((b, m), o)| b & m == *o)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
 /// The bytes of an address in network order.
 pub fn addr_bytes(addr: &IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-fn addr_from_bytes(b: &[u8]) -> IpAddr {
-    if b.len() == 4 {
-        IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes"))
-    } else {
-        IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes"))
     }
 }
 

@@ -60,7 +60,7 @@
 //! each; the counts in use are few), instead of one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use api_watch::Protocol;
 use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePortPlan};
@@ -121,7 +121,7 @@ impl PlannerConfig {
         self.cluster_cidrs
             .iter()
             .copied()
-            .find(|c| c.family() == family && c.prefix > 0)
+            .find(|c| family.contains(&c.addr()) && c.prefix_len() > 0)
     }
 }
 
@@ -216,7 +216,7 @@ pub(crate) fn add_spread_chains(table: &mut Table, spreads: &[usize], ports: &[u
 /// ServiceCIDRs (`ProxyPlan::service_cidrs`) and the settings.
 pub(crate) fn skeleton(
     node_addresses: &[IpAddr],
-    service_cidrs: &[String],
+    service_cidrs: &[Cidr],
     cfg: &PlannerConfig,
     family: Family,
 ) -> Table {
@@ -236,13 +236,12 @@ pub(crate) fn primary_address(node_addresses: &[IpAddr], family: Family) -> Opti
         .filter(|ip| !ip.is_loopback())
 }
 
-/// The ServiceCIDRs of `family` (prefixes that do not parse are left out:
-/// api-watch hands out normalised ones).
-pub(crate) fn family_cidrs(service_cidrs: &[String], family: Family) -> Vec<Cidr> {
+/// The ServiceCIDRs of `family`.
+pub(crate) fn family_cidrs(service_cidrs: &[Cidr], family: Family) -> Vec<Cidr> {
     service_cidrs
         .iter()
-        .filter_map(|c| Cidr::parse(c))
-        .filter(|c| c.family() == family)
+        .copied()
+        .filter(|c| family.contains(&c.addr()))
         .collect()
 }
 
@@ -299,13 +298,6 @@ fn goto(chain: &str) -> Stmt {
     Stmt::Verdict(Verdict::Goto(chain.to_string()))
 }
 
-fn host(ip: IpAddr) -> Cidr {
-    Cidr {
-        addr: ip,
-        prefix: if ip.is_ipv4() { 32 } else { 128 },
-    }
-}
-
 /// The rules that pick the node-port destinations, each ending in
 /// `meta l4proto . th dport vmap @map`.
 fn nodeport_rules(
@@ -317,15 +309,15 @@ fn nodeport_rules(
     let vmap = Stmt::PortVmap { map: map.into() };
     match &cfg.nodeport_addresses {
         NodePortAddresses::Primary => primary_address(node_addresses, family)
-            .map(|ip| rule(vec![Stmt::DaddrIn(host(ip)), vmap.clone()]))
+            .map(|ip| rule(vec![Stmt::DaddrIn(Cidr::host(ip)), vmap.clone()]))
             .into_iter()
             .collect(),
         NodePortAddresses::All => {
             let loopback = match family {
-                Family::Ip => Cidr::parse("127.0.0.0/8"),
-                Family::Ip6 => Cidr::parse("::1/128"),
+                Family::Ip => Cidr::new(Ipv4Addr::LOCALHOST.into(), 8),
+                Family::Ip6 => Cidr::new(Ipv6Addr::LOCALHOST.into(), 128),
             }
-            .expect("valid prefix");
+            .expect("a valid length");
             vec![rule(vec![
                 Stmt::FibDaddrLocal,
                 Stmt::DaddrNotIn(loopback),
@@ -334,7 +326,7 @@ fn nodeport_rules(
         }
         NodePortAddresses::Cidrs(cidrs) => cidrs
             .iter()
-            .filter(|c| c.family() == family)
+            .filter(|c| family.contains(&c.addr()))
             .map(|c| rule(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c), vmap.clone()]))
             .collect(),
     }
@@ -349,7 +341,7 @@ fn new_only(mut r: Rule) -> Rule {
 fn fixed(
     table: &mut Table,
     node_addresses: &[IpAddr],
-    service_cidrs: &[String],
+    service_cidrs: &[Cidr],
     cfg: &PlannerConfig,
 ) {
     let family = table.family;
@@ -858,8 +850,8 @@ impl Builder<'_> {
         let ranges: Vec<Cidr> = sp
             .load_balancer_source_ranges
             .iter()
-            .filter_map(|r| Cidr::parse(r))
-            .filter(|c| c.family() == family)
+            .copied()
+            .filter(|c| family.contains(&c.addr()))
             .collect();
         let lbs: Vec<IpAddr> = external
             .iter()
@@ -874,7 +866,7 @@ impl Builder<'_> {
             .is_some_and(|ip| ranges.iter().any(|c| c.contains(&ip)));
         let mut allowed = ranges;
         if from_node {
-            allowed.extend(lbs.iter().map(|ip| host(*ip)));
+            allowed.extend(lbs.iter().map(|ip| Cidr::host(*ip)));
         }
         let mut rules: Vec<Rule> = allowed
             .into_iter()

@@ -8,9 +8,8 @@ use crate::model::*;
 
 /// A prefix as `nft` prints it: a full-length prefix is just the address.
 fn cidr_text(c: &Cidr) -> String {
-    let full = if c.addr.is_ipv4() { 32 } else { 128 };
-    if c.prefix == full {
-        c.addr.to_string()
+    if c.is_host() {
+        c.addr().to_string()
     } else {
         c.to_string()
     }

@@ -40,7 +40,7 @@ fn config(f: impl FnOnce(&mut PlannerConfig)) -> PlannerConfig {
     let mut cfg = PlannerConfig {
         cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
             .iter()
-            .filter_map(|c| Cidr::parse(c))
+            .filter_map(|c| Cidr::parse(c).ok())
             .collect(),
         ..PlannerConfig::default()
     };

@@ -129,7 +129,7 @@ fn config() -> PlannerConfig {
     PlannerConfig {
         cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
             .iter()
-            .filter_map(|c| Cidr::parse(c))
+            .filter_map(|c| Cidr::parse(c).ok())
             .collect(),
         ..PlannerConfig::default()
     }
@@ -380,7 +380,7 @@ fn item_2_a_change_of_the_service_cidrs_replans_the_skeleton() {
     let none = BTreeSet::new();
     let same = planner.update(&plan, Dirty::Services(&none));
     assert!(!same.full && same.now.is_empty(), "{same:?}");
-    plan.service_cidrs = vec!["10.43.0.0/16".into()];
+    plan.service_cidrs = vec!["10.43.0.0/16".parse().unwrap()];
     assert!(
         planner.update(&plan, Dirty::Services(&none)).full,
         "a new ServiceCIDR changes cluster-ips-check"

@@ -48,10 +48,10 @@ impl PlannerArgs {
 pub fn parse_cluster_cidrs(list: &[String]) -> Result<Vec<Cidr>> {
     let mut out: Vec<Cidr> = Vec::new();
     for s in list {
-        let c = Cidr::parse(s.trim()).ok_or_else(|| {
+        let c = Cidr::parse(s.trim()).map_err(|_| {
             anyhow::anyhow!("--cluster-cidr {s:?} is not a CIDR such as 10.42.0.0/16")
         })?;
-        if c.prefix == 0 || out.iter().any(|o| o.family() == c.family()) {
+        if c.prefix_len() == 0 || out.iter().any(|o| o.is_ipv4() == c.is_ipv4()) {
             bail!("--cluster-cidr {s:?}: give at most one non-empty prefix per family");
         }
         out.push(c);
@@ -68,7 +68,7 @@ pub fn parse_nodeport_addresses(list: &[String]) -> Result<NodePortAddresses> {
         cidrs => cidrs
             .iter()
             .map(|s| {
-                Cidr::parse(s.trim()).ok_or_else(|| {
+                Cidr::parse(s.trim()).map_err(|_| {
                     anyhow::anyhow!("--nodeport-addresses {s:?} is not `primary`, `all` or a CIDR")
                 })
             })

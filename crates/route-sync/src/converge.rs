@@ -89,7 +89,7 @@ fn local_subnets(interfaces: &[Interface]) -> Vec<Cidr> {
         .filter(|i| i.name != TUNNEL_DEVICE)
         .flat_map(|i| &i.addresses)
         .filter(|(ip, len)| *len < if ip.is_ipv4() { 32 } else { 128 })
-        .filter_map(|(ip, len)| Cidr::parse(&format!("{ip}/{len}")).ok())
+        .filter_map(|(ip, len)| Cidr::new(*ip, *len))
         .collect();
     out.sort();
     out.dedup();

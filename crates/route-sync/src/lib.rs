@@ -24,7 +24,6 @@
 //! and `nft-writer`), it does not write nftables, and it does not read
 //! files or the clock: the binary reads `rt_protos` and drives the loop.
 
-mod cidr;
 mod converge;
 mod fake;
 mod netlink;
@@ -33,7 +32,8 @@ mod protocol;
 mod reconcile;
 mod route;
 
-pub use cidr::{Cidr, CidrError};
+/// Prefixes are api-watch's one type.
+pub use api_watch::{Cidr, CidrError};
 pub use converge::{converge, Converged, TunnelMtu, IPIP_OVERHEAD};
 pub use fake::FakeRoutes;
 pub use netlink::{sync, Interface, NetlinkRoutes, RouteKernel, SyncReport};

@@ -369,7 +369,7 @@ impl NetlinkRoutes {
         } else {
             AddressFamily::Inet6
         };
-        m.header.destination_prefix_length = r.dst.len;
+        m.header.destination_prefix_length = r.dst.prefix_len();
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::from(r.protocol);
         m.header.scope = if delete {
@@ -378,7 +378,9 @@ impl NetlinkRoutes {
             RouteScope::Universe
         };
         m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(r.dst.addr)));
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.addr(),
+            )));
         match &r.kind {
             RouteKind::Blackhole => m.header.kind = RouteType::BlackHole,
             RouteKind::Via {
@@ -464,10 +466,8 @@ fn from_kernel(m: &RouteMessage, links: &BTreeMap<u32, String>) -> Option<Route>
         )),
     };
     Some(Route {
-        dst: Cidr {
-            addr: dst,
-            len: h.destination_prefix_length,
-        },
+        // The kernel keeps destinations as networks (host bits zero).
+        dst: Cidr::new(dst, h.destination_prefix_length)?,
         kind,
         protocol: u8::from(h.protocol),
     })

@@ -188,7 +188,7 @@ pub fn plan_routes<'a>(
                 if nodes.contains_key(b.node.as_str()) {
                     cidrs.entry(&b.node).or_default().push(&b.cidr);
                 } else {
-                    match Cidr::parse(&b.cidr) {
+                    match Cidr::parse(b.cidr.trim()) {
                         Ok(c) => out.problems.push(problem(&b.node, Problem::UnknownNode(c))),
                         Err(_) => out
                             .problems
@@ -202,7 +202,7 @@ pub fn plan_routes<'a>(
     // This node's subnets, for cross-subnet.
     let mut local_subnets = cfg.local_subnets.clone();
     if let Some(v) = me.annotations.get(IPV4_ADDRESS_ANNOTATION) {
-        match Cidr::parse(v) {
+        match Cidr::parse(v.trim()) {
             Ok(c) => local_subnets.push(c),
             Err(_) => out.problems.push(problem(
                 this_node,
@@ -221,7 +221,7 @@ pub fn plan_routes<'a>(
     for name in order {
         let node = nodes[name];
         for raw in cidrs.get(name).map(Vec::as_slice).unwrap_or_default() {
-            let cidr = match Cidr::parse(raw) {
+            let cidr = match Cidr::parse(raw.trim()) {
                 Ok(c) => c,
                 Err(_) => {
                     out.problems
@@ -257,7 +257,7 @@ pub fn plan_routes<'a>(
                     && match cfg.mode {
                         Mode::Ipip => true,
                         Mode::Direct => false,
-                        Mode::CrossSubnet => !local_subnets.iter().any(|s| s.contains(gateway)),
+                        Mode::CrossSubnet => !local_subnets.iter().any(|s| s.contains(&gateway)),
                     };
                 if tunnel {
                     RouteKind::Via {
@@ -316,7 +316,7 @@ fn next_hop(node: &Node, cidr: Cidr, source: NextHopSource) -> Result<Option<IpA
             };
             match node.annotations.get(key) {
                 None => Ok(None),
-                Some(v) => match Cidr::parse_host(v) {
+                Some(v) => match Cidr::parse_host(v.trim()) {
                     Ok((ip, _)) if ip.is_ipv4() == cidr.is_ipv4() => Ok(Some(ip)),
                     _ => Err(Problem::BadAnnotation(key.to_string(), v.clone())),
                 },

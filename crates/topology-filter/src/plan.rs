@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use api_watch::{ObjectKey, Protocol};
+use api_watch::{Cidr, ObjectKey, Protocol};
 use serde::{Serialize, Serializer};
 
 /// What the proxy should do on one node: every service port with the
@@ -22,7 +22,7 @@ pub struct ProxyPlan {
     /// (`spec.cidrs`, normalised), sorted, without duplicates: traffic to
     /// an address inside them that no Service holds is dropped. Empty
     /// without ServiceCIDR objects.
-    pub service_cidrs: Vec<String>,
+    pub service_cidrs: Vec<Cidr>,
     /// One entry per service port (with all its cluster IPs, and endpoints
     /// of every family), sorted by service key, then port name, then
     /// protocol.
@@ -53,7 +53,7 @@ pub struct ServicePortPlan {
     /// The Service's `spec.loadBalancerSourceRanges`, normalised
     /// (`10.0.0.0/8`, `2001:db8::/32`; both families mixed); empty means
     /// no firewall.
-    pub load_balancer_source_ranges: Vec<String>,
+    pub load_balancer_source_ranges: Vec<Cidr>,
     /// External traffic (node port, external IPs, load-balancer IPs) uses
     /// [`Self::local_endpoints`]: `externalTrafficPolicy: Local` on an
     /// externally accessible Service (type NodePort or LoadBalancer, or

@@ -37,7 +37,7 @@ pub fn replan_indexed(
     services: &BTreeSet<ObjectKey>,
 ) {
     plan.node_addresses = node_addresses(state, &plan.node);
-    plan.service_cidrs = state.service_cidr_prefixes();
+    plan.service_cidrs = crate::select::prefixes(&state.service_cidr_prefixes());
     let slices = match index {
         Some(index) => services
             .iter()

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use api_watch::{
-    AddressType, ClusterState, EndpointSlice, ObjectKey, Service, ServicePort, ServiceType,
+    AddressType, Cidr, ClusterState, EndpointSlice, ObjectKey, Service, ServicePort, ServiceType,
 };
 
 use crate::candidate::{Candidate, Part};
@@ -26,7 +26,7 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
     let mut plan = ProxyPlan {
         node: node.to_string(),
         node_addresses: node_addresses(state, node),
-        service_cidrs: state.service_cidr_prefixes(),
+        service_cidrs: prefixes(&state.service_cidr_prefixes()),
         ..ProxyPlan::default()
     };
     let slices = state.slices_by_service();
@@ -37,6 +37,13 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         plan.problems.extend(one.problems);
     }
     plan
+}
+
+/// The model's prefixes as [`Cidr`]s, in their order. api-watch keeps
+/// them as the text of the [`Cidr`] it read (`Cidr::parse_sloppy`, host
+/// bits cleared), which always parses back; anything else is left out.
+pub(crate) fn prefixes(texts: &[String]) -> Vec<Cidr> {
+    texts.iter().filter_map(|t| Cidr::parse(t).ok()).collect()
 }
 
 /// What [`plan`] gives for one Service: its port plans (sorted by port
@@ -242,7 +249,7 @@ fn assemble(
         node_port: port.node_port,
         external_ips: service.external_ips.clone(),
         load_balancer_ips: service.load_balancer_ips.clone(),
-        load_balancer_source_ranges: service.load_balancer_source_ranges.clone(),
+        load_balancer_source_ranges: prefixes(&service.load_balancer_source_ranges),
         external_policy_local: c.external_local,
         internal_policy_local: c.internal_local,
         session_affinity_timeout: service.session_affinity_timeout,

@@ -25,6 +25,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::Cidr;
+
 /// Numbers this large stop a digit run (Go's `big`): far above anything
 /// an octet or a group can hold, far below overflow.
 const BIG: u32 = 0xFF_FFFF;
@@ -43,7 +45,7 @@ pub(crate) fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
 /// A prefix as `netutils.ParseCIDRSloppy` reads it, reduced to its
 /// network (host bits cleared) and length. An IPv4-mapped network is the
 /// IPv4 prefix it stands for (length minus 96).
-pub(crate) fn parse_cidr_sloppy(s: &str) -> Option<(IpAddr, u8)> {
+pub(crate) fn parse_cidr_sloppy(s: &str) -> Option<Cidr> {
     let (address, length) = s.split_once('/')?;
     let length = length.as_bytes();
     // Go tries IPv4 first, then IPv6, over the whole address part.
@@ -59,14 +61,14 @@ pub(crate) fn parse_cidr_sloppy(s: &str) -> Option<(IpAddr, u8)> {
     if width == 32 {
         let network = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
             & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        return Some((IpAddr::V4(Ipv4Addr::from(network)), len));
+        return Cidr::new(IpAddr::V4(Ipv4Addr::from(network)), len);
     }
     let network =
         u128::from_be_bytes(bytes) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
     match from_16_bytes(network.to_be_bytes()) {
         // Still IPv4-mapped after masking, so the length is at least 96.
-        v4 @ IpAddr::V4(_) => Some((v4, len - 96)),
-        v6 => Some((v6, len)),
+        v4 @ IpAddr::V4(_) => Cidr::new(v4, len - 96),
+        v6 => Cidr::new(v6, len),
     }
 }
 

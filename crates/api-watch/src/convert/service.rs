@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::{cidr, ip, key_of, port_name, port_number, protocol, FieldError};
+use super::{ip, key_of, parse_cidr_sloppy, port_name, port_number, protocol, FieldError};
 use crate::{
     IpFamily, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
     DEFAULT_SESSION_AFFINITY_TIMEOUT, MAX_SESSION_AFFINITY_TIMEOUT,
@@ -236,13 +236,13 @@ fn source_ranges(written: Option<&[String]>) -> Result<Vec<String>, FieldError> 
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let (network, len) = cidr(s.trim()).ok_or_else(|| {
+            let cidr = parse_cidr_sloppy(s.trim()).ok_or_else(|| {
                 FieldError::new(
                     format!("spec.loadBalancerSourceRanges[{i}]"),
                     format!("{s:?} is not an IP prefix (like 10.0.0.0/8 or 2001:db8::/32)"),
                 )
             })?;
-            Ok(format!("{network}/{len}"))
+            Ok(cidr.to_string())
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::networking::v1 as networking;
 
-use super::{cidr, name_of, FieldError};
+use super::{name_of, parse_cidr_sloppy, FieldError};
 use crate::ServiceCidr;
 
 /// Converts a `networking.k8s.io/v1 ServiceCIDR`: every `spec.cidrs`
@@ -20,13 +20,13 @@ pub(crate) fn service_cidr(object: &networking::ServiceCIDR) -> Result<ServiceCi
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let (network, len) = cidr(s).ok_or_else(|| {
+            let cidr = parse_cidr_sloppy(s).ok_or_else(|| {
                 FieldError::new(
                     format!("spec.cidrs[{i}]"),
                     format!("{s:?} is not an IP prefix (like 10.43.0.0/16 or fd00:43::/112)"),
                 )
             })?;
-            Ok(format!("{network}/{len}"))
+            Ok(cidr.to_string())
         })
         .collect::<Result<_, _>>()?;
     Ok(ServiceCidr { name, cidrs })

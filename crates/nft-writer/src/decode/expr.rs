@@ -348,10 +348,10 @@ fn addr_match(family: Family, source: bool, e: &[Expr]) -> Vec<(Stmt, usize)> {
         let prefix = prefix.unwrap_or(8 * addr.len() as u32);
         let mut full = addr.to_vec();
         full.resize(alen, 0);
-        let cidr = Cidr {
-            addr: ip_addr(family, &full)?,
-            prefix: u8::try_from(prefix).ok()?,
-        };
+        // A compare with host bits set never matches what a prefix
+        // matches: left undecoded, so that it is replaced.
+        let addr = ip_addr(family, &full)?;
+        let cidr = Cidr::new(addr, u8::try_from(prefix).ok()?).filter(|c| c.addr() == addr)?;
         Some(match (source, cmp.u32(CMP_OP)?) {
             (true, CMP_EQ) => Stmt::SaddrIn(cidr),
             (true, CMP_NEQ) => Stmt::SaddrNotIn(cidr),

@@ -198,7 +198,7 @@ pub fn edge_ruleset() -> nft_writer::Ruleset {
     let cfg = nft_writer::PlannerConfig {
         cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
             .iter()
-            .filter_map(|c| nft_writer::Cidr::parse(c))
+            .filter_map(|c| nft_writer::Cidr::parse(c).ok())
             .collect(),
         ..Default::default()
     };

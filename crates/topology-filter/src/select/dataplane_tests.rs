@@ -129,7 +129,11 @@ fn each_port_plan_carries_the_services_external_addresses_policies_and_affinity(
         let got = External {
             external_ips: p.external_ips.clone(),
             load_balancer_ips: p.load_balancer_ips.clone(),
-            load_balancer_source_ranges: p.load_balancer_source_ranges.clone(),
+            load_balancer_source_ranges: p
+                .load_balancer_source_ranges
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             external_policy_local: p.external_policy_local,
             internal_policy_local: p.internal_policy_local,
             session_affinity_timeout: p.session_affinity_timeout,
