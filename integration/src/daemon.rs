@@ -35,7 +35,7 @@ pub fn seed_objects(file: &str) -> Result<Vec<Value>> {
 /// Every document of a YAML stream as a JSON value (nulls skipped).
 pub fn yaml_objects(text: &str) -> std::result::Result<Vec<Value>, String> {
     // Split on document markers by hand: each document is then an
-    // ordinary `serde_yaml::from_str` (no direct serde dependency).
+    // ordinary `serde_saphyr::from_str` (no direct serde dependency).
     let mut docs = vec![String::new()];
     for line in text.lines() {
         if line.trim_end() == "---" {
@@ -47,7 +47,14 @@ pub fn yaml_objects(text: &str) -> std::result::Result<Vec<Value>, String> {
     }
     let mut out = Vec::new();
     for doc in docs {
-        let v: Value = serde_yaml::from_str(&doc).map_err(|e| e.to_string())?;
+        // Comments alone are no document (serde_yaml read them as null).
+        if doc
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        let v: Value = serde_saphyr::from_str(&doc).map_err(|e| e.to_string())?;
         if !v.is_null() {
             out.push(v);
         }

@@ -305,7 +305,7 @@ fn bad_manifests_are_skipped_one_line_each_and_the_rest_carries_traffic() {
         "Service default/mixed: spec.clusterIPs[1]:",
         "EndpointSlice default/v6in4-1: endpoints[1].addresses[0]:",
         "Service default/bad-utf8: metadata.annotations.note: not valid UTF-8",
-        "bomb.yaml: document 1: document: repetition limit exceeded",
+        "bomb.yaml: document 1: document: budget breached",
         "deep.yaml: document 1: document: collections nested deeper than 256",
     ];
     for w in want {

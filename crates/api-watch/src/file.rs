@@ -12,7 +12,10 @@
 //! Services and EndpointSlices that kube-proxy's informers do not select
 //! (labelled `service.kubernetes.io/service-proxy-name` or
 //! `service.kubernetes.io/headless`) are left out, with a log line: they
-//! are not errors.
+//! are not errors. Objects of kinds nftopo does not read (a Deployment,
+//! or a typo in `kind:`) are not errors either, but they are counted by
+//! kind ([`IgnoredKinds`], from [`read_files`]) so that the command line
+//! can say what it left out.
 
 mod guard;
 #[cfg(test)]
@@ -23,9 +26,9 @@ mod slice;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::convert::{self, FieldError};
@@ -35,14 +38,38 @@ use crate::ClusterState;
 /// that was skipped. An unreadable file is one error; the other files still
 /// load.
 pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>) {
-    let mut state = ClusterState::default();
-    let mut errors = Vec::new();
+    let loaded = read_files(paths);
+    (loaded.state, loaded.errors)
+}
+
+/// What [`read_files`] read: the merged state, every object skipped, and
+/// the objects of kinds nftopo does not read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The merged cluster state.
+    pub state: ClusterState,
+    /// Every object that was skipped, in the order read.
+    pub errors: Vec<LoadError>,
+    /// Objects left out because nftopo does not read their kind.
+    pub ignored: IgnoredKinds,
+}
+
+/// [`load_files`], also counting the objects of kinds nftopo does not
+/// read, so that a typo in `kind:` or `apiVersion:` can be reported
+/// instead of being a silent no-op.
+pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Loaded {
+    let mut loaded = Loaded::default();
     for path in paths {
         let path = path.as_ref();
         let source = path.display().to_string();
         match std::fs::read(path) {
-            Ok(bytes) => errors.extend(load_bytes(&source, &bytes, &mut state)),
-            Err(e) => errors.push(LoadError {
+            Ok(bytes) => {
+                let (text, lossy) = guard::decode(&bytes);
+                let (errors, ignored) = load_text(&source, &text, lossy, &mut loaded.state);
+                loaded.errors.extend(errors);
+                loaded.ignored.merge(ignored);
+            }
+            Err(e) => loaded.errors.push(LoadError {
                 file: source,
                 document: 0,
                 object: String::new(),
@@ -51,30 +78,108 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> (ClusterState, Vec<LoadError>)
             }),
         }
     }
-    (state, errors)
+    loaded
 }
+
+/// How many objects of each kind nftopo does not read were left out.
+///
+/// Shown as `2 Deployment, 1 ConfigMap` (most frequent first); a kind
+/// nftopo reads under another `apiVersion` is shown with it
+/// (`Service (apiVersion v2)`), so that a wrong version is seen too.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IgnoredKinds(BTreeMap<String, usize>);
+
+impl IgnoredKinds {
+    /// Kinds listed by [`Display`](std::fmt::Display) before the rest is
+    /// summed up, so that the line stays short.
+    const SHOWN: usize = 8;
+
+    /// How many objects were ignored.
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    /// Whether no object was ignored.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The count for one kind as shown (`Deployment`, `Service (apiVersion v2)`).
+    pub fn count(&self, kind: &str) -> usize {
+        self.0.get(kind).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, api_version: &str, kind: &str) {
+        let kind = printable(kind);
+        let label = if READ_KINDS.contains(&&*kind) {
+            format!("{kind} (apiVersion {})", printable(api_version))
+        } else {
+            kind
+        };
+        *self.0.entry(label).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: IgnoredKinds) {
+        for (kind, n) in other.0 {
+            *self.0.entry(kind).or_default() += n;
+        }
+    }
+}
+
+impl std::fmt::Display for IgnoredKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kinds: Vec<(&String, &usize)> = self.0.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (i, (kind, n)) in kinds.iter().take(Self::SHOWN).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{n} {kind}")?;
+        }
+        if kinds.len() > Self::SHOWN {
+            let rest: usize = kinds[Self::SHOWN..].iter().map(|(_, n)| **n).sum();
+            let more = kinds.len() - Self::SHOWN;
+            write!(f, " and {rest} of {more} other kinds")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kinds nftopo reads (each under its own `apiVersion`s).
+const READ_KINDS: &[&str] = &[
+    "Service",
+    "EndpointSlice",
+    "Node",
+    "ServiceCIDR",
+    "BlockAffinity",
+];
 
 /// Loads one text (YAML, multi-document `---`, or JSON) under the name
 /// `source` into `state`; returns every object skipped.
 pub fn load_str(source: &str, text: &str, state: &mut ClusterState) -> Vec<LoadError> {
-    load_text(source, text, false, state)
+    load_text(source, text, false, state).0
 }
 
 /// Loads the bytes of one file (as [`load_str`]); bytes that are not
 /// UTF-8 cost only the objects that hold them, each reported.
 pub fn load_bytes(source: &str, bytes: &[u8], state: &mut ClusterState) -> Vec<LoadError> {
     let (text, lossy) = guard::decode(bytes);
-    load_text(source, &text, lossy, state)
+    load_text(source, &text, lossy, state).0
 }
 
 /// [`load_str`]; `lossy`: the file was not valid UTF-8 and its invalid
 /// bytes were replaced by U+FFFD, so objects holding U+FFFD are skipped.
-fn load_text(source: &str, text: &str, lossy: bool, state: &mut ClusterState) -> Vec<LoadError> {
+/// Returns the objects skipped and the kinds ignored.
+fn load_text(
+    source: &str,
+    text: &str,
+    lossy: bool,
+    state: &mut ClusterState,
+) -> (Vec<LoadError>, IgnoredKinds) {
     let mut loader = Loader {
         file: source,
         document: 0,
         state,
         errors: Vec::new(),
+        ignored: IgnoredKinds::default(),
     };
     // One document at a time: its parsed value is dropped once loaded,
     // so a file never sits in memory as values (at 10k services x 10
@@ -100,7 +205,7 @@ fn load_text(source: &str, text: &str, lossy: bool, state: &mut ClusterState) ->
             Err(message) => loader.error("document", FieldError::new("", message)),
         }
     });
-    loader.errors
+    (loader.errors, loader.ignored)
 }
 
 /// One object that was skipped, and why.
@@ -144,10 +249,11 @@ fn prefixed(part: &str) -> String {
 /// Splits the text into documents and hands each to `each` as soon as it
 /// is parsed (or the reason it was not), in order.
 /// JSON (one or several concatenated values) is tried first when the text
-/// looks like JSON; otherwise, or if that fails, YAML, where a document
-/// too deep, too repetitive (billion laughs) or of the wrong shape does
-/// not stop the later ones (a syntax error does: the parser cannot find
-/// the next document after it). Documents nested deeper than
+/// looks like JSON; otherwise, or if that fails, YAML. YAML documents are
+/// split at their `---` lines here ([`guard::documents`]) and parsed one
+/// by one with serde-saphyr, so a document that fails (a syntax error, an
+/// unknown anchor, too deep, too repetitive) costs only itself: the next
+/// one is read from its own start. Documents nested deeper than
 /// [`guard::MAX_FLOW_DEPTH`] are refused unparsed.
 fn parse_documents(text: &str, mut each: impl FnMut(Result<Value, String>)) {
     let trimmed = text.trim_start();
@@ -162,46 +268,73 @@ fn parse_documents(text: &str, mut each: impl FnMut(Result<Value, String>)) {
         }
     }
     let text = guard::flatten_deep(text);
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let document = match Value::deserialize(document) {
-            Ok(value) if guard::too_deep(&value) => Err(format!(
-                "collections nested deeper than {} levels; not parsed",
-                guard::MAX_FLOW_DEPTH
-            )),
-            Ok(value) => Ok(value),
-            Err(e) => Err(e.to_string()),
-        };
-        let go_on = match &document {
-            // Raised on a complete document: the next one starts cleanly.
-            Err(message) => COMPLETE_DOCUMENT_ERRORS
-                .iter()
-                .any(|e| message.starts_with(e)),
-            Ok(_) => true,
-        };
-        each(document);
-        if !go_on {
-            // Any other error (a syntax error, an unknown anchor) leaves
-            // the parser inside the document: what follows is not a
-            // document (serde_yaml even panics on it), so stop here.
-            break;
+    for (lines_before, document) in guard::documents(&text) {
+        each(parse_yaml(document, lines_before));
+    }
+}
+
+/// One YAML document (its `---` line included) as a JSON value; `null`
+/// for a document without content. Errors name lines of the file: the
+/// document starts after `lines_before` lines.
+fn parse_yaml(document: &str, lines_before: usize) -> Result<Value, String> {
+    if !guard::has_content(document) {
+        return Ok(Value::Null);
+    }
+    match serde_saphyr::from_str_with_options::<Value>(document, yaml_options()) {
+        Ok(value) if guard::too_deep(&value) => Err(format!(
+            "collections nested deeper than {} levels; not parsed",
+            guard::MAX_FLOW_DEPTH
+        )),
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let options = serde_saphyr::render_options! {
+                snippets: serde_saphyr::SnippetMode::Off,
+                line_offset: lines_before as u64,
+            };
+            // One line without the snippet already; keep the first line
+            // all the same, as every error is one line.
+            let message = e.render_with_options(options);
+            Err(message.lines().next().unwrap_or("").to_string())
         }
     }
 }
 
-/// serde_yaml errors raised while reading a document it has parsed to its
-/// end, after which the next document can still be read.
-const COMPLETE_DOCUMENT_ERRORS: &[&str] = &[
-    "recursion limit exceeded",
-    "repetition limit exceeded",
-    "invalid type",
-    "collections nested deeper than",
-];
+/// What the YAML reader accepts. The limits that guard against hostile
+/// input stay (nesting depth, aliases and how far they expand: the
+/// billion laughs); the ones that cap a document's size are raised so
+/// that a `kind: List` of 10,000 Services (`kubectl get -o yaml`) still
+/// loads: a document's size is bounded by the file's, and the text is
+/// already in memory.
+fn yaml_options() -> serde_saphyr::Options {
+    // Both types are non-exhaustive: set fields on the defaults.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_reader_input_bytes = None;
+    budget.max_events = usize::MAX;
+    budget.max_nodes = usize::MAX;
+    budget.max_total_scalar_bytes = usize::MAX;
+    budget.max_documents = usize::MAX;
+    // serde_yaml's recursion limit, which the manifests were written
+    // against (Kubernetes objects nest about 10 deep).
+    budget.max_depth = guard::MAX_DEPTH;
+    // An anchored node of more than 100,000 events is a bomb, not a
+    // manifest (the default, 1,000,000, cost 5 s in a debug build).
+    budget.max_recorded_anchor_events = 100_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    // YAML 1.2's core schema, as serde_yaml read it: `on`, `yes` and `no`
+    // are strings (annotation and label values often are).
+    options.strict_booleans = true;
+    // One line per error: no source snippet.
+    options.with_snippet = false;
+    options
+}
 
 struct Loader<'a> {
     file: &'a str,
     document: usize,
     state: &'a mut ClusterState,
     errors: Vec<LoadError>,
+    ignored: IgnoredKinds,
 }
 
 impl Loader<'_> {
@@ -286,13 +419,16 @@ impl Loader<'_> {
                     Err(e) => self.error(object, e),
                 }
             }
-            _ => tracing::debug!(
-                file = self.file,
-                document = self.document,
-                api_version,
-                kind,
-                "ignoring object of a kind nftopo does not use"
-            ),
+            _ => {
+                tracing::debug!(
+                    file = self.file,
+                    document = self.document,
+                    api_version,
+                    kind,
+                    "ignoring object of a kind nftopo does not use"
+                );
+                self.ignored.add(api_version, kind);
+            }
         }
     }
 

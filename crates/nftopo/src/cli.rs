@@ -259,7 +259,11 @@ fn load_plan_lean(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConf
 /// and planning problems on stderr.
 fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> {
     let cfg = m.planner.config()?;
-    let (state, errors) = api_watch::file::load_files(&m.manifests);
+    let api_watch::file::Loaded {
+        state,
+        errors,
+        ignored,
+    } = api_watch::file::read_files(&m.manifests);
     // A file that cannot be read is a mistake on the command line; a bad
     // object inside a file is skipped so that the others still work.
     if let Some(e) = errors.iter().find(|e| e.document == 0) {
@@ -267,6 +271,13 @@ fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> 
     }
     for e in &errors {
         eprintln!("nftopo: skipped: {e}");
+    }
+    // Not an error (a manifest may hold Deployments too), but a typo in
+    // `kind:` must not be a silent no-op.
+    match ignored.total() {
+        0 => {}
+        1 => eprintln!("nftopo: ignored 1 object of a kind nftopo does not read: {ignored}"),
+        n => eprintln!("nftopo: ignored {n} objects of kinds nftopo does not read: {ignored}"),
     }
     if state.services.is_empty() && !errors.is_empty() {
         bail!(

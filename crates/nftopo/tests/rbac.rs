@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde_json::Value;
 
 // The binary crate has no library: the module is compiled in here as well.
 #[path = "../src/run/events.rs"]
@@ -36,8 +36,7 @@ fn granted() -> BTreeSet<Grant> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/kubernetes/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut roles = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
+    for v in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
         if v["kind"] == "ClusterRole" && v["metadata"]["name"] == "nftopo" {
             roles.push(v);
         }
@@ -48,16 +47,16 @@ fn granted() -> BTreeSet<Grant> {
         "one ClusterRole nftopo in {}",
         path.display()
     );
-    let list = |v: &serde_yaml::Value, key: &str| -> Vec<String> {
+    let list = |v: &Value, key: &str| -> Vec<String> {
         v[key]
-            .as_sequence()
+            .as_array()
             .unwrap_or_else(|| panic!("rule without {key}: {v:?}"))
             .iter()
             .map(|s| s.as_str().expect("a string").to_string())
             .collect()
     };
     let mut out = BTreeSet::new();
-    for rule in roles[0]["rules"].as_sequence().expect("rules") {
+    for rule in roles[0]["rules"].as_array().expect("rules") {
         assert!(
             rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
             "rules are per group and resource only: {rule:?}"

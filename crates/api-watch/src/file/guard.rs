@@ -1,15 +1,21 @@
-//! What the YAML parser must not see: bytes that are not UTF-8, and flow
-//! collections (`[[[[…`, `{a: {a: …`) nested so deep that the parser's
-//! scanner slows down quadratically (100,000 levels take a minute) before
-//! serde_yaml's recursion limit (128) would refuse them.
+//! What the YAML parser must not see, and where its documents start:
+//! bytes that are not UTF-8; flow collections (`[[[[…`, `{a: {a: …`)
+//! nested so deep that a parser spends its time on them before its depth
+//! limit ([`MAX_DEPTH`]) refuses them (libyaml's scanner, under
+//! serde_yaml, slowed down quadratically: 100,000 levels took a minute);
+//! and the `---` lines that split a stream into documents, so that each
+//! document is parsed on its own and one that fails costs only itself.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
 
+/// How deep the YAML parser lets collections nest (serde_yaml's
+/// recursion limit, kept when it was replaced).
+pub(super) const MAX_DEPTH: usize = 128;
+
 /// Deeper flow nesting than this is refused before parsing: twice
-/// serde_yaml's recursion limit, so every document it would accept
-/// passes. Brackets inside quoted strings count too (the check does not
+/// [`MAX_DEPTH`], so every document the parser would accept passes. Brackets inside quoted strings count too (the check does not
 /// parse), which only matters for strings with hundreds of unclosed
 /// brackets.
 pub(super) const MAX_FLOW_DEPTH: usize = 256;
@@ -112,6 +118,56 @@ pub(super) fn too_deep(value: &Value) -> bool {
     value.as_str() == Some(TOO_DEEP_MARKER)
 }
 
+/// The documents of a YAML stream, each with the `---` line that opens
+/// it, split as YAML does: at every line that is `---` alone or followed
+/// by a space or tab (a line no scalar may hold at column 0). Text before
+/// the first `---` that holds nothing but comments and directives
+/// (`%YAML 1.2`) is not a document of its own: it goes with the first one.
+/// Each comes with the number of lines before it, so that errors can
+/// name lines of the file.
+pub(super) fn documents(text: &str) -> impl Iterator<Item = (usize, &str)> + '_ {
+    let (mut start, mut lines) = (0, 0);
+    let mut ends = document_ends(text).peekable();
+    // A leading part without content and without a marker (comments,
+    // directives) joins the next document.
+    if let Some(&first) = ends.peek() {
+        let head = &text[..first];
+        if first < text.len() && !head.lines().any(is_marker) && !has_content(head) {
+            ends.next();
+        }
+    }
+    ends.map(move |end| {
+        let document = &text[start..end];
+        let before = lines;
+        lines += document.matches('\n').count();
+        start = end;
+        (before, document)
+    })
+}
+
+/// Whether a document holds anything but blank lines, comments,
+/// directives and document markers.
+pub(super) fn has_content(document: &str) -> bool {
+    document.lines().any(|line| {
+        if line.starts_with('%') {
+            return false;
+        }
+        let rest = match line.strip_prefix("---") {
+            Some(rest) if is_marker(line) => rest,
+            _ => line,
+        };
+        let rest = rest.trim();
+        !(rest.is_empty() || rest.starts_with('#') || rest == "...")
+    })
+}
+
+/// Whether a line (without its newline) opens a document: `---` alone or
+/// followed by a space or tab.
+fn is_marker(line: &str) -> bool {
+    line.strip_prefix("---")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
 /// Byte offsets where each document ends: before every line that is
 /// `---` alone or followed by a space or tab, and at the end.
 fn document_ends(text: &str) -> impl Iterator<Item = usize> + '_ {
@@ -120,9 +176,7 @@ fn document_ends(text: &str) -> impl Iterator<Item = usize> + '_ {
         .filter_map(move |line| {
             let at = offset;
             offset += line.len();
-            let rest = line.strip_prefix("---")?;
-            let marker = rest.is_empty() || rest.starts_with([' ', '\t', '\n', '\r']);
-            (marker && at > 0).then_some(at)
+            (is_marker(line.trim_end_matches('\n')) && at > 0).then_some(at)
         })
         .chain(std::iter::once(text.len()))
 }
@@ -170,10 +224,44 @@ mod tests {
     }
 
     #[test]
+    fn documents_are_split_at_their_marker_lines() {
+        let split = |text| documents(text).map(|(_, d)| d).collect::<Vec<_>>();
+        assert_eq!(split("a: 1\n"), ["a: 1\n"]);
+        assert_eq!(
+            split("a: 1\n---\nb: 2\n--- c\n"),
+            ["a: 1\n", "---\nb: 2\n", "--- c\n"]
+        );
+        assert_eq!(
+            split("# head\n%YAML 1.2\n---\na: 1\n---\n# empty\n---\nb: 2\n"),
+            [
+                "# head\n%YAML 1.2\n---\na: 1\n",
+                "---\n# empty\n",
+                "---\nb: 2\n"
+            ],
+            "a leading comment is not a document; an empty one between markers is"
+        );
+        assert_eq!(
+            split("---\n# none\n---\na: 1\n"),
+            ["---\n# none\n", "---\na: 1\n"]
+        );
+        assert_eq!(
+            split("a: |\n  ---\n  x\nb: ---x\n"),
+            ["a: |\n  ---\n  x\nb: ---x\n"],
+            "indented or glued markers do not split"
+        );
+        let offsets: Vec<usize> = documents("a\n---\nb\nc\n---\nd\n")
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(offsets, [0, 1, 4]);
+        assert!(!has_content("---\n# c\n...\n\n"));
+        assert!(has_content("--- {a: 1}\n"));
+    }
+
+    #[test]
     fn replaced_bytes_are_found_with_their_field() {
         let (text, lossy) = decode(b"a: {b: [x, \"y\xff\"]}\n");
         assert!(lossy);
-        let value: Value = serde_yaml::from_str(&text).unwrap();
+        let value: Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(replaced_field(&value).as_deref(), Some("a.b[1]"));
         let value: Value = serde_json::json!({"metadata": {"annotations": {"k/\u{FFFD}": "v"}}});
         assert_eq!(

@@ -757,7 +757,7 @@ fn each_bad_object_is_reported_with_file_document_object_and_field() {
         Fails {
             name: "a YAML syntax error names its document",
             text: "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\nkey: [unclosed\n".into(),
-            want: (2, "document", "", "did not find expected"),
+            want: (2, "document", "", "unclosed bracket '[' at line 5"),
         },
     ];
     for case in cases {
@@ -935,4 +935,85 @@ spec: {node: node-4, state: confirmed}
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].object, "BlockAffinity broken");
     assert_eq!(errors[0].field, "spec.cidr");
+}
+
+#[test]
+fn objects_of_kinds_nftopo_does_not_read_are_counted_by_kind() {
+    let text = format!(
+        "{WEB}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: a}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: b}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: c}}
+---
+apiVersion: v1
+kind: Servcie
+metadata: {{name: typo}}
+---
+apiVersion: v2
+kind: Service
+metadata: {{name: wrong-version}}
+---
+apiVersion: v1
+kind: List
+items: [{{apiVersion: v1, kind: ConfigMap, metadata: {{name: d}}}}]
+"
+    );
+    let mut state = ClusterState::default();
+    let (errors, ignored) = load_text("test.yaml", &text, false, &mut state);
+    assert_eq!(errors, []);
+    assert_eq!(state.services.len(), 1);
+    assert_eq!(ignored.total(), 6);
+    assert_eq!(ignored.count("Servcie"), 1, "a typo in kind is counted");
+    assert_eq!(
+        ignored.to_string(),
+        "2 ConfigMap, 2 Deployment, 1 Servcie, 1 Service (apiVersion v2)"
+    );
+}
+
+#[test]
+fn ignored_kinds_are_summed_over_files_and_the_line_stays_short() {
+    let dir = std::env::temp_dir().join(format!("api-watch-ignored-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    for i in 0..12 {
+        let path = dir.join(format!("{i}.yaml"));
+        let text = format!(
+            "{WEB}---\napiVersion: x/v1\nkind: Kind{i}\n---\napiVersion: x/v1\nkind: Common\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let loaded = read_files(&paths);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(loaded.errors, []);
+    assert_eq!(loaded.state.services.len(), 1);
+    assert_eq!(loaded.ignored.total(), 24);
+    assert_eq!(loaded.ignored.count("Common"), 12);
+    let line = loaded.ignored.to_string();
+    assert!(
+        line.starts_with("12 Common, 1 Kind0, 1 Kind1, 1 Kind10,"),
+        "{line}"
+    );
+    assert!(line.ends_with(" and 5 of 5 other kinds"), "{line}");
+    assert!(IgnoredKinds::default().is_empty());
+}
+
+#[test]
+fn a_hostile_kind_is_counted_escaped_and_short() {
+    let kind = format!("a\\nb\\\"{}", "k".repeat(200));
+    let text = format!("apiVersion: v1\nkind: \"{kind}\"\n");
+    let mut state = ClusterState::default();
+    let (_, ignored) = load_text("test.yaml", &text, false, &mut state);
+    let line = ignored.to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.len() < 120, "{line}");
+    assert!(line.starts_with("1 a\\nb\\\""), "{line}");
 }
