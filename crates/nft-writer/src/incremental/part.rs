@@ -1,0 +1,136 @@
+//! What the planner keeps per Service ([`Part`], [`Entry`]) and per table
+//! ([`Index`]: claims, and counts of shared objects and elements).
+
+use super::*;
+
+/// A [`Contribution`] as the planner keeps it: sorted vectors, sized to
+/// what they hold (a map per Service and table would allocate whole tree
+/// nodes for a handful of entries: about 2 KiB more per Service).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Part {
+    /// Sorted by name.
+    pub(super) chains: Vec<Chain>,
+    /// Sorted by name.
+    pub(super) sets: Vec<Map>,
+    /// Sorted by map name, then key.
+    pub(super) elements: Vec<(&'static str, Vec<(ElemKey, ElemValue)>)>,
+    pub(super) spreads: Vec<usize>,
+    pub(super) port_spreads: Vec<usize>,
+}
+
+impl From<Contribution> for Part {
+    fn from(c: Contribution) -> Self {
+        Part {
+            chains: c.chains.into_values().collect(),
+            sets: c.sets.into_values().collect(),
+            elements: c
+                .elements
+                .into_iter()
+                .map(|(m, e)| (m, e.into_iter().collect()))
+                .collect(),
+            spreads: c.spreads.into_iter().collect(),
+            port_spreads: c.port_spreads.into_iter().collect(),
+        }
+    }
+}
+
+impl Part {
+    pub(super) fn chain(&self, name: &str) -> Option<&Chain> {
+        let i = self
+            .chains
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.chains[i])
+    }
+
+    pub(super) fn set(&self, name: &str) -> Option<&Map> {
+        let i = self
+            .sets
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.sets[i])
+    }
+
+    pub(super) fn elements(&self, map: &str) -> &[(ElemKey, ElemValue)] {
+        match self.elements.binary_search_by(|(m, _)| (*m).cmp(map)) {
+            Ok(i) => &self.elements[i].1,
+            Err(_) => &[],
+        }
+    }
+
+    /// As [`Contribution::merge_into`].
+    pub(super) fn merge_into(&self, table: &mut Table) {
+        for c in &self.chains {
+            table.chains.insert(c.name.clone(), c.clone());
+        }
+        for m in &self.sets {
+            table.maps.insert(m.name.clone(), m.clone());
+        }
+        for (map, elements) in &self.elements {
+            let m = table.maps.get_mut(*map).expect("skeleton maps exist");
+            for (k, v) in elements {
+                m.elements.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The value of `key` among sorted `elements`.
+pub(super) fn lookup<'a>(
+    elements: &'a [(ElemKey, ElemValue)],
+    key: &ElemKey,
+) -> Option<&'a ElemValue> {
+    let i = elements.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+    Some(&elements[i].1)
+}
+
+/// What the planner holds for one Service.
+#[derive(Debug, Default)]
+pub(super) struct Entry {
+    /// Its part of the `ip` and the `ip6` table.
+    pub(super) parts: [Part; 2],
+    /// Per family, the addresses and node ports it claims, with the port
+    /// name that claims them.
+    pub(super) addr_claims: [Vec<(AddrKey, String)>; 2],
+    pub(super) port_claims: [Vec<(PortKey, String)>; 2],
+    /// Service ports left out because another Service owns the address.
+    pub(super) problems: Vec<Problem>,
+    /// It has an IPv6 address (the `ip6` table exists while any has).
+    pub(super) wants_ip6: bool,
+}
+
+/// Per table: who claims what, and how many Services hold each shared
+/// object.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    pub(super) owners: BTreeMap<AddrKey, BTreeSet<Claimant>>,
+    pub(super) port_owners: BTreeMap<PortKey, BTreeSet<Claimant>>,
+    /// Chains and sets of the parts, and spread chains, with the number
+    /// of Services that hold each.
+    pub(super) objects: HashMap<String, usize>,
+    /// Elements of the counted sets (`hairpin` pairs, `cluster-ips`
+    /// addresses) with the number of Services that add each.
+    pub(super) counted: HashMap<(&'static str, ElemKey), usize>,
+    /// `firewall-ips` elements by Service.
+    pub(super) firewall: BTreeMap<ElemKey, BTreeMap<ObjectKey, ElemValue>>,
+}
+
+impl Index {
+    pub(super) fn element(&self, map: &str, key: &ElemKey) -> Option<ElemValue> {
+        if counted(map) {
+            self.counted
+                .get(&(map, key.clone()))
+                .map(|_| ElemValue::Member)
+        } else {
+            self.firewall
+                .get(key)
+                .and_then(|by| by.values().next_back().cloned())
+        }
+    }
+}
+
+/// Whether the elements of `map` are counted (a set several Services add
+/// the same element to), rather than owned by the last Service.
+pub(super) fn counted(map: &str) -> bool {
+    map == names::HAIRPIN || map == names::CLUSTER_IPS
+}
