@@ -1,0 +1,424 @@
+//! [`converge`]: what the kernel holds against the plan, object by object,
+//! into the operations that close the gap, with the repairs counted by kind
+//! and described one line each.
+
+use super::*;
+
+/// Objects a sync repaired, by kind (the daemon's
+/// `nftopo_drift_repairs_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repairs {
+    /// Tables created, deleted or replaced.
+    pub table: usize,
+    /// Chains created, deleted, or whose policy was reset.
+    pub chain: usize,
+    /// Rules removed or added in chains that were rewritten.
+    pub rule: usize,
+    /// Sets and maps created or deleted.
+    pub set: usize,
+    /// Elements removed, added or changed.
+    pub element: usize,
+}
+
+impl Repairs {
+    /// Objects repaired in all.
+    pub fn total(&self) -> usize {
+        self.table + self.chain + self.rule + self.set + self.element
+    }
+
+    /// `(kind, count)` for every kind, in a fixed order.
+    pub fn by_kind(&self) -> [(&'static str, usize); 5] {
+        [
+            ("table", self.table),
+            ("chain", self.chain),
+            ("rule", self.rule),
+            ("set", self.set),
+            ("element", self.element),
+        ]
+    }
+}
+
+/// Most repair descriptions kept per convergence (the rest are counted).
+pub const MAX_NOTES: usize = 50;
+
+/// What it takes to bring the kernel from what it holds to what is
+/// wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Convergence {
+    /// Operations to send now (empty when in step).
+    pub now: Transaction,
+    /// Deletions for the next sync.
+    pub later: Vec<Op>,
+    /// What differed, by kind.
+    pub repairs: Repairs,
+    /// One line per repaired object, the first [`MAX_NOTES`].
+    pub notes: Vec<String>,
+    /// Tables replaced whole, with why (a layout this version cannot
+    /// converge).
+    pub replaced: Vec<String>,
+}
+
+/// The operations that take the kernel from `held` (its read-back) to
+/// `want` (the plan); see the module documentation.
+pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
+    let mut c = Convergence::default();
+    let mut batch = Batch::new();
+    for family in [Family::Ip, Family::Ip6] {
+        let (h, w) = (table_of(held, family), table_of(want, family));
+        let t = TableRef {
+            family,
+            name: names::TABLE.into(),
+        };
+        match (h, w) {
+            (None, None) => {}
+            (None, Some(w)) => {
+                note(&mut c, format!("table {t}: missing"));
+                c.repairs.table += 1;
+                add_table(w, &mut batch);
+            }
+            (Some(_), None) => {
+                note(&mut c, format!("table {t}: not planned"));
+                c.repairs.table += 1;
+                batch.push(Op::DeleteTable(t));
+            }
+            (Some(h), Some(w)) => match why_not_convergible(h, w) {
+                Some(why) => {
+                    c.replaced.push(format!("table {t}: {why}"));
+                    note(&mut c, format!("table {t}: replaced: {why}"));
+                    c.repairs.table += 1;
+                    batch.push(Op::DeleteTable(t));
+                    add_table(w, &mut batch);
+                }
+                None => converge_table(h, w, &mut batch, &mut c),
+            },
+        }
+    }
+    let (now, later) = batch.finish();
+    c.now = now;
+    c.later = later;
+    c
+}
+
+pub(super) fn table_of(rs: &Ruleset, family: Family) -> Option<&Table> {
+    rs.tables
+        .iter()
+        .find(|t| t.family == family && t.name == names::TABLE)
+}
+
+pub(super) fn chain_target(v: &Verdict) -> Option<&str> {
+    match v {
+        Verdict::Jump(c) | Verdict::Goto(c) => Some(c.as_str()),
+        _ => None,
+    }
+}
+
+pub(super) fn note(c: &mut Convergence, line: String) {
+    if c.notes.len() < MAX_NOTES {
+        c.notes.push(line);
+    }
+}
+
+/// Every operation that creates `table` as planned, into an empty or a
+/// just-deleted table of the same name.
+pub(super) fn add_table(table: &Table, batch: &mut Batch) {
+    let t = TableRef {
+        family: table.family,
+        name: table.name.clone(),
+    };
+    batch.push(Op::AddTable(t.clone()));
+    for c in table.chains.values() {
+        batch.push(Op::AddChain {
+            table: t.clone(),
+            name: c.name.clone(),
+            base: c.base,
+        });
+        for r in &c.rules {
+            batch.push(Op::AddRule {
+                table: t.clone(),
+                chain: c.name.clone(),
+                rule: r.clone(),
+            });
+        }
+    }
+    for m in table.maps.values() {
+        add_map(&t, m, batch);
+    }
+}
+
+/// `add set`/`add map` of `m` with all its elements.
+pub(super) fn add_map(t: &TableRef, m: &Map, batch: &mut Batch) {
+    batch.push(Op::AddMap {
+        table: t.clone(),
+        name: m.name.clone(),
+        kind: m.kind,
+    });
+    batch.push(Op::AddElements {
+        table: t.clone(),
+        map: m.name.clone(),
+        kind: m.kind,
+        elements: m
+            .elements
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
+}
+
+/// Why `held` cannot be brought to `want` object by object, if it cannot:
+/// another layout version, a base chain on another hook, type or priority
+/// (the kernel cannot change those in place), or a set or map of another
+/// shape under a name the plan uses (rules bind it; it cannot be swapped
+/// within one batch without rewriting them all).
+pub(super) fn why_not_convergible(held: &Table, want: &Table) -> Option<String> {
+    if held.layout != want.layout {
+        let layout = |l: Option<u32>| l.map_or("none".to_string(), |v| v.to_string());
+        return Some(format!(
+            "its layout is {}, this version converges layout {}",
+            layout(held.layout),
+            layout(want.layout)
+        ));
+    }
+    for c in want.chains.values() {
+        let Some(h) = held.chains.get(&c.name) else {
+            continue;
+        };
+        if h.base.map(|b| b.fixed()) != c.base.map(|b| b.fixed()) {
+            return Some(format!(
+                "chain {} has another hook, type or priority",
+                c.name
+            ));
+        }
+    }
+    for m in want.maps.values() {
+        if let Some(h) = held.maps.get(&m.name) {
+            if h.kind != m.kind {
+                return Some(format!("set {} has another declaration", m.name));
+            }
+        }
+    }
+    None
+}
+
+/// Names of the chains that rules or verdict-map elements of `table`
+/// refer to, and of the sets and maps its rules refer to.
+pub(super) fn references(table: &Table) -> (BTreeSet<&str>, BTreeSet<&str>) {
+    let mut chains = BTreeSet::new();
+    let mut sets = BTreeSet::new();
+    for c in table.chains.values() {
+        for r in &c.rules {
+            for s in &r.0 {
+                match s {
+                    Stmt::Verdict(v) => chains.extend(chain_target(v)),
+                    s => sets.extend(s.set_name()),
+                }
+            }
+        }
+    }
+    for m in table.maps.values() {
+        for v in m.elements.values() {
+            if let ElemValue::Verdict(v) = v {
+                chains.extend(chain_target(v));
+            }
+        }
+    }
+    (chains, sets)
+}
+
+/// Rules in `a` that `b` lacks, counted with multiplicity.
+pub(super) fn rules_missing(a: &[Rule], b: &[Rule]) -> usize {
+    let mut have: HashMap<&Rule, usize> = HashMap::new();
+    for r in b {
+        *have.entry(r).or_default() += 1;
+    }
+    a.iter()
+        .filter(|r| match have.get_mut(r) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .count()
+}
+
+pub(super) fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &mut Convergence) {
+    let t = TableRef {
+        family: want.family,
+        name: want.name.clone(),
+    };
+    for w in want.chains.values() {
+        let h = held.chains.get(&w.name);
+        match h {
+            None => {
+                note(c, format!("chain {t} {}: missing", w.name));
+                c.repairs.chain += 1;
+                batch.push(Op::AddChain {
+                    table: t.clone(),
+                    name: w.name.clone(),
+                    base: w.base,
+                });
+            }
+            // Only the policy can differ here (see why_not_convergible):
+            // `add chain` with the hook sets it back.
+            Some(h) if h.base != w.base => {
+                note(c, format!("chain {t} {}: policy changed", w.name));
+                c.repairs.chain += 1;
+                batch.push(Op::AddChain {
+                    table: t.clone(),
+                    name: w.name.clone(),
+                    base: w.base,
+                });
+            }
+            Some(_) => {}
+        }
+        let held_rules: &[Rule] = h.map_or(&[], |h| &h.rules);
+        if held_rules == w.rules.as_slice() {
+            continue;
+        }
+        if h.is_some() {
+            let (gone, added) = (
+                rules_missing(held_rules, &w.rules),
+                rules_missing(&w.rules, held_rules),
+            );
+            // Same rules in another order count as every rule moved.
+            let moved = if gone + added == 0 { w.rules.len() } else { 0 };
+            c.repairs.rule += gone + added + moved;
+            note(
+                c,
+                format!(
+                    "chain {t} {}: rules differ ({gone} removed, {added} added{})",
+                    w.name,
+                    if moved > 0 { ", order" } else { "" }
+                ),
+            );
+            if !held_rules.is_empty() {
+                batch.push(Op::FlushChain {
+                    table: t.clone(),
+                    name: w.name.clone(),
+                });
+            }
+        }
+        for r in &w.rules {
+            batch.push(Op::AddRule {
+                table: t.clone(),
+                chain: w.name.clone(),
+                rule: r.clone(),
+            });
+        }
+    }
+    let (chain_refs, set_refs) = references(held);
+    for h in held.chains.values() {
+        if want.chains.contains_key(&h.name) {
+            continue;
+        }
+        note(c, format!("chain {t} {}: not planned", h.name));
+        c.repairs.chain += 1;
+        if !h.rules.is_empty() {
+            batch.push(Op::FlushChain {
+                table: t.clone(),
+                name: h.name.clone(),
+            });
+        }
+        let op = Op::DeleteChain {
+            table: t.clone(),
+            name: h.name.clone(),
+        };
+        if chain_refs.contains(h.name.as_str()) {
+            batch.defer(op);
+        } else {
+            batch.push(op);
+        }
+    }
+    for w in want.maps.values() {
+        let Some(h) = held.maps.get(&w.name) else {
+            note(c, format!("set {t} {}: missing", w.name));
+            c.repairs.set += 1;
+            add_map(&t, w, batch);
+            continue;
+        };
+        if w.kind.is_dynamic() {
+            continue;
+        }
+        converge_elements(&t, h, w, batch, c);
+    }
+    for h in held.maps.values() {
+        if want.maps.contains_key(&h.name) {
+            continue;
+        }
+        note(c, format!("set {t} {}: not planned", h.name));
+        c.repairs.set += 1;
+        let op = Op::DeleteMap {
+            table: t.clone(),
+            name: h.name.clone(),
+            kind: h.kind,
+        };
+        if set_refs.contains(h.name.as_str()) {
+            batch.defer(op);
+        } else {
+            batch.push(op);
+        }
+    }
+}
+
+pub(super) fn converge_elements(
+    t: &TableRef,
+    held: &Map,
+    want: &Map,
+    batch: &mut Batch,
+    c: &mut Convergence,
+) {
+    let gone: Vec<ElemKey> = held
+        .elements
+        .iter()
+        .filter(|(k, v)| want.elements.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let added: Vec<(ElemKey, ElemValue)> = want
+        .elements
+        .iter()
+        .filter(|(k, v)| held.elements.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // A changed element is deleted and added: count it once.
+    let changed = added
+        .iter()
+        .filter(|(k, _)| held.elements.contains_key(k))
+        .count();
+    let repaired = gone.len() + added.len() - changed;
+    if repaired == 0 {
+        return;
+    }
+    c.repairs.element += repaired;
+    for k in gone.iter().filter(|k| !want.elements.contains_key(*k)) {
+        note(
+            c,
+            format!(
+                "element {t} {} {}: not planned",
+                want.name,
+                crate::render::element_text(k, &held.elements[k])
+            ),
+        );
+    }
+    for (k, v) in &added {
+        let what = if held.elements.contains_key(k) {
+            "changed"
+        } else {
+            "missing"
+        };
+        note(
+            c,
+            format!(
+                "element {t} {} {}: {what}",
+                want.name,
+                crate::render::element_text(k, v)
+            ),
+        );
+    }
+    batch.delete_elements(t, want.kind, want.name.clone(), gone);
+    batch.push(Op::AddElements {
+        table: t.clone(),
+        map: want.name.clone(),
+        kind: want.kind,
+        elements: added,
+    });
+}
