@@ -313,8 +313,8 @@ fn yaml_options() -> serde_saphyr::Options {
     budget.max_nodes = usize::MAX;
     budget.max_total_scalar_bytes = usize::MAX;
     budget.max_documents = usize::MAX;
-    // serde_yaml's recursion limit, which the manifests were written
-    // against (Kubernetes objects nest about 10 deep).
+    // Kubernetes objects nest about 10 deep; deeper is refused before it
+    // can overflow the stack (guard::MAX_DEPTH says why 64).
     budget.max_depth = guard::MAX_DEPTH;
     // An anchored node of more than 100,000 events is a bomb, not a
     // manifest (the default, 1,000,000, cost 5 s in a debug build).

@@ -10,12 +10,15 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-/// How deep the YAML parser lets collections nest (serde_yaml's
-/// recursion limit, kept when it was replaced).
-pub(super) const MAX_DEPTH: usize = 128;
+/// How deep the YAML parser lets collections nest: serde-saphyr's own
+/// default. Kubernetes objects nest about 10 deep; serde_yaml allowed 128,
+/// but serde-saphyr and serde_json's `Value` recurse per level, and 100
+/// levels overflow a 2 MiB thread stack in a debug build (64 fit).
+pub(super) const MAX_DEPTH: usize = 64;
 
-/// Deeper flow nesting than this is refused before parsing: twice
-/// [`MAX_DEPTH`], so every document the parser would accept passes. Brackets inside quoted strings count too (the check does not
+/// Deeper flow nesting than this is refused before parsing, without
+/// scanning it: four times [`MAX_DEPTH`], so every document the parser
+/// would accept passes (and those in between get the parser's error). Brackets inside quoted strings count too (the check does not
 /// parse), which only matters for strings with hundreds of unclosed
 /// brackets.
 pub(super) const MAX_FLOW_DEPTH: usize = 256;

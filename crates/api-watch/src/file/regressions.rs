@@ -70,3 +70,41 @@ fn an_alias_bomb_is_refused_by_the_budget() {
         "{errors:?}"
     );
 }
+
+/// Collections nested deeper than the parser's limit are one error, on a
+/// 2 MiB thread stack (a test thread's, a tokio worker's) in a debug
+/// build: with serde-saphyr at a depth limit of 128, 100 block levels
+/// overflowed the stack (nft-writer's bad_input test found it).
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let block = |depth: usize| -> String {
+        (0..depth)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect()
+    };
+    let flow = |depth: usize| format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let cases = [block(65), block(100), block(1000), flow(65), flow(255)];
+    let worker = std::thread::Builder::new().stack_size(2 << 20);
+    let messages = worker
+        .spawn(move || {
+            cases
+                .iter()
+                .map(|text| {
+                    let (_, errors) = load(text.as_bytes());
+                    assert_eq!(errors.len(), 1, "{errors:?}");
+                    errors[0].message.clone()
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    for m in messages {
+        assert!(
+            m.starts_with("budget breached") || m.contains("depth"),
+            "{m}"
+        );
+    }
+    let (_, errors) = load(block(60).as_bytes());
+    assert_eq!(errors[0].field, "kind", "60 levels parse: {errors:?}");
+}
