@@ -1,5 +1,17 @@
 //! The real kernel: one nfnetlink batch per transaction on a
 //! NETLINK_NETFILTER socket (what `nft -f` does).
+//!
+//! How a batch ends: the kernel answers every message it refuses with an
+//! NLMSG_ERROR carrying that message's sequence number, and acks the
+//! last operation (the only one sent with NLM_F_ACK) when the batch was
+//! committed. A failure of the batch as a whole (an unknown subsystem,
+//! EOPNOTSUPP when nf_tables cannot load, ENOMEM, a commit that fails) is
+//! reported against the batch-begin message, and then nothing else comes.
+//! So the first error within the batch's sequence range ends the wait,
+//! with its errno and the index of the message; answers outside the range
+//! (left over from an earlier batch) are skipped. With NETLINK_CAP_ACK
+//! errors do not echo the request, and with NETLINK_EXT_ACK they carry
+//! the kernel's message text and the offset of the attribute it refused.
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
@@ -20,6 +32,18 @@ use crate::transaction::Transaction;
 const SUBSYS_NFTABLES: u16 = 10;
 /// NLMSG_ERROR.
 const NLMSG_ERROR: u16 = 2;
+/// NLM_F_ACK_TLVS: an NLMSG_ERROR carries extended-ack attributes.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// NLM_F_CAPPED: the request echoed in an NLMSG_ERROR is its header only.
+const NLM_F_CAPPED: u16 = 0x100;
+/// NLMSGERR_ATTR_MSG: the kernel's message text (NUL-terminated).
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// NLMSGERR_ATTR_OFFS: offset of the refused attribute in the request.
+const NLMSGERR_ATTR_OFFS: u16 = 2;
+/// Positive errnos handled here (Linux numbering).
+const EINTR: i32 = 4;
+const EAGAIN: i32 = 11;
+const ENOBUFS: i32 = 105;
 
 /// nf_tables over netlink in the current network namespace.
 pub struct NetlinkKernel {
@@ -34,7 +58,97 @@ impl NetlinkKernel {
         // Answers are errors and one ack: a few MiB are plenty, and forcing
         // the size avoids ENOBUFS when a large batch fails everywhere.
         let _ = setsockopt(&socket, sockopt::RcvBufForce, &(8 << 20));
+        // Errors without the request echoed (a refused 1 MiB set-element
+        // message would come back whole), with the kernel's reason
+        // (Linux 4.2 and 4.12; older kernels refuse, which costs only the
+        // text). The read-back reads only each answer's error code.
+        let _ = socket.set_cap_ack(true);
+        let _ = socket.set_ext_ack(true);
         Ok(Self { socket, seq })
+    }
+
+    /// Sends one framed batch whose messages are numbered `first` to
+    /// `first + messages - 1` and waits for its end: the ack of message
+    /// `acked`, or the first error within the range. `Err(Failure)` for a
+    /// refusal, with the message's index in the batch.
+    fn exchange(&mut self, buf: &[u8], first: u32, messages: u32, acked: u32) -> Outcome {
+        // The whole batch must travel in one sendmsg: the kernel handles
+        // one batch per skb. Let the socket take it (as nft does).
+        setsockopt(&self.socket, sockopt::SndBufForce, &(buf.len() + 4096))
+            .map_err(|e| Error::Io(e.into()))?;
+        let sent = loop {
+            match self.socket.send(buf, 0) {
+                Err(e) if e.raw_os_error() == Some(EINTR) => continue,
+                sent => break sent.map_err(Error::Io)?,
+            }
+        };
+        if sent != buf.len() {
+            return Err(Error::Protocol(format!("sent {sent} of {} bytes", buf.len())).into());
+        }
+        loop {
+            let data = match self.socket.recv_from_full() {
+                Ok((data, _)) => data,
+                Err(e) => match e.raw_os_error() {
+                    Some(EINTR) => continue,
+                    // Answers were dropped: the batch may or may not have
+                    // been committed. The engine's Syncer reads the kernel
+                    // back after any error and converges.
+                    Some(ENOBUFS) => {
+                        self.drain();
+                        return Err(Error::Protocol(
+                            "the socket dropped answers (ENOBUFS): whether the batch was \
+                             applied is unknown; the next sync reads the kernel back"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    Some(EAGAIN) => {
+                        return Err(Error::Protocol(
+                            "no answer to the batch within 30 s: whether it was applied is \
+                             unknown; the next sync reads the kernel back"
+                                .into(),
+                        )
+                        .into())
+                    }
+                    _ => return Err(Error::Io(e).into()),
+                },
+            };
+            for answer in parse_errors(&data)? {
+                let index = answer.seq.wrapping_sub(first);
+                if index >= messages {
+                    continue; // an answer to an earlier batch or request
+                }
+                if answer.errno != 0 {
+                    return Err(Failure::Refused {
+                        index: index as usize,
+                        errno: answer.errno,
+                        text: answer.text(),
+                    });
+                }
+                if answer.seq == acked {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl NetlinkKernel {
+    /// Reads and drops every answer queued on the socket, without
+    /// waiting. After an overrun the kernel drops every new answer until
+    /// the queue has been read down (the socket stays "congested"), so
+    /// the read-back that follows would wait out the timeout.
+    fn drain(&self) {
+        let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+        // Bounded: at most the 8 MiB receive buffer's worth of answers.
+        for _ in 0..1 << 17 {
+            buf.clear();
+            match self.socket.recv(&mut buf, nix::libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(EINTR) => {}
+                Err(_) => break, // EAGAIN: empty
+            }
+        }
     }
 }
 
@@ -115,48 +229,40 @@ impl Kernel for NetlinkKernel {
         if encoded.is_empty() {
             return Ok(ApplyStats::default());
         }
+        let messages = encoded.len() as u32 + 2;
         let first = self.seq;
-        self.seq = self.seq.wrapping_add(encoded.len() as u32 + 2);
+        self.seq = self.seq.wrapping_add(messages);
         let buf = build_batch(&encoded, first);
-        // The whole batch must travel in one sendmsg: the kernel handles
-        // one batch per skb. Let the socket take it (as nft does).
-        setsockopt(&self.socket, sockopt::SndBufForce, &(buf.len() + 4096))
-            .map_err(|e| Error::Io(e.into()))?;
-        let sent = self.socket.send(&buf, 0)?;
-        if sent != buf.len() {
-            return Err(Error::Protocol(format!(
-                "sent {sent} of {} bytes",
-                buf.len()
-            )));
-        }
-        let last_seq = first + encoded.len() as u32;
-        let mut first_error: Option<(u32, i32)> = None;
-        loop {
-            let (data, _) = self.socket.recv_from_full()?;
-            for (seq, code) in parse_errors(&data)? {
-                if code != 0 && first_error.is_none_or(|(s, _)| seq < s) {
-                    first_error = Some((seq, code));
+        // The last operation asks for the ack.
+        let acked = first.wrapping_add(encoded.len() as u32);
+        match self.exchange(&buf, first, messages, acked) {
+            Ok(()) => Ok(ApplyStats {
+                operations: tx.ops.len(),
+                messages: encoded.len() + 2,
+                bytes: buf.len(),
+            }),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Refused { index, errno, text }) => {
+                // Message 0 is the batch begin, the last one the batch end.
+                let op_index = index
+                    .checked_sub(1)
+                    .and_then(|i| encoded.get(i))
+                    .map(|e| e.op_index);
+                let mut op = match op_index {
+                    Some(i) => tx.ops[i].to_string(),
+                    None if index == 0 => format!("batch begin (message 0 of {messages})"),
+                    None => format!("batch end (message {index} of {messages})"),
+                };
+                if let Some(text) = text {
+                    // Shown as `op`, kernel: `text`.
+                    op.push_str("`, kernel: `");
+                    op.push_str(&text);
                 }
-                if seq == last_seq || (seq == last_seq + 1 && code != 0) {
-                    return match first_error {
-                        None => Ok(ApplyStats {
-                            operations: tx.ops.len(),
-                            messages: encoded.len() + 2,
-                            bytes: buf.len(),
-                        }),
-                        Some((seq, errno)) => {
-                            let op_index = seq
-                                .checked_sub(first + 1)
-                                .and_then(|i| encoded.get(i as usize))
-                                .map(|e| e.op_index);
-                            Err(Error::Rejected {
-                                op_index,
-                                op: op_index.map(|i| tx.ops[i].to_string()).unwrap_or_default(),
-                                errno,
-                            })
-                        }
-                    };
-                }
+                Err(Error::Rejected {
+                    op_index,
+                    op,
+                    errno,
+                })
             }
         }
     }
@@ -166,27 +272,347 @@ impl Kernel for NetlinkKernel {
     }
 }
 
-/// Reads (sequence number, positive errno or 0) from every NLMSG_ERROR in
-/// a datagram.
-fn parse_errors(data: &[u8]) -> Result<Vec<(u32, i32)>, Error> {
+/// How a batch ended when it did not succeed.
+enum Failure {
+    /// The kernel refused message `index` of the batch (0: batch begin).
+    Refused {
+        index: usize,
+        errno: i32,
+        /// The extended ack, as [`ErrorAnswer::text`] shows it.
+        text: Option<String>,
+    },
+    /// Anything else: the socket, the framing, the state unknown.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// One NLMSG_ERROR: an ack when `errno` is 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorAnswer {
+    /// The sequence number of the request it answers.
+    seq: u32,
+    /// Positive errno, or 0.
+    errno: i32,
+    /// NLMSGERR_ATTR_MSG.
+    message: Option<String>,
+    /// NLMSGERR_ATTR_OFFS.
+    offset: Option<u32>,
+}
+
+impl ErrorAnswer {
+    /// The extended ack as one line: the kernel's text and, when it
+    /// names one, the offset of the refused attribute in the message.
+    fn text(&self) -> Option<String> {
+        let message = self
+            .message
+            .as_deref()
+            .map(|m| m.escape_debug().to_string());
+        match (message, self.offset) {
+            (None, None) => None,
+            (Some(m), None) => Some(m),
+            (None, Some(o)) => Some(format!("attribute at byte {o} of the message")),
+            (Some(m), Some(o)) => Some(format!("{m} (attribute at byte {o} of the message)")),
+        }
+    }
+}
+
+/// Every NLMSG_ERROR in a datagram, with its extended-ack attributes.
+fn parse_errors(data: &[u8]) -> Result<Vec<ErrorAnswer>, Error> {
+    let u16_at = |at: usize| u16::from_ne_bytes([data[at], data[at + 1]]);
+    let u32_at = |at: usize| u32::from_ne_bytes(data[at..at + 4].try_into().expect("4 bytes"));
     let mut out = Vec::new();
     let mut at = 0;
     while at + 16 <= data.len() {
-        let len = u32::from_ne_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(data[at + 4..at + 6].try_into().expect("2 bytes"));
-        if len < 16 || at + len > data.len() {
+        let len = u32_at(at) as usize;
+        if len < 16 || len > data.len() - at {
             return Err(Error::Protocol(format!("bad message length {len}")));
         }
+        let (kind, flags, seq) = (u16_at(at + 4), u16_at(at + 6), u32_at(at + 8));
         if kind == NLMSG_ERROR {
+            // The code, then the request's header (and, uncapped, its body).
             if len < 36 {
                 return Err(Error::Protocol("short NLMSG_ERROR".into()));
             }
-            let code = i32::from_ne_bytes(data[at + 16..at + 20].try_into().expect("4 bytes"));
-            // The original request's header follows the code.
-            let seq = u32::from_ne_bytes(data[at + 28..at + 32].try_into().expect("4 bytes"));
-            out.push((seq, -code));
+            let code = u32_at(at + 16) as i32;
+            let mut answer = ErrorAnswer {
+                seq,
+                errno: code.checked_neg().unwrap_or(0),
+                message: None,
+                offset: None,
+            };
+            if flags & NLM_F_ACK_TLVS != 0 {
+                let echoed = if flags & NLM_F_CAPPED != 0 {
+                    16
+                } else {
+                    u32_at(at + 20) as usize
+                };
+                let mut tlv = at + 20 + ((echoed + 3) & !3);
+                let end = at + len;
+                while tlv + 4 <= end {
+                    let (tlv_len, tlv_kind) = (u16_at(tlv) as usize, u16_at(tlv + 2));
+                    if tlv_len < 4 || tlv + tlv_len > end {
+                        break;
+                    }
+                    let value = &data[tlv + 4..tlv + tlv_len];
+                    match tlv_kind & 0x3fff {
+                        NLMSGERR_ATTR_MSG => {
+                            let text = value.split(|&b| b == 0).next().unwrap_or(&[]);
+                            answer.message = Some(String::from_utf8_lossy(text).into_owned());
+                        }
+                        NLMSGERR_ATTR_OFFS if value.len() >= 4 => {
+                            answer.offset =
+                                Some(u32::from_ne_bytes(value[..4].try_into().expect("4 bytes")));
+                        }
+                        _ => {}
+                    }
+                    tlv += (tlv_len + 3) & !3;
+                }
+            }
+            out.push(answer);
         }
-        at += (len + 3) & !3;
+        at += ((len + 3) & !3).min(data.len() - at);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::transaction::Op;
+    use crate::TableRef;
+    use std::time::{Duration, Instant};
+
+    /// Runs `f` in a thread moved into a network namespace of its own
+    /// (gone with the thread, even when an assertion fails). Needs root.
+    fn in_netns<F: FnOnce() + Send + 'static>(f: F) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
+        );
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET)");
+            f()
+        })
+        .join()
+        .expect("test thread panicked");
+    }
+
+    fn table() -> TableRef {
+        TableRef {
+            family: Family::Ip,
+            name: "nftopo-netlink-test".into(),
+        }
+    }
+
+    fn add_table() -> Op {
+        Op::AddTable(table())
+    }
+
+    fn add_chain(name: &str) -> Op {
+        Op::AddChain {
+            table: table(),
+            name: name.into(),
+            base: None,
+        }
+    }
+
+    fn tx(ops: Vec<Op>) -> Transaction {
+        Transaction { ops }
+    }
+
+    /// A batch whose begin names subsystem `res_id`, around one valid
+    /// operation.
+    fn batch_for_subsystem(res_id: u16, first: u32) -> Vec<u8> {
+        let begin = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, res_id),
+            ControlMessage::BatchBegin,
+        );
+        let mut buf = frame(begin, 0, first);
+        let encoded = encode_ops(&[add_table()]);
+        let inner = NetfilterMessage::new(
+            NetfilterHeader::new(nfproto(encoded[0].family), 0, 0),
+            encoded[0].message.clone(),
+        );
+        buf.extend(frame(inner, encoded[0].flags | NLM_F_ACK, first + 1));
+        buf.extend(control(ControlMessage::BatchEnd, first + 2));
+        buf
+    }
+
+    #[test]
+    fn a_batch_refused_as_a_whole_returns_its_errno_at_once() {
+        in_netns(|| {
+            let mut k = NetlinkKernel::open().unwrap();
+            // An unknown subsystem (EINVAL) and one without batches
+            // (ctnetlink, 1: EOPNOTSUPP): the kernel answers the batch
+            // begin and nothing else; this used to wait out the 30 s
+            // receive timeout and report EAGAIN.
+            for (res_id, errno) in [(200, 22), (1, 95)] {
+                let first = k.seq;
+                k.seq = k.seq.wrapping_add(3);
+                let started = Instant::now();
+                let outcome = k.exchange(&batch_for_subsystem(res_id, first), first, 3, first + 1);
+                let took = started.elapsed();
+                match outcome {
+                    Err(Failure::Refused {
+                        index, errno: got, ..
+                    }) => {
+                        assert_eq!((index, got), (0, errno), "subsystem {res_id}");
+                    }
+                    Err(Failure::Other(e)) => panic!("subsystem {res_id}: {e}"),
+                    Ok(()) => panic!("subsystem {res_id}: accepted"),
+                }
+                eprintln!("subsystem {res_id}: errno {errno} after {took:?}");
+                assert!(took < Duration::from_millis(500), "{took:?}");
+            }
+            // The socket still works.
+            k.apply(&tx(vec![add_table()])).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_refused_message_reports_its_index_and_the_kernels_text() {
+        in_netns(|| {
+            let mut k = NetlinkKernel::open().unwrap();
+            let long = "x".repeat(300);
+            let err = k
+                .apply(&tx(vec![add_table(), add_chain("ok"), add_chain(&long)]))
+                .unwrap_err();
+            // A name longer than NFT_NAME_MAXLEN fails the attribute policy:
+            // ERANGE, with netlink's text and the attribute's offset.
+            match &err {
+                Error::Rejected {
+                    op_index,
+                    op,
+                    errno,
+                } => {
+                    assert_eq!((*op_index, *errno), (Some(2), 34), "{err}");
+                    assert!(
+                        op.contains(
+                            "`, kernel: `Attribute failed policy validation (attribute at byte"
+                        ),
+                        "{err}"
+                    );
+                }
+                other => panic!("unexpected error {other}"),
+            }
+            assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        });
+    }
+
+    #[test]
+    fn answers_left_over_from_a_refused_batch_do_not_fail_the_next() {
+        in_netns(|| {
+            let mut k = NetlinkKernel::open().unwrap();
+            // Two refused messages: the first ends the wait, the second's
+            // answer stays queued for the next batch to skip.
+            let missing = |name: &str| Op::AddChain {
+                table: TableRef {
+                    family: Family::Ip,
+                    name: "no-such-table".into(),
+                },
+                name: name.into(),
+                base: None,
+            };
+            let err = k
+                .apply(&tx(vec![
+                    add_table(),
+                    missing("a"),
+                    missing("b"),
+                    add_chain("c"),
+                ]))
+                .unwrap_err();
+            match &err {
+                Error::Rejected {
+                    op_index, errno, ..
+                } => {
+                    assert_eq!((*op_index, *errno), (Some(1), 2), "{err}");
+                }
+                other => panic!("unexpected error {other}"),
+            }
+            k.apply(&tx(vec![add_table(), add_chain("c")])).unwrap();
+            k.apply(&tx(vec![add_chain("d")])).unwrap();
+        });
+    }
+
+    #[test]
+    fn answers_dropped_by_a_full_socket_leave_the_state_unknown() {
+        in_netns(|| {
+            let mut k = NetlinkKernel::open().unwrap();
+            // The smallest receive buffer, and 400 refused messages: the
+            // kernel drops answers and the next read says ENOBUFS.
+            setsockopt(&k.socket, sockopt::RcvBuf, &1).unwrap();
+            let missing = |i: usize| Op::AddChain {
+                table: TableRef {
+                    family: Family::Ip,
+                    name: "no-such-table".into(),
+                },
+                name: format!("c{i}"),
+                base: None,
+            };
+            let err = k.apply(&tx((0..400).map(missing).collect())).unwrap_err();
+            match &err {
+                // Protocol: "treat as unknown state", what the Syncer
+                // does after any error (it reads back and converges).
+                Error::Protocol(m) => assert!(m.contains("ENOBUFS"), "{err}"),
+                other => panic!("unexpected error {other}"),
+            }
+            // What the Syncer does next: read back (the answers left queued
+            // were drained, so the kernel answers again), then apply.
+            k.read_back().unwrap();
+            k.apply(&tx(vec![add_table(), add_chain("after")])).unwrap();
+        });
+    }
+
+    #[test]
+    fn error_answers_are_read_with_their_extended_ack() {
+        // A capped NLMSG_ERROR (EINVAL) for sequence 7 with a message and
+        // an offset, then an ack for sequence 8.
+        let mut data = Vec::new();
+        let msg = b"Chain not found\0";
+        let tlvs_len = (4 + msg.len() + 3) & !3;
+        let len = 16 + 4 + 16 + tlvs_len + 8;
+        data.extend((len as u32).to_ne_bytes());
+        data.extend(NLMSG_ERROR.to_ne_bytes());
+        data.extend((NLM_F_CAPPED | NLM_F_ACK_TLVS).to_ne_bytes());
+        data.extend(7u32.to_ne_bytes());
+        data.extend(0u32.to_ne_bytes());
+        data.extend((-22i32).to_ne_bytes());
+        data.extend([0u8; 16]);
+        data.extend(((4 + msg.len()) as u16).to_ne_bytes());
+        data.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
+        data.extend(msg);
+        data.resize(16 + 4 + 16 + tlvs_len, 0);
+        data.extend(8u16.to_ne_bytes());
+        data.extend(NLMSGERR_ATTR_OFFS.to_ne_bytes());
+        data.extend(24u32.to_ne_bytes());
+        data.extend(36u32.to_ne_bytes());
+        data.extend(NLMSG_ERROR.to_ne_bytes());
+        data.extend(NLM_F_CAPPED.to_ne_bytes());
+        data.extend(8u32.to_ne_bytes());
+        data.extend(0u32.to_ne_bytes());
+        data.extend(0i32.to_ne_bytes());
+        data.extend([0u8; 16]);
+        let answers = parse_errors(&data).unwrap();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!((answers[0].seq, answers[0].errno), (7, 22));
+        assert_eq!(
+            answers[0].text().as_deref(),
+            Some("Chain not found (attribute at byte 24 of the message)")
+        );
+        assert_eq!(
+            (answers[1].seq, answers[1].errno, answers[1].text()),
+            (8, 0, None)
+        );
+        assert!(parse_errors(&data[..20]).is_err(), "a truncated message");
+        assert!(parse_errors(&[0xff; 20]).is_err());
+    }
 }
