@@ -407,9 +407,7 @@ impl UdpCleanup {
             let serving = self.serving(entry);
             let stale_possible = match before.get(entry) {
                 None => !serving.is_empty(),
-                Some(was) => {
-                    (was.is_empty() && !serving.is_empty()) || !was.is_subset(&serving)
-                }
+                Some(was) => (was.is_empty() && !serving.is_empty()) || !was.is_subset(&serving),
             };
             let deleted = self.deleted.values().any(|d| d.entries.contains(entry));
             if stale_possible || serving.is_empty() && deleted {

@@ -421,7 +421,11 @@ fn a_clean_up_looks_only_where_a_serving_endpoint_went_away() {
     assert_eq!(cleanup.scope(), entries(&[addr("10.43.1.3:53")]));
     cleanup.cleaned();
     cleanup.update_service(&many[4].service, vec![many[4].clone()]);
-    assert_eq!(cleanup.scope(), Scope::Nothing, "updated, nothing went away");
+    assert_eq!(
+        cleanup.scope(),
+        Scope::Nothing,
+        "updated, nothing went away"
+    );
 }
 
 /// What serves one UDP service port in real plans: the Service `default/dns`

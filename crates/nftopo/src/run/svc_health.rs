@@ -476,5 +476,4 @@ mod tests {
             assert_eq!(listen_on(npa, node_addresses, *local), *want, "{name}");
         }
     }
-
 }
