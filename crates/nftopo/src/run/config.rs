@@ -212,8 +212,18 @@ struct RoutesConfig {
 impl FileConfig {
     /// Parses a file's text; `source` names it in errors.
     pub fn parse(source: &str, text: &str) -> Result<Self> {
-        let file: FileConfig =
-            serde_yaml::from_str(text).with_context(|| format!("config file {source}"))?;
+        // YAML to a tree first, then the tree to the configuration, so that
+        // a wrong field is named by its path (`routes.mode: unknown
+        // variant …`) as well as a syntax error by its line.
+        let tree: serde_json::Value =
+            serde_saphyr::from_str(text).with_context(|| format!("config file {source}"))?;
+        let tree = if tree.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            tree
+        };
+        let file: FileConfig = serde_path_to_error::deserialize(tree)
+            .map_err(|e| anyhow::anyhow!("config file {source}: {}: {}", e.path(), e.inner()))?;
         if let Some(v) = &file.api_version {
             if v != API_VERSION {
                 bail!("config file {source}: apiVersion {v:?} is not {API_VERSION}");

@@ -401,7 +401,7 @@ fn the_packaged_files_hold_the_default_periods() {
             }
         })
         .collect();
-    let configmap: serde_yaml::Value = serde_yaml::from_str(include_str!(
+    let configmap: serde_json::Value = serde_saphyr::from_str(include_str!(
         "../../../../packaging/kubernetes/configmap.yaml"
     ))
     .unwrap();
