@@ -6,8 +6,10 @@
 //! kube-rs's default (800 ms doubling to 30 s, reset 2 min after the last
 //! error) made a node wait out its current sleep after the API server
 //! came back: 3.6 to 7.2 s after a 10 s outage, sometimes more than 10 s.
-//! Here, for the first [`FAST_PHASE`] of an outage, every retry comes
-//! after 0.5 to 1 s; then the delay doubles from 1 s up to 30 s, with
+//! Here, the first retry after a success comes after 50 to 100 ms (a
+//! `410 Gone` is one error, and the watcher re-lists at once), then, for
+//! the first [`FAST_PHASE`] of an outage, every retry comes after 0.5 to
+//! 1 s; then the delay doubles from 1 s up to 30 s, with
 //! jitter. A watch event (success) resets it: `StreamBackoff` calls
 //! [`Backoff::reset`] on every item that is not an error.
 
@@ -25,6 +27,8 @@ pub const MAX_DELAY: Duration = Duration::from_secs(30);
 pub struct OutageBackoff {
     /// When the current outage began (the first error since a success).
     since: Option<Instant>,
+    /// Retries in the current outage.
+    tries: u32,
     /// Retries since the fast phase ended.
     slow: u32,
     /// Jitter source (xorshift).
@@ -39,6 +43,7 @@ impl Default for OutageBackoff {
             ^ u64::from(std::process::id()).rotate_left(32);
         OutageBackoff {
             since: None,
+            tries: 0,
             slow: 0,
             seed: seed | 1,
         }
@@ -57,6 +62,13 @@ impl OutageBackoff {
     /// The delay before the next retry, `elapsed` into the outage.
     fn delay(&mut self, elapsed: Duration) -> Duration {
         let jitter = self.jitter();
+        self.tries = self.tries.saturating_add(1);
+        if self.tries == 1 {
+            // The first error after a success is often one answer, not an
+            // outage (410 Gone: re-list now, as client-go's reflector
+            // does): 50 to 100 ms.
+            return Duration::from_millis(100).mul_f64(jitter);
+        }
         if elapsed < FAST_PHASE {
             return Duration::from_secs(1).mul_f64(jitter);
         }
@@ -79,6 +91,7 @@ impl Iterator for OutageBackoff {
 impl Backoff for OutageBackoff {
     fn reset(&mut self) {
         self.since = None;
+        self.tries = 0;
         self.slow = 0;
     }
 }
@@ -90,6 +103,11 @@ mod tests {
     #[test]
     fn retries_stay_under_a_second_at_first_then_back_off_to_thirty() {
         let mut b = OutageBackoff::default();
+        let first = b.delay(Duration::ZERO);
+        assert!(
+            (Duration::from_millis(50)..Duration::from_millis(100)).contains(&first),
+            "the first retry comes at once (a 410 re-lists): {first:?}"
+        );
         let fast: Vec<Duration> = (0..20).map(|_| b.delay(Duration::from_secs(5))).collect();
         for d in &fast {
             assert!(
@@ -108,9 +126,9 @@ mod tests {
                 max / 2
             );
         }
-        // A success ends the outage: fast again.
+        // A success ends the outage: at once again.
         b.reset();
-        assert!(b.next().unwrap() < Duration::from_secs(1));
+        assert!(b.next().unwrap() < Duration::from_millis(100));
         assert_eq!(b.slow, 0);
     }
 }
