@@ -94,10 +94,12 @@ fn stmt(u: &mut Unstructured, f: Family) -> Result<Stmt> {
         16 => Stmt::Masquerade,
         17 => Stmt::DnatSpread {
             modulus: u.int_in_range(1..=u32::MAX)?,
+            offset: u.arbitrary()?,
             map: name(u)?,
         },
         18 => Stmt::DnatSpreadPort {
             modulus: u.int_in_range(1..=u32::MAX)?,
+            offset: u.arbitrary()?,
             map: name(u)?,
         },
         19 => Stmt::DnatTo(ip(u, f)?, u.arbitrary()?),
