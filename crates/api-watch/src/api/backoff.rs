@@ -8,8 +8,8 @@
 //! came back: 3.6 to 7.2 s after a 10 s outage, sometimes more than 10 s.
 //! Here, the first retry after a success comes after 50 to 100 ms (a
 //! `410 Gone` is one error, and the watcher re-lists at once), then, for
-//! the first [`FAST_PHASE`] of an outage, every retry comes after 0.5 to
-//! 1 s; then the delay doubles from 1 s up to 30 s, with
+//! the first [`FAST_PHASE`] of an outage, every retry comes after 0.35 to
+//! 0.7 s; then the delay doubles from 1 s up to 30 s, with
 //! jitter. A watch event (success) resets it: `StreamBackoff` calls
 //! [`Backoff::reset`] on every item that is not an error.
 
@@ -19,6 +19,10 @@ use kube::runtime::utils::Backoff;
 
 /// How long retries stay at about one per second.
 pub const FAST_PHASE: Duration = Duration::from_secs(30);
+/// The longest delay of the fast phase (the shortest is half of it): the
+/// changes of a short outage reach the kernel within about this, plus a
+/// re-list and a sync, of the API server's return.
+pub const FAST_DELAY: Duration = Duration::from_millis(700);
 /// The delay past the fast phase doubles up to this.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 
@@ -70,7 +74,7 @@ impl OutageBackoff {
             return Duration::from_millis(100).mul_f64(jitter);
         }
         if elapsed < FAST_PHASE {
-            return Duration::from_secs(1).mul_f64(jitter);
+            return FAST_DELAY.mul_f64(jitter);
         }
         let exp = Duration::from_secs(1).saturating_mul(1u32 << self.slow.min(5));
         self.slow = self.slow.saturating_add(1);
@@ -101,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_stay_under_a_second_at_first_then_back_off_to_thirty() {
+    fn retries_stay_under_0_7_s_at_first_then_back_off_to_thirty() {
         let mut b = OutageBackoff::default();
         let first = b.delay(Duration::ZERO);
         assert!(
@@ -110,10 +114,7 @@ mod tests {
         );
         let fast: Vec<Duration> = (0..20).map(|_| b.delay(Duration::from_secs(5))).collect();
         for d in &fast {
-            assert!(
-                (Duration::from_millis(500)..Duration::from_secs(1)).contains(d),
-                "{d:?}"
-            );
+            assert!((FAST_DELAY / 2..FAST_DELAY).contains(d), "{d:?}");
         }
         assert!(fast.windows(2).any(|w| w[0] != w[1]), "jittered: {fast:?}");
         let slow: Vec<Duration> = (0..8).map(|_| b.delay(FAST_PHASE)).collect();
