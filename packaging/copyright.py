@@ -175,6 +175,27 @@ def main():
                 "The GNU C Library, linked statically into /usr/bin/nftopo.",
             ]),
         ]))
+    # C libraries a crate bundles and builds into the binary.
+    bundled = []
+    for p in crates:
+        if p["name"] == "tikv-jemalloc-sys":
+            copying = os.path.join(crate_dir(p), "jemalloc", "COPYING")
+            if not os.path.exists(copying):
+                sys.exit("copyright.py: no %s" % copying)
+            text = read(copying)
+            notes = [l.strip() for l in text.splitlines()
+                     if l.strip().startswith("Copyright (C)")]
+            paragraphs.append("\n".join([
+                "Files: jemalloc/*",
+                field("Copyright", notes),
+                "License: BSD-2-Clause-jemalloc",
+                field("Comment", [
+                    "jemalloc (C), bundled in the tikv-jemalloc-sys crate and",
+                    "linked into /usr/bin/nftopo as its memory allocator.",
+                ]),
+            ]))
+            bundled.append(field("License", ["BSD-2-Clause-jemalloc"]
+                                 + [l.rstrip() for l in text.splitlines()]))
     for p in crates:
         expr = spdx(p.get("license") or "")
         if not expr:
@@ -200,6 +221,7 @@ def main():
             missing.append(lic)
             continue
         paragraphs.append(field("License", [lic] + text))
+    paragraphs.extend(bundled)
     if static:
         paragraphs.append(field("License", [
             "LGPL-2.1+",
