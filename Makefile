@@ -123,9 +123,9 @@ package-test: package-deps static deb image
 # crashes land in fuzz/artifacts/TARGET/ and fail the run (the full log
 # is fuzz/artifacts/TARGET.log). Crash regressions are unit tests in the
 # crates, so `make test` keeps them.
-# No sanitizer by default: nftopo forbids unsafe code (unsafe-libyaml, a
-# dependency, has some) and ASan cost two thirds of the executions;
-# FUZZ_SANITIZER=address turns it back on.
+# No sanitizer by default: nftopo forbids unsafe code, and ASan cost two
+# thirds of the executions; FUZZ_SANITIZER=address turns it back on (the
+# C in the dependencies, jemalloc's, is not linked into the fuzz targets).
 FUZZ_SECONDS ?= 120
 FUZZ_TARGETS ?= manifest planner netlink readback
 FUZZ_SANITIZER ?= none
