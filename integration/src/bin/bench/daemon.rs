@@ -225,10 +225,13 @@ fn start(cfg: &Config, services: u32) -> (Daemon, ApiServer, Netns, f64) {
 }
 
 /// Whether the kernel's `service-endpoints` map holds, for service `i`'s
-/// endpoint index 10, the endpoint `ip` (`nft get element`: one key,
-/// not a listing of the map).
+/// 11th endpoint, the endpoint `ip` (`nft get element`: one key, not a
+/// listing of the map). Layout 3 keys a port with N endpoints from
+/// N(N-1)/2 on (nft-writer's `names::spread_offset`): the 11th of 11 is
+/// at 55 + 10.
 fn holds(ns: &Netns, i: u32, ip: Ipv4Addr) -> bool {
-    let key = format!("{{ {} . tcp . 80 . 10 }}", vip(i));
+    const N: u32 = 11;
+    let key = format!("{{ {} . tcp . 80 . {} }}", vip(i), N * (N - 1) / 2 + 10);
     ns.exec(
         "nft",
         &["get", "element", "ip", "nftopo", "service-endpoints", &key],
