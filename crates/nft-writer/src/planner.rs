@@ -309,27 +309,8 @@ fn goto(chain: &str) -> Stmt {
 /// whatever the traffic policies, topology keys and hints choose for new
 /// connections (kube-proxy's `CleanStaleEntries`).
 pub fn udp_services(plan: &ProxyPlan) -> Vec<crate::conntrack::UdpService> {
-    use crate::conntrack::{UdpEntry, UdpService};
-    use std::net::SocketAddr;
     plan.services
         .iter()
-        .filter(|sp| sp.protocol == Protocol::Udp)
-        .map(|sp| {
-            let addrs = sp
-                .cluster_ips
-                .iter()
-                .chain(&sp.external_ips)
-                .chain(&sp.load_balancer_ips);
-            let mut entries: Vec<UdpEntry> = addrs
-                .map(|ip| UdpEntry::Addr(SocketAddr::new(*ip, sp.port)))
-                .collect();
-            entries.extend(sp.node_port.map(UdpEntry::NodePort));
-            UdpService {
-                service: sp.service.clone(),
-                port_name: sp.port_name.clone(),
-                entries,
-                serving: sp.serving_endpoints.iter().copied().collect(),
-            }
-        })
+        .filter_map(crate::conntrack::udp_service)
         .collect()
 }
