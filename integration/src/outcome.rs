@@ -162,6 +162,12 @@ impl Scratch {
         Scratch(dir)
     }
 
+    /// Where a file `name` of this directory goes (for files the test
+    /// does not write itself, e.g. a kubeconfig).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
     /// Writes `text` as `name`; returns its absolute path (which
     /// [`EdgeCluster::apply`] takes as well as edge file names).
     pub fn file(&self, name: &str, text: &str) -> String {

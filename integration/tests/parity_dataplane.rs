@@ -16,7 +16,6 @@
 //! assertions.
 
 use std::collections::BTreeSet;
-use std::fmt::Display;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,9 +27,8 @@ use std::time::{Duration, Instant};
 use nftopo_integration::apiserver::{ApiServer, Resource};
 use nftopo_integration::daemon::{yaml_objects, Daemon};
 use nftopo_integration::edge::*;
-use nftopo_integration::{
-    require_root, spawn_in_netns, unique_prefix, Probe, ProbeResult, REFUSED, TIMEOUT,
-};
+use nftopo_integration::outcome::{ok, Scratch};
+use nftopo_integration::{require_root, spawn_in_netns, Probe};
 
 /// The cluster IP of `default/web` in the edge manifests.
 const SVC4: Ipv4Addr = Ipv4Addr::new(10, 43, 20, 1);
@@ -46,8 +44,6 @@ const UNALLOCATED: Ipv4Addr = Ipv4Addr::new(10, 43, 99, 99);
 const NO_SERVICE_PORT: u16 = 5000;
 const HTTP: u16 = 80;
 const NODE_PORT_TCP: u16 = 30080;
-/// Refusals must come at once (reset / ICMP port unreachable).
-const MAX_REFUSAL_MS: u64 = 1000;
 /// Bound of every wait for the daemon to follow the stand-in.
 const CONVERGE: Duration = Duration::from_secs(15);
 
@@ -59,83 +55,10 @@ fn cluster() -> EdgeCluster {
     )
 }
 
-/// Unwraps with the harness error's readable message.
-fn ok<T, E: Display>(r: std::result::Result<T, E>, what: &str) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-/// Manifests a test writes, in a scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("{}-parity", unique_prefix()));
-        ok(std::fs::create_dir_all(&dir), "scratch dir");
-        Scratch(dir)
-    }
-
-    /// Writes `text` as `name`; returns its absolute path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        ok(std::fs::write(&path, text), "write manifest");
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `nftopo apply` in node-2 with these manifests (edge file names or
 /// absolute paths).
 fn apply(c: &EdgeCluster, files: &[&str]) {
     ok(c.apply(files, &[]), &format!("nftopo apply {files:?}"));
-}
-
-fn run(c: &EdgeCluster, from: &str, p: &Probe) -> ProbeResult {
-    ok(c.probe(from, p), "probe")
-}
-
-/// Every connection answered, by exactly `pods` (each at least once);
-/// returns the result.
-fn serves(
-    c: &EdgeCluster,
-    from: &str,
-    p: &Probe,
-    pods: &BTreeSet<IpAddr>,
-    case: &str,
-) -> ProbeResult {
-    let r = run(c, from, p);
-    let ctx = format!("{case}: {} {} from {from}", p.proto, p.target);
-    assert_eq!(r.pods(), *pods, "{ctx}: wrong answers: {r}");
-    assert_eq!(r.answered_count(), p.count, "{ctx}: all answered: {r}");
-    r
-}
-
-/// Every attempt refused, at once (a reject).
-fn refused(c: &EdgeCluster, from: &str, p: &Probe, case: &str) {
-    let r = run(c, from, p);
-    let ctx = format!("{case}: {} {} from {from}", p.proto, p.target);
-    assert_eq!(r.count(REFUSED), p.count, "{ctx}: all refused: {r}");
-    assert!(
-        r.max_refused_ms <= MAX_REFUSAL_MS,
-        "{ctx}: refusals took up to {} ms",
-        r.max_refused_ms
-    );
-}
-
-/// No answer and no refusal: every attempt times out (a drop).
-fn dropped(c: &EdgeCluster, from: &str, target: SocketAddr, udp: bool, case: &str) {
-    let p = Probe::new(target, 2, udp).timeout_ms(700).give_up_after(2);
-    let r = run(c, from, &p);
-    assert_eq!(
-        r.count(TIMEOUT),
-        2,
-        "{case}: {} {target} from {from} must be dropped (time-outs only): {r}",
-        p.proto
-    );
 }
 
 fn set(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
@@ -174,15 +97,13 @@ fn undefined_ports_of_cluster_ips_are_refused_and_unallocated_service_addresses_
     apply(&c, &["nodes.yaml", "svc-lb.yaml", "slices-all.yaml"]);
     let case = "item 1: a port no service port defines";
     for from in ["client", THIS_NODE] {
-        refused(&c, from, &Probe::tcp(sa(SVC4, NO_SERVICE_PORT), 10), case);
-        refused(
-            &c,
+        c.expect_refused(from, &Probe::tcp(sa(SVC4, NO_SERVICE_PORT), 10), case);
+        c.expect_refused(
             from,
             &Probe::udp(sa(SVC4, HTTP), 2),
             "item 1: UDP to a TCP-only port",
         );
-        serves(
-            &c,
+        c.expect_served(
             from,
             &Probe::tcp(sa(SVC4, HTTP), 40),
             &all4(),
@@ -190,25 +111,23 @@ fn undefined_ports_of_cluster_ips_are_refused_and_unallocated_service_addresses_
         );
     }
     let case = "item 2: without ServiceCIDRs an unallocated address is not dropped";
-    serves(&c, "client", &Probe::tcp(unallocated, 3), &behind, case);
-    serves(&c, THIS_NODE, &Probe::tcp(unallocated, 3), &behind, case);
+    c.expect_served("client", &Probe::tcp(unallocated, 3), &behind, case);
+    c.expect_served(THIS_NODE, &Probe::tcp(unallocated, 3), &behind, case);
 
     apply(
         &c,
         &["nodes.yaml", "svc-lb.yaml", "slices-all.yaml", &cidrs],
     );
     let case = "item 2: an unallocated address of a ServiceCIDR is dropped";
-    dropped(&c, "client", unallocated, false, case);
-    dropped(&c, THIS_NODE, unallocated, false, case);
-    dropped(&c, "client", unallocated, true, case);
-    refused(
-        &c,
+    c.expect_dropped("client", unallocated, false, case);
+    c.expect_dropped(THIS_NODE, unallocated, false, case);
+    c.expect_dropped("client", unallocated, true, case);
+    c.expect_refused(
         "client",
         &Probe::tcp(sa(SVC4, NO_SERVICE_PORT), 10),
         "item 2: a cluster IP on an undefined port is still refused, not dropped",
     );
-    serves(
-        &c,
+    c.expect_served(
         "client",
         &Probe::tcp(sa(SVC4, HTTP), 40),
         &all4(),
@@ -216,8 +135,7 @@ fn undefined_ports_of_cluster_ips_are_refused_and_unallocated_service_addresses_
     );
 
     apply(&c, &["nodes.yaml", "svc-lb.yaml", "slices-all.yaml"]);
-    serves(
-        &c,
+    c.expect_served(
         "client",
         &Probe::tcp(unallocated, 3),
         &behind,
@@ -237,21 +155,14 @@ fn undefined_ports_of_cluster_ips_are_refused_and_unallocated_service_addresses_
         ],
     );
     for from in ["client", THIS_NODE] {
-        refused(
-            &c,
+        c.expect_refused(
             from,
             &Probe::tcp(sa(SVC6, NO_SERVICE_PORT), 10),
             "item 1: IPv6 cluster IP, undefined port",
         );
     }
     let unallocated6 = SocketAddr::new(Ipv6Addr::new(0xfd00, 0x43, 0, 0, 0, 0, 0, 0x99).into(), 80);
-    dropped(
-        &c,
-        "client",
-        unallocated6,
-        false,
-        "item 2: IPv6 ServiceCIDR",
-    );
+    c.expect_dropped("client", unallocated6, false, "item 2: IPv6 ServiceCIDR");
 }
 
 // ---------------------------------------------------------------- item 3
@@ -456,8 +367,7 @@ fn established_connections_survive_emptied_endpoints_and_narrowed_source_ranges(
         3,
         "item 3: outside's connection after the endpoints went away",
     );
-    refused(
-        &c,
+    c.expect_refused(
         THIS_NODE,
         &Probe::tcp(cluster_ip, 5),
         "item 3: a new connection without endpoints is refused",
@@ -468,8 +378,7 @@ fn established_connections_survive_emptied_endpoints_and_narrowed_source_ranges(
         10,
         "item 3: outside's connection after the source ranges left it out",
     );
-    dropped(
-        &c,
+    c.expect_dropped(
         "outside",
         lb,
         false,
@@ -517,41 +426,31 @@ fn source_ranges_hold_for_the_node_without_endpoints_and_per_family() {
     let lb = sa(LB_IP, HTTP);
 
     apply(&c, &["nodes.yaml", "svc-lb-ranges.yaml", "slices-all.yaml"]);
-    serves(
-        &c,
+    c.expect_served(
         "outside",
         &Probe::tcp(lb, 40),
         &all4(),
         "item 4: a client inside the ranges",
     );
-    dropped(
-        &c,
+    c.expect_dropped(
         THIS_NODE,
         lb,
         false,
         "item 4: node-2 itself is outside the ranges",
     );
-    dropped(
-        &c,
-        "client",
-        lb,
-        false,
-        "item 4: a pod is outside the ranges",
-    );
+    c.expect_dropped("client", lb, false, "item 4: a pod is outside the ranges");
 
     apply(
         &c,
         &["nodes.yaml", "svc-lb-ranges.yaml", "slices-empty.yaml"],
     );
-    dropped(
-        &c,
+    c.expect_dropped(
         "outside2",
         lb,
         false,
         "item 4: without endpoints, a client outside the ranges is dropped, not refused",
     );
-    refused(
-        &c,
+    c.expect_refused(
         "outside",
         &Probe::tcp(lb, 10),
         "item 4: without endpoints, a client inside the ranges is refused",
@@ -574,22 +473,19 @@ fn source_ranges_hold_for_the_node_without_endpoints_and_per_family() {
         &c,
         &["nodes.yaml", &dual, "slices-all.yaml", "slices-v6.yaml"],
     );
-    serves(
-        &c,
+    c.expect_served(
         "outside",
         &Probe::tcp(sa(lb6, HTTP), 40),
         &ips6(&["a", "b", "c", "d"]),
         "item 4: IPv4 ranges only leave the IPv6 load-balancer IP unfiltered",
     );
-    dropped(
-        &c,
+    c.expect_dropped(
         "outside",
         lb,
         false,
         "item 4: the IPv4 ranges still hold for the IPv4 load-balancer IP",
     );
-    serves(
-        &c,
+    c.expect_served(
         "outside2",
         &Probe::tcp(lb, 40),
         &all4(),
@@ -676,23 +572,20 @@ fn proxy_mode_ingress_hairpin_without_node_name_and_primary_node_ports() {
     apply(&c, &[&nodes, &svc, &slice]);
     let a = ips4(&["a"]);
 
-    serves(
-        &c,
+    c.expect_served(
         "client",
         &Probe::tcp(sa(proxy_ip, HTTP), 5),
         &set(&[proxy_ip.into()]),
         "item 5: an ipMode Proxy ingress IP goes to the load balancer",
     );
-    serves(
-        &c,
+    c.expect_served(
         "client",
         &Probe::tcp(sa(LB_IP, HTTP), 5),
         &a,
         "item 5: the VIP ingress IP is served by the pods",
     );
 
-    let r = serves(
-        &c,
+    let r = c.expect_served(
         "a",
         &Probe::tcp(sa(SVC4, HTTP), 10),
         &a,
@@ -704,15 +597,13 @@ fn proxy_mode_ingress_hairpin_without_node_name_and_primary_node_ports() {
         "item 6: masqueraded to node-2's address: {r}"
     );
 
-    serves(
-        &c,
+    c.expect_served(
         "outside",
         &Probe::tcp(sa(NODE2_IP4, NODE_PORT_TCP), 5),
         &a,
         "item 7: the primary address serves node ports",
     );
-    serves(
-        &c,
+    c.expect_served(
         "outside",
         &Probe::tcp(sa(NODE2_SECOND_IP4, NODE_PORT_TCP), 5),
         &set(&[NODE2_SECOND_IP4.into()]),
@@ -736,7 +627,7 @@ impl Running {
             ApiServer::start_in_netns(&node2, "127.0.0.1:0".parse().unwrap()),
             "stand-in in node-2",
         );
-        let kubeconfig = s.0.join("kubeconfig");
+        let kubeconfig = s.path("kubeconfig");
         ok(api.write_kubeconfig(&kubeconfig), "kubeconfig");
         for f in files {
             let text = ok(std::fs::read_to_string(edge_manifests_dir().join(f)), f);
@@ -782,7 +673,7 @@ fn eventually_served(
 ) {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let got = run(c, from, probe);
+        let got = c.run_probe(from, probe);
         if got.pods() == *want && got.answered_count() == probe.count {
             return;
         }
@@ -849,15 +740,13 @@ fn the_daemon_watches_service_cidrs_and_works_without_them() {
             &all4(),
             &format!("{case}: Services are programmed"),
         );
-        serves(
-            &c,
+        c.expect_served(
             "client",
             &Probe::tcp(unallocated, 3),
             &behind,
             &format!("{case}: nothing is dropped"),
         );
-        refused(
-            &c,
+        c.expect_refused(
             "client",
             &Probe::tcp(sa(SVC4, NO_SERVICE_PORT), 5),
             &format!("{case}: undefined ports are still refused"),
@@ -868,8 +757,7 @@ fn the_daemon_watches_service_cidrs_and_works_without_them() {
     r.run_daemon(&c);
     eventually_served(&c, &r, "client", &served, &all4(), "served ServiceCIDRs");
     eventually_drops_the_range(&c, &r, true, "the ServiceCIDR is watched");
-    dropped(
-        &c,
+    c.expect_dropped(
         "client",
         unallocated,
         false,
@@ -878,8 +766,7 @@ fn the_daemon_watches_service_cidrs_and_works_without_them() {
 
     r.api.delete("ServiceCIDR", "", "kubernetes");
     eventually_drops_the_range(&c, &r, false, "the ServiceCIDR was deleted");
-    serves(
-        &c,
+    c.expect_served(
         "client",
         &Probe::tcp(unallocated, 3),
         &behind,
