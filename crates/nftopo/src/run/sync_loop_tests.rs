@@ -175,6 +175,43 @@ impl Harness {
     }
 }
 
+/// Runs the loop for node-1 with `programmer`, a fresh [`ChannelSource`]
+/// and a full sync every hour; returns the feed and the guard that stops
+/// the loop when dropped.
+fn spawn_loop(
+    programmer: impl Programmer + Send + 'static,
+    min_sync_period: Duration,
+    sync_period: Duration,
+) -> (
+    mpsc::UnboundedSender<Feed>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let settings = Settings {
+        node: "node-1".into(),
+        planner: PlannerConfig::default(),
+        min_sync_period,
+        sync_period,
+        full_sync_period: HOUR,
+    };
+    let out = Outputs {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Mutex::new(ProxyHealth::new(sync_period))),
+        service_health: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(
+        settings,
+        ChannelSource::new(rx),
+        programmer,
+        out,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (tx, stop)
+}
+
 async fn wait(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -256,33 +293,11 @@ async fn a_sync_runs_at_least_every_sync_period() {
 /// nothing (the real syncer on the fake kernel).
 #[tokio::test(start_paused = true)]
 async fn a_periodic_sync_with_nothing_to_do_sends_nothing() {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = SharedSyncer(Arc::new(Mutex::new((
         Syncer::new(nft_writer::FakeKernel::new()),
         Vec::new(),
     ))));
-    let settings = Settings {
-        node: "node-1".into(),
-        planner: PlannerConfig::default(),
-        min_sync_period: SEC,
-        sync_period: 30 * SEC,
-        full_sync_period: HOUR,
-    };
-    let out = Outputs {
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(Mutex::new(ProxyHealth::new(30 * SEC))),
-        service_health: None,
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(
-        settings,
-        ChannelSource::new(rx),
-        shared.clone(),
-        out,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (tx, _stop) = spawn_loop(shared.clone(), SEC, 30 * SEC);
     tx.send(whole(cluster(20, |_| 2))).unwrap();
     wait(95_000).await;
     let g = shared.0.lock().unwrap();
@@ -593,33 +608,11 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
 
 #[tokio::test(start_paused = true)]
 async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = SharedSyncer(Arc::new(Mutex::new((
         Syncer::new(nft_writer::FakeKernel::new()),
         Vec::new(),
     ))));
-    let settings = Settings {
-        node: "node-1".into(),
-        planner: PlannerConfig::default(),
-        min_sync_period: Duration::ZERO,
-        sync_period: HOUR,
-        full_sync_period: HOUR,
-    };
-    let out = Outputs {
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(Mutex::new(ProxyHealth::new(HOUR))),
-        service_health: None,
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(
-        settings,
-        ChannelSource::new(rx),
-        shared.clone(),
-        out,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (tx, _stop) = spawn_loop(shared.clone(), Duration::ZERO, HOUR);
     let first = cluster(200, |_| 3);
     tx.send(whole(first)).unwrap();
     wait(10).await;
@@ -666,33 +659,11 @@ async fn an_update_naming_one_service_re_plans_and_sends_only_that_service() {
 /// soon as `min_sync_period` allows, not a sync period later.
 #[tokio::test(start_paused = true)]
 async fn deferred_deletions_go_with_a_sync_min_sync_period_later() {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = SharedSyncer(Arc::new(Mutex::new((
         Syncer::new(nft_writer::FakeKernel::new()),
         Vec::new(),
     ))));
-    let settings = Settings {
-        node: "node-1".into(),
-        planner: PlannerConfig::default(),
-        min_sync_period: SEC,
-        sync_period: 30 * SEC,
-        full_sync_period: HOUR,
-    };
-    let out = Outputs {
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(Mutex::new(ProxyHealth::new(30 * SEC))),
-        service_health: None,
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(
-        settings,
-        ChannelSource::new(rx),
-        shared.clone(),
-        out,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (tx, _stop) = spawn_loop(shared.clone(), SEC, 30 * SEC);
     tx.send(whole(cluster(5, |_| 3))).unwrap();
     wait(5_000).await;
     // A Service goes: its chain, which its service-ips element referred
@@ -785,30 +756,8 @@ impl Programmer for UdpRecorder {
 /// without endpoints, after the sync that removed its rules.
 #[tokio::test(start_paused = true)]
 async fn a_deleted_udp_service_is_cleaned_once_after_the_sync_that_removes_it() {
-    let (tx, rx) = mpsc::unbounded_channel();
     let rec = UdpRecorder::default();
-    let settings = Settings {
-        node: "node-1".into(),
-        planner: PlannerConfig::default(),
-        min_sync_period: Duration::ZERO,
-        sync_period: HOUR,
-        full_sync_period: HOUR,
-    };
-    let out = Outputs {
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(Mutex::new(ProxyHealth::new(HOUR))),
-        service_health: None,
-    };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(
-        settings,
-        ChannelSource::new(rx),
-        rec.clone(),
-        out,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (tx, _stop) = spawn_loop(rec.clone(), Duration::ZERO, HOUR);
     let mut udp = cluster(2, |_| 1);
     for s in udp.services.values_mut() {
         s.ports[0].protocol = api_watch::Protocol::Udp;
