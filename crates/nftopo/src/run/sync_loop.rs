@@ -239,9 +239,10 @@ pub async fn run(
                 return Ok(());
             }
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                blocking(|| {
-                    st.sync(&settings, (source.state(), source.slice_index()), &mut programmer, &mut out)
-                });
+                // Blocking netlink work. The daemon runs this loop as its
+                // runtime's block_on future (run/mod.rs), not on a worker,
+                // so the HTTP servers' tasks keep both workers meanwhile.
+                st.sync(&settings, (source.state(), source.slice_index()), &mut programmer, &mut out);
             }
             update = source.next() => match update {
                 Some(u) => st.queue(&settings, u, source.state(), &out),
@@ -484,17 +485,6 @@ impl LoopState {
                 }
             }
         }
-    }
-}
-
-/// Runs `f`, which blocks on netlink sockets (a first sync at 10k
-/// services takes about a second), so that the runtime moves its other
-/// tasks (the HTTP endpoints, the watches) to another worker meanwhile.
-/// On a current-thread runtime (the loop's tests) it just runs `f`.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
