@@ -68,9 +68,17 @@ pub struct Encoded {
 /// messages as [`ELEMENTS_PER_MESSAGE`] requires.
 pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
     let mut out = Vec::new();
+    encode_each(ops, |e| out.push(e));
+    out
+}
+
+/// [`encode_ops`], handing each message to `emit` as soon as it is built,
+/// so that a caller that serializes it at once never holds more than one
+/// message tree (a first sync has tens of thousands).
+pub fn encode_each(ops: &[Op], mut emit: impl FnMut(Encoded)) {
     for (op_index, op) in ops.iter().enumerate() {
         let mut push = |family, message, flags| {
-            out.push(Encoded {
+            emit(Encoded {
                 message,
                 flags,
                 family,
@@ -229,7 +237,6 @@ pub fn encode_ops(ops: &[Op]) -> Vec<Encoded> {
             }
         }
     }
-    out
 }
 
 fn hook_number(h: HookPoint) -> InetHookNumber {

@@ -114,34 +114,38 @@ impl<K: Kernel> Syncer<K> {
     /// in one transaction. On error nothing was applied (the
     /// transaction is atomic) and the next sync converges again.
     pub fn converge(&mut self, want: &Ruleset) -> Result<SyncStats, Error> {
+        self.converge_expecting(want.clone(), Vec::new())
+    }
+
+    /// [`Syncer::converge`], consuming `want`: its rules and elements move
+    /// into the transaction instead of being copied.
+    pub fn converge_owned(&mut self, want: Ruleset) -> Result<SyncStats, Error> {
         self.converge_expecting(want, Vec::new())
     }
 
     /// [`Syncer::converge`], where the kernel was in step before `expected`
     /// (operations this sync would have sent without reading back): what
     /// differs beyond them is drift.
-    fn converge_expecting(
-        &mut self,
-        want: &Ruleset,
-        expected: Vec<Op>,
-    ) -> Result<SyncStats, Error> {
+    fn converge_expecting(&mut self, want: Ruleset, expected: Vec<Op>) -> Result<SyncStats, Error> {
         let was_in_step = std::mem::replace(&mut self.in_step, false);
         // Whatever was deferred, the read-back shows if it is still there.
         self.deferred.clear();
         self.notes.clear();
         let mut held = self.kernel.read_back()?;
-        let c = converge(&held, want);
-        let drift = if !was_in_step {
-            Repairs::default()
+        let (c, drift) = if !was_in_step {
+            (converge_into(&held, want), Repairs::default())
         } else if expected.is_empty() {
-            c.repairs
+            let c = converge_into(&held, want);
+            let drift = c.repairs;
+            (c, drift)
         } else {
+            let c = converge(&held, &want);
             // What the kernel would hold had the planned operations been
             // sent: whatever still differs was changed behind our back.
             for op in &expected {
                 let _ = crate::fake::apply_op(&mut held, op);
             }
-            converge(&held, want).repairs
+            (c, converge_into(&held, want).repairs)
         };
         drop(held);
         for why in &c.replaced {
@@ -179,7 +183,7 @@ impl<K: Kernel> Syncer<K> {
         full: bool,
     ) -> Result<SyncStats, Error> {
         if changes.full || !self.in_step {
-            return self.converge(&planner.ruleset());
+            return self.converge_owned(planner.ruleset());
         }
         let mut batch = Batch::new();
         for op in std::mem::take(&mut self.deferred) {
@@ -197,7 +201,7 @@ impl<K: Kernel> Syncer<K> {
         if full {
             let mut expected = tx.ops;
             expected.extend(later);
-            return self.converge_expecting(&planner.ruleset(), expected);
+            return self.converge_expecting(planner.ruleset(), expected);
         }
         let mut stats = SyncStats::default();
         if !tx.is_empty() {

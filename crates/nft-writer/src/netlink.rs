@@ -13,16 +13,12 @@
 //! errors do not echo the request, and with NETLINK_EXT_ACK they carry
 //! the kernel's message text and the offset of the attribute it refused.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
-use netlink_packet_netfilter::{
-    none::ControlMessage, NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::encode::{encode_ops, Encoded};
+use crate::encode::{encode_each, Encoded};
 use crate::error::Error;
 use crate::kernel::{ApplyStats, Kernel};
 use crate::model::Family;
@@ -40,6 +36,10 @@ const NLM_F_CAPPED: u16 = 0x100;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// NLMSGERR_ATTR_OFFS: offset of the refused attribute in the request.
 const NLMSGERR_ATTR_OFFS: u16 = 2;
+mod batch;
+
+pub use batch::{BatchWriter, Framed};
+
 /// Positive errnos handled here (Linux numbering).
 const EINTR: i32 = 4;
 const EAGAIN: i32 = 11;
@@ -67,23 +67,23 @@ impl NetlinkKernel {
         Ok(Self { socket, seq })
     }
 
-    /// Sends one framed batch whose messages are numbered `first` to
-    /// `first + messages - 1` and waits for its end: the ack of message
-    /// `acked`, or the first error within the range. `Err(Failure)` for a
-    /// refusal, with the message's index in the batch.
-    fn exchange(&mut self, buf: &[u8], first: u32, messages: u32, acked: u32) -> Outcome {
+    /// Sends `batch` and waits for its end: the ack of its last
+    /// operation, or the first error within its sequence range.
+    /// `Err(Failure)` for a refusal, with the message's index in the batch.
+    fn exchange(&mut self, batch: &Framed) -> Outcome {
+        let (first, messages, acked) = (batch.first, batch.messages(), batch.acked());
         // The whole batch must travel in one sendmsg: the kernel handles
         // one batch per skb. Let the socket take it (as nft does).
-        setsockopt(&self.socket, sockopt::SndBufForce, &(buf.len() + 4096))
+        setsockopt(&self.socket, sockopt::SndBufForce, &(batch.bytes + 4096))
             .map_err(|e| Error::Io(e.into()))?;
         let sent = loop {
-            match self.socket.send(buf, 0) {
+            match batch.send(&self.socket) {
                 Err(e) if e.raw_os_error() == Some(EINTR) => continue,
                 sent => break sent.map_err(Error::Io)?,
             }
         };
-        if sent != buf.len() {
-            return Err(Error::Protocol(format!("sent {sent} of {} bytes", buf.len())).into());
+        if sent != batch.bytes {
+            return Err(Error::Protocol(format!("sent {sent} of {} bytes", batch.bytes)).into());
         }
         loop {
             let data = match self.socket.recv_from_full() {
@@ -181,73 +181,51 @@ fn nfproto(family: Family) -> NetfilterProtoFamily {
     }
 }
 
-fn frame(inner: NetfilterMessage, flags: u16, seq: u32) -> Vec<u8> {
+/// `inner` as a netlink request numbered `seq`, its lengths set.
+fn message(inner: NetfilterMessage, flags: u16, seq: u32) -> NetlinkMessage<NetfilterMessage> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = seq;
     let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
     msg.finalize();
-    let mut buf = vec![0; msg.buffer_len()];
-    msg.serialize(&mut buf);
-    buf
-}
-
-fn control(msg: ControlMessage, seq: u32) -> Vec<u8> {
-    frame(
-        NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, SUBSYS_NFTABLES),
-            msg,
-        ),
-        0,
-        seq,
-    )
+    msg
 }
 
 /// Frames `encoded` between batch begin and end, numbering messages from
-/// `first_seq`. The last operation asks for an ack so that success is
-/// reported too; failures are reported for any message.
+/// `first_seq`, as one buffer ([`NetlinkKernel`] sends the pages of a
+/// [`BatchWriter`] instead). The last operation asks for an ack so that
+/// success is reported too; failures are reported for any message.
 pub fn build_batch(encoded: &[Encoded], first_seq: u32) -> Vec<u8> {
-    let mut buf = control(ControlMessage::BatchBegin, first_seq);
-    for (i, e) in encoded.iter().enumerate() {
-        let ack = if i + 1 == encoded.len() { NLM_F_ACK } else { 0 };
-        let inner = NetfilterMessage::new(
-            NetfilterHeader::new(nfproto(e.family), 0, 0),
-            e.message.clone(),
-        );
-        buf.extend(frame(inner, e.flags | ack, first_seq + 1 + i as u32));
+    let mut w = BatchWriter::new(first_seq);
+    for e in encoded {
+        w.push(e.clone());
     }
-    buf.extend(control(
-        ControlMessage::BatchEnd,
-        first_seq + 1 + encoded.len() as u32,
-    ));
-    buf
+    w.finish().to_vec()
 }
 
 impl Kernel for NetlinkKernel {
     fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, Error> {
-        let encoded = encode_ops(&tx.ops);
-        if encoded.is_empty() {
+        let mut w = BatchWriter::new(self.seq);
+        encode_each(&tx.ops, |e| w.push(e));
+        if w.is_empty() {
             return Ok(ApplyStats::default());
         }
-        let messages = encoded.len() as u32 + 2;
-        let first = self.seq;
+        let batch = w.finish();
+        let messages = batch.messages();
         self.seq = self.seq.wrapping_add(messages);
-        let buf = build_batch(&encoded, first);
-        // The last operation asks for the ack.
-        let acked = first.wrapping_add(encoded.len() as u32);
-        match self.exchange(&buf, first, messages, acked) {
+        match self.exchange(&batch) {
             Ok(()) => Ok(ApplyStats {
                 operations: tx.ops.len(),
-                messages: encoded.len() + 2,
-                bytes: buf.len(),
+                messages: messages as usize,
+                bytes: batch.bytes,
             }),
             Err(Failure::Other(e)) => Err(e),
             Err(Failure::Refused { index, errno, text }) => {
                 // Message 0 is the batch begin, the last one the batch end.
                 let op_index = index
                     .checked_sub(1)
-                    .and_then(|i| encoded.get(i))
-                    .map(|e| e.op_index);
+                    .and_then(|i| batch.ops_of.get(i))
+                    .map(|&i| i as usize);
                 let mut op = match op_index {
                     Some(i) => tx.ops[i].to_string(),
                     None if index == 0 => format!("batch begin (message 0 of {messages})"),
@@ -385,9 +363,11 @@ fn parse_errors(data: &[u8]) -> Result<Vec<ErrorAnswer>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::encode_ops;
     use crate::error::ErrorKind;
     use crate::transaction::Op;
     use crate::TableRef;
+    use netlink_packet_netfilter::{none::ControlMessage, NetfilterHeader};
     use std::time::{Duration, Instant};
 
     /// Runs `f` in a thread moved into a network namespace of its own
@@ -431,20 +411,24 @@ mod tests {
 
     /// A batch whose begin names subsystem `res_id`, around one valid
     /// operation.
-    fn batch_for_subsystem(res_id: u16, first: u32) -> Vec<u8> {
+    fn batch_for_subsystem(res_id: u16, first: u32) -> Framed {
+        let mut framed = BatchWriter::new(first);
+        for e in encode_ops(&[add_table()]) {
+            framed.push(e);
+        }
+        let mut framed = framed.finish();
         let begin = NetfilterMessage::new(
             NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, res_id),
             ControlMessage::BatchBegin,
         );
-        let mut buf = frame(begin, 0, first);
-        let encoded = encode_ops(&[add_table()]);
-        let inner = NetfilterMessage::new(
-            NetfilterHeader::new(nfproto(encoded[0].family), 0, 0),
-            encoded[0].message.clone(),
-        );
-        buf.extend(frame(inner, encoded[0].flags | NLM_F_ACK, first + 1));
-        buf.extend(control(ControlMessage::BatchEnd, first + 2));
-        buf
+        let mut buf = Vec::new();
+        let msg = message(begin, 0, first);
+        buf.resize(msg.buffer_len(), 0);
+        msg.serialize(&mut buf);
+        let all = framed.to_vec();
+        buf.extend_from_slice(&all[buf.len()..]);
+        framed.pages = vec![buf];
+        framed
     }
 
     #[test]
@@ -459,7 +443,7 @@ mod tests {
                 let first = k.seq;
                 k.seq = k.seq.wrapping_add(3);
                 let started = Instant::now();
-                let outcome = k.exchange(&batch_for_subsystem(res_id, first), first, 3, first + 1);
+                let outcome = k.exchange(&batch_for_subsystem(res_id, first));
                 let took = started.elapsed();
                 match outcome {
                     Err(Failure::Refused {

@@ -121,10 +121,13 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Apply(m) => {
             let routes = Routes::from_args(&m.routes)?;
             let (state, plan, cfg) = load_plan_lean(&m)?;
-            let ruleset = ruleset(&plan, &cfg);
             let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
             let mut syncer = Syncer::new(kernel);
-            let stats = syncer.converge(&ruleset).context("applying the ruleset")?;
+            // The ruleset moves into the transaction (built again in the
+            // rare case of a second one): held once, not twice.
+            let stats = syncer
+                .converge_owned(ruleset(&plan, &cfg))
+                .context("applying the ruleset")?;
             tracing::info!(
                 operations = stats.operations,
                 messages = stats.messages,
@@ -135,11 +138,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             // deleted in a second one (see nft_writer's engine); if the
             // kernel still holds them busy, the next apply deletes them.
             if syncer.has_deferred() {
-                if let Err(e) = syncer.converge(&ruleset) {
+                if let Err(e) = syncer.converge_owned(ruleset(&plan, &cfg)) {
                     tracing::warn!(error = %e, "left unused chains or sets for the next apply");
                 }
             }
-            drop(ruleset);
             // UDP flows cached towards endpoints that are gone (or while a
             // service had none) would keep going there: delete just those.
             let mut ct = Conntrack::open().context("opening the ctnetlink socket")?;

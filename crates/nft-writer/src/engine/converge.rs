@@ -61,10 +61,21 @@ pub struct Convergence {
 /// The operations that take the kernel from `held` (its read-back) to
 /// `want` (the plan); see the module documentation.
 pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
+    converge_into(held, want.clone())
+}
+
+/// [`converge`], consuming `want`: its rules and elements move into the
+/// operations instead of being copied (a first sync's whole ruleset).
+pub fn converge_into(held: &Ruleset, want: Ruleset) -> Convergence {
     let mut c = Convergence::default();
     let mut batch = Batch::new();
+    let mut wanted = want.tables;
     for family in [Family::Ip, Family::Ip6] {
-        let (h, w) = (table_of(held, family), table_of(want, family));
+        let h = table_of(held, family);
+        let w = wanted
+            .iter()
+            .position(|t| t.family == family && t.name == names::TABLE)
+            .map(|i| wanted.swap_remove(i));
         let t = TableRef {
             family,
             name: names::TABLE.into(),
@@ -81,7 +92,7 @@ pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
                 c.repairs.table += 1;
                 batch.push(Op::DeleteTable(t));
             }
-            (Some(h), Some(w)) => match why_not_convergible(h, w) {
+            (Some(h), Some(w)) => match why_not_convergible(h, &w) {
                 Some(why) => {
                     c.replaced.push(format!("table {t}: {why}"));
                     note(&mut c, format!("table {t}: replaced: {why}"));
@@ -120,33 +131,33 @@ pub(super) fn note(c: &mut Convergence, line: String) {
 
 /// Every operation that creates `table` as planned, into an empty or a
 /// just-deleted table of the same name.
-pub(super) fn add_table(table: &Table, batch: &mut Batch) {
+pub(super) fn add_table(table: Table, batch: &mut Batch) {
     let t = TableRef {
         family: table.family,
-        name: table.name.clone(),
+        name: table.name,
     };
     batch.push(Op::AddTable(t.clone()));
-    for c in table.chains.values() {
+    for (_, c) in table.chains {
         batch.push(Op::AddChain {
             table: t.clone(),
             name: c.name.clone(),
             base: c.base,
         });
-        for r in &c.rules {
+        for rule in c.rules {
             batch.push(Op::AddRule {
                 table: t.clone(),
                 chain: c.name.clone(),
-                rule: r.clone(),
+                rule,
             });
         }
     }
-    for m in table.maps.values() {
+    for (_, m) in table.maps {
         add_map(&t, m, batch);
     }
 }
 
 /// `add set`/`add map` of `m` with all its elements.
-pub(super) fn add_map(t: &TableRef, m: &Map, batch: &mut Batch) {
+pub(super) fn add_map(t: &TableRef, m: Map, batch: &mut Batch) {
     batch.push(Op::AddMap {
         table: t.clone(),
         name: m.name.clone(),
@@ -154,13 +165,9 @@ pub(super) fn add_map(t: &TableRef, m: &Map, batch: &mut Batch) {
     });
     batch.push(Op::AddElements {
         table: t.clone(),
-        map: m.name.clone(),
+        map: m.name,
         kind: m.kind,
-        elements: m
-            .elements
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        elements: m.elements.into_iter().collect(),
     });
 }
 
@@ -241,12 +248,20 @@ pub(super) fn rules_missing(a: &[Rule], b: &[Rule]) -> usize {
         .count()
 }
 
-pub(super) fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &mut Convergence) {
+/// Converges one table; `want`'s rules and elements move into the
+/// operations (its chain and map names stay for the checks of what is no
+/// longer planned).
+pub(super) fn converge_table(
+    held: &Table,
+    mut want: Table,
+    batch: &mut Batch,
+    c: &mut Convergence,
+) {
     let t = TableRef {
         family: want.family,
         name: want.name.clone(),
     };
-    for w in want.chains.values() {
+    for w in want.chains.values_mut() {
         let h = held.chains.get(&w.name);
         match h {
             None => {
@@ -298,11 +313,11 @@ pub(super) fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &
                 });
             }
         }
-        for r in &w.rules {
+        for rule in std::mem::take(&mut w.rules) {
             batch.push(Op::AddRule {
                 table: t.clone(),
                 chain: w.name.clone(),
-                rule: r.clone(),
+                rule,
             });
         }
     }
@@ -329,11 +344,20 @@ pub(super) fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &
             batch.push(op);
         }
     }
-    for w in want.maps.values() {
+    for w in want.maps.values_mut() {
         let Some(h) = held.maps.get(&w.name) else {
             note(c, format!("set {t} {}: missing", w.name));
             c.repairs.set += 1;
-            add_map(&t, w, batch);
+            let elements = std::mem::take(&mut w.elements);
+            add_map(
+                &t,
+                Map {
+                    name: w.name.clone(),
+                    kind: w.kind,
+                    elements,
+                },
+                batch,
+            );
             continue;
         };
         if w.kind.is_dynamic() {
@@ -360,10 +384,12 @@ pub(super) fn converge_table(held: &Table, want: &Table, batch: &mut Batch, c: &
     }
 }
 
+/// The element operations that take `held` to `want`; `want`'s elements
+/// move into them.
 pub(super) fn converge_elements(
     t: &TableRef,
     held: &Map,
-    want: &Map,
+    want: &mut Map,
     batch: &mut Batch,
     c: &mut Convergence,
 ) {
@@ -373,22 +399,6 @@ pub(super) fn converge_elements(
         .filter(|(k, v)| want.elements.get(*k) != Some(*v))
         .map(|(k, _)| k.clone())
         .collect();
-    let added: Vec<(ElemKey, ElemValue)> = want
-        .elements
-        .iter()
-        .filter(|(k, v)| held.elements.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // A changed element is deleted and added: count it once.
-    let changed = added
-        .iter()
-        .filter(|(k, _)| held.elements.contains_key(k))
-        .count();
-    let repaired = gone.len() + added.len() - changed;
-    if repaired == 0 {
-        return;
-    }
-    c.repairs.element += repaired;
     for k in gone.iter().filter(|k| !want.elements.contains_key(*k)) {
         note(
             c,
@@ -399,21 +409,28 @@ pub(super) fn converge_elements(
             ),
         );
     }
-    for (k, v) in &added {
-        let what = if held.elements.contains_key(k) {
-            "changed"
-        } else {
-            "missing"
+    let (mut added, mut changed) = (Vec::new(), 0);
+    for (k, v) in std::mem::take(&mut want.elements) {
+        let what = match held.elements.get(&k) {
+            Some(h) if *h == v => continue,
+            // A changed element is deleted and added: count it once.
+            Some(_) => {
+                changed += 1;
+                "changed"
+            }
+            None => "missing",
         };
-        note(
-            c,
-            format!(
-                "element {t} {} {}: {what}",
-                want.name,
-                crate::render::element_text(k, v)
-            ),
-        );
+        if c.notes.len() < MAX_NOTES {
+            let line = crate::render::element_text(&k, &v);
+            note(c, format!("element {t} {} {line}: {what}", want.name));
+        }
+        added.push((k, v));
     }
+    let repaired = gone.len() + added.len() - changed;
+    if repaired == 0 {
+        return;
+    }
+    c.repairs.element += repaired;
     batch.delete_elements(t, want.kind, want.name.clone(), gone);
     batch.push(Op::AddElements {
         table: t.clone(),
