@@ -66,7 +66,8 @@ CARGO_DEB_VERSION := 3.8.0
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 PKG_TOOLS := file:file strip:binutils git:git python3:python3 openssl:openssl \
   dpkg-deb:dpkg lintian:lintian systemd-analyze:systemd man:man-db \
-  skopeo:skopeo umoci:umoci strace:strace nft:nftables ip:iproute2
+  skopeo:skopeo umoci:umoci strace:strace nft:nftables ip:iproute2 \
+  podman:podman runc:runc
 
 .PHONY: package-deps static deb image package-test
 
@@ -115,6 +116,7 @@ package-test: package-deps static deb image
 	packaging/tests/deb.sh $(PKG)/nftopo_*.deb
 	packaging/tests/sandbox.sh $(STATIC_BIN)
 	packaging/tests/image.sh $(PKG)/image $(IMAGE_TAG)
+	packaging/tests/container.sh $(PKG)/static $(IMAGE_TAG) $(PKG)/image
 	packaging/tests/kubernetes.sh $(PKG)/venv $(STATIC_BIN)
 	$(CARGO) test -p nftopo --test rbac
 
