@@ -271,7 +271,7 @@ fn node(u: &mut Unstructured) -> Result<Node> {
 /// Planner settings: cluster CIDRs, masquerade, node-port addresses.
 pub fn config(u: &mut Unstructured) -> Result<PlannerConfig> {
     let mut cfg = PlannerConfig {
-        cluster_cidrs: small_vec(u, 2, |u| {
+        detect_local: nft_writer::DetectLocal::ClusterCidr(small_vec(u, 2, |u| {
             Ok(if u.arbitrary()? {
                 *u.choose(&[
                     Cidr::parse("10.42.0.0/16").expect("valid"),
@@ -280,7 +280,7 @@ pub fn config(u: &mut Unstructured) -> Result<PlannerConfig> {
             } else {
                 prefix(u)?
             })
-        })?,
+        })?),
         masquerade_all: u.arbitrary()?,
         masquerade_bit: u.int_in_range(0..=31)?,
         ..PlannerConfig::default()

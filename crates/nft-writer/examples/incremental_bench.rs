@@ -228,7 +228,9 @@ fn main() {
     let routine = args.iter().any(|a| a == "--routine");
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare: run as root");
     let cfg = PlannerConfig {
-        cluster_cidrs: Cidr::parse("10.64.0.0/10").into_iter().collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse("10.64.0.0/10").into_iter().collect(),
+        ),
         ..PlannerConfig::default()
     };
     // Memory by stage: VmRSS growth while each structure is built (all

@@ -122,7 +122,9 @@ fn main() {
     let plan = topology_filter::plan(&state, &node);
     drop(state);
     let cfg = PlannerConfig {
-        cluster_cidrs: Cidr::parse(&cidr).into_iter().collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse(&cidr).into_iter().collect(),
+        ),
         ..PlannerConfig::default()
     };
     let (want, _) = plan_ruleset(&plan, &cfg);

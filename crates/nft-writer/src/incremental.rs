@@ -31,7 +31,7 @@ use crate::model::*;
 use crate::names;
 use crate::planner::{
     add_spread_chains, contribute, duplicate, family_cidrs, primary_address, skeleton,
-    spread_rules, Contribution, PlannerConfig,
+    spread_rules, Contribution, NodeView, PlannerConfig, PodMatch,
 };
 use crate::transaction::{Op, TableRef};
 
@@ -66,8 +66,8 @@ pub struct Changes {
     pub now: Vec<Op>,
     /// Deletions of chains and sets no longer used, for the next sync.
     pub later: Vec<Op>,
-    /// Only a full replace gets there (first plan, this node's addresses
-    /// or the ServiceCIDRs changed, the `ip6` table appears or goes, a set
+    /// Only a full replace gets there (first plan, this node's addresses,
+    /// the ServiceCIDRs or (`NodeCIDR`) its pod CIDRs changed, the `ip6` table appears or goes, a set
     /// changed its shape):
     /// `now` and `later` are empty then.
     pub full: bool,
@@ -90,6 +90,10 @@ struct Inputs {
     addresses: Vec<IpAddr>,
     /// The ServiceCIDRs.
     service_cidrs: Vec<Cidr>,
+    /// How each table tells traffic from pods apart (with `NodeCIDR`, from
+    /// the Node's pod CIDRs: a change re-plans everything, where
+    /// kube-proxy restarts).
+    pods: [Option<PodMatch>; 2],
 }
 
 /// A shared object whose count changed during an update.
@@ -214,6 +218,7 @@ impl IncrementalPlanner {
             node: plan.node.clone(),
             addresses: plan.node_addresses.clone(),
             service_cidrs: plan.service_cidrs.clone(),
+            pods: FAMILIES.map(|f| self.cfg.detect_local.resolve(f, &plan.node_pod_cidrs)),
         };
         let mut full = self.node.as_ref() != Some(&inputs);
         if full {

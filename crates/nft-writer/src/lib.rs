@@ -38,7 +38,7 @@ pub use incremental::{Changes, Dirty, IncrementalPlanner};
 pub use kernel::{ApplyStats, Kernel};
 pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};
-pub use planner::{plan_ruleset, udp_services, NodePortAddresses, PlannerConfig};
+pub use planner::{plan_ruleset, udp_services, DetectLocal, NodePortAddresses, PlannerConfig};
 pub use render::{element_text, rule_text};
 pub use trace::{trace, trace_established, Outcome, Packet, Path, Refusal};
 pub use transaction::{Op, TableRef, Transaction};

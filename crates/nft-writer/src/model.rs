@@ -11,6 +11,9 @@ use std::net::IpAddr;
 pub use api_watch::Cidr;
 use api_watch::Protocol;
 
+mod iface;
+pub use iface::{IfacePattern, IFNAMSIZ};
+
 /// Address family of a table (`ip` or `ip6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -240,6 +243,12 @@ pub enum Stmt {
     SaddrIn(Cidr),
     /// `ip saddr != CIDR` (a match).
     SaddrNotIn(Cidr),
+    /// `iifname "NAME"` or `iifname "PREFIX*"` (a match on the input
+    /// interface; a packet the node sends has none, and matches no name).
+    IifnameIs(IfacePattern),
+    /// `iifname != "NAME"` or `iifname != "PREFIX*"` (a match; holds for
+    /// a packet the node sends).
+    IifnameIsNot(IfacePattern),
     /// `ip daddr CIDR` (a match; a /32 or /128 prints as the address).
     DaddrIn(Cidr),
     /// `ip daddr != CIDR` (a match).

@@ -68,9 +68,12 @@ use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePo
 use crate::model::*;
 use crate::names;
 
+mod local;
 mod service;
 mod skeleton;
 
+pub use local::DetectLocal;
+pub(crate) use local::PodMatch;
 use skeleton::*;
 
 /// Which local addresses serve node ports (kube-proxy's
@@ -91,10 +94,12 @@ pub enum NodePortAddresses {
 /// Settings that shape the ruleset (kube-proxy's flags of the same name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannerConfig {
-    /// `--cluster-cidr` (one per family at most): traffic to services from
-    /// outside it is masqueraded, and from inside it short-circuits
-    /// externalTrafficPolicy Local. Empty: neither.
-    pub cluster_cidrs: Vec<Cidr>,
+    /// `--detect-local-mode` with its `--cluster-cidr`,
+    /// `--pod-bridge-interface` or `--pod-interface-name-prefix`: traffic
+    /// to cluster IPs from anything but pods is masqueraded, and external
+    /// traffic from pods short-circuits externalTrafficPolicy Local. A
+    /// family it detects nothing of gets neither.
+    pub detect_local: DetectLocal,
     /// `--masquerade-all`: masquerade all traffic to cluster IPs.
     pub masquerade_all: bool,
     /// `--masquerade-bit` (default 14): the packet-mark bit used to ask
@@ -107,7 +112,7 @@ pub struct PlannerConfig {
 impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
-            cluster_cidrs: Vec::new(),
+            detect_local: DetectLocal::default(),
             masquerade_all: false,
             masquerade_bit: 14,
             nodeport_addresses: NodePortAddresses::Primary,
@@ -118,15 +123,6 @@ impl Default for PlannerConfig {
 impl PlannerConfig {
     fn mark(&self) -> u32 {
         1u32 << self.masquerade_bit
-    }
-
-    /// The cluster CIDR of `family`; a /0 is ignored (it holds every
-    /// source, so nothing would be masqueraded and everything short-cut).
-    fn cidr(&self, family: Family) -> Option<Cidr> {
-        self.cluster_cidrs
-            .iter()
-            .copied()
-            .find(|c| family.contains(&c.addr()) && c.prefix_len() > 0)
     }
 }
 
@@ -250,14 +246,23 @@ pub(crate) fn family_cidrs(service_cidrs: &[Cidr], family: Family) -> Vec<Cidr> 
         .collect()
 }
 
+/// What one table's service ports are planned with, besides the
+/// settings: this node's primary address of the family
+/// ([`primary_address`]) and how traffic from pods is told apart there
+/// ([`DetectLocal::resolve`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeView<'a> {
+    pub node_ip: Option<IpAddr>,
+    pub pods: Option<&'a PodMatch>,
+}
+
 /// Adds service port `sp`'s part of the `family` table to `out`: `addrs`
 /// are the addresses of `sp` in that family it owns (cluster IPs first, in
-/// the plan's order), `node_port` its node port if it owns it, `node_ip`
-/// this node's primary address of the family ([`primary_address`]).
+/// the plan's order), `node_port` its node port if it owns it.
 pub(crate) fn contribute(
     cfg: &PlannerConfig,
     family: Family,
-    node_ip: Option<IpAddr>,
+    node: NodeView<'_>,
     sp: &ServicePortPlan,
     addrs: &[IpAddr],
     node_port: Option<u16>,
@@ -266,7 +271,8 @@ pub(crate) fn contribute(
     let mut b = Builder {
         family,
         cfg,
-        node_ip,
+        node_ip: node.node_ip,
+        pods: node.pods,
         out,
     };
     b.service_port(sp, addrs, node_port);
@@ -276,6 +282,7 @@ struct Builder<'a> {
     family: Family,
     cfg: &'a PlannerConfig,
     node_ip: Option<IpAddr>,
+    pods: Option<&'a PodMatch>,
     out: &'a mut Contribution,
 }
 

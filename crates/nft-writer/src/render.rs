@@ -33,6 +33,8 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
         Stmt::PortVmap { map } => write!(out, "meta l4proto . th dport vmap @{map}"),
         Stmt::SaddrIn(c) => write!(out, "{f} saddr {}", cidr_text(c)),
         Stmt::SaddrNotIn(c) => write!(out, "{f} saddr != {}", cidr_text(c)),
+        Stmt::IifnameIs(i) => write!(out, "iifname {i}"),
+        Stmt::IifnameIsNot(i) => write!(out, "iifname != {i}"),
         Stmt::DaddrIn(c) => write!(out, "{f} daddr {}", cidr_text(c)),
         Stmt::DaddrNotIn(c) => write!(out, "{f} daddr != {}", cidr_text(c)),
         Stmt::FibDaddrLocal => write!(out, "fib daddr type local"),

@@ -35,6 +35,10 @@ pub struct Packet {
     pub dport: u16,
     /// Hooks it crosses.
     pub path: Path,
+    /// The interface it arrives on (`iifname`), for [`Path::Forwarded`];
+    /// a packet the node sends ([`Path::Local`]) has none, whatever this
+    /// holds.
+    pub iifname: String,
     /// The node's own addresses (`fib … type local`); a packet to one of
     /// them that is not DNATed goes to the input hook, not forward.
     pub node_addrs: Vec<IpAddr>,
@@ -285,6 +289,14 @@ fn spread(draws: impl Iterator<Item = (State, RuleFlow)>) -> Vec<(State, RuleFlo
     out
 }
 
+/// The name `meta iifname` loads: none ("") for a packet the node sends.
+fn input_interface(pkt: &Packet) -> &str {
+    match pkt.path {
+        Path::Forwarded => &pkt.iifname,
+        Path::Local => "",
+    }
+}
+
 fn run_rule(
     table: &Table,
     rule: &Rule,
@@ -308,6 +320,8 @@ fn run_rule(
         let holds = match stmt {
             Stmt::SaddrIn(c) => c.contains(&s.src),
             Stmt::SaddrNotIn(c) => !c.contains(&s.src),
+            Stmt::IifnameIs(i) => i.matches(input_interface(pkt)),
+            Stmt::IifnameIsNot(i) => !i.matches(input_interface(pkt)),
             Stmt::DaddrIn(c) => c.contains(&s.dst),
             Stmt::DaddrNotIn(c) => !c.contains(&s.dst),
             Stmt::FibDaddrLocal => pkt.node_addrs.contains(&s.dst),

@@ -356,6 +356,7 @@ fn check(case: &Case, path: &std::path::Path) {
                 proto: Protocol::Tcp,
                 dport: 80,
                 path: Path::Forwarded,
+                iifname: String::new(),
                 node_addrs: vec![ip("172.31.11.85")],
             },
         )

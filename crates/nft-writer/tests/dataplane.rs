@@ -38,10 +38,12 @@ const EMPTY: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: empty, name
 
 fn config(f: impl FnOnce(&mut PlannerConfig)) -> PlannerConfig {
     let mut cfg = PlannerConfig {
-        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
-            .iter()
-            .filter_map(|c| Cidr::parse(c).ok())
-            .collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            ["10.42.0.0/16", "fd00:42::/48"]
+                .iter()
+                .filter_map(|c| Cidr::parse(c).ok())
+                .collect(),
+        ),
         ..PlannerConfig::default()
     };
     f(&mut cfg);
@@ -96,6 +98,7 @@ impl World {
                 proto,
                 dport: port,
                 path,
+                iifname: String::new(),
                 node_addrs: self.node_addrs.clone(),
             },
         )

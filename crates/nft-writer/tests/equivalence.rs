@@ -450,7 +450,9 @@ fn change(r: &mut Rng, st: &mut ClusterState, dirt: &mut Dirt) -> &'static str {
 
 fn config() -> PlannerConfig {
     PlannerConfig {
-        cluster_cidrs: Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        ),
         ..PlannerConfig::default()
     }
 }

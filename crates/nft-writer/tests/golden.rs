@@ -40,6 +40,7 @@ fn outcomes(
             proto,
             dport: port,
             path,
+            iifname: String::new(),
             node_addrs: vec![ip(NODE_IP)],
         },
     )
@@ -395,6 +396,7 @@ fn traffic_to_other_addresses_is_not_touched() {
             proto: Protocol::Tcp,
             dport: 80,
             path: Path::Forwarded,
+            iifname: String::new(),
             node_addrs: vec![ip(NODE_IP)],
         },
     );

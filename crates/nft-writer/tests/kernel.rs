@@ -189,7 +189,9 @@ fn an_endpoint_added_or_removed_is_a_batch_of_set_elements_only() {
         topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
     };
     let cfg = PlannerConfig {
-        cluster_cidrs: Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        ),
         ..PlannerConfig::default()
     };
     let (five, four) = (plan(&FIVE), plan(&FIVE[..4]));
@@ -229,6 +231,7 @@ fn an_endpoint_added_or_removed_is_a_batch_of_set_elements_only() {
                     proto: Protocol::Tcp,
                     dport: 80,
                     path: Path::Forwarded,
+                    iifname: String::new(),
                     node_addrs: Vec::new(),
                 },
             );

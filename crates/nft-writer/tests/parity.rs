@@ -127,10 +127,12 @@ fn ip(s: &str) -> IpAddr {
 
 fn config() -> PlannerConfig {
     PlannerConfig {
-        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
-            .iter()
-            .filter_map(|c| Cidr::parse(c).ok())
-            .collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            ["10.42.0.0/16", "fd00:42::/48"]
+                .iter()
+                .filter_map(|c| Cidr::parse(c).ok())
+                .collect(),
+        ),
         ..PlannerConfig::default()
     }
 }
@@ -177,6 +179,7 @@ impl World {
             proto,
             dport: port,
             path,
+            iifname: String::new(),
             node_addrs: [NODE_IP, NODE_IP_2, NODE_IP6, "127.0.0.1"]
                 .iter()
                 .map(|a| ip(a))

@@ -18,6 +18,10 @@ pub struct ProxyPlan {
     /// of `status.addresses` (both families mixed). Empty when the Node is
     /// unknown.
     pub node_addresses: Vec<IpAddr>,
+    /// This node's `spec.podCIDRs` (or `spec.podCIDR`), in order, those
+    /// that parse (host bits cleared); empty when the Node is unknown or
+    /// has none yet. Only `--detect-local-mode NodeCIDR` uses them.
+    pub node_pod_cidrs: Vec<Cidr>,
     /// The prefixes of every `networking.k8s.io/v1` ServiceCIDR
     /// (`spec.cidrs`, normalised), sorted, without duplicates: traffic to
     /// an address inside them that no Service holds is dropped. Empty

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use api_watch::{ClusterState, EndpointSlice, ObjectKey, SliceIndex};
 
-use crate::select::{node_addresses, plan_service};
+use crate::select::{node_addresses, node_pod_cidrs, plan_service};
 use crate::ProxyPlan;
 
 /// Below this many Services, their slices are found by scanning each
@@ -19,7 +19,7 @@ const RANGE_SCAN_LIMIT: usize = 8;
 /// `plan(state, &plan.node)` provided every other Service plans the same
 /// in `state` as before (their Service, their slices and, for Services
 /// with topology keys or hints, the Nodes did not change). This node's
-/// addresses and the ServiceCIDRs are read again.
+/// addresses, its pod CIDRs and the ServiceCIDRs are read again.
 ///
 /// Services in `services` that are gone from `state` lose their port plans
 /// and problems.
@@ -37,6 +37,7 @@ pub fn replan_indexed(
     services: &BTreeSet<ObjectKey>,
 ) {
     plan.node_addresses = node_addresses(state, &plan.node);
+    plan.node_pod_cidrs = node_pod_cidrs(state, &plan.node);
     plan.service_cidrs = crate::select::prefixes(&state.service_cidr_prefixes());
     let slices = match index {
         Some(index) => services

@@ -26,6 +26,7 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
     let mut plan = ProxyPlan {
         node: node.to_string(),
         node_addresses: node_addresses(state, node),
+        node_pod_cidrs: node_pod_cidrs(state, node),
         service_cidrs: prefixes(&state.service_cidr_prefixes()),
         ..ProxyPlan::default()
     };
@@ -148,6 +149,22 @@ pub fn node_dependents(state: &ClusterState) -> BTreeSet<ObjectKey> {
         }
     }
     out
+}
+
+/// The node's `spec.podCIDRs` that parse (as kube-proxy reads them,
+/// leading zeros and host bits allowed), in order; empty when the Node is
+/// unknown.
+pub(crate) fn node_pod_cidrs(state: &ClusterState, node: &str) -> Vec<Cidr> {
+    state
+        .nodes
+        .get(node)
+        .map(|n| {
+            n.pod_cidrs
+                .iter()
+                .filter_map(|c| Cidr::parse_sloppy(c))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The node's `InternalIP` addresses, else its `ExternalIP` ones, in

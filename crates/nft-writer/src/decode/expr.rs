@@ -27,9 +27,10 @@ const PAYLOAD_BASE: u16 = 2;
 const PAYLOAD_OFFSET: u16 = 3;
 const PAYLOAD_LEN: u16 = 4;
 const BASE_NETWORK: u32 = 1;
-/// NFTA_META_KEY; NFT_META_MARK, NFT_META_L4PROTO.
+/// NFTA_META_KEY; NFT_META_MARK, NFT_META_IIFNAME, NFT_META_L4PROTO.
 const META_KEY: u16 = 2;
 const META_MARK: u32 = 3;
+const META_IIFNAME: u32 = 6;
 const META_L4PROTO: u32 = 16;
 /// NFTA_CMP_OP, NFTA_CMP_DATA; NFT_CMP_EQ, NFT_CMP_NEQ.
 const CMP_OP: u16 = 2;
@@ -283,6 +284,17 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
                 let number = at(1, "cmp").and_then(|x| x.value(CMP_DATA));
                 if let Some(p) = number.and_then(protocol) {
                     out.push((Stmt::L4ProtoIs(p), 2));
+                }
+            }
+            Some(META_IIFNAME) => {
+                let cmp = at(1, "cmp");
+                let pattern = cmp
+                    .and_then(|x| x.value(CMP_DATA))
+                    .and_then(IfacePattern::from_cmp_bytes);
+                match (pattern, cmp.and_then(|x| x.u32(CMP_OP))) {
+                    (Some(p), Some(CMP_EQ)) => out.push((Stmt::IifnameIs(p), 2)),
+                    (Some(p), Some(CMP_NEQ)) => out.push((Stmt::IifnameIsNot(p), 2)),
+                    _ => {}
                 }
             }
             Some(META_MARK) => {

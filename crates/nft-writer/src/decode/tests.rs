@@ -53,6 +53,10 @@ fn every_statement(family: Family) -> Vec<Stmt> {
         Stmt::DaddrIn(cidr(host)),
         Stmt::DaddrNotIn(cidr(odd)),
         Stmt::SaddrIn(cidr(odd)),
+        Stmt::IifnameIs(IfacePattern::exact("cbr0").unwrap()),
+        Stmt::IifnameIsNot(IfacePattern::exact("a-name-of-15-by").unwrap()),
+        Stmt::IifnameIs(IfacePattern::prefix("c").unwrap()),
+        Stmt::IifnameIsNot(IfacePattern::prefix("cali").unwrap()),
         Stmt::FibDaddrLocal,
         Stmt::FibSaddrLocal,
         Stmt::AddrPairInSet {

@@ -261,6 +261,16 @@ pub(super) fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) 
         }
         Stmt::SaddrIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::Equal, e),
         Stmt::SaddrNotIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::NotEqual, e),
+        // As `nft` sends it: `[ meta load iifname => reg 1 ] [ cmp eq reg 1
+        // 0x696c6163 ]` for "cali*", the whole NUL-padded name otherwise.
+        Stmt::IifnameIs(i) | Stmt::IifnameIsNot(i) => {
+            let op = match stmt {
+                Stmt::IifnameIs(_) => Operator::Equal,
+                _ => Operator::NotEqual,
+            };
+            e.push(meta_load(MetaKey::Iifname, Register::Reg1));
+            e.push(cmp(op, i.cmp_bytes()));
+        }
         Stmt::DaddrIn(c) => addr_prefix(family, daddr_offset(family), c, Operator::Equal, e),
         Stmt::DaddrNotIn(c) => addr_prefix(family, daddr_offset(family), c, Operator::NotEqual, e),
         Stmt::FibDaddrLocal | Stmt::FibSaddrLocal => {

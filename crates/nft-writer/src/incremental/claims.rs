@@ -97,7 +97,7 @@ impl IncrementalPlanner {
         deltas: &mut [Delta; 2],
     ) -> bool {
         let ports = ports_of(plan, key);
-        let addresses = &self.node.as_ref().expect("set by update").addresses;
+        let inputs = self.node.as_ref().expect("set by update");
         let mut parts: [Contribution; 2] = Default::default();
         let mut problems = Vec::new();
         for f in FAMILIES {
@@ -142,16 +142,11 @@ impl IncrementalPlanner {
                     }
                     mine
                 });
-                let node_ip = primary_address(addresses, f);
-                contribute(
-                    &self.cfg,
-                    f,
-                    node_ip,
-                    sp,
-                    &addrs,
-                    node_port,
-                    &mut parts[fi(f)],
-                );
+                let node = NodeView {
+                    node_ip: primary_address(&inputs.addresses, f),
+                    pods: inputs.pods[fi(f)].as_ref(),
+                };
+                contribute(&self.cfg, f, node, sp, &addrs, node_port, &mut parts[fi(f)]);
             }
         }
         let mut entry = self.entries.remove(key).unwrap_or_default();

@@ -204,7 +204,7 @@ impl Builder<'_> {
         let chain =
             |kind: &str| names::port_chain(kind, &sp.service, &sp.port_name, sp.protocol, sp.port);
         let mark = self.cfg.mark();
-        let cidr = self.cfg.cidr(family);
+        let pods = self.pods.cloned();
         let proto = sp.protocol;
         let svc_key = |addr: IpAddr| ElemKey::service(addr, proto, sp.port);
 
@@ -227,8 +227,8 @@ impl Builder<'_> {
             let mut rules = Vec::new();
             if self.cfg.masquerade_all {
                 rules.push(rule(vec![Stmt::MarkSetBits(mark)]));
-            } else if let Some(c) = cidr {
-                rules.push(rule(vec![Stmt::SaddrNotIn(c), Stmt::MarkSetBits(mark)]));
+            } else if let Some(p) = &pods {
+                rules.push(rule(vec![p.if_not_local(), Stmt::MarkSetBits(mark)]));
             }
             let eps: Vec<&EndpointTarget> = internal.iter().collect();
             rules.extend(self.dnat_block(sp, &eps, &[Keyspace::Addr(*ip)]));
@@ -302,8 +302,8 @@ impl Builder<'_> {
                     let cname = chain(cluster_kind);
                     let block = self.dnat_block(sp, &cluster_eps, &keys);
                     self.add_chain(cname.clone(), block);
-                    if let Some(c) = cidr {
-                        rules.push(rule(vec![Stmt::SaddrIn(c), goto(&cname)]));
+                    if let Some(p) = &pods {
+                        rules.push(rule(vec![p.if_local(), goto(&cname)]));
                     }
                     rules.push(rule(vec![
                         Stmt::FibSaddrLocal,

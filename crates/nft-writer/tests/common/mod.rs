@@ -80,7 +80,9 @@ pub fn ruleset(st: &ClusterState, node: &str) -> Ruleset {
     let (ruleset, problems) = plan_ruleset(
         &plan,
         &PlannerConfig {
-            cluster_cidrs: Cidr::parse("10.42.0.0/16").into_iter().collect(),
+            detect_local: nft_writer::DetectLocal::ClusterCidr(
+                Cidr::parse("10.42.0.0/16").into_iter().collect(),
+            ),
             ..PlannerConfig::default()
         },
     );
@@ -196,10 +198,12 @@ pub fn edge_ruleset() -> nft_writer::Ruleset {
     .unwrap();
     let plan = topology_filter::plan(&state(&[&text]), "node-2");
     let cfg = nft_writer::PlannerConfig {
-        cluster_cidrs: ["10.42.0.0/16", "fd00:42::/48"]
-            .iter()
-            .filter_map(|c| nft_writer::Cidr::parse(c).ok())
-            .collect(),
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            ["10.42.0.0/16", "fd00:42::/48"]
+                .iter()
+                .filter_map(|c| nft_writer::Cidr::parse(c).ok())
+                .collect(),
+        ),
         ..Default::default()
     };
     let (rs, problems) = nft_writer::plan_ruleset(&plan, &cfg);

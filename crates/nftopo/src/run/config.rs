@@ -91,6 +91,9 @@ pub struct RunArgs {
     pub cleanup: bool,
     #[command(flatten)]
     pub routes: RouteArgs,
+    // Boxed: keeps `run` from being the one large subcommand variant.
+    #[command(flatten)]
+    pub conntrack: Box<super::conntrack_settings::ConntrackArgs>,
 }
 
 /// The merged configuration the daemon runs with.
@@ -114,6 +117,8 @@ pub struct Config {
     pub healthz_bind_address: Option<SocketAddr>,
     /// Routes to the other nodes' pod CIDRs; `None` when off.
     pub routes: Option<Routes>,
+    /// kube-proxy's conntrack sysctls, set at start.
+    pub conntrack: super::conntrack_settings::ConntrackSettings,
 }
 
 /// The fields of a `KubeProxyConfiguration` file. Fields kube-proxy has
@@ -160,7 +165,9 @@ pub struct FileConfig {
     detect_local_mode: Option<IgnoredAny>,
     detect_local: Option<IgnoredAny>,
     oom_score_adj: Option<IgnoredAny>,
-    conntrack: Option<IgnoredAny>,
+    /// kube-proxy's `conntrack:` section (read, not ignored).
+    #[serde(default)]
+    conntrack: super::conntrack_settings::ConntrackConfig,
     config_sync_period: Option<IgnoredAny>,
     port_range: Option<IgnoredAny>,
     logging: Option<IgnoredAny>,
@@ -425,6 +432,7 @@ pub fn merge(
         full_sync_period,
         metrics_bind_address: bind_address(&metrics, 10249, "metrics-bind-address")?,
         healthz_bind_address: bind_address(&healthz, 10256, "healthz-bind-address")?,
+        conntrack: super::conntrack_settings::merge(&args.conntrack, &file.conntrack, &flag)?,
     })
 }
 

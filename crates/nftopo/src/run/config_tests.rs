@@ -1,6 +1,6 @@
 use super::*;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use nft_writer::{Cidr, NodePortAddresses};
+use nft_writer::{Cidr, DetectLocal, IfacePattern, NodePortAddresses};
 
 #[derive(Debug, Parser)]
 struct Cmd {
@@ -72,7 +72,7 @@ fn without_flags_or_file_the_defaults_are_kube_proxys() {
     assert!(!c.planner.masquerade_all);
     assert_eq!(c.planner.masquerade_bit, 14);
     assert_eq!(c.planner.nodeport_addresses, NodePortAddresses::Primary);
-    assert!(c.planner.cluster_cidrs.is_empty());
+    assert_eq!(c.planner.detect_local, DetectLocal::ClusterCidr(vec![]));
     assert_eq!(c.routes, None, "routes are off unless asked for");
 }
 
@@ -81,7 +81,7 @@ fn the_file_wins_over_every_default() {
     let c = config(&[], FILE).unwrap();
     assert_eq!(c.kubeconfig, Some(PathBuf::from("/etc/file.kubeconfig")));
     assert_eq!(c.node_name, "file-node");
-    assert_eq!(c.planner.cluster_cidrs.len(), 2);
+    assert!(matches!(&c.planner.detect_local, DetectLocal::ClusterCidr(v) if v.len() == 2));
     assert_eq!(
         c.metrics_bind_address,
         Some("0.0.0.0:9999".parse().unwrap())
@@ -130,7 +130,8 @@ fn a_flag_on_the_command_line_wins_over_the_file_field_by_field() {
             |c| c.node_name == "flag-node",
         ),
         ("--cluster-cidr", &["--cluster-cidr", "10.1.0.0/16"], |c| {
-            c.planner.cluster_cidrs == vec![Cidr::parse("10.1.0.0/16").unwrap()]
+            c.planner.detect_local
+                == DetectLocal::ClusterCidr(vec![Cidr::parse("10.1.0.0/16").unwrap()])
         }),
         (
             "--nodeport-addresses set to its default",
@@ -421,5 +422,90 @@ fn the_packaged_files_hold_the_default_periods() {
             ),
             "{name}"
         );
+    }
+}
+
+/// `detectLocalMode` and `detectLocal` (v1alpha1: `bridgeInterface`,
+/// `interfaceNamePrefix`), each field overridden by its flag.
+#[test]
+fn detect_local_comes_from_the_file_unless_a_flag_says_otherwise() {
+    let file = |mode: &str| {
+        format!(
+            "clusterCIDR: 10.42.0.0/16\ndetectLocalMode: {mode:?}\n\
+             detectLocal: {{bridgeInterface: cbr0, interfaceNamePrefix: cali}}\n"
+        )
+    };
+    let cidr = DetectLocal::ClusterCidr(vec![Cidr::parse("10.42.0.0/16").unwrap()]);
+    let cbr0 = DetectLocal::BridgeInterface(IfacePattern::exact("cbr0").unwrap());
+    let cases: Vec<(&str, &[&str], &str, DetectLocal)> = vec![
+        ("an empty mode is ClusterCIDR", &[], "", cidr.clone()),
+        (
+            "NodeCIDR from the file",
+            &[],
+            "NodeCIDR",
+            DetectLocal::NodeCidr,
+        ),
+        (
+            "BridgeInterface and its bridge from the file",
+            &[],
+            "BridgeInterface",
+            cbr0,
+        ),
+        (
+            "InterfaceNamePrefix and its prefix from the file",
+            &[],
+            "InterfaceNamePrefix",
+            DetectLocal::InterfaceNamePrefix(IfacePattern::prefix("cali").unwrap()),
+        ),
+        (
+            "--detect-local-mode at its default wins over the file",
+            &["--detect-local-mode", "ClusterCIDR"],
+            "NodeCIDR",
+            cidr,
+        ),
+        (
+            "--pod-interface-name-prefix wins over the file's prefix",
+            &["--pod-interface-name-prefix", "veth"],
+            "InterfaceNamePrefix",
+            DetectLocal::InterfaceNamePrefix(IfacePattern::prefix("veth").unwrap()),
+        ),
+        (
+            "--pod-bridge-interface wins over the file's bridge",
+            &["--pod-bridge-interface", "br-pods"],
+            "BridgeInterface",
+            DetectLocal::BridgeInterface(IfacePattern::exact("br-pods").unwrap()),
+        ),
+    ];
+    for (name, argv, mode, want) in cases {
+        let c = config(argv, &file(mode)).unwrap();
+        assert_eq!(c.planner.detect_local, want, "{name}");
+    }
+}
+
+#[test]
+fn a_bad_detect_local_setting_in_the_file_is_an_error_naming_the_field() {
+    let cases = [
+        (
+            "detectLocalMode: nodeCIDR\n",
+            "config file field detectLocalMode: \"nodeCIDR\" is not one of ClusterCIDR",
+        ),
+        (
+            "detectLocalMode: BridgeInterface\n",
+            "--pod-bridge-interface (detectLocal.bridgeInterface) must not be empty",
+        ),
+        (
+            "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: \"\"}\n",
+            "--pod-interface-name-prefix (detectLocal.interfaceNamePrefix) must not be empty",
+        ),
+        (
+            // v1alpha2's field: this file is v1alpha1, whose clusterCIDR is
+            // top-level.
+            "detectLocal: {clusterCIDRs: [10.42.0.0/16]}\n",
+            "detectLocal.clusterCIDRs: unknown field `clusterCIDRs`",
+        ),
+    ];
+    for (file, want) in cases {
+        let got = format!("{:#}", config(&[], file).expect_err(file));
+        assert!(got.contains(want), "{file}: {got}");
     }
 }

@@ -4,6 +4,7 @@
 //! submodules and the libraries.
 
 pub mod config;
+pub mod conntrack_settings;
 pub mod duration;
 pub mod events;
 pub mod health;
@@ -37,6 +38,9 @@ pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
         // Routes too when the configuration has nftopo program them.
         return crate::cleanup::cleanup(cfg.routes.map(|r| r.config.protocol));
     }
+    // As kube-proxy, before anything is programmed; never fatal (see
+    // conntrack_settings).
+    conntrack_settings::apply_logged(&cfg.conntrack);
     let open_files = http::raise_fd_limit()
         .map_err(|e| tracing::warn!(error = %e, "cannot raise the open-file limit"))
         .ok();

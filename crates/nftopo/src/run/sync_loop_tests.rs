@@ -128,7 +128,7 @@ fn start(min_sync: Duration, sync_period: Duration, full_sync_period: Duration) 
     let settings = Settings {
         node: "node-1".into(),
         planner: PlannerConfig {
-            cluster_cidrs: vec![],
+            detect_local: nft_writer::DetectLocal::ClusterCidr(vec![]),
             masquerade_all: false,
             masquerade_bit: 14,
             nodeport_addresses: nft_writer::NodePortAddresses::Primary,
