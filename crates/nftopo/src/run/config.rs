@@ -28,7 +28,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::duration;
-use crate::planner_args::{parse_cluster_cidrs, parse_nodeport_addresses, PlannerArgs};
+use crate::planner_args::{detect_local, parse_nodeport_addresses, LocalMode, PlannerArgs};
 use crate::routes::{CidrSource, NextHop, RouteArgs, RouteMode, Routes};
 
 /// The API group and version of the file this module reads.
@@ -144,6 +144,11 @@ pub struct FileConfig {
     masquerade_all: Option<bool>,
     sync_period: Option<String>,
     min_sync_period: Option<String>,
+    /// `ClusterCIDR` (also when empty), `NodeCIDR`, `BridgeInterface` or
+    /// `InterfaceNamePrefix`.
+    detect_local_mode: Option<String>,
+    #[serde(default)]
+    detect_local: DetectLocalConfig,
     /// nftopo's own (kube-proxy hard-codes its full sync at 1h).
     full_sync_period: Option<String>,
     #[serde(default)]
@@ -162,8 +167,6 @@ pub struct FileConfig {
     mode: Option<IgnoredAny>,
     ipvs: Option<IgnoredAny>,
     winkernel: Option<IgnoredAny>,
-    detect_local_mode: Option<IgnoredAny>,
-    detect_local: Option<IgnoredAny>,
     oom_score_adj: Option<IgnoredAny>,
     /// kube-proxy's `conntrack:` section (read, not ignored).
     #[serde(default)]
@@ -199,6 +202,14 @@ struct ModeConfig {
     sync_period: Option<String>,
     min_sync_period: Option<String>,
     localhost_node_ports: Option<IgnoredAny>,
+}
+
+/// `detectLocal:` (v1alpha1's fields).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DetectLocalConfig {
+    bridge_interface: Option<String>,
+    interface_name_prefix: Option<String>,
 }
 
 /// `routes:`, nftopo's section: the route flags by other names.
@@ -324,6 +335,30 @@ pub fn merge(
                 .collect()
         }),
     );
+    let file_mode = match file.detect_local_mode.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(m) => Some(LocalMode::from_str(m, false).map_err(|_| {
+            anyhow::anyhow!(
+                "config file field detectLocalMode: {m:?} is not one of ClusterCIDR, NodeCIDR, \
+                 BridgeInterface, InterfaceNamePrefix"
+            )
+        })?),
+    };
+    let p = &args.planner;
+    let local = detect_local(
+        pick(flag("detect_local_mode"), p.detect_local_mode, file_mode),
+        &cluster_cidr,
+        &pick(
+            flag("pod_bridge_interface"),
+            p.pod_bridge_interface.clone(),
+            file.detect_local.bridge_interface.clone(),
+        ),
+        &pick(
+            flag("pod_interface_name_prefix"),
+            p.pod_interface_name_prefix.clone(),
+            file.detect_local.interface_name_prefix.clone(),
+        ),
+    )?;
     let nodeport = pick(
         flag("nodeport_addresses"),
         args.planner.nodeport_addresses.clone(),
@@ -422,7 +457,7 @@ pub fn merge(
         kubeconfig,
         node_name,
         planner: PlannerConfig {
-            cluster_cidrs: parse_cluster_cidrs(&cluster_cidr)?,
+            detect_local: local,
             masquerade_all,
             masquerade_bit,
             nodeport_addresses: parse_nodeport_addresses(&nodeport)?,
