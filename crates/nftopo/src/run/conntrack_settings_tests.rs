@@ -280,6 +280,14 @@ const EST: &str = "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established";
 const CW: &str = "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
 const UDP: &str = "proc/sys/net/netfilter/nf_conntrack_udp_timeout";
 
+fn set(path: PathBuf, from: i64, to: i64) -> Outcome {
+    Outcome::Set { path, from, to }
+}
+
+fn kept(path: PathBuf, value: i64) -> Outcome {
+    Outcome::Kept { path, value }
+}
+
 #[test]
 fn apply_writes_only_what_differs_and_raises_max_and_hashsize_only() {
     let t = Scratch::new(&[
@@ -297,24 +305,10 @@ fn apply_writes_only_what_differs_and_raises_max_and_hashsize_only() {
     assert_eq!(
         outcomes,
         [
-            Outcome::Set {
-                path: p(MAX),
-                from: 65536,
-                to: 400000
-            },
-            Outcome::Kept {
-                path: p(HASH),
-                value: 131072
-            },
-            Outcome::Set {
-                path: p(EST),
-                from: 432000,
-                to: 86400
-            },
-            Outcome::Kept {
-                path: p(CW),
-                value: 3600
-            },
+            set(p(MAX), 65536, 400000),
+            kept(p(HASH), 131072),
+            set(p(EST), 432000, 86400),
+            kept(p(CW), 3600),
         ],
         "4 CPUs x 100000; hashsize 131072 >= 400000/4 stays"
     );
@@ -331,17 +325,7 @@ fn apply_writes_only_what_differs_and_raises_max_and_hashsize_only() {
     let outcomes = apply(&plan(&s, 4)[..2], &t.0);
     assert_eq!(
         outcomes,
-        [
-            Outcome::Kept {
-                path: p(MAX),
-                value: 2000000
-            },
-            Outcome::Set {
-                path: p(HASH),
-                from: 1000,
-                to: 100000
-            },
-        ]
+        [kept(p(MAX), 2000000), set(p(HASH), 1000, 100000),]
     );
 }
 
