@@ -14,10 +14,13 @@
 //! the pure [`Tracker`] (events in, changes out).
 
 mod backoff;
+mod changes;
 mod kinds;
 mod lenient;
 #[cfg(test)]
 mod selector_tests;
+#[cfg(test)]
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod tracker;

@@ -6,6 +6,7 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
+use super::snapshot::TakeSnapshot;
 use super::*;
 use crate::ObjectKey;
 

@@ -17,89 +17,7 @@ use super::lenient::{decoded, Lenient};
 use crate::convert::FieldError;
 use crate::{ClusterState, ObjectKey, SliceIndex};
 
-/// One object that was skipped, and why. Shown as
-/// `Service shop/web: spec.ports[0].port: port 0 is not in 1..=65535`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} {object}{}: {message}", field_part(.field))]
-pub struct ObjectError {
-    /// The object's kind.
-    pub kind: Kind,
-    /// `namespace/name`, or the name alone for a Node.
-    pub object: String,
-    /// The field, e.g. `spec.ports[0].port`; empty when not known.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn field_part(field: &str) -> String {
-    if field.is_empty() {
-        String::new()
-    } else {
-        format!(": {field}")
-    }
-}
-
-/// What changed in the store since the last [`Tracker::take_changes`]:
-/// the daemon reads the state itself from the store ([`Tracker::state`]),
-/// in place; nothing here copies it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct WatchChanges {
-    /// Every object currently skipped (one error each), by kind and name.
-    pub errors: Vec<ObjectError>,
-    /// 1 for the first hand-out, then +1 for each.
-    pub generation: u64,
-    /// Service changes (add, update that changed the model, delete) since
-    /// the previous hand-out: feeds kube-proxy's
-    /// `sync_proxy_rules_service_changes_{pending,total}`.
-    pub services_changed: usize,
-    /// EndpointSlice changes since the previous hand-out (the
-    /// `endpoint_changes_*` metrics).
-    pub endpoints_changed: usize,
-    /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
-    /// changed since the previous hand-out, for
-    /// `network_programming_duration_seconds`. Left out: slices listed
-    /// in a kind's first list, and times before the tracker started (as
-    /// kube-proxy does, so that a restart does not report huge latencies).
-    pub trigger_times: Vec<SystemTime>,
-    /// The Services whose Service or EndpointSlices changed in the model
-    /// since the previous hand-out (for a slice: the Service it belonged
-    /// to before and the one it belongs to now). Every Service the first
-    /// time.
-    pub changed_services: BTreeSet<ObjectKey>,
-    /// A Node changed in the model since the previous hand-out (labels
-    /// feed topology keys and hints, addresses the node-port rules).
-    pub nodes_changed: bool,
-    /// A Calico BlockAffinity changed, or they listed for the first time
-    /// (routes only).
-    pub blocks_changed: bool,
-    /// Routes can be planned ([`Tracker::routes_ready`]).
-    pub routes_ready: bool,
-}
-
-/// A copy of the state with the changes: what the tracker's tests compare.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Snapshot {
-    /// A copy of the store's state.
-    pub state: ClusterState,
-    /// Every object currently skipped.
-    pub errors: Vec<ObjectError>,
-    /// As in [`WatchChanges::generation`].
-    pub generation: u64,
-    /// As in [`WatchChanges::services_changed`].
-    pub services_changed: usize,
-    /// As in [`WatchChanges::endpoints_changed`].
-    pub endpoints_changed: usize,
-    /// As in [`WatchChanges::trigger_times`].
-    pub trigger_times: Vec<SystemTime>,
-    /// As in [`WatchChanges::changed_services`].
-    pub changed_services: BTreeSet<ObjectKey>,
-    /// As in [`WatchChanges::nodes_changed`].
-    pub nodes_changed: bool,
-    /// As in [`WatchChanges::blocks_changed`].
-    pub blocks_changed: bool,
-}
+pub use super::changes::{ObjectError, WatchChanges};
 
 /// Per-kind progress through list and watch.
 #[derive(Debug, Default)]
@@ -350,23 +268,6 @@ impl Tracker {
         })
     }
 
-    /// [`Tracker::take_changes`] with a copy of the state.
-    #[cfg(test)]
-    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
-        let c = self.take_changes()?;
-        Some(Snapshot {
-            state: self.state.clone(),
-            errors: c.errors,
-            generation: c.generation,
-            services_changed: c.services_changed,
-            endpoints_changed: c.endpoints_changed,
-            trigger_times: c.trigger_times,
-            changed_services: c.changed_services,
-            nodes_changed: c.nodes_changed,
-            blocks_changed: c.blocks_changed,
-        })
-    }
-
     fn apply<K: Watched>(&mut self, event: Event<K>, listed: impl Fn(K) -> Listed)
     where
         K::Model: 'static,
@@ -518,20 +419,5 @@ fn object_name(id: &ObjectKey) -> String {
         id.name.clone()
     } else {
         id.to_string()
-    }
-}
-
-#[cfg(test)]
-impl std::fmt::Display for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "snapshot {}: {} services, {} endpoint slices, {} nodes, {} skipped",
-            self.generation,
-            self.state.services.len(),
-            self.state.endpoint_slices.len(),
-            self.state.nodes.len(),
-            self.errors.len()
-        )
     }
 }
