@@ -1,0 +1,203 @@
+//! EndpointSlices as the model keeps them, and the index from Services to
+//! their slices.
+
+use super::*;
+
+/// `addressType` of an EndpointSlice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressType {
+    /// IPv4 addresses.
+    IPv4,
+    /// IPv6 addresses.
+    IPv6,
+    /// DNS names; not proxied.
+    Fqdn,
+}
+
+/// One port of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPort {
+    /// Name matching the Service port's name (empty when unnamed).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The port number on the endpoints.
+    pub port: u16,
+}
+
+/// Readiness of an endpoint (`conditions`), with the API's reading of
+/// missing fields already applied, as kube-proxy applies it (ready: true;
+/// serving: true; terminating: false).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    /// `conditions.ready`.
+    pub ready: bool,
+    /// `conditions.serving`.
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Self {
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+}
+
+/// One endpoint of a slice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Addresses (kube-proxy uses the first one).
+    pub addresses: Vec<IpAddr>,
+    /// Readiness.
+    pub conditions: Conditions,
+    /// `nodeName` (v1), or `topology["kubernetes.io/hostname"]` (v1beta1).
+    pub node_name: Option<String>,
+    /// `zone` (v1), or `topology["topology.kubernetes.io/zone"]` (v1beta1).
+    pub zone: Option<String>,
+    /// `hints.forZones[].name`.
+    pub hint_zones: Vec<String>,
+    /// `hints.forNodes[].name`.
+    pub hint_nodes: Vec<String>,
+    /// The v1beta1 `topology` map as written (empty for v1 slices). Used
+    /// for topology keys when the endpoint's Node object is unknown.
+    pub topology: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// Whether this copy of an endpoint replaces `kept`, an earlier copy
+    /// of the same address and port from another slice of the same
+    /// Service: only a copy that is not terminating replaces a terminating
+    /// one (kube-proxy's endpointslicecache.go: a pod IP reused while the
+    /// old pod terminates belongs to the running pod). Otherwise the
+    /// earlier copy stays, so that the choice does not depend on anything
+    /// but slice order.
+    pub fn replaces(&self, kept: &Endpoint) -> bool {
+        kept.conditions.terminating && !self.conditions.terminating
+    }
+}
+
+/// An EndpointSlice, reduced to what the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSlice {
+    /// Namespace and name of the slice itself.
+    pub key: ObjectKey,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service_name: String,
+    /// `addressType`.
+    pub address_type: AddressType,
+    /// Ports.
+    pub ports: Vec<EndpointPort>,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl EndpointSlice {
+    /// The Service this slice belongs to.
+    pub fn service_key(&self) -> ObjectKey {
+        ObjectKey::new(self.key.namespace.clone(), self.service_name.clone())
+    }
+}
+
+/// A Node, reduced to what the proxy and the route syncer need.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `status.addresses` as (type, address), e.g. ("InternalIP", 172.31.11.157).
+    pub addresses: Vec<(String, IpAddr)>,
+    /// `spec.podCIDRs` (or `spec.podCIDR`), as written.
+    pub pod_cidrs: Vec<String>,
+    /// The node is going away: `metadata.deletionTimestamp` is set, or it
+    /// carries the [`TO_BE_DELETED_TAINT`] taint.
+    pub deleting: bool,
+}
+
+/// Calico IPAM's `BlockAffinity` (crd.projectcalico.org/v1): a block of
+/// pod addresses and the node it is affine to. Only the route syncer uses
+/// it, when pod CIDRs come from Calico IPAM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockAffinity {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.cidr`, as written (e.g. `10.42.54.128/26`).
+    pub cidr: String,
+    /// `spec.node`: the node the block belongs to.
+    pub node: String,
+    /// `spec.state`: `confirmed`, `pending` or `pendingDeletion`.
+    pub state: String,
+    /// `spec.deleted` is `"true"`: Calico is releasing the block.
+    pub deleted: bool,
+}
+
+/// `networking.k8s.io/v1 ServiceCIDR`: a range cluster IPs are allocated
+/// from. Traffic to an address inside one that no Service holds is
+/// dropped (kube-proxy's `cluster-ips-check`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceCidr {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.cidrs`, each normalised to its network (`10.43.0.0/16`,
+    /// `fd00:43::/112`: host bits cleared), in the order written.
+    pub cidrs: Vec<String>,
+}
+
+/// Which EndpointSlices belong to each Service (by the slice's
+/// `kubernetes.io/service-name`), kept next to a [`ClusterState`] by
+/// whoever changes its slices (the API source's store does), so that
+/// re-planning one Service finds its slices without scanning the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceIndex(BTreeMap<ObjectKey, std::collections::BTreeSet<ObjectKey>>);
+
+impl SliceIndex {
+    /// The index of every slice in `state` (one pass).
+    pub fn build(state: &ClusterState) -> Self {
+        let mut index = SliceIndex::default();
+        for slice in state.endpoint_slices.values() {
+            index.insert(slice);
+        }
+        index
+    }
+
+    /// `slice` was added (or is the new version of a changed slice).
+    pub fn insert(&mut self, slice: &EndpointSlice) {
+        self.0
+            .entry(slice.service_key())
+            .or_default()
+            .insert(slice.key.clone());
+    }
+
+    /// `slice` (as it was) was removed or replaced.
+    pub fn remove(&mut self, slice: &EndpointSlice) {
+        let service = slice.service_key();
+        if let Some(slices) = self.0.get_mut(&service) {
+            slices.remove(&slice.key);
+            if slices.is_empty() {
+                self.0.remove(&service);
+            }
+        }
+    }
+
+    /// The slices of `service` in `state`, in slice-name order (as
+    /// [`ClusterState::slices_by_service`] gives them).
+    pub fn slices_of<'a>(
+        &self,
+        state: &'a ClusterState,
+        service: &ObjectKey,
+    ) -> Vec<&'a EndpointSlice> {
+        self.0
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| state.endpoint_slices.get(k))
+            .collect()
+    }
+}
