@@ -64,6 +64,9 @@ pub struct Metrics {
     /// element): objects a full sync found changed behind nftopo's back
     /// and repaired.
     pub drift_repairs: Family<Labels, Counter>,
+    /// `nftopo_service_events_total{result}`: Warning Events on Services
+    /// (run/service_events.rs) sent, failed, or not sent and why.
+    pub service_events: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +107,7 @@ impl Metrics {
             route_failures: Counter::default(),
             planner_problems: Family::default(),
             drift_repairs: Family::default(),
+            service_events: Family::default(),
         };
         let mut registry = Registry::default();
         let r = &mut registry;
@@ -196,6 +200,11 @@ impl Metrics {
             "nftopo_drift_repairs",
             "Objects in nftopo's tables found changed behind its back and repaired, by kind",
             m.drift_repairs.clone(),
+        );
+        r.register(
+            "nftopo_service_events",
+            "Warning Events on Services, by result (sent, failed, service_gone, rate_limited, queue_full, other_reporter)",
+            m.service_events.clone(),
         );
         Metrics { registry, ..m }
     }

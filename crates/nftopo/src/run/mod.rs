@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod service_events;
 pub mod source;
 pub mod svc_health;
 pub mod sync_loop;
@@ -106,6 +107,12 @@ async fn daemon(cfg: Config) -> Result<()> {
         .routes
         .as_ref()
         .is_some_and(|r| r.needs_block_affinities());
+    // Warning Events on Services with problems, written in the background.
+    let service_events = service_events::ServiceEvents::spawn(
+        client.clone(),
+        cfg.node_name.clone(),
+        metrics.service_events.clone(),
+    );
     let source = source::ApiSource::new(api_watch::api::watch(client, block_affinities));
     let kernel = NetlinkKernel::open().context("opening the nf_tables netlink socket")?;
     let outputs = Outputs {
@@ -116,6 +123,7 @@ async fn daemon(cfg: Config) -> Result<()> {
             Box::new(local_addresses),
             health,
         )),
+        service_events: Some(service_events),
     };
     let routes = match cfg.routes {
         Some(settings) => Some(RouteProgrammer {

@@ -75,6 +75,10 @@ pub fn to_update(
                 "skipped: {}", e.message);
         }
     }
+    let skipped_errors = (snapshot.errors.iter())
+        .filter(|e| !skipped.contains(&error_key(e)))
+        .cloned()
+        .collect();
     *skipped = now;
     let s = snapshot;
     // The first hand-out: everything is planned.
@@ -91,6 +95,7 @@ pub fn to_update(
         services_changed: s.services_changed,
         endpoints_changed: s.endpoints_changed,
         skipped: new_skips,
+        skipped_errors,
         trigger_times: s.trigger_times,
         changed,
         routes_ready: s.routes_ready,

@@ -40,6 +40,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::health::{NodeStatus, ProxyHealth};
 use super::metrics::Metrics;
+use super::service_events::{Notice, ServiceEvents};
 use super::svc_health::ServiceHealthServers;
 
 /// First retry delay after a failed sync.
@@ -58,6 +59,9 @@ pub struct Update {
     /// Objects newly skipped for bad input since the previous update, as
     /// (kind, reason).
     pub skipped: Vec<(String, String)>,
+    /// The same objects with their errors (Services among them get an
+    /// Event).
+    pub skipped_errors: Vec<api_watch::api::ObjectError>,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices
     /// changed since the previous update.
     pub trigger_times: Vec<SystemTime>,
@@ -74,6 +78,7 @@ impl Default for Update {
             services_changed: 0,
             endpoints_changed: 0,
             skipped: Vec::new(),
+            skipped_errors: Vec::new(),
             trigger_times: Vec::new(),
             changed: Changed::default(),
             routes_ready: true,
@@ -217,6 +222,8 @@ pub struct Outputs {
     pub health: Arc<Mutex<ProxyHealth>>,
     /// Health-check node port servers, if served.
     pub service_health: Option<ServiceHealthServers>,
+    /// Warning Events on Services, if written.
+    pub service_events: Option<ServiceEvents>,
 }
 
 /// Runs until `shutdown` completes (returns `Ok`, rules left in place) or
@@ -315,6 +322,11 @@ impl LoopState {
         for (kind, reason) in &u.skipped {
             m.skipped(kind, reason);
         }
+        if let Some(events) = &out.service_events {
+            for n in u.skipped_errors.drain(..).filter_map(|e| Notice::from_skip(&e)) {
+                events.offer(n, state, Instant::now());
+            }
+        }
         self.news_since_failure |= self.retry_at.is_some();
         let mut health = out.health.lock().expect("health lock");
         health.queued(Instant::now());
@@ -361,6 +373,9 @@ impl LoopState {
             out.metrics.step(step);
             for p in &step.problems {
                 tracing::debug!(object = %p.object, kind = p.kind, "{}", p.message);
+                if let (Some(events), Some(n)) = (&out.service_events, Notice::from_problem(p)) {
+                    events.offer(n, state, now);
+                }
             }
             tracing::debug!(
                 replanned = step.changes.replanned,

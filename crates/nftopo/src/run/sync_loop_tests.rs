@@ -141,6 +141,7 @@ fn start(min_sync: Duration, sync_period: Duration, full_sync_period: Duration) 
         metrics: metrics.clone(),
         health: health.clone(),
         service_health: None,
+        service_events: None,
     };
     let task = tokio::spawn(run(
         settings,
@@ -198,6 +199,7 @@ fn spawn_loop(
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Mutex::new(ProxyHealth::new(sync_period))),
         service_health: None,
+        service_events: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(
