@@ -228,27 +228,29 @@ pub fn plan(s: &ConntrackSettings, cpus: usize) -> Vec<Want> {
         out.push(raise(Knob::Netfilter("nf_conntrack_max"), max));
         out.push(raise(Knob::Hashsize, max / 4));
     }
-    let timeouts = [
+    // A zero duration leaves the sysctl alone; else whole seconds.
+    let secs = |d: Duration| (!d.is_zero()).then(|| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let exact = [
         (
             "nf_conntrack_tcp_timeout_established",
-            s.tcp_established_timeout,
+            secs(s.tcp_established_timeout),
         ),
         (
             "nf_conntrack_tcp_timeout_close_wait",
-            s.tcp_close_wait_timeout,
+            secs(s.tcp_close_wait_timeout),
         ),
+        ("nf_conntrack_tcp_be_liberal", s.tcp_be_liberal.then_some(1)),
+        ("nf_conntrack_udp_timeout", secs(s.udp_timeout)),
         (
-            "nf_conntrack_tcp_be_liberal",
-            Duration::from_secs(u64::from(s.tcp_be_liberal)),
+            "nf_conntrack_udp_timeout_stream",
+            secs(s.udp_stream_timeout),
         ),
-        ("nf_conntrack_udp_timeout", s.udp_timeout),
-        ("nf_conntrack_udp_timeout_stream", s.udp_stream_timeout),
     ];
-    for (name, d) in timeouts {
-        if !d.is_zero() {
-            let value = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    for (name, value) in exact {
+        if let Some(value) = value {
+            let knob = Knob::Netfilter(name);
             out.push(Want {
-                knob: Knob::Netfilter(name),
+                knob,
                 value,
                 at_least: false,
             });
