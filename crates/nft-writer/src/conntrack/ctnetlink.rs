@@ -2,6 +2,8 @@
 //! NETLINK_NETFILTER socket, what the `conntrack` tool sends. Thin: one
 //! dump, one delete; all deciding is in the parent module.
 
+mod filter;
+
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
@@ -18,6 +20,7 @@ use netlink_sys::Socket;
 
 use super::{Flow, UdpEntry};
 use crate::error::{libc_errno, Error};
+use filter::DumpFilter;
 
 /// CTA_ZONE (include/uapi/linux/netfilter/nfnetlink_conntrack.h), a
 /// big-endian u16 the kernel adds for flows outside the default zone.
@@ -33,96 +36,6 @@ const CTA_FILTER_ORIG_FLAGS: u16 = 1;
 const FILTER_IP_DST: u32 = 1 << 1;
 const FILTER_PROTO_NUM: u32 = 1 << 3;
 const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
-
-/// What one dump asks the kernel for: UDP flows of one family, and
-/// optionally only those to one address and/or destination port.
-#[derive(Debug, Clone, Copy)]
-struct DumpFilter {
-    family: NetfilterProtoFamily,
-    dst: Option<IpAddr>,
-    port: Option<u16>,
-}
-
-impl DumpFilter {
-    fn udp(family: NetfilterProtoFamily) -> Self {
-        DumpFilter {
-            family,
-            dst: None,
-            port: None,
-        }
-    }
-
-    fn udp_to(dst: SocketAddr) -> Self {
-        let family = match dst.ip() {
-            IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
-            IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
-        };
-        DumpFilter {
-            family,
-            dst: Some(dst.ip()),
-            port: Some(dst.port()),
-        }
-    }
-
-    fn port(self, port: u16) -> Self {
-        DumpFilter {
-            port: Some(port),
-            ..self
-        }
-    }
-
-    /// CTA_TUPLE_ORIG with the values, and the encoded CTA_FILTER with the
-    /// flags (a nest the kernel parses strictly: it must carry
-    /// NLA_F_NESTED, which `DefaultNla` does not emit).
-    fn request(&self) -> (Vec<ConntrackAttribute>, Vec<u8>) {
-        let mut flags = FILTER_PROTO_NUM;
-        let mut tuple = Vec::new();
-        if let Some(dst) = self.dst {
-            flags |= FILTER_IP_DST;
-            tuple.push(Tuple::Ip(vec![IPTuple::DestinationAddress(dst)]));
-        }
-        let mut proto = vec![ProtoTuple::Protocol(Protocol::Udp)];
-        if let Some(port) = self.port {
-            flags |= FILTER_PROTO_DST_PORT;
-            proto.push(ProtoTuple::DestinationPort(port));
-        }
-        tuple.push(Tuple::Proto(proto));
-        let mut filter = nla_header(CTA_FILTER | NLA_F_NESTED, 8);
-        filter.extend(nla_header(CTA_FILTER_ORIG_FLAGS, 4));
-        filter.extend(flags.to_ne_bytes());
-        (vec![ConntrackAttribute::CtaTupleOrig(tuple)], filter)
-    }
-
-    /// The same test in user space (kernels without CTA_FILTER).
-    fn matches(&self, f: &Flow) -> bool {
-        let family_ok = matches!(
-            (self.family, f.orig_dst.ip()),
-            (NetfilterProtoFamily::IPv4, IpAddr::V4(_))
-                | (NetfilterProtoFamily::IPv6, IpAddr::V6(_))
-        );
-        family_ok
-            && self.dst.is_none_or(|d| d == f.orig_dst.ip())
-            && self.port.is_none_or(|p| p == f.orig_dst.port())
-    }
-}
-
-impl std::fmt::Display for DumpFilter {
-    /// The `conntrack -L` this dump stands for, in errors.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let family = match self.family {
-            NetfilterProtoFamily::IPv6 => "ipv6",
-            _ => "ipv4",
-        };
-        write!(f, "conntrack -L -f {family} -p udp")?;
-        if let Some(dst) = self.dst {
-            write!(f, " --orig-dst {dst}")?;
-        }
-        if let Some(port) = self.port {
-            write!(f, " --dport {port}")?;
-        }
-        Ok(())
-    }
-}
 
 /// ctnetlink in the current network namespace (the calling thread's).
 pub struct Conntrack {
