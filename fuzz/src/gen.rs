@@ -264,14 +264,23 @@ fn node(u: &mut Unstructured) -> Result<Node> {
             Ok((text(u, &["InternalIP", "ExternalIP"])?, ip(u)?))
         })?,
         deleting: u.ratio(1, 10)?,
+        // As written: NodeCIDR reads the ones that parse.
+        pod_cidrs: small_vec(u, 2, |u| {
+            Ok(if u.arbitrary()? {
+                prefix(u)?.to_string()
+            } else {
+                text(u, &["10.42.7.0/24", "fd00:42:7::/64", "10.42.7.0", "bad"])?
+            })
+        })?,
         ..Node::default()
     })
 }
 
-/// Planner settings: cluster CIDRs, masquerade, node-port addresses.
+/// Planner settings: local detection, masquerade, node-port addresses.
 pub fn config(u: &mut Unstructured) -> Result<PlannerConfig> {
-    let mut cfg = PlannerConfig {
-        detect_local: nft_writer::DetectLocal::ClusterCidr(small_vec(u, 2, |u| {
+    use nft_writer::{DetectLocal, IfacePattern};
+    let detect_local = match u.int_in_range(0..=3)? {
+        0 => DetectLocal::ClusterCidr(small_vec(u, 2, |u| {
             Ok(if u.arbitrary()? {
                 *u.choose(&[
                     Cidr::parse("10.42.0.0/16").expect("valid"),
@@ -281,6 +290,12 @@ pub fn config(u: &mut Unstructured) -> Result<PlannerConfig> {
                 prefix(u)?
             })
         })?),
+        1 => DetectLocal::NodeCidr,
+        2 => DetectLocal::BridgeInterface(IfacePattern::exact("cbr0").expect("valid")),
+        _ => DetectLocal::InterfaceNamePrefix(IfacePattern::prefix("cali").expect("valid")),
+    };
+    let mut cfg = PlannerConfig {
+        detect_local,
         masquerade_all: u.arbitrary()?,
         masquerade_bit: u.int_in_range(0..=31)?,
         ..PlannerConfig::default()

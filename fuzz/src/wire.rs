@@ -70,8 +70,20 @@ fn verdict(u: &mut Unstructured) -> Result<Verdict> {
     })
 }
 
+/// An input interface match: arbitrary text where it makes a valid name,
+/// else `cali*`.
+fn iface(u: &mut Unstructured) -> Result<IfacePattern> {
+    let text: String = u.arbitrary()?;
+    let made = if u.arbitrary()? {
+        IfacePattern::prefix(&text)
+    } else {
+        IfacePattern::exact(&text)
+    };
+    Ok(made.unwrap_or_else(|_| IfacePattern::prefix("cali").expect("a valid prefix")))
+}
+
 fn stmt(u: &mut Unstructured, f: Family) -> Result<Stmt> {
-    Ok(match u.int_in_range(0..=22)? {
+    Ok(match u.int_in_range(0..=24)? {
         0 => Stmt::DestVmap { map: name(u)? },
         1 => Stmt::PortVmap { map: name(u)? },
         2 => Stmt::SaddrIn(cidr(u, f)?),
@@ -105,6 +117,8 @@ fn stmt(u: &mut Unstructured, f: Family) -> Result<Stmt> {
         19 => Stmt::DnatTo(ip(u, f)?, u.arbitrary()?),
         20 => Stmt::Reject,
         21 => Stmt::RejectTcpReset,
+        22 => Stmt::IifnameIs(iface(u)?),
+        23 => Stmt::IifnameIsNot(iface(u)?),
         _ => Stmt::Verdict(verdict(u)?),
     })
 }
