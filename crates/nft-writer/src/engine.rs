@@ -36,9 +36,11 @@ use crate::transaction::{Op, TableRef, Transaction};
 
 mod batch;
 mod converge;
+mod repairs;
 
 pub use batch::*;
 pub use converge::*;
+pub use repairs::*;
 
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
