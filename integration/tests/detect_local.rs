@@ -186,14 +186,15 @@ impl Src {
 }
 
 impl World {
-    /// `nftopo apply` with the edge manifests and `flags`, then `nftopo
-    /// diff` with the same: nothing to change.
+    /// `nftopo apply` with the nodes, `web` of svc-lb-local.yaml and
+    /// `flags`, then `nftopo diff` with the same: nothing to change.
     fn apply(&self, flags: &[&str]) {
-        let files = [
-            self.nodes.as_str(),
-            "svc-lb-local.yaml",
-            "slices-node-3.yaml",
-        ];
+        self.apply_files(&["svc-lb-local.yaml", "slices-node-3.yaml"], flags);
+    }
+
+    fn apply_files(&self, edge_files: &[&str], flags: &[&str]) {
+        let mut files = vec![self.nodes.as_str()];
+        files.extend(edge_files);
         ok(self.c.apply(&files, flags), "apply");
         let bin = ok(nftopo_bin(), "nftopo");
         let mut args = vec!["diff", "--node", THIS_NODE];
@@ -349,5 +350,46 @@ fn interface_name_prefix_counts_what_arrives_on_cali_interfaces_as_pods() {
         sa(CLUSTER_IP, 80),
         MASQ,
         "InterfaceNamePrefix: outside arrives on eth0",
+    );
+}
+
+#[test]
+fn node_cidr_detects_ipv6_pods_by_the_nodes_ipv6_pod_cidr() {
+    let w = world();
+    ok(
+        w.c.ns("outside").ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:43::/112",
+            "via",
+            &NODE2_IP6.to_string(),
+        ]),
+        "outside's IPv6 route to the service range",
+    );
+    // web dual stack (cluster IP fd00:43::14), its IPv6 endpoint c.
+    w.apply_files(
+        &["svc-dual.yaml", "slices-node-3.yaml", "slices-v6-c.yaml"],
+        &["--detect-local-mode", "NodeCIDR"],
+    );
+    w.listed(&[
+        "ip6 saddr != fd00:42:0:2::/64",
+        "ip saddr != 10.42.187.64/26",
+    ]);
+    let probe = Probe::tcp(sa("fd00:43::14".parse::<IpAddr>().unwrap(), 80), CONNS);
+    let client = IpAddr::V6(pod_spec("client").ip6);
+    w.c.expect_served_from(
+        "client",
+        &probe,
+        &ips6(&["c"]),
+        client,
+        "a pod of fd00:42:0:2::/64",
+    );
+    w.c.expect_served_from(
+        "outside",
+        &probe,
+        &ips6(&["c"]),
+        NODE2_IP6,
+        "not a pod: masqueraded",
     );
 }
