@@ -42,6 +42,7 @@ impl RouteKernel for FakeRoutes {
         let refuse = |errno| Error::Kernel {
             op: op.to_string(),
             errno,
+            ext_ack: None,
         };
         match op {
             RouteOp::Add(r) => {

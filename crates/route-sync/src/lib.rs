@@ -60,12 +60,19 @@ pub enum Error {
     /// The kernel refused a request (positive errno): the route or link is
     /// skipped; retry on the next sync. `EEXIST` on an add means a route of
     /// another owner holds the prefix and is left alone.
-    #[error("kernel refused {op}: {}", std::io::Error::from_raw_os_error(*errno))]
+    #[error(
+        "kernel refused {op}: {}{}",
+        std::io::Error::from_raw_os_error(*errno),
+        ext_ack.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+    )]
     Kernel {
         /// The request, in `ip` syntax.
         op: String,
         /// Positive errno.
         errno: i32,
+        /// The kernel's extended-ack text, when it gave one (e.g. `Nexthop
+        /// has invalid gateway`). For people: classify by `errno`.
+        ext_ack: Option<String>,
     },
     /// A route names a device that does not exist (e.g. `tunl0` when the
     /// tunnel could not be created): skipped; retry after fixing the device.

@@ -1,25 +1,19 @@
-//! The kernel side: the [`RouteKernel`] trait, its rtnetlink implementation
-//! [`NetlinkRoutes`] (a blocking NETLINK_ROUTE socket, one request at a
-//! time), and [`sync`], which plans nothing but converges.
+//! The kernel side: the [`RouteKernel`] trait, its implementation
+//! [`NetlinkRoutes`] over rtnetlink's [`Handle`](rtnetlink::Handle) (one
+//! request at a time, each waited for), and [`sync`], which plans nothing
+//! but converges.
+
+mod driver;
+mod messages;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
-};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
-};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-use nix::sys::socket::{setsockopt, sockopt};
+use netlink_packet_route::route::RouteMessage;
+use rtnetlink::{LinkIpIp, LinkUnspec};
 
-use crate::{reconcile, Cidr, DesiredRoutes, Error, Route, RouteKind, RouteOp, TunnelPlan};
+use crate::{reconcile, DesiredRoutes, Error, Route, RouteKind, RouteOp, TunnelPlan};
+use driver::{acked, dump, one, Driver};
 
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
@@ -32,6 +26,12 @@ pub trait RouteKernel {
     fn dump(&mut self, protocol: u8) -> Result<Vec<Route>, Error>;
     /// Applies one operation (`ip route add|replace|del …`).
     fn apply(&mut self, op: &RouteOp) -> Result<(), Error>;
+    /// Applies `ops` in order, each on its own (a refusal does not stop
+    /// the ones after it): one result per operation. By default one
+    /// [`apply`](RouteKernel::apply) after the other.
+    fn apply_all(&mut self, ops: &[RouteOp]) -> Vec<Result<(), Error>> {
+        ops.iter().map(|op| self.apply(op)).collect()
+    }
     /// `ip addr show`: the interfaces with their MTU and their global
     /// addresses (for cross-subnet mode and the default tunnel MTU).
     fn interfaces(&mut self) -> Result<Vec<Interface>, Error>;
@@ -68,9 +68,11 @@ pub fn sync(
     protocol: u8,
 ) -> Result<SyncReport, Error> {
     let current = kernel.dump(protocol)?;
+    let ops = reconcile(&desired.routes, &current, protocol);
+    let results = kernel.apply_all(&ops);
     let mut report = SyncReport::default();
-    for op in reconcile(&desired.routes, &current, protocol) {
-        match kernel.apply(&op) {
+    for (op, result) in ops.into_iter().zip(results) {
+        match result {
             Ok(()) => report.applied.push(op),
             Err(e) => report.failed.push((op, e)),
         }
@@ -78,115 +80,40 @@ pub fn sync(
     Ok(report)
 }
 
-/// A NETLINK_ROUTE socket in the calling thread's network namespace.
+/// An rtnetlink connection in the calling thread's network namespace.
+/// Blocking: each call sends its request and waits for the kernel's whole
+/// answer (the ACK, or the end of the dump); a connection that closes
+/// before answering is an error, never a silent success.
 pub struct NetlinkRoutes {
-    socket: Socket,
-    seq: u32,
+    handle: rtnetlink::Handle,
+    driver: Driver,
 }
 
 impl NetlinkRoutes {
-    /// Opens and binds the socket, with a receive timeout: the kernel
-    /// answers while our send() runs, so the timeout only guards against
-    /// an answer that never comes hanging the agent.
+    /// Opens the NETLINK_ROUTE socket (with extended acks, whose text the
+    /// kernel's refusals carry in [`Error::Kernel`]) and starts the thread
+    /// that drives rtnetlink's connection; the thread ends with this value.
     pub fn open() -> Result<Self, Error> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        setsockopt(
-            &socket,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(30, 0),
-        )
-        .map_err(|e| Error::Io(e.into()))?;
-        Ok(NetlinkRoutes { socket, seq: 1 })
-    }
-
-    /// Sends one request and collects the answers until the ACK or the end
-    /// of the dump. `what` names the request in `ip` syntax for errors.
-    fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        what: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.socket.send(&buf, 0)?;
-        let mut out = Vec::new();
-        loop {
-            let (data, _) = self.socket.recv_from_full()?;
-            let mut at = 0;
-            while at + 16 <= data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
-                    .map_err(|e| Error::Protocol(e.to_string()))?;
-                let len = reply.header.length as usize;
-                if len < 16 {
-                    return Err(Error::Protocol(format!("bad message length {len}")));
-                }
-                at += (len + 3) & !3;
-                if reply.header.sequence_number != seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(out),
-                            Some(code) => Err(Error::Kernel {
-                                op: what.to_string(),
-                                errno: -code.get(),
-                            }),
-                        }
-                    }
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    _ => {}
-                }
-            }
-        }
+        let (handle, driver) = driver::connect()?;
+        Ok(NetlinkRoutes { handle, driver })
     }
 
     /// `ip link show`: interface index to name.
     pub fn links(&mut self) -> Result<BTreeMap<u32, String>, Error> {
-        let msgs = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-            "link show",
-        )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let name = l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })?;
-                    Some((l.header.index, name))
-                }
-                _ => None,
-            })
+        let links = self
+            .driver
+            .run("link show", dump(self.handle.link().get().execute()))?;
+        Ok(links
+            .iter()
+            .filter_map(|l| Some((l.header.index, messages::link_name(l)?.to_string())))
             .collect())
     }
 
     /// `ip link show dev NAME`: its index, `None` if there is no such link.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, Error> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-            &format!("link show dev {name}"),
-        ) {
-            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })),
+        let get = self.handle.link().get().match_name(name).execute();
+        match self.driver.run(&format!("link show dev {name}"), one(get)) {
+            Ok(link) => Ok(Some(link.header.index)),
             Err(e) if e.errno() == Some(ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -200,27 +127,18 @@ impl NetlinkRoutes {
     ///
     /// Then assigns [`TunnelPlan::address`] as a /32 when the plan has one
     /// (`ip addr replace ADDR/32 dev tunl0`, Calico's tunnel address).
+    /// Returns the device's index.
     pub fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<u32, Error> {
-        self.tunnel(plan, mtu)
-    }
-
-    fn tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<u32, Error> {
         let dev = plan.device.as_str();
         let index = match self.link_index(dev)? {
             Some(i) => i,
             None => {
-                let mut msg = LinkMessage::default();
-                msg.attributes.push(LinkAttribute::IfName(dev.to_string()));
-                msg.attributes
-                    .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-                        InfoKind::IpIp,
-                    )]));
-                match self.request(
-                    RouteNetlinkMessage::NewLink(msg),
-                    NLM_F_CREATE | NLM_F_EXCL,
-                    &format!("link add {dev} type ipip"),
-                ) {
-                    Ok(_) => {}
+                let add = self.handle.link().add(LinkIpIp::new(dev).build());
+                match self
+                    .driver
+                    .run(&format!("link add {dev} type ipip"), acked(add.execute()))
+                {
+                    Ok(()) => {}
                     Err(e) if e.errno() == Some(EOPNOTSUPP) => {
                         return Err(Error::NoIpipSupport(dev.to_string()))
                     }
@@ -230,49 +148,65 @@ impl NetlinkRoutes {
                     .ok_or_else(|| Error::NoDevice(dev.to_string()))?
             }
         };
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
+        let mut up = LinkUnspec::new_with_index(index).up();
+        let mut what = format!("link set {dev} up");
         if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
+            up = up.mtu(mtu);
+            what.push_str(&format!(" mtu {mtu}"));
         }
-        let what = match mtu {
-            Some(m) => format!("link set {dev} up mtu {m}"),
-            None => format!("link set {dev} up"),
-        };
-        self.request(RouteNetlinkMessage::SetLink(msg), 0, &what)?;
+        let set = self.handle.link().set(up.build());
+        self.driver.run(&what, acked(set.execute()))?;
         if let Some(addr) = plan.address {
-            let mut msg = AddressMessage::default();
-            msg.header.family = AddressFamily::Inet;
-            msg.header.prefix_len = 32;
-            msg.header.index = index;
-            msg.attributes.push(AddressAttribute::Local(addr.into()));
-            msg.attributes.push(AddressAttribute::Address(addr.into()));
-            self.request(
-                RouteNetlinkMessage::NewAddress(msg),
-                NLM_F_CREATE | NLM_F_REPLACE,
+            let add = self.handle.address().add(index, addr.into(), 32).replace();
+            self.driver.run(
                 &format!("addr replace {addr}/32 dev {dev}"),
+                acked(add.execute()),
             )?;
         }
         Ok(index)
     }
 }
 
+impl NetlinkRoutes {
+    /// The request for `op`, not sent yet. `devices` caches device indexes.
+    fn route_request(
+        &mut self,
+        op: &RouteOp,
+        devices: &mut BTreeMap<String, u32>,
+    ) -> Result<driver::Request, Error> {
+        let route = op.route();
+        let delete = matches!(op, RouteOp::Delete(_));
+        let oif = match &route.kind {
+            RouteKind::Via { dev: Some(dev), .. } if !delete => Some(match devices.get(dev) {
+                Some(i) => *i,
+                None => {
+                    let i = self
+                        .link_index(dev)?
+                        .ok_or_else(|| Error::NoDevice(dev.clone()))?;
+                    devices.insert(dev.clone(), i);
+                    i
+                }
+            }),
+            _ => None,
+        };
+        let msg = messages::encode_route(route, delete, oif)?;
+        let routes = self.handle.route();
+        Ok(match op {
+            RouteOp::Add(_) => Box::pin(acked(routes.add(msg).execute())),
+            RouteOp::Replace(_) => Box::pin(acked(routes.add(msg).replace().execute())),
+            RouteOp::Delete(_) => Box::pin(acked(routes.del(msg).execute())),
+        })
+    }
+}
+
 impl RouteKernel for NetlinkRoutes {
     fn dump(&mut self, protocol: u8) -> Result<Vec<Route>, Error> {
         let links = self.links()?;
-        let msgs = self.request(
-            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-            NLM_F_DUMP,
-            "route show",
-        )?;
+        let get = self.handle.route().get(RouteMessage::default()).execute();
+        let msgs = self.driver.run("route show", dump(get))?;
         let mut out: Vec<Route> = msgs
             .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => from_kernel(r, &links),
-                _ => None,
-            })
+            .filter_map(|m| messages::from_kernel(m, &links))
             .filter(|r| r.protocol == protocol)
             .collect();
         out.sort();
@@ -280,195 +214,44 @@ impl RouteKernel for NetlinkRoutes {
     }
 
     fn apply(&mut self, op: &RouteOp) -> Result<(), Error> {
-        let what = op.to_string();
-        let (msg, flags) = match op {
-            RouteOp::Add(r) => (
-                RouteNetlinkMessage::NewRoute(self.encode_route(r, false)?),
-                NLM_F_CREATE | NLM_F_EXCL,
-            ),
-            RouteOp::Replace(r) => (
-                RouteNetlinkMessage::NewRoute(self.encode_route(r, false)?),
-                NLM_F_CREATE | NLM_F_REPLACE,
-            ),
-            RouteOp::Delete(r) => (
-                RouteNetlinkMessage::DelRoute(self.encode_route(r, true)?),
-                0,
-            ),
-        };
-        self.request(msg, flags, &what).map(|_| ())
+        let request = self.route_request(op, &mut BTreeMap::new())?;
+        self.driver.run(&op.to_string(), request)
+    }
+
+    /// Up to [`driver::IN_FLIGHT`] requests at a time on the one socket:
+    /// the kernel still handles them in the order sent, each with its own
+    /// answer, so the outcome is that of one after the other. Device
+    /// indexes are looked up once per batch.
+    fn apply_all(&mut self, ops: &[RouteOp]) -> Vec<Result<(), Error>> {
+        let mut devices = BTreeMap::new();
+        let mut out: Vec<Option<Result<(), Error>>> = Vec::with_capacity(ops.len());
+        let mut batch = Vec::new();
+        for op in ops {
+            match self.route_request(op, &mut devices) {
+                Ok(request) => {
+                    batch.push((op.to_string(), request));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut results = self.driver.run_all(batch).into_iter();
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| results.next().expect("one result per request")))
+            .collect()
     }
 
     fn interfaces(&mut self) -> Result<Vec<Interface>, Error> {
-        let links = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-            "link show",
-        )?;
-        let mut out: BTreeMap<u32, Interface> = links
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let mut name = None;
-                    let mut mtu = None;
-                    for a in &l.attributes {
-                        match a {
-                            LinkAttribute::IfName(n) => name = Some(n.clone()),
-                            LinkAttribute::Mtu(m) => mtu = Some(*m),
-                            _ => {}
-                        }
-                    }
-                    Some((
-                        l.header.index,
-                        Interface {
-                            name: name?,
-                            mtu,
-                            addresses: Vec::new(),
-                        },
-                    ))
-                }
-                _ => None,
-            })
-            .collect();
-        let addrs = self.request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-            "addr show",
-        )?;
-        for m in addrs {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
-            // Universe scope only: not 127.0.0.1, not fe80::.
-            if a.header.scope != AddressScope::Universe {
-                continue;
-            }
-            let ip = a.attributes.iter().find_map(|attr| match attr {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let (Some(ip), Some(iface)) = (ip, out.get_mut(&a.header.index)) {
-                iface.addresses.push((ip, a.header.prefix_len));
-            }
-        }
-        Ok(out.into_values().collect())
+        let links = self
+            .driver
+            .run("link show", dump(self.handle.link().get().execute()))?;
+        let addrs = self
+            .driver
+            .run("addr show", dump(self.handle.address().get().execute()))?;
+        Ok(messages::interfaces(&links, &addrs))
     }
 
     fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<(), Error> {
-        self.tunnel(plan, mtu).map(|_| ())
+        NetlinkRoutes::ensure_tunnel(self, plan, mtu).map(|_| ())
     }
-}
-
-impl NetlinkRoutes {
-    /// Encodes a route; for a delete, only what identifies it (prefix,
-    /// table, protocol, type, gateway) so that a vanished device does not
-    /// keep it alive.
-    fn encode_route(&mut self, r: &Route, delete: bool) -> Result<RouteMessage, Error> {
-        let mut m = RouteMessage::default();
-        m.header.address_family = if r.dst.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        m.header.destination_prefix_length = r.dst.prefix_len();
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::from(r.protocol);
-        m.header.scope = if delete {
-            RouteScope::NoWhere
-        } else {
-            RouteScope::Universe
-        };
-        m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(
-                r.dst.addr(),
-            )));
-        match &r.kind {
-            RouteKind::Blackhole => m.header.kind = RouteType::BlackHole,
-            RouteKind::Via {
-                gateway,
-                dev,
-                onlink,
-            } => {
-                m.header.kind = RouteType::Unicast;
-                m.attributes
-                    .push(RouteAttribute::Gateway(RouteAddress::from(*gateway)));
-                if !delete {
-                    if let Some(dev) = dev {
-                        let index = self
-                            .link_index(dev)?
-                            .ok_or_else(|| Error::NoDevice(dev.clone()))?;
-                        m.attributes.push(RouteAttribute::Oif(index));
-                    }
-                    if *onlink {
-                        m.header.flags |= RouteFlags::Onlink;
-                    }
-                }
-            }
-            RouteKind::Other(_) => {
-                if !delete {
-                    return Err(Error::Protocol(format!("cannot write route {r}")));
-                }
-                m.header.kind = RouteType::Unspec;
-            }
-        }
-        Ok(m)
-    }
-}
-
-/// Decodes a route of the main table; `None` for other tables and families.
-fn from_kernel(m: &RouteMessage, links: &BTreeMap<u32, String>) -> Option<Route> {
-    let h = &m.header;
-    let table = m
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(h.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    let ip = |a: &RouteAddress| match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    };
-    let any = match h.address_family {
-        AddressFamily::Inet => IpAddr::from([0u8; 4]),
-        AddressFamily::Inet6 => IpAddr::from([0u16; 8]),
-        _ => return None,
-    };
-    let mut dst = any;
-    let mut gateway = None;
-    let mut oif = None;
-    let mut multipath = false;
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Destination(d) => dst = ip(d)?,
-            RouteAttribute::Gateway(g) => gateway = ip(g),
-            RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::MultiPath(_) => multipath = true,
-            _ => {}
-        }
-    }
-    let dev = oif.map(|i| links.get(&i).cloned().unwrap_or_else(|| format!("if{i}")));
-    let kind = match (h.kind, gateway) {
-        (RouteType::BlackHole, _) => RouteKind::Blackhole,
-        (RouteType::Unicast, Some(gateway)) if !multipath => RouteKind::Via {
-            gateway,
-            dev,
-            onlink: h.flags.contains(RouteFlags::Onlink),
-        },
-        (kind, _) => RouteKind::Other(format!(
-            "{kind:?}{}{}",
-            if multipath { " multipath" } else { "" },
-            dev.map(|d| format!(" dev {d}")).unwrap_or_default()
-        )),
-    };
-    Some(Route {
-        // The kernel keeps destinations as networks (host bits zero).
-        dst: Cidr::new(dst, h.destination_prefix_length)?,
-        kind,
-        protocol: u8::from(h.protocol),
-    })
 }

@@ -5,109 +5,11 @@
 //! `ip` (run with `nsenter` into that thread's namespace) sets up the
 //! links and is the independent witness. Needs root.
 
-use std::collections::BTreeMap;
-use std::process::Command;
-
 use api_watch::Node;
 use route_sync::*;
 
-/// Runs `f` on a thread inside a fresh network namespace; `f` gets the
-/// path of that namespace for `nsenter --net=`.
-fn in_netns<F: FnOnce(String) + Send + 'static>(f: F) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "kernel tests need root (network namespaces and CAP_NET_ADMIN)"
-    );
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let path = format!(
-            "/proc/{}/task/{}/ns/net",
-            std::process::id(),
-            nix::unistd::gettid()
-        );
-        f(path)
-    })
-    .join()
-    .expect("test thread panicked");
-}
-
-/// `ip ARGS` in the namespace; panics on failure.
-fn ip(ns: &str, args: &str) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .arg("ip")
-        .args(args.split_whitespace())
-        .output()
-        .expect("nsenter ip");
-    assert!(
-        out.status.success(),
-        "ip {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// This node (node-2) on 172.31.11.157/20 and fd00:31::2/64 over `eth0`
-/// (a veth), and a veth named `tunl0` standing in for the IPIP device
-/// this kernel cannot create.
-fn underlay(ns: &str, with_tunl0: bool) {
-    ip(ns, "link set lo up");
-    ip(ns, "link add eth0 type veth peer name eth0p");
-    ip(ns, "addr add 172.31.11.157/20 dev eth0");
-    ip(ns, "addr add fd00:31::2/64 dev eth0 nodad");
-    ip(ns, "link set eth0 up");
-    ip(ns, "link set eth0p up");
-    if with_tunl0 {
-        ip(ns, "link add tunl0 type veth peer name tunl0p");
-        ip(ns, "link set tunl0p up");
-    }
-}
-
-/// Our routes as `ip` prints them, sorted; `proto bird` is 12.
-fn our_routes(ns: &str) -> Vec<String> {
-    let mut lines: Vec<String> = ["-4", "-6"]
-        .iter()
-        .flat_map(|fam| {
-            ip(ns, &format!("{fam} route show table main"))
-                .lines()
-                .filter(|l| l.contains("proto bird"))
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn node(name: &str, ips: &[&str], cidrs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        addresses: ips
-            .iter()
-            .map(|s| ("InternalIP".to_string(), s.parse().unwrap()))
-            .collect(),
-        pod_cidrs: cidrs.iter().map(|s| s.to_string()).collect(),
-        deleting: false,
-    }
-}
-
-fn cluster() -> Vec<Node> {
-    vec![
-        node("node-2", &["172.31.11.157"], &["10.42.54.128/26"]),
-        node("node-3", &["172.31.4.10"], &["10.42.187.64/26"]),
-        node("node-4", &["172.31.40.20"], &["10.42.201.0/26"]),
-    ]
-}
-
-fn sync_to(k: &mut NetlinkRoutes, nodes: &[Node], cfg: &RouteConfig) -> SyncReport {
-    let desired = plan_routes(nodes, &[], "node-2", cfg).unwrap();
-    assert!(desired.problems.is_empty(), "{:?}", desired.problems);
-    let report = sync(k, &desired, cfg.protocol).unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    report
-}
+mod common;
+use common::*;
 
 #[test]
 fn ipip_routes_converge_and_foreign_routes_survive_node_changes() {
@@ -339,5 +241,32 @@ fn converge_takes_the_tunnel_mtu_and_local_subnets_from_the_interfaces() {
                 "blackhole 10.42.54.128/26 proto bird",
             ]
         );
+    });
+}
+
+#[test]
+fn the_blocking_api_works_from_inside_an_async_runtime_as_the_daemon_calls_it() {
+    in_netns(|ns| {
+        underlay(&ns, true);
+        ip(&ns, "link set tunl0 up");
+        // The daemon's loop is the future of a multi-thread runtime's
+        // block_on; a current-thread runtime is checked too. Opening,
+        // syncing and dropping must neither panic nor deadlock there.
+        let runtimes = [
+            tokio::runtime::Builder::new_multi_thread().build().unwrap(),
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        ];
+        for rt in runtimes {
+            rt.block_on(async {
+                let mut k = NetlinkRoutes::open().unwrap();
+                sync_to(&mut k, &cluster(), &RouteConfig::default());
+                assert_eq!(our_routes(&ns).len(), 3);
+                let none = route_sync::DesiredRoutes::default();
+                sync(&mut k, &none, DEFAULT_PROTOCOL).unwrap();
+                assert!(our_routes(&ns).is_empty());
+            });
+        }
     });
 }
