@@ -1,6 +1,7 @@
 //! A hand-rolled HTTP/1.1 server on std threads: one thread per
 //! connection, keep-alive, chunked watch streams.
 
+use super::events::{EventRequest, Route};
 use super::store::{Change, Resource, Selectors, Snapshot};
 use super::Shared;
 use serde_json::{json, Value};
@@ -44,6 +45,8 @@ struct Request {
     query: BTreeMap<String, String>,
     raw: String,
     close: bool,
+    content_type: String,
+    body: Vec<u8>,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -83,6 +86,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
     );
     let mut close = version == "HTTP/1.0";
     let mut length = 0usize;
+    let mut content_type = String::new();
     loop {
         let mut h = String::new();
         if r.read_line(&mut h)? == 0 {
@@ -96,6 +100,8 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
             if k == "content-length" {
                 length = v.parse().unwrap_or(0);
+            } else if k == "content-type" {
+                content_type = v.to_string();
             } else if k == "connection" && v.eq_ignore_ascii_case("close") {
                 close = true;
             }
@@ -118,6 +124,8 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
         query,
         raw: target.clone(),
         close,
+        content_type,
+        body,
     }))
 }
 
@@ -130,10 +138,14 @@ fn write_response(w: &mut TcpStream, code: u16, body: &Value, close: bool) -> io
     let body = serde_json::to_vec(body).unwrap_or_default();
     let text = match code {
         200 => "OK",
+        201 => "Created",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         410 => "Gone",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
         _ => "Bad Request",
     };
     let head = format!(
@@ -276,6 +288,23 @@ fn handle(
     stop: &AtomicBool,
     id: u64,
 ) -> io::Result<()> {
+    if let Some(to) = super::events::route(&req.path) {
+        let (code, body) = match to {
+            Route::Events { ns, name } => {
+                shared.store.lock().unwrap().events.serve(&EventRequest {
+                    method: &req.method,
+                    ns: ns.as_deref(),
+                    name: name.as_deref(),
+                    query: &req.query,
+                    content_type: &req.content_type,
+                    body: &req.body,
+                })
+            }
+            Route::Discovery(doc) => (200, doc),
+            Route::NotFound => (404, status(404, "NotFound", "no such path")),
+        };
+        return write_response(w, code, &body, req.close);
+    }
     if req.method != "GET" {
         return write_response(
             w,

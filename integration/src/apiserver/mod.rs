@@ -31,8 +31,12 @@
 //!   while it matched, with the change's resourceVersion.
 //! - Also served: `/version`, `/healthz`, `/livez`, `/readyz` and the
 //!   discovery documents `/api`, `/apis`, `/api/v1`,
-//!   `/apis/discovery.k8s.io[/v1]`. Anything but GET answers 405.
+//!   `/apis/discovery.k8s.io[/v1]`. Anything but GET answers 405, except
+//!   for events.k8s.io/v1 Events: create, patch, get and list, validated
+//!   as the real API server does (see `events.rs`); read them with
+//!   [`ApiServer::events`].
 
+mod events;
 mod http;
 mod store;
 
@@ -280,6 +284,12 @@ impl ApiServer {
             .objects
             .get(&(res, ns.to_string(), name.to_string()))
             .map(|o| (**o).clone())
+    }
+
+    /// Every events.k8s.io/v1 Event created (as patched since), by
+    /// namespace and name.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.store.lock().unwrap().events.all()
     }
 
     /// The last resourceVersion handed out.

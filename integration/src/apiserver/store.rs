@@ -115,6 +115,8 @@ pub struct Store {
     pub next_snapshot: u64,
     /// History longer than this is trimmed from the front (raising floor).
     pub max_history: usize,
+    /// events.k8s.io/v1 Events (apart: not watched).
+    pub events: super::events::EventStore,
 }
 
 /// An error for a request to apply or delete.
