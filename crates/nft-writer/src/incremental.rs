@@ -67,9 +67,9 @@ pub struct Changes {
     /// Deletions of chains and sets no longer used, for the next sync.
     pub later: Vec<Op>,
     /// Only a full replace gets there (first plan, this node's addresses,
-    /// the ServiceCIDRs or (`NodeCIDR`) its pod CIDRs changed, the `ip6` table appears or goes, a set
-    /// changed its shape):
-    /// `now` and `later` are empty then.
+    /// the ServiceCIDRs or, with `NodeCIDR`, its pod CIDRs changed, the
+    /// `ip6` table appears or goes, a set changed its shape): `now` and
+    /// `later` are empty then.
     pub full: bool,
     /// Services re-planned.
     pub replanned: usize,
