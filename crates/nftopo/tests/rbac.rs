@@ -2,8 +2,9 @@
 //! exactly the API calls the daemon makes: every (group, resource, verb)
 //! the code derives from the types it watches (`api_watch::api::access`,
 //! with Calico's BlockAffinities, which `routes.podCIDRSource:
-//! calico-ipam` turns on) and writes (the Starting event, `run/events.rs`)
-//! is granted, and nothing else is.
+//! calico-ipam` turns on) and writes (the Starting event, `run/events.rs`,
+//! and the Warning events on Services, `run/service_events.rs`) is
+//! granted, and nothing else is.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,6 +23,7 @@ fn used() -> BTreeSet<Grant> {
     api_watch::api::access(true)
         .into_iter()
         .chain(events::access())
+        .chain(events::service_access())
         .flat_map(|a| {
             a.verbs
                 .iter()
@@ -82,6 +84,32 @@ fn the_cluster_role_grants_every_api_call_the_daemon_makes_and_nothing_more() {
         missing.is_empty() && extra.is_empty(),
         "rbac.yaml lacks {missing:?} and grants unused {extra:?}"
     );
+}
+
+/// Issue 17: events on Services need no verb the daemon did not have:
+/// create and patch of events only, and the list of Services it makes
+/// for its watch anyway.
+#[test]
+fn service_events_only_create_and_patch_events_and_list_services() {
+    let mut got: Vec<(String, String, String)> = events::service_access()
+        .into_iter()
+        .flat_map(|a| {
+            let (g, r) = (a.group.clone(), a.resource.clone());
+            a.verbs
+                .into_iter()
+                .map(move |v| (g.clone(), r.clone(), v.to_string()))
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("", "services", "list"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+    ]
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()));
+    assert_eq!(got, want);
+    let granted = granted();
+    assert!(got.iter().all(|g| granted.contains(g)), "{got:?}");
 }
 
 #[test]

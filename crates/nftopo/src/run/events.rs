@@ -31,6 +31,23 @@ pub fn access() -> Vec<ApiAccess> {
     }]
 }
 
+/// The requests of the Warning events on Services
+/// (`run/service_events.rs`): the same create and patch of events, and a
+/// list of the Service by name (`fieldSelector=metadata.name=…`) for its
+/// UID, which `kubectl describe service` looks events up by. No `get`.
+// Read by the ClusterRole test (tests/rbac.rs) only.
+#[allow(dead_code)]
+pub fn service_access() -> Vec<ApiAccess> {
+    use k8s_openapi::api::core::v1::Service;
+    let mut out = access();
+    out.push(ApiAccess {
+        group: Service::group(&()).into_owned(),
+        resource: Service::plural(&()).into_owned(),
+        verbs: vec!["list"],
+    });
+    out
+}
+
 /// How long the start-up event may take before it is given up.
 const TIMEOUT: Duration = Duration::from_secs(10);
 

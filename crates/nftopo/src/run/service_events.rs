@@ -335,7 +335,8 @@ async fn write_all(
 /// Records `n` on its Service; `false` when the Service is gone. The
 /// Service's UID comes from a list by name (the `list services` the
 /// watchers need already; no `get`): `kubectl describe` looks events up
-/// by it.
+/// by it. These requests are listed in `events::service_access`, which
+/// the ClusterRole test checks.
 async fn write(client: &kube::Client, recorder: &Recorder, n: &Notice) -> anyhow::Result<bool> {
     let (ns, name) = (&n.service.namespace, &n.service.name);
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
