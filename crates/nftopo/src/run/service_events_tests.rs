@@ -226,3 +226,136 @@ fn offer_leaves_a_service_to_the_nodes_that_report_it() {
     assert!(rx.try_recv().is_err());
     assert_eq!(counts(&family, "other_reporter"), 1);
 }
+
+/// The sync loop offers each problem once, when it appears, and a full
+/// queue costs it nothing: syncs go on.
+mod in_the_loop {
+    use super::*;
+    use crate::run::health::ProxyHealth;
+    use crate::run::metrics::Metrics;
+    use crate::run::sync_loop::{self, Outputs, Programmer, Settings, Source, Update};
+    use nft_writer::{Changes, IncrementalPlanner, SyncStats};
+    use std::sync::Arc;
+
+    struct Feed(mpsc::UnboundedReceiver<Update>, ClusterState);
+
+    impl Source for Feed {
+        async fn next(&mut self) -> Option<Update> {
+            self.0.recv().await
+        }
+        fn state(&self) -> &ClusterState {
+            &self.1
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Syncs(Arc<std::sync::Mutex<usize>>);
+
+    impl Programmer for Syncs {
+        fn sync_changes(
+            &mut self,
+            _: &IncrementalPlanner,
+            _: Changes,
+            _: bool,
+        ) -> anyhow::Result<SyncStats> {
+            *self.0.lock().unwrap() += 1;
+            Ok(SyncStats::default())
+        }
+    }
+
+    /// Three Services whose topology keys put `*` first.
+    fn broken() -> ClusterState {
+        let mut state = ClusterState::default();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: shop\n  \
+                 annotations: {{nftopo.io/topology-keys: \"*,kubernetes.io/hostname\"}}\n\
+                 spec:\n  clusterIP: 10.43.0.{}\n  ports: [{{port: 80, protocol: TCP}}]\n",
+                i + 10
+            );
+            let errors = api_watch::file::load_str(name, &yaml, &mut state);
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        state
+    }
+
+    fn some(services: &[&str]) -> Update {
+        Update {
+            changed: sync_loop::Changed::Some {
+                services: services.iter().map(|s| key_in("shop", s)).collect(),
+                nodes: false,
+                blocks: false,
+            },
+            ..Update::default()
+        }
+    }
+
+    fn key_in(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(ns, name)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_problem_is_offered_once_and_a_full_queue_does_not_hold_syncs_back() {
+        let (feed, rx_feed) = mpsc::unbounded_channel();
+        let (tx, mut queue) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::new());
+        let family = metrics.service_events.clone();
+        let out = Outputs {
+            metrics,
+            health: Arc::new(std::sync::Mutex::new(ProxyHealth::new(
+                Duration::from_secs(30),
+            ))),
+            service_health: None,
+            service_events: Some(ServiceEvents::with_queue(
+                "node-1".into(),
+                tx,
+                family.clone(),
+            )),
+        };
+        let settings = Settings {
+            node: "node-1".into(),
+            planner: nft_writer::PlannerConfig {
+                detect_local: nft_writer::DetectLocal::ClusterCidr(vec![]),
+                masquerade_all: false,
+                masquerade_bit: 14,
+                nodeport_addresses: nft_writer::NodePortAddresses::Primary,
+            },
+            min_sync_period: Duration::ZERO,
+            sync_period: Duration::from_secs(30),
+            full_sync_period: Duration::from_secs(3600),
+        };
+        let syncs = Syncs::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sync_loop::run(
+            settings,
+            Feed(rx_feed, broken()),
+            syncs.clone(),
+            out,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let settle = || tokio::time::sleep(Duration::from_millis(10));
+
+        // Three problems, a queue of one nobody reads: one queued, two
+        // dropped, and the sync done.
+        feed.send(Update::default()).unwrap();
+        settle().await;
+        assert_eq!(*syncs.0.lock().unwrap(), 1);
+        assert_eq!(counts(&family, "queue_full"), 2);
+        assert_eq!(queue.try_recv().unwrap().reason, "InvalidTopologyKeys");
+
+        // Re-planned with the problem still there, and a sync that
+        // re-plans nothing: nothing more is offered.
+        feed.send(some(&["a", "b"])).unwrap();
+        settle().await;
+        feed.send(some(&[])).unwrap();
+        settle().await;
+        assert_eq!(*syncs.0.lock().unwrap(), 3);
+        assert!(queue.try_recv().is_err(), "offered again");
+        assert_eq!(counts(&family, "queue_full"), 2);
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}
