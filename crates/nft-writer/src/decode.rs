@@ -114,6 +114,9 @@ pub fn decode_dump(messages: &[u8]) -> Result<Ruleset, Error> {
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     tables: Vec<Table>,
+    /// Keep the elements of sets the data path fills (left out unless
+    /// asked for: they are traffic state).
+    pub keep_dynamic: bool,
 }
 
 fn family_of(nfproto: u8) -> Option<Family> {
@@ -247,6 +250,7 @@ impl Decoder {
     }
 
     fn elements(&mut self, family: Family, body: &[u8]) {
+        let keep_dynamic = self.keep_dynamic;
         let Some(set) = find(body, ELEM_LIST_SET).map(string) else {
             return;
         };
@@ -256,7 +260,7 @@ impl Decoder {
         else {
             return;
         };
-        if map.kind.is_dynamic() {
+        if map.kind.is_dynamic() && !keep_dynamic {
             return;
         }
         let Some(list) = find(body, ELEM_LIST_ELEMENTS) else {

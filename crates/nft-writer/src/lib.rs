@@ -40,5 +40,8 @@ pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};
 pub use planner::{plan_ruleset, udp_services, DetectLocal, NodePortAddresses, PlannerConfig};
 pub use render::{element_text, rule_text};
-pub use trace::{trace, trace_established, Outcome, Packet, Path, Refusal};
+pub use trace::{
+    explain, kernel_tables, trace, trace_established, Branch, Event, Outcome, Packet, Path,
+    Refusal, Step,
+};
 pub use transaction::{Op, TableRef, Transaction};

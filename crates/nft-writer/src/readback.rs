@@ -60,6 +60,16 @@ const MAX_DUMP_STARTS: usize = 4;
 /// not exist is absent from the result. Elements of sets the data path
 /// fills are not read.
 pub(crate) fn dump(socket: &Socket, seq: &mut u32) -> Result<Ruleset, Error> {
+    dump_tables(socket, seq, false)
+}
+
+/// [`dump`] with the elements of the sets the data path fills too (the
+/// clients session affinity pinned, for `nftopo trace`).
+pub(crate) fn dump_with_dynamic(socket: &Socket, seq: &mut u32) -> Result<Ruleset, Error> {
+    dump_tables(socket, seq, true)
+}
+
+fn dump_tables(socket: &Socket, seq: &mut u32, dynamic: bool) -> Result<Ruleset, Error> {
     let mut link = Link {
         socket,
         seq,
@@ -69,6 +79,7 @@ pub(crate) fn dump(socket: &Socket, seq: &mut u32) -> Result<Ruleset, Error> {
     };
     for _ in 0..MAX_READS {
         let mut decoder = Decoder::default();
+        decoder.keep_dynamic = dynamic;
         if read(&mut link, &mut decoder)? {
             return Ok(decoder.finish());
         }
@@ -107,7 +118,7 @@ fn read(link: &mut Link, decoder: &mut Decoder) -> Result<bool, Error> {
             }
         }
         for (set, kind) in decoder.maps(family, TABLE) {
-            if kind.is_dynamic() {
+            if kind.is_dynamic() && !decoder.keep_dynamic {
                 continue;
             }
             let attrs = [(ATTR_TABLE, TABLE), (ATTR_SET, set.as_str())];

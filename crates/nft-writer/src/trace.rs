@@ -4,6 +4,13 @@
 //! priority order, jumps, gotos and verdict maps, and forks on `numgen` so
 //! that every possible endpoint is reported. This tests behaviour apart
 //! from rule text.
+//!
+//! One evaluator, two front ends: the tests trace the planned table (or
+//! the fake kernel's), and `nftopo trace` the table read back from the
+//! kernel ([`kernel_tables`], with the session-affinity sets' members,
+//! which are traffic state). [`explain`] reports each way through the
+//! table ([`Branch`]) with its probability and the steps that decided it;
+//! [`trace`] is the set of its outcomes.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,6 +18,12 @@ use std::net::IpAddr;
 use api_watch::Protocol;
 
 use crate::model::*;
+
+mod kernel;
+mod step;
+
+pub use kernel::kernel_tables;
+pub use step::{Branch, Event, Step};
 
 /// Where a packet comes from, which decides the hooks it crosses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +97,24 @@ struct State {
     /// For a later packet: the DNAT conntrack recorded for the connection,
     /// applied where the nat chains would run (priority -100).
     tracked: Option<(IpAddr, u16)>,
+    /// The chance of this state (the product of its `numgen` draws).
+    p: f64,
+    /// What decided it so far.
+    steps: Vec<Step>,
 }
+
+impl State {
+    fn step(&mut self, chain: &str, rule: Option<usize>, event: Event) {
+        self.steps.push(Step {
+            chain: chain.to_string(),
+            rule,
+            event,
+        });
+    }
+}
+
+/// NFT_JUMP_STACK_SIZE: jumps the kernel follows before it drops.
+const JUMP_STACK: usize = 16;
 
 /// NF_IP_PRI_NAT_DST: where the DNAT of prerouting and output happens.
 const NAT_DST_PRIORITY: i32 = -100;
@@ -101,7 +131,20 @@ enum Flow {
 /// Every outcome the first packet of a connection can have (several when
 /// `numgen` spreads it).
 pub fn trace(table: &Table, pkt: &Packet) -> BTreeSet<Outcome> {
+    outcomes(run(table, pkt, true, None))
+}
+
+/// Every way the first packet of a connection can go through `table`,
+/// with its probability and the steps that decided it. The members of a
+/// session-affinity set count where the table holds them (a read-back
+/// leaves them out, [`kernel_tables`] reads them): a client in one is
+/// pinned to its endpoint.
+pub fn explain(table: &Table, pkt: &Packet) -> Vec<Branch> {
     run(table, pkt, true, None)
+}
+
+fn outcomes(branches: Vec<Branch>) -> BTreeSet<Outcome> {
+    branches.into_iter().map(|b| b.outcome).collect()
 }
 
 /// What happens to a later packet (original direction) of a connection
@@ -115,16 +158,19 @@ pub fn trace_established(
     pkt: &Packet,
     dnat: Option<(IpAddr, u16)>,
 ) -> BTreeSet<Outcome> {
-    run(table, pkt, false, dnat)
+    outcomes(run(table, pkt, false, dnat))
 }
 
-fn run(
-    table: &Table,
-    pkt: &Packet,
-    new: bool,
-    tracked: Option<(IpAddr, u16)>,
-) -> BTreeSet<Outcome> {
-    let mut out = BTreeSet::new();
+fn ended(s: State, outcome: Outcome) -> Branch {
+    Branch {
+        outcome,
+        probability: s.p,
+        steps: s.steps,
+    }
+}
+
+fn run(table: &Table, pkt: &Packet, new: bool, tracked: Option<(IpAddr, u16)>) -> Vec<Branch> {
+    let mut out = Vec::new();
     let start = State {
         src: pkt.src,
         dst: pkt.dst,
@@ -134,6 +180,8 @@ fn run(
         masquerade: false,
         new,
         tracked,
+        p: 1.0,
+        steps: Vec::new(),
     };
     let first = match pkt.path {
         Path::Forwarded => HookPoint::Prerouting,
@@ -152,10 +200,11 @@ fn run(
             states = run_hook(table, pkt, *hook, states, &mut out);
         }
         for s in states {
-            out.insert(Outcome::Accepted {
+            let outcome = Outcome::Accepted {
                 dnat: s.dnat,
                 masquerade: s.masquerade,
-            });
+            };
+            out.push(ended(s, outcome));
         }
     }
     out
@@ -168,7 +217,7 @@ fn run_hook(
     pkt: &Packet,
     hook: HookPoint,
     mut states: Vec<State>,
-    out: &mut BTreeSet<Outcome>,
+    out: &mut Vec<Branch>,
 ) -> Vec<State> {
     let mut chains: Vec<&Chain> = table
         .chains
@@ -188,15 +237,12 @@ fn run_hook(
                 next.push(s);
                 continue;
             }
+            s.step(&chain.name, None, Event::Hook);
             for (s, flow) in run_chain(table, chain, s, pkt, 0) {
                 match flow {
                     Flow::Continue | Flow::Accept => next.push(s),
-                    Flow::Drop => {
-                        out.insert(Outcome::Dropped);
-                    }
-                    Flow::Reject(how) => {
-                        out.insert(Outcome::Rejected(how));
-                    }
+                    Flow::Drop => out.push(ended(s, Outcome::Dropped)),
+                    Flow::Reject(how) => out.push(ended(s, Outcome::Rejected(how))),
                 }
             }
         }
@@ -214,6 +260,7 @@ fn run_hook(
 /// Applies the DNAT conntrack recorded for a later packet, once.
 fn conntrack_dnat(s: &mut State) {
     if let Some((ip, port)) = s.tracked.take() {
+        s.step("", None, Event::Conntrack);
         s.dnat = Some((ip, port));
         s.dst = ip;
         s.dport = port;
@@ -227,13 +274,16 @@ fn run_chain(
     pkt: &Packet,
     depth: usize,
 ) -> Vec<(State, Flow)> {
-    assert!(depth < 32, "jump depth exceeded at chain {}", chain.name);
     let mut done = Vec::new();
     let mut live = vec![s];
-    for rule in &chain.rules {
+    for (index, rule) in chain.rules.iter().enumerate() {
+        let at = At {
+            chain: &chain.name,
+            rule: index,
+        };
         let mut next = Vec::new();
         for s in live {
-            for (s, flow) in run_rule(table, rule, s, pkt, depth) {
+            for (s, flow) in run_rule(table, &rule.0, at, false, s, pkt, depth) {
                 match flow {
                     RuleFlow::Next => next.push(s),
                     RuleFlow::Stop(f) => done.push((s, f)),
@@ -253,8 +303,36 @@ enum RuleFlow {
     Stop(Flow),
 }
 
+/// Where a rule sits: its chain and index.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    chain: &'a str,
+    rule: usize,
+}
+
 fn lookup<'a>(table: &'a Table, map: &str, key: &ElemKey) -> Option<&'a ElemValue> {
     table.maps.get(map).and_then(|m| m.elements.get(key))
+}
+
+/// Looks `key` up in `map` and records the element when there is one.
+fn found<'a>(
+    table: &'a Table,
+    s: &mut State,
+    at: At,
+    map: &str,
+    key: ElemKey,
+) -> Option<&'a ElemValue> {
+    let v = lookup(table, map, &key)?;
+    s.step(
+        at.chain,
+        Some(at.rule),
+        Event::Element {
+            map: map.to_string(),
+            key,
+            value: v.clone(),
+        },
+    );
+    Some(v)
 }
 
 fn dnat(mut s: State, value: Option<&ElemValue>) -> (State, RuleFlow) {
@@ -274,19 +352,30 @@ fn dnat(mut s: State, value: Option<&ElemValue>) -> (State, RuleFlow) {
 /// make, and (once) going on with the next rule when some draw finds no
 /// element (another rule serves that number of endpoints).
 fn spread(draws: impl Iterator<Item = (State, RuleFlow)>) -> Vec<(State, RuleFlow)> {
-    let mut out = Vec::new();
-    let mut missed = false;
+    let mut out: Vec<(State, RuleFlow)> = Vec::new();
+    let mut missed: Option<usize> = None;
     for (s, flow) in draws {
-        match flow {
-            RuleFlow::Next if missed => {}
-            RuleFlow::Next => {
-                missed = true;
-                out.push((s, flow));
+        match (flow, missed) {
+            (RuleFlow::Next, Some(i)) => out[i].0.p += s.p,
+            (RuleFlow::Next, None) => {
+                missed = Some(out.len());
+                out.push((s, RuleFlow::Next));
             }
-            _ => out.push((s, flow)),
+            (flow, _) => out.push((s, flow)),
         }
     }
     out
+}
+
+/// The draws `0..modulus` of a `numgen … map` DNAT, each with its share
+/// of the chance (none: the rule cannot match, the packet goes on).
+fn draws(s: &State, modulus: u32, offset: u32) -> impl Iterator<Item = (u32, State)> + '_ {
+    let share = 1.0 / f64::from(modulus.max(1));
+    (0..modulus).map(move |n| {
+        let mut s = s.clone();
+        s.p *= share;
+        (offset.wrapping_add(n), s)
+    })
 }
 
 /// The name `meta iifname` loads: none ("") for a packet the node sends.
@@ -297,9 +386,14 @@ fn input_interface(pkt: &Packet) -> &str {
     }
 }
 
+/// Runs the statements `stmts` of the rule at `at` (all of them, or the
+/// rest after a `numgen` fork); `acting` once the rule was recorded as
+/// acting.
 fn run_rule(
     table: &Table,
-    rule: &Rule,
+    stmts: &[Stmt],
+    at: At,
+    mut acting: bool,
     mut s: State,
     pkt: &Packet,
     depth: usize,
@@ -316,7 +410,11 @@ fn run_rule(
         port: s.dport,
         index,
     };
-    for (i, stmt) in rule.0.iter().enumerate() {
+    for (i, stmt) in stmts.iter().enumerate() {
+        if !acting && is_action(stmt) {
+            acting = true;
+            s.step(at.chain, Some(at.rule), Event::Rule);
+        }
         let holds = match stmt {
             Stmt::SaddrIn(c) => c.contains(&s.src),
             Stmt::SaddrNotIn(c) => !c.contains(&s.src),
@@ -327,24 +425,50 @@ fn run_rule(
             Stmt::FibDaddrLocal => pkt.node_addrs.contains(&s.dst),
             Stmt::FibSaddrLocal => pkt.path == Path::Local,
             Stmt::AddrPairInSet { set } => {
-                lookup(table, set, &ElemKey::Pair(s.src, s.dst)).is_some()
+                let key = ElemKey::Pair(s.src, s.dst);
+                found(table, &mut s, at, set, key).is_some()
             }
-            // Affinity sets are filled by traffic; a new client is in none.
-            Stmt::SaddrInSet { .. } => false,
-            Stmt::DaddrInSet { set } => lookup(table, set, &ElemKey::Addr(s.dst)).is_some(),
+            // Affinity sets are filled by traffic: a client is a member
+            // only where the table holds it (a read-back leaves them
+            // empty; `kernel_tables` reads them).
+            Stmt::SaddrInSet { set } => {
+                let key = ElemKey::Addr(s.src);
+                found(table, &mut s, at, set, key).is_some()
+            }
+            Stmt::DaddrInSet { set } => {
+                let key = ElemKey::Addr(s.dst);
+                found(table, &mut s, at, set, key).is_some()
+            }
             Stmt::CtStateNew => s.new,
             Stmt::L4ProtoIs(p) => *p == proto,
             Stmt::MarkBitsClear(bits) => s.mark & bits == 0,
             Stmt::NumgenIs { modulus, value } => {
                 // Fork: the branch where the random number equals `value`
                 // goes on with this rule, the others skip it.
-                let rest = Rule(rule.0[i + 1..].to_vec());
+                let (modulus, value) = (*modulus, *value);
+                let can_hold = value < modulus;
+                let can_fail = modulus > 1 || !can_hold;
+                let share = if can_hold && can_fail {
+                    1.0 / f64::from(modulus)
+                } else {
+                    1.0
+                };
+                let draw = |held| Event::Draw {
+                    modulus,
+                    value,
+                    held,
+                };
                 let mut out: Vec<(State, RuleFlow)> = Vec::new();
-                if *modulus > 1 {
-                    out.push((s.clone(), RuleFlow::Next));
+                if can_fail {
+                    let mut skip = s.clone();
+                    skip.p *= 1.0 - if can_hold { share } else { 0.0 };
+                    skip.step(at.chain, Some(at.rule), draw(false));
+                    out.push((skip, RuleFlow::Next));
                 }
-                if value < modulus {
-                    out.extend(run_rule(table, &rest, s, pkt, depth));
+                if can_hold {
+                    s.p *= share;
+                    s.step(at.chain, Some(at.rule), draw(true));
+                    out.extend(run_rule(table, &stmts[i + 1..], at, acting, s, pkt, depth));
                 }
                 return out;
             }
@@ -376,20 +500,28 @@ fn run_rule(
                 offset,
                 map,
             } => {
-                return spread((*offset..offset + modulus).map(|n| {
-                    let v = lookup(table, map, &service_key(&s, Some(n)));
-                    dnat(s.clone(), v)
-                }));
+                return spread(draws(&s, *modulus, *offset).map(|(n, mut s)| {
+                    let key = service_key(&s, Some(n));
+                    let v = found(table, &mut s, at, map, key);
+                    dnat(s, v)
+                }))
+                .into_iter()
+                .chain(no_draw(&s, *modulus))
+                .collect();
             }
             Stmt::DnatSpreadPort {
                 modulus,
                 offset,
                 map,
             } => {
-                return spread((*offset..offset + modulus).map(|n| {
-                    let v = lookup(table, map, &port_key(&s, Some(n)));
-                    dnat(s.clone(), v)
-                }));
+                return spread(draws(&s, *modulus, *offset).map(|(n, mut s)| {
+                    let key = port_key(&s, Some(n));
+                    let v = found(table, &mut s, at, map, key);
+                    dnat(s, v)
+                }))
+                .into_iter()
+                .chain(no_draw(&s, *modulus))
+                .collect();
             }
             Stmt::DestVmap { map } | Stmt::PortVmap { map } => {
                 let key = if matches!(stmt, Stmt::DestVmap { .. }) {
@@ -397,13 +529,13 @@ fn run_rule(
                 } else {
                     port_key(&s, None)
                 };
-                let v = match lookup(table, map, &key) {
+                let v = match found(table, &mut s, at, map, key) {
                     Some(ElemValue::Verdict(v)) => v.clone(),
                     _ => return vec![(s, RuleFlow::Next)],
                 };
-                return verdict(table, &v, s, pkt, depth);
+                return verdict(table, &v, at, s, pkt, depth);
             }
-            Stmt::Verdict(v) => return verdict(table, v, s, pkt, depth),
+            Stmt::Verdict(v) => return verdict(table, v, at, s, pkt, depth),
         };
         if !holds {
             return vec![(s, RuleFlow::Next)];
@@ -412,10 +544,35 @@ fn run_rule(
     vec![(s, RuleFlow::Next)]
 }
 
+/// `numgen random mod 0` draws nothing: the rule does not match.
+fn no_draw(s: &State, modulus: u32) -> Option<(State, RuleFlow)> {
+    (modulus == 0).then(|| (s.clone(), RuleFlow::Next))
+}
+
+/// Whether `stmt` acts (the rule's matches held up to it).
+fn is_action(stmt: &Stmt) -> bool {
+    matches!(
+        stmt,
+        Stmt::MarkSetBits(_)
+            | Stmt::MarkToggleBits(_)
+            | Stmt::UpdateSaddr { .. }
+            | Stmt::Masquerade
+            | Stmt::Reject
+            | Stmt::RejectTcpReset
+            | Stmt::DnatTo(..)
+            | Stmt::DnatSpread { .. }
+            | Stmt::DnatSpreadPort { .. }
+            | Stmt::DestVmap { .. }
+            | Stmt::PortVmap { .. }
+            | Stmt::Verdict(_)
+    )
+}
+
 fn verdict(
     table: &Table,
     v: &Verdict,
-    s: State,
+    at: At,
+    mut s: State,
     pkt: &Packet,
     depth: usize,
 ) -> Vec<(State, RuleFlow)> {
@@ -425,7 +582,16 @@ fn verdict(
         Verdict::Return => vec![(s, RuleFlow::Stop(Flow::Continue))],
         Verdict::Jump(c) | Verdict::Goto(c) => {
             let is_goto = matches!(v, Verdict::Goto(_));
-            run_chain(table, &table.chains[c], s, pkt, depth + 1)
+            if depth + 1 >= JUMP_STACK {
+                s.step(at.chain, Some(at.rule), Event::JumpStackExceeded);
+                return vec![(s, RuleFlow::Stop(Flow::Drop))];
+            }
+            let Some(chain) = table.chains.get(c) else {
+                s.step(at.chain, Some(at.rule), Event::MissingChain(c.clone()));
+                return vec![(s, RuleFlow::Next)];
+            };
+            s.step(c, None, Event::Enter);
+            run_chain(table, chain, s, pkt, depth + 1)
                 .into_iter()
                 .map(|(s, f)| match f {
                     // After a jump the caller goes on; after a goto the

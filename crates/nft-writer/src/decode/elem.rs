@@ -48,8 +48,8 @@ pub(super) fn key(family: Family, kind: MapKind, bytes: &[u8]) -> ElemKey {
                 _ => None,
             }
         }
-        MapKind::AddrSet => addr(family, bytes).map(ElemKey::Addr),
-        MapKind::AffinitySet { .. } | MapKind::Other { .. } => None,
+        MapKind::AddrSet | MapKind::AffinitySet { .. } => addr(family, bytes).map(ElemKey::Addr),
+        MapKind::Other { .. } => None,
     };
     match candidate {
         Some(k) if key_bytes(&k) == bytes => k,
