@@ -50,7 +50,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use store::Store;
 
 /// How much of its state the stand-in keeps across [`ApiServer::restart`].
@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     log: Mutex<Vec<String>>,
     /// Resources answered with this HTTP status instead of served.
     refused: Mutex<HashMap<Resource, u16>>,
+    /// Every complete list served: resource, wall time its last byte was
+    /// written.
+    lists_served: Mutex<Vec<(Resource, SystemTime)>>,
 }
 
 impl Shared {
@@ -218,6 +221,7 @@ impl ApiServer {
             watch_epoch: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             refused: Mutex::new(HashMap::new()),
+            lists_served: Mutex::new(Vec::new()),
         });
         let (addr, running) = spawn_listener(shared.clone(), addr, netns.clone())?;
         Ok(ApiServer {
@@ -354,6 +358,14 @@ impl ApiServer {
             Some(code) => refused.insert(res, code),
             None => refused.remove(&res),
         };
+    }
+
+    /// Every complete list served so far, in order: its resource and the
+    /// wall time the stand-in wrote the last byte of its last page (of the
+    /// whole list when not paginated) to the socket. A benchmark's "the
+    /// lists are complete" is the latest first list of each kind.
+    pub fn lists_served(&self) -> Vec<(Resource, SystemTime)> {
+        self.shared.lists_served.lock().unwrap().clone()
     }
 
     /// Every request so far as `METHOD /path?query`, in arrival order.

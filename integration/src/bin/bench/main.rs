@@ -14,9 +14,11 @@
 //! 3. `dataplane`: new TCP connections per second and connect latency
 //!    through one service while 0…30k other services are programmed,
 //!    nftopo against the iptables layout;
-//! 4. and 5. `daemon`: `nftopo run` fed 10k services by the API server
-//!    stand-in: its memory, and the time from an EndpointSlice change to
-//!    the element in the kernel;
+//! 4. and 5. `daemon`: `nftopo run` fed 1k, 10k, 30k and 100k services by
+//!    the API server stand-in: its memory and first sync (at 100k next to
+//!    kube-proxy's rulesets, estimated from smaller loads), and the time
+//!    from an EndpointSlice change to the element in the kernel as a curve
+//!    over the sizes;
 //! 6. `routes`: 5,000 node routes and one change (route-sync's
 //!    `route_bench` example) against `ip -batch`;
 //! 7. `converge`: `nftopo apply` with nothing changed and with 1% of the
