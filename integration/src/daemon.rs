@@ -113,14 +113,16 @@ impl Daemon {
             ("--healthz-bind-address", HEALTHZ_ADDR),
         ];
         // A flag in `extra` replaces its default (clap refuses a flag
-        // given twice).
+        // given twice); `!FLAG` leaves the default out, so that nftopo's
+        // own default applies.
         let mut args = vec!["run"];
         for (flag, value) in defaults {
-            if !extra.contains(&flag) {
+            let omitted = extra.iter().any(|e| e.strip_prefix('!') == Some(flag));
+            if !extra.contains(&flag) && !omitted {
                 args.extend([flag, value]);
             }
         }
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().filter(|e| !e.starts_with('!')));
         // `ip netns exec` (and the wrapper) exec nftopo: the child's pid
         // is nftopo's.
         let bin_text = bin.display().to_string();

@@ -1087,3 +1087,86 @@ fn http_endpoints_answer_while_2000_idle_connections_are_held() {
     env.assert_running();
     drop(held);
 }
+
+/// `nftopo explain` with `--output json` in node-2's namespace, against
+/// `source` (`--daemon URL`, or `--kubeconfig F --node node-2`).
+fn explain_cli(env: &Env, source: &[&str], output: &str) -> String {
+    let bin = ok(nftopo_bin(), "nftopo binary");
+    let mut args = vec!["explain"];
+    args.extend_from_slice(source);
+    args.extend(["--output", output, "default/swansea-city-api"]);
+    let out = ok(env.node2().command(&bin, &args).output(), "nftopo explain");
+    assert!(
+        out.status.success(),
+        "nftopo explain {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The endpoints `/debug/explain` says the seed Service's port uses.
+fn explained_endpoints(json: &str) -> BTreeSet<Ipv4Addr> {
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    v["ports"][0]["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no endpoints in {json}"))
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The daemon answers `/debug/explain/` from its own state: it follows a
+/// change within the sync that programs it, says 404 (JSON) for a
+/// Service it does not hold, and `nftopo explain --daemon` prints it; the
+/// same answer comes from `nftopo explain --kubeconfig` listing the
+/// stand-in once. The metrics address (and so these endpoints) listens on
+/// loopback unless told otherwise.
+#[test]
+fn debug_explain_follows_the_daemons_state_on_loopback() {
+    let mut env = Env::new(&SEED);
+    env.start_daemon_with(&["!--metrics-bind-address"]);
+    env.wait_kernel(SERVICE_IP, SERVICE_PORT, &backends(), "first sync");
+    let path = "/debug/explain/default/swansea-city-api";
+    let (status, body) = env.get(METRICS_ADDR, path);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(explained_endpoints(&body), backends());
+
+    // node-4's pod leaves its slice: once the kernel shows it, so does
+    // the explanation (the same sync).
+    env.apply(slice_q9d4m(&[D]));
+    env.wait_kernel(SERVICE_IP, SERVICE_PORT, &set(&[A, B, C, D]), "E removed");
+    let (status, body) = env.get(METRICS_ADDR, path);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(explained_endpoints(&body), set(&[A, B, C, D]));
+    let reasons = body.matches("\"reason\"").count();
+    assert!(reasons >= 4, "each endpoint has its reason: {body}");
+
+    // The command line: the daemon's table, and the API server's JSON.
+    let url = format!("http://{METRICS_ADDR}");
+    let table = explain_cli(&env, &["--daemon", &url], "table");
+    assert!(
+        table.contains("default/swansea-city-api port 80/tcp") && table.contains("REASON"),
+        "{table}"
+    );
+    for ip in [A, B, C, D] {
+        assert!(table.contains(&ip.to_string()), "{ip} in\n{table}");
+    }
+    let kubeconfig = env.kubeconfig.display().to_string();
+    let listed = explain_cli(
+        &env,
+        &["--kubeconfig", &kubeconfig, "--node", THIS_NODE],
+        "json",
+    );
+    assert_eq!(listed, body, "explain --kubeconfig and the daemon agree");
+
+    let (status, body) = env.get(METRICS_ADDR, "/debug/explain/default/no-such-service");
+    assert_eq!(status, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "service default/no-such-service not found");
+
+    // Loopback only: node-2's own address, from node-2, is refused.
+    let outside: SocketAddr = format!("{NODE2_IP}:10249").parse().unwrap();
+    let refused = http_get(env.node2().name(), outside, path);
+    assert!(refused.is_err(), "the metrics port answered on {outside}: {refused:?}");
+    env.assert_running();
+}

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::explain::Output;
 use crate::run::config::{LogFormat, RunArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -41,16 +40,7 @@ enum Command {
     Diff(Manifests),
     /// Show which endpoints each port of NAMESPACE/SERVICE uses on node
     /// NAME, and why each other endpoint was dropped.
-    Explain {
-        #[command(flatten)]
-        manifests: Manifests,
-        /// The Service, as NAMESPACE/NAME. It may follow the manifest
-        /// files directly (`--manifests a.yaml b.yaml default/web`).
-        service: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    Explain(crate::explain::ExplainArgs),
     /// Remove every table nftopo owns (and, with --routes, its routes).
     Cleanup {
         /// Also delete every route of --route-protocol in the main table:
@@ -158,26 +148,28 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             Ok(())
         }
         Command::Diff(m) => return diff(&m),
-        Command::Explain {
-            mut manifests,
-            service,
-            output,
-        } => {
-            // `--manifests` takes every following word, so a trailing
-            // NAMESPACE/NAME lands there: take it back if it is no file.
-            let service = match service {
-                Some(s) => s,
-                None => match manifests.manifests.last() {
-                    Some(last) if !last.exists() && manifests.manifests.len() > 1 => {
-                        let s = last.to_string_lossy().into_owned();
-                        manifests.manifests.pop();
-                        s
-                    }
-                    _ => bail!("explain needs the Service as NAMESPACE/NAME"),
-                },
+        Command::Explain(args) => {
+            let service = args.service()?;
+            let text = match args.source() {
+                crate::explain::Source::Manifests(manifests) => {
+                    let (_, plan, _) = load_plan_of(
+                        args.node.as_deref().unwrap_or_default(),
+                        manifests,
+                        &args.planner,
+                    )?;
+                    crate::explain::explain(&plan, &service, args.output)?
+                }
+                crate::explain::Source::Daemon(url) => {
+                    crate::explain::from_daemon(url, &service, args.output)?
+                }
+                crate::explain::Source::Api(kubeconfig) => crate::explain::from_api(
+                    kubeconfig,
+                    args.node.as_deref().unwrap_or_default(),
+                    &service,
+                    args.output,
+                )?,
             };
-            let (_, plan, _) = load_plan(&manifests)?;
-            stdout(&crate::explain::explain(&plan, &service, output)?)
+            stdout(&text)
         }
         Command::Run(args) => {
             let sub = matches
@@ -260,12 +252,21 @@ fn load_plan_lean(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConf
 /// Reads the manifests and plans for the node; reports skipped objects
 /// and planning problems on stderr.
 fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> {
-    let cfg = m.planner.config()?;
+    load_plan_of(&m.node, &m.manifests, &m.planner)
+}
+
+/// [`load_plan`] from its parts (`explain` has no route flags).
+fn load_plan_of(
+    node: &str,
+    manifests: &[PathBuf],
+    planner: &PlannerArgs,
+) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> {
+    let cfg = planner.config()?;
     let api_watch::file::Loaded {
         state,
         errors,
         ignored,
-    } = api_watch::file::read_files(&m.manifests);
+    } = api_watch::file::read_files(manifests);
     // A file that cannot be read is a mistake on the command line; a bad
     // object inside a file is skipped so that the others still work.
     if let Some(e) = errors.iter().find(|e| e.document == 0) {
@@ -287,7 +288,7 @@ fn load_plan(m: &Manifests) -> Result<(ClusterState, ProxyPlan, PlannerConfig)> 
             errors.len()
         );
     }
-    let plan = topology_filter::plan(&state, &m.node);
+    let plan = topology_filter::plan(&state, node);
     for p in &plan.problems {
         eprintln!("nftopo: {}: {}", p.object, p.message);
     }

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use api_watch::{ClusterState, ObjectKey, SliceIndex};
 use nft_writer::conntrack::{udp_service, Scope, UdpCleanup, UdpService};
@@ -134,7 +135,9 @@ struct Facts {
 pub struct Proxier {
     node: String,
     planner: IncrementalPlanner,
-    plan: Option<ProxyPlan>,
+    /// Shared with readers of [`Proxier::shared_plan`] (a debug endpoint
+    /// streaming it): a step while one holds it re-plans a copy.
+    plan: Option<Arc<ProxyPlan>>,
     index: FactIndex,
     udp: UdpCleanup,
     routes_failed: bool,
@@ -182,6 +185,7 @@ impl Proxier {
                     blocks,
                 },
             ) => {
+                let plan = Arc::make_mut(plan);
                 let mut keys = services.clone();
                 if *nodes {
                     keys.extend(topology_filter::node_dependents(state));
@@ -194,7 +198,9 @@ impl Proxier {
                 (Some(keys), *nodes || *blocks, changes)
             }
             (plan, _) => {
-                let plan = plan.insert(topology_filter::plan(state, &self.node));
+                let plan = Arc::make_mut(
+                    plan.insert(Arc::new(topology_filter::plan(state, &self.node))),
+                );
                 for sp in &mut plan.services {
                     sp.decisions = Vec::new();
                 }
@@ -250,7 +256,13 @@ impl Proxier {
     /// The topology plan the steps so far lead to (`None` before the
     /// first).
     pub fn plan(&self) -> Option<&ProxyPlan> {
-        self.plan.as_ref()
+        self.plan.as_deref()
+    }
+
+    /// The plan, shared: it stays as it is while the holder reads it (the
+    /// next step re-plans a copy then, once).
+    pub fn shared_plan(&self) -> Option<Arc<ProxyPlan>> {
+        self.plan.clone()
     }
 
     /// Where the UDP conntrack clean-up after the next sync must look

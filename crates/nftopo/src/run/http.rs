@@ -14,11 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -76,8 +79,9 @@ impl Response {
         )
     }
 
-    fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
-        let mut r = hyper::Response::new(Full::new(Bytes::from(self.body)));
+    /// As hyper's response.
+    pub fn into_hyper(self) -> hyper::Response<Body> {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(self.body)).boxed());
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
@@ -92,6 +96,16 @@ impl Response {
 
 /// Answers a request for a path (query string removed).
 pub type Handler = Arc<dyn Fn(&str) -> Response + Send + Sync>;
+
+/// A response body: whole, or streamed.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A response that takes waiting for.
+pub type Reply = Pin<Box<dyn Future<Output = hyper::Response<Body>> + Send>>;
+
+/// Answers the paths it knows (given the path and the query string)
+/// asynchronously; `None` leaves the request to the [`Handler`].
+pub type Routes = Arc<dyn Fn(&str, Option<&str>) -> Option<Reply> + Send + Sync>;
 
 /// The open connections of one listener, oldest first, each with the
 /// signal that closes it.
@@ -123,6 +137,11 @@ impl Connections {
 
 /// Serves `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, handler: Handler) {
+    serve_with(listener, handler, None).await
+}
+
+/// [`serve`], where `routes` answers first what it knows (GET and HEAD).
+pub async fn serve_with(listener: TcpListener, handler: Handler, routes: Option<Routes>) {
     let connections = Arc::new(Connections::default());
     loop {
         let stream = match listener.accept().await {
@@ -137,10 +156,24 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
         let (id, close) = connections.admit();
         let connections = connections.clone();
         let handler = handler.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = answer(&handler, &req);
-                async move { Ok::<_, Infallible>(response.into_hyper()) }
+                let read = matches!(*req.method(), Method::GET | Method::HEAD);
+                let routed = routes
+                    .as_ref()
+                    .filter(|_| read)
+                    .and_then(|r| r(req.uri().path(), req.uri().query()));
+                let response = match routed {
+                    Some(reply) => Err(reply),
+                    None => Ok(answer(&handler, &req)),
+                };
+                async move {
+                    Ok::<_, Infallible>(match response {
+                        Ok(r) => r.into_hyper(),
+                        Err(reply) => reply.await,
+                    })
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

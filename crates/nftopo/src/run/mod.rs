@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod conntrack_settings;
+pub mod debug;
 pub mod duration;
 pub mod events;
 pub mod health;
@@ -59,9 +60,14 @@ pub fn main(args: &RunArgs, matches: &ArgMatches) -> Result<()> {
 async fn daemon(cfg: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Mutex::new(ProxyHealth::new(cfg.sync_period)));
+    let mut debug_requests = None;
     if let Some(addr) = cfg.metrics_bind_address {
         let m = metrics.clone();
-        serve(
+        // The sync loop's answers about its decisions (debug.rs), next to
+        // the metrics: loopback unless the metrics address is opened.
+        let (handle, requests) = debug::channel();
+        debug_requests = Some(requests);
+        serve_with(
             addr,
             "metrics",
             Arc::new(move |path: &str| match path {
@@ -72,6 +78,7 @@ async fn daemon(cfg: Config) -> Result<()> {
                 ),
                 _ => Response::not_found(),
             }),
+            Some(handle.routes()),
         )
         .await?;
     }
@@ -124,6 +131,7 @@ async fn daemon(cfg: Config) -> Result<()> {
             health,
         )),
         service_events: Some(service_events),
+        debug: debug_requests,
     };
     let routes = match cfg.routes {
         Some(settings) => Some(RouteProgrammer {
@@ -244,11 +252,21 @@ fn local_addresses() -> Result<Vec<std::net::IpAddr>> {
 
 /// Binds `addr` and serves `handler` in the background.
 async fn serve(addr: SocketAddr, what: &str, handler: http::Handler) -> Result<()> {
+    serve_with(addr, what, handler, None).await
+}
+
+/// [`serve`], with `routes` answered first.
+async fn serve_with(
+    addr: SocketAddr,
+    what: &str,
+    handler: http::Handler,
+    routes: Option<http::Routes>,
+) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the {what} address {addr}"))?;
     tracing::info!(%addr, "serving {what}");
-    tokio::spawn(http::serve(listener, handler));
+    tokio::spawn(http::serve_with(listener, handler, routes));
     Ok(())
 }
 

@@ -311,6 +311,7 @@ mod in_the_loop {
                 tx,
                 family.clone(),
             )),
+            debug: None,
         };
         let settings = Settings {
             node: "node-1".into(),

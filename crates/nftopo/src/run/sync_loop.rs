@@ -36,8 +36,10 @@ use api_watch::{ClusterState, SliceIndex};
 use nft_writer::conntrack::{Scope, UdpService};
 use nft_writer::{Changes, IncrementalPlanner, Kernel, PlannerConfig, SyncStats, Syncer};
 use proxier::Proxier;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
+use super::debug::{self, DebugRequest};
 use super::health::{NodeStatus, ProxyHealth};
 use super::metrics::Metrics;
 use super::service_events::{Notice, ServiceEvents};
@@ -224,6 +226,8 @@ pub struct Outputs {
     pub service_health: Option<ServiceHealthServers>,
     /// Warning Events on Services, if written.
     pub service_events: Option<ServiceEvents>,
+    /// Questions from the debug endpoints, if served.
+    pub debug: Option<mpsc::Receiver<DebugRequest>>,
 }
 
 /// Runs until `shutdown` completes (returns `Ok`, rules left in place) or
@@ -254,6 +258,18 @@ pub async fn run(
             update = source.next() => match update {
                 Some(u) => st.queue(&settings, u, source.state(), &out),
                 None => anyhow::bail!("the cluster source ended"),
+            },
+            request = async {
+                match out.debug.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match request {
+                Some(r) => {
+                    let plan = st.proxier.as_ref().and_then(Proxier::shared_plan);
+                    debug::answer(r, source.state(), source.slice_index(), &settings.node, plan);
+                }
+                None => out.debug = None,
             },
         }
     }

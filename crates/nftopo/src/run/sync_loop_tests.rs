@@ -142,6 +142,7 @@ fn start(min_sync: Duration, sync_period: Duration, full_sync_period: Duration) 
         health: health.clone(),
         service_health: None,
         service_events: None,
+        debug: None,
     };
     let task = tokio::spawn(run(
         settings,
@@ -200,6 +201,7 @@ fn spawn_loop(
         health: Arc::new(Mutex::new(ProxyHealth::new(sync_period))),
         service_health: None,
         service_events: None,
+        debug: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(
