@@ -529,10 +529,15 @@ fn run_rule(
                 } else {
                     port_key(&s, None)
                 };
-                let v = match found(table, &mut s, at, map, key) {
+                // The rule acts only when the map holds the key.
+                let v = match lookup(table, map, &key) {
                     Some(ElemValue::Verdict(v)) => v.clone(),
                     _ => return vec![(s, RuleFlow::Next)],
                 };
+                if !acting {
+                    s.step(at.chain, Some(at.rule), Event::Rule);
+                }
+                found(table, &mut s, at, map, key);
                 return verdict(table, &v, at, s, pkt, depth);
             }
             Stmt::Verdict(v) => return verdict(table, v, at, s, pkt, depth),
@@ -549,7 +554,8 @@ fn no_draw(s: &State, modulus: u32) -> Option<(State, RuleFlow)> {
     (modulus == 0).then(|| (s.clone(), RuleFlow::Next))
 }
 
-/// Whether `stmt` acts (the rule's matches held up to it).
+/// Whether `stmt` acts (the rule's matches held up to it); a verdict map
+/// acts only when it holds the key.
 fn is_action(stmt: &Stmt) -> bool {
     matches!(
         stmt,
@@ -562,8 +568,6 @@ fn is_action(stmt: &Stmt) -> bool {
             | Stmt::DnatTo(..)
             | Stmt::DnatSpread { .. }
             | Stmt::DnatSpreadPort { .. }
-            | Stmt::DestVmap { .. }
-            | Stmt::PortVmap { .. }
             | Stmt::Verdict(_)
     )
 }

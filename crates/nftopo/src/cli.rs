@@ -1,4 +1,5 @@
-//! Subcommands: `render`, `apply`, `diff`, `explain`, `cleanup`, `run`.
+//! Subcommands: `render`, `apply`, `diff`, `explain`, `trace`, `cleanup`,
+//! `run`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,12 @@ enum Command {
     /// Show which endpoints each port of NAMESPACE/SERVICE uses on node
     /// NAME, and why each other endpoint was dropped.
     Explain(crate::explain::ExplainArgs),
+    /// Show what nftopo's tables in the current network namespace do with
+    /// one packet: base chain, map elements, service chain, DNAT
+    /// candidates with their chances (or the endpoint session affinity
+    /// pins), masquerade, reject or drop and why. Reads the tables back
+    /// from the kernel; evaluates nftopo's tables only.
+    Trace(crate::trace_cmd::TraceArgs),
     /// Remove every table nftopo owns (and, with --routes, its routes).
     Cleanup {
         /// Also delete every route of --route-protocol in the main table:
@@ -171,6 +178,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             };
             stdout(&text)
         }
+        Command::Trace(args) => stdout(&crate::trace_cmd::trace(&args)?),
         Command::Run(args) => {
             let sub = matches
                 .subcommand_matches("run")

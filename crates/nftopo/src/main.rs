@@ -8,6 +8,7 @@ mod man;
 mod planner_args;
 mod routes;
 mod run;
+mod trace_cmd;
 
 use std::process::ExitCode;
 
