@@ -105,6 +105,22 @@ impl Notice {
     }
 }
 
+/// `notices` with one per Service and reason: the notes of the same
+/// reason joined with `; ` (two colliding ports are one `PortConflict`
+/// naming both), in the order they first appear. kube-rs's Recorder
+/// keys its events by reason, not note: unmerged, the second would only
+/// count up the first.
+pub fn merged(notices: impl IntoIterator<Item = Notice>) -> Vec<Notice> {
+    let mut out: Vec<Notice> = Vec::new();
+    for n in notices {
+        match (out.iter_mut()).find(|o| o.service == n.service && o.reason == n.reason) {
+            Some(o) => o.note = cut(format!("{}; {}", o.note, n.note)),
+            None => out.push(n),
+        }
+    }
+    out
+}
+
 /// `note` cut to [`NOTE_LIMIT`] bytes on a character boundary, ending in
 /// `…` when cut.
 fn cut(mut note: String) -> String {
@@ -302,6 +318,20 @@ impl ServiceEvents {
         };
         count(&self.counts, result);
         verdict
+    }
+}
+
+impl ServiceEvents {
+    /// Offers `notices` [`merged`] by Service and reason.
+    pub fn offer_all(
+        &self,
+        notices: impl IntoIterator<Item = Notice>,
+        state: &ClusterState,
+        now: Instant,
+    ) {
+        for n in merged(notices) {
+            self.offer(n, state, now);
+        }
     }
 }
 

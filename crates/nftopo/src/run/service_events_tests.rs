@@ -77,6 +77,40 @@ fn a_skipped_service_is_a_malformed_object_naming_the_field_and_other_kinds_are_
 }
 
 #[test]
+fn problems_of_one_reason_in_one_service_are_one_event_naming_each() {
+    let n = |svc: &str, reason: &'static str, note: &str| Notice {
+        service: key(svc),
+        reason,
+        action: "SkipServicePort",
+        note: note.into(),
+    };
+    let got = merged([
+        n("web", "PortConflict", "TCP/80 is taken"),
+        n("api", "PortConflict", "TCP/80 is taken"),
+        n("web", "InvalidTopologyKeys", "keys"),
+        n("web", "PortConflict", "TCP/81 is taken"),
+    ]);
+    assert_eq!(
+        got,
+        [
+            n("web", "PortConflict", "TCP/80 is taken; TCP/81 is taken"),
+            n("api", "PortConflict", "TCP/80 is taken"),
+            n("web", "InvalidTopologyKeys", "keys"),
+        ]
+    );
+    let long = (0..100).map(|i| {
+        n(
+            "web",
+            "PortConflict",
+            &format!("port {i} is taken by another Service"),
+        )
+    });
+    let one = merged(long);
+    assert_eq!(one.len(), 1);
+    assert!(one[0].note.len() <= NOTE_LIMIT && one[0].note.ends_with('…'));
+}
+
+#[test]
 fn a_long_note_is_cut_to_the_api_servers_1_kib_on_a_character_boundary() {
     let long = "é".repeat(NOTE_LIMIT);
     let n = Notice::from_problem(&problem("invalid_topology_keys", &long)).unwrap();

@@ -339,9 +339,9 @@ impl LoopState {
             m.skipped(kind, reason);
         }
         if let Some(events) = &out.service_events {
-            for n in u.skipped_errors.drain(..).filter_map(|e| Notice::from_skip(&e)) {
-                events.offer(n, state, Instant::now());
-            }
+            let skipped = u.skipped_errors.drain(..);
+            let notices = skipped.filter_map(|e| Notice::from_skip(&e));
+            events.offer_all(notices, state, Instant::now());
         }
         self.news_since_failure |= self.retry_at.is_some();
         let mut health = out.health.lock().expect("health lock");
@@ -389,9 +389,10 @@ impl LoopState {
             out.metrics.step(step);
             for p in &step.problems {
                 tracing::debug!(object = %p.object, kind = p.kind, "{}", p.message);
-                if let (Some(events), Some(n)) = (&out.service_events, Notice::from_problem(p)) {
-                    events.offer(n, state, now);
-                }
+            }
+            if let Some(events) = &out.service_events {
+                let notices = step.problems.iter().filter_map(Notice::from_problem);
+                events.offer_all(notices, state, now);
             }
             tracing::debug!(
                 replanned = step.changes.replanned,
