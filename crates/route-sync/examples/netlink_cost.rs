@@ -5,7 +5,9 @@
 //! one add per route), read N routes back (the dump every pass starts
 //! with), and a pass where C nodes changed address (a dump of N, then C
 //! replaces). Direct mode over a veth in a network namespace of its own,
-//! like `route_bench`. Median of R runs. Needs root and `ip`. This is the
+//! like `route_bench`. Median of R runs; CPU time is the process's (user
+//! and system, every thread), which a busy machine disturbs less than the
+//! wall time. Needs root and `ip`. This is the
 //! measurement behind the choice of netlink library in the crate docs.
 
 use std::alloc::System;
@@ -15,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api_watch::Node;
+use nix::sys::resource::{getrusage, UsageWho};
 use route_sync::{
     plan_routes, sync, Mode, NetlinkRoutes, RouteConfig, RouteKernel, DEFAULT_PROTOCOL,
 };
@@ -38,24 +41,35 @@ fn node(i: u32, moved: bool) -> Node {
     }
 }
 
-/// One measured step: wall time and allocations (count, bytes).
+/// One measured step: wall time, CPU time and allocations (count, bytes).
 #[derive(Clone, Copy)]
 struct Cost {
     time: Duration,
+    cpu: Duration,
     allocs: usize,
     bytes: usize,
 }
 
+/// User plus system time of the whole process so far.
+fn cpu_time() -> Duration {
+    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    d(u.user_time()) + d(u.system_time())
+}
+
 fn measure<T>(f: impl FnOnce() -> T) -> (T, Cost) {
     let region = Region::new(GLOBAL);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_time());
     let out = f();
-    let time = t.elapsed();
+    let (time, cpu) = (t.elapsed(), cpu_time() - cpu);
     let c = region.change();
     (
         out,
         Cost {
             time,
+            cpu,
             allocs: c.allocations,
             bytes: c.bytes_allocated,
         },
@@ -68,6 +82,9 @@ fn median(mut v: Vec<Cost>) -> Cost {
     let mut a: Vec<usize> = v.iter().map(|c| c.allocs).collect();
     a.sort();
     m.allocs = a[a.len() / 2];
+    let mut c: Vec<Duration> = v.iter().map(|c| c.cpu).collect();
+    c.sort();
+    m.cpu = c[c.len() / 2];
     m
 }
 
@@ -123,13 +140,17 @@ fn main() {
     }
     let routes = desired.routes.len();
     let mut out = String::new();
-    let _ = writeln!(out, "| step | time ms | allocations | allocated KiB |");
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| step | time ms | CPU ms | allocations | allocated KiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
     let mut row = |what: String, c: Cost| {
         let _ = writeln!(
             out,
-            "| {what} | {:.1} | {} | {} |",
+            "| {what} | {:.1} | {:.1} | {} | {} |",
             c.time.as_secs_f64() * 1000.0,
+            c.cpu.as_secs_f64() * 1000.0,
             c.allocs,
             c.bytes / 1024
         );

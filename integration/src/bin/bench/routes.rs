@@ -32,5 +32,21 @@ pub fn run(cfg: &Config) -> String {
          against `ip -batch` of the same routes in a fresh namespace. Minimum of {runs} run(s) \
          for the full programming; the table was emptied between runs.\n\n{out}"
     );
+    // What the kernel side costs per step (route-sync's rtnetlink choice).
+    if let Some(cost) = cfg.example("netlink_cost") {
+        let out = run_ok(Command::new(&cost).args([
+            "--nodes",
+            &nodes.to_string(),
+            "--runs",
+            &runs.max(5).to_string(),
+        ]));
+        let _ = writeln!(
+            md,
+            "\nroute-sync's kernel side alone (`netlink_cost`: rtnetlink, up to 32 requests in \
+             flight), median of {} runs; CPU is user + system of every thread, allocations are \
+             every thread's:\n\n{out}",
+            runs.max(5)
+        );
+    }
     md
 }
