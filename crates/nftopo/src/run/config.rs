@@ -16,6 +16,10 @@
 //! `--full-sync-period` (`fullSyncPeriod`, default 1 h: kube-proxy
 //! hard-codes the same hour).
 
+mod file;
+
+pub use file::*;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,162 +123,6 @@ pub struct Config {
     pub routes: Option<Routes>,
     /// kube-proxy's conntrack sysctls, set at start.
     pub conntrack: super::conntrack_settings::ConntrackSettings,
-}
-
-/// The fields of a `KubeProxyConfiguration` file. Fields kube-proxy has
-/// but nftopo does not use are accepted and ignored, so that an existing
-/// kube-proxy file works; anything else is an error naming the field.
-/// nftopo's own fields: `fullSyncPeriod` and the `routes:` section.
-// kube-proxy's fields that mean nothing here are read (so that an
-// existing file loads) and never used.
-#[allow(dead_code)]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileConfig {
-    api_version: Option<String>,
-    kind: Option<String>,
-    #[serde(default)]
-    client_connection: ClientConnection,
-    hostname_override: Option<String>,
-    #[serde(rename = "clusterCIDR")]
-    cluster_cidr: Option<String>,
-    metrics_bind_address: Option<String>,
-    healthz_bind_address: Option<String>,
-    node_port_addresses: Option<Vec<String>>,
-    masquerade_all: Option<bool>,
-    sync_period: Option<String>,
-    min_sync_period: Option<String>,
-    /// `ClusterCIDR` (also when empty), `NodeCIDR`, `BridgeInterface` or
-    /// `InterfaceNamePrefix`.
-    detect_local_mode: Option<String>,
-    #[serde(default)]
-    detect_local: DetectLocalConfig,
-    /// nftopo's own (kube-proxy hard-codes its full sync at 1h).
-    full_sync_period: Option<String>,
-    #[serde(default)]
-    iptables: ModeConfig,
-    #[serde(default)]
-    nftables: ModeConfig,
-    /// nftopo's own section (kube-proxy has no routes).
-    #[serde(default)]
-    routes: RoutesConfig,
-    // Accepted and ignored (kube-proxy's, meaningless here).
-    feature_gates: Option<IgnoredAny>,
-    bind_address: Option<IgnoredAny>,
-    bind_address_hard_fail: Option<IgnoredAny>,
-    enable_profiling: Option<IgnoredAny>,
-    show_hidden_metrics_for_version: Option<IgnoredAny>,
-    mode: Option<IgnoredAny>,
-    ipvs: Option<IgnoredAny>,
-    winkernel: Option<IgnoredAny>,
-    oom_score_adj: Option<IgnoredAny>,
-    /// kube-proxy's `conntrack:` section (read, not ignored).
-    #[serde(default)]
-    conntrack: super::conntrack_settings::ConntrackConfig,
-    config_sync_period: Option<IgnoredAny>,
-    port_range: Option<IgnoredAny>,
-    logging: Option<IgnoredAny>,
-    windows_run_as_service: Option<IgnoredAny>,
-}
-
-// kube-proxy's fields that mean nothing here are read (so that an
-// existing file loads) and never used.
-#[allow(dead_code)]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ClientConnection {
-    kubeconfig: Option<String>,
-    accept_content_types: Option<IgnoredAny>,
-    content_type: Option<IgnoredAny>,
-    qps: Option<IgnoredAny>,
-    burst: Option<IgnoredAny>,
-}
-
-/// `iptables:` and `nftables:` sections.
-// kube-proxy's fields that mean nothing here are read (so that an
-// existing file loads) and never used.
-#[allow(dead_code)]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ModeConfig {
-    masquerade_bit: Option<i32>,
-    masquerade_all: Option<bool>,
-    sync_period: Option<String>,
-    min_sync_period: Option<String>,
-    localhost_node_ports: Option<IgnoredAny>,
-}
-
-/// `detectLocal:` (v1alpha1's fields).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct DetectLocalConfig {
-    bridge_interface: Option<String>,
-    interface_name_prefix: Option<String>,
-}
-
-/// `routes:`, nftopo's section: the route flags by other names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RoutesConfig {
-    mode: Option<RouteMode>,
-    #[serde(rename = "podCIDRSource")]
-    pod_cidr_source: Option<CidrSource>,
-    next_hop: Option<NextHop>,
-    protocol: Option<String>,
-    #[serde(rename = "tunnelMTU")]
-    tunnel_mtu: Option<u32>,
-    #[serde(rename = "blackholeOwnCIDRs")]
-    blackhole_own_cidrs: Option<bool>,
-}
-
-impl FileConfig {
-    /// Parses a file's text; `source` names it in errors.
-    pub fn parse(source: &str, text: &str) -> Result<Self> {
-        // YAML to a tree first, then the tree to the configuration, so that
-        // a wrong field is named by its path (`routes.mode: unknown
-        // variant …`) as well as a syntax error by its line.
-        let tree: serde_json::Value =
-            serde_saphyr::from_str(text).with_context(|| format!("config file {source}"))?;
-        let tree = if tree.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            tree
-        };
-        let file: FileConfig = serde_path_to_error::deserialize(tree)
-            .map_err(|e| anyhow::anyhow!("config file {source}: {}: {}", e.path(), e.inner()))?;
-        if let Some(v) = &file.api_version {
-            if v != API_VERSION {
-                bail!("config file {source}: apiVersion {v:?} is not {API_VERSION}");
-            }
-        }
-        if let Some(k) = &file.kind {
-            if k != "KubeProxyConfiguration" {
-                bail!("config file {source}: kind {k:?} is not KubeProxyConfiguration");
-            }
-        }
-        Ok(file)
-    }
-
-    fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        Self::parse(&path.display().to_string(), &text)
-    }
-}
-
-/// Builds the configuration: reads `--config` if given and merges.
-/// `node_name_default` is called only when neither flag nor file names
-/// the node.
-pub fn load(
-    args: &RunArgs,
-    matches: &ArgMatches,
-    node_name_default: impl FnOnce() -> Result<String>,
-) -> Result<Config> {
-    let file = match &args.config {
-        Some(path) => FileConfig::read(path)?,
-        None => FileConfig::default(),
-    };
-    merge(args, matches, &file, node_name_default)
 }
 
 /// Merges flags, file and defaults, per field (see the module doc).
