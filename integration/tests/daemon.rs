@@ -1167,6 +1167,9 @@ fn debug_explain_follows_the_daemons_state_on_loopback() {
     // Loopback only: node-2's own address, from node-2, is refused.
     let outside: SocketAddr = format!("{NODE2_IP}:10249").parse().unwrap();
     let refused = http_get(env.node2().name(), outside, path);
-    assert!(refused.is_err(), "the metrics port answered on {outside}: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "the metrics port answered on {outside}: {refused:?}"
+    );
     env.assert_running();
 }

@@ -104,11 +104,7 @@ pub enum Output {
 /// Renders the explanation of `service` (`namespace/name`) from `plan`.
 pub fn explain(plan: &ProxyPlan, service: &str, output: Output) -> Result<String> {
     let key = service_key(service)?;
-    let ports: Vec<&ServicePortPlan> = plan
-        .services
-        .iter()
-        .filter(|p| p.service == key)
-        .collect();
+    let ports: Vec<&ServicePortPlan> = plan.services.iter().filter(|p| p.service == key).collect();
     let problems: Vec<&Problem> = plan.problems.iter().filter(|p| p.object == key).collect();
     if ports.is_empty() && problems.is_empty() {
         bail!("service {service} not found in the manifests (or it has no cluster IP)");
@@ -294,12 +290,7 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-fn table(
-    node: &str,
-    service: &str,
-    ports: &[&ServicePortPlan],
-    problems: &[&Problem],
-) -> String {
+fn table(node: &str, service: &str, ports: &[&ServicePortPlan], problems: &[&Problem]) -> String {
     let mut out = String::new();
     for p in problems {
         let _ = writeln!(out, "problem: {}", p.message);

@@ -198,9 +198,8 @@ impl Proxier {
                 (Some(keys), *nodes || *blocks, changes)
             }
             (plan, _) => {
-                let plan = Arc::make_mut(
-                    plan.insert(Arc::new(topology_filter::plan(state, &self.node))),
-                );
+                let plan =
+                    Arc::make_mut(plan.insert(Arc::new(topology_filter::plan(state, &self.node))));
                 for sp in &mut plan.services {
                     sp.decisions = Vec::new();
                 }

@@ -147,7 +147,10 @@ pub fn answer(
 }
 
 fn json_error(status: u16, message: &str) -> Response {
-    Response::json(status, serde_json::json!({ "error": message }).to_string() + "\n")
+    Response::json(
+        status,
+        serde_json::json!({ "error": message }).to_string() + "\n",
+    )
 }
 
 fn error(status: u16, message: &str) -> hyper::Response<Body> {

@@ -58,7 +58,10 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let raw = fetch(addr, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).await;
     let status = raw[9..12].parse().unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -98,7 +101,10 @@ async fn explain_answers_as_the_command_does_and_404_for_an_unknown_service() {
 
     let (status, table) = get(addr, "/debug/explain/default/s1?output=table").await;
     assert_eq!(status, 200);
-    assert!(table.starts_with("default/s1 port 80/tcp (http)"), "{table}");
+    assert!(
+        table.starts_with("default/s1 port 80/tcp (http)"),
+        "{table}"
+    );
 
     let (status, body) = get(addr, "/debug/explain/default/nope").await;
     assert_eq!(status, 404);
