@@ -72,11 +72,15 @@ pub(super) fn connect() -> Result<(rtnetlink::Handle, Driver), Error> {
                 Ok(rt) => rt,
                 Err(e) => return drop(tx.send(Err(e))),
             };
-            let (mut conn, handle, _unsolicited) =
+            let (mut conn, handle, unsolicited) =
                 match rt.block_on(async { rtnetlink::new_connection() }) {
                     Ok(c) => c,
                     Err(e) => return drop(tx.send(Err(e))),
                 };
+            // No multicast groups: nothing unsolicited to read. The
+            // connection ends (and this thread with it) once this receiver
+            // and the last handle are gone.
+            drop(unsolicited);
             // Hand the ACK and NLMSG_DONE to the request, so that a complete
             // answer can be told from a connection that closed before
             // answering (rtnetlink ends the answer stream the same way for
