@@ -146,8 +146,19 @@ impl NetlinkRoutes {
         Ok(NetlinkRoutes { handle, driver })
     }
 
+    /// Opens a new connection if this one has ended (its socket failed),
+    /// in the calling thread's network namespace; a long-lived value (the
+    /// daemon's) thus outlives a broken socket.
+    fn connected(&mut self) -> Result<(), Error> {
+        if self.driver.is_closed() {
+            (self.handle, self.driver) = driver::connect()?;
+        }
+        Ok(())
+    }
+
     /// `ip link show`: interface index to name.
     pub fn links(&mut self) -> Result<BTreeMap<u32, String>, Error> {
+        self.connected()?;
         let links = self
             .driver
             .run("link show", dump(self.handle.link().get().execute()))?;
@@ -159,6 +170,7 @@ impl NetlinkRoutes {
 
     /// `ip link show dev NAME`: its index, `None` if there is no such link.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, Error> {
+        self.connected()?;
         let get = self.handle.link().get().match_name(name).execute();
         match self.driver.run(&format!("link show dev {name}"), one(get)) {
             Ok(link) => Ok(Some(link.header.index)),
@@ -262,6 +274,7 @@ impl RouteKernel for NetlinkRoutes {
     }
 
     fn apply(&mut self, op: &RouteOp) -> Result<(), Error> {
+        self.connected()?;
         let request = self.route_request(op, &mut BTreeMap::new())?;
         self.driver.run(&op.to_string(), request)
     }
@@ -271,6 +284,20 @@ impl RouteKernel for NetlinkRoutes {
     /// answer, so the outcome is that of one after the other. Device
     /// indexes are looked up once per batch.
     fn apply_all(&mut self, ops: &[RouteOp]) -> Vec<Result<(), Error>> {
+        if let Err(e) = self.connected() {
+            let mut e = Some(e);
+            // The first operation carries the error, the others say why.
+            return ops
+                .iter()
+                .map(|op| {
+                    Err(e.take().unwrap_or_else(|| {
+                        Error::Io(std::io::Error::other(format!(
+                            "{op}: no rtnetlink connection"
+                        )))
+                    }))
+                })
+                .collect();
+        }
         let mut devices = BTreeMap::new();
         let mut out: Vec<Option<Result<(), Error>>> = Vec::with_capacity(ops.len());
         let mut batch = Vec::new();
@@ -290,6 +317,7 @@ impl RouteKernel for NetlinkRoutes {
     }
 
     fn interfaces(&mut self) -> Result<Vec<Interface>, Error> {
+        self.connected()?;
         let links = self
             .driver
             .run("link show", dump(self.handle.link().get().execute()))?;
@@ -301,5 +329,28 @@ impl RouteKernel for NetlinkRoutes {
 
     fn ensure_tunnel(&mut self, plan: &TunnelPlan, mtu: Option<u32>) -> Result<(), Error> {
         NetlinkRoutes::ensure_tunnel(self, plan, mtu).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_ended_is_replaced_on_the_next_call() {
+        let mut k = NetlinkRoutes::open().unwrap();
+        // End k's connection: drop its only handle (swapped for another
+        // connection's, which k's driver does not drive).
+        let (other, _driver) = driver::connect().unwrap();
+        drop(std::mem::replace(&mut k.handle, other));
+        for _ in 0..200 {
+            if k.driver.is_closed() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(k.driver.is_closed(), "the connection did not end");
+        assert!(!k.links().unwrap().is_empty(), "a new connection answers");
+        assert!(!k.driver.is_closed());
     }
 }

@@ -14,6 +14,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -48,6 +50,9 @@ pub(super) enum Fail {
 /// [`rtnetlink::Handle`] of that connection is dropped.
 pub(super) struct Driver {
     runtime: tokio::runtime::Handle,
+    /// Set when the connection has ended (its socket failed, or the
+    /// thread panicked): every request would fail, so reconnect.
+    closed: Arc<AtomicBool>,
     /// `NETLINK_CAP_ACK` and `NETLINK_EXT_ACK` are on: an error's payload
     /// is the request's header followed by the extended-ack attributes.
     ext_ack: bool,
@@ -89,10 +94,13 @@ pub(super) fn connect() -> Result<(rtnetlink::Handle, Driver), Error> {
             conn.set_forward_done(true);
             let socket = rtnetlink::sys::AsyncSocket::socket_mut(conn.socket_mut());
             let ext_ack = socket.set_cap_ack(true).is_ok() && socket.set_ext_ack(true).is_ok();
+            let closed = Arc::new(AtomicBool::new(false));
             let driver = Driver {
                 runtime: rt.handle().clone(),
+                closed: closed.clone(),
                 ext_ack,
             };
+            let _mark = MarkClosed(closed);
             if tx.send(Ok((handle, driver))).is_ok() {
                 rt.block_on(conn);
             }
@@ -103,7 +111,21 @@ pub(super) fn connect() -> Result<(rtnetlink::Handle, Driver), Error> {
     Ok((handle, driver))
 }
 
+/// Sets the flag when the connection's thread ends, even by a panic.
+struct MarkClosed(Arc<AtomicBool>);
+
+impl Drop for MarkClosed {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 impl Driver {
+    /// Whether the connection has ended.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Runs one request on the connection's thread and waits for it. `what`
     /// names the request in `ip` syntax for errors.
     pub(super) fn run<T: Send + 'static>(
