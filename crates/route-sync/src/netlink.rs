@@ -44,7 +44,14 @@
 //! * A blocking API. rtnetlink is async; the connection runs on a
 //!   current-thread tokio runtime on a thread of its own (in the opener's
 //!   network namespace), so the daemon's loop and the CLI call route-sync
-//!   as before, from inside a runtime or not.
+//!   as before, from inside a runtime or not. A connection that ended (its
+//!   socket failed) is replaced on the next call.
+//!
+//! Code: the hand-written loop was 410 lines (without comments and blank
+//! lines); this module is 568 (`messages.rs`, the same encoding and
+//! decoding, 151; the requests 212; `driver.rs`, the thread, answer checks,
+//! extended acks and requests in flight, 205). rtnetlink saves the socket
+//! and sequence-number work but not the rest.
 //!
 //! Costs in the tree: rtnetlink brings netlink-proto, netlink-sys 0.9 and
 //! nix 0.31 beside the netlink-sys 0.8 and nix 0.29 that nft-writer uses
