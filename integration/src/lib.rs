@@ -28,6 +28,7 @@ pub mod outcome;
 mod probe;
 mod routed;
 mod tools;
+pub mod trace_check;
 
 pub use cluster::*;
 pub use netns::{

@@ -7,6 +7,8 @@
 //!
 //! [`EdgeCluster::answer_behind_node2`] makes "not intercepted" visible;
 //! [`Scratch`] holds the manifests a test writes next to its assertions.
+//! Where a suite enabled it (`trace_check::enable`), each outcome is
+//! checked against `nftopo trace` of the same packet too.
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -46,6 +48,12 @@ impl EdgeCluster {
         pods: &BTreeSet<IpAddr>,
         case: &str,
     ) -> ProbeResult {
+        let r = self.served_by(from, p, pods, case);
+        crate::trace_check::served(self, from, p, &r, None, case);
+        r
+    }
+
+    fn served_by(&self, from: &str, p: &Probe, pods: &BTreeSet<IpAddr>, case: &str) -> ProbeResult {
         let r = self.run_probe(from, p);
         let ctx = context(case, from, p);
         assert_eq!(r.pods(), *pods, "{ctx}: wrong pods answered: {r}");
@@ -64,13 +72,15 @@ impl EdgeCluster {
         peer: impl Into<IpAddr>,
         case: &str,
     ) -> ProbeResult {
-        let r = self.expect_served(from, p, pods, case);
+        let peer = peer.into();
+        let r = self.served_by(from, p, pods, case);
         assert_eq!(
             r.peers(),
-            BTreeSet::from([peer.into()]),
+            BTreeSet::from([peer]),
             "{}: the source the pods saw: {r}",
             context(case, from, p)
         );
+        crate::trace_check::served(self, from, p, &r, Some(peer), case);
         r
     }
 
@@ -86,6 +96,7 @@ impl EdgeCluster {
             "{ctx}: refusals took up to {} ms",
             r.max_refused_ms
         );
+        crate::trace_check::refused(self, from, p, case);
     }
 
     /// No answer and no refusal: two attempts, each timing out after
@@ -99,6 +110,7 @@ impl EdgeCluster {
             "{}: must be dropped (time-outs only): {r}",
             context(case, from, &p)
         );
+        crate::trace_check::dropped(self, from, &p, case);
     }
 
     /// `outside2` stands behind node-2 for `addr`: it holds the address,

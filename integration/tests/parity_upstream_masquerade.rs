@@ -64,6 +64,8 @@ const HTTP: u16 = 80;
 
 fn cluster() -> EdgeCluster {
     require_root();
+    // Every outcome below is also checked against `nftopo trace`.
+    nftopo_integration::trace_check::enable();
     ok(
         EdgeCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))),
         "edge cluster",

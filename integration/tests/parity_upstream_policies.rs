@@ -122,6 +122,8 @@ fn row(name: &'static str, from: Src, to: SocketAddr, out: Out) -> Row {
 
 fn cluster() -> EdgeCluster {
     require_root();
+    // Every outcome below is also checked against `nftopo trace`.
+    nftopo_integration::trace_check::enable();
     ok(
         EdgeCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))),
         "edge cluster",

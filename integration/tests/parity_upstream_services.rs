@@ -67,6 +67,8 @@ const NODE2_ALT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x31, 1, 0, 0, 0, 0, 0x85);
 
 fn cluster() -> EdgeCluster {
     require_root();
+    // Every outcome below is also checked against `nftopo trace`.
+    nftopo_integration::trace_check::enable();
     ok(
         EdgeCluster::start(Path::new(env!("CARGO_BIN_EXE_testpod"))),
         "edge cluster",

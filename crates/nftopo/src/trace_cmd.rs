@@ -68,13 +68,13 @@ pub fn trace(args: &TraceArgs) -> Result<String> {
     };
     let tables = nft_writer::kernel_tables()
         .context("reading nftopo's tables back from the kernel (nf_tables netlink)")?;
-    let Some(table) = tables.tables.iter().find(|t| t.family == family) else {
-        bail!(
-            "this network namespace holds no table {} {}: nftopo has not programmed it",
-            family.nft_name(),
-            nft_writer::names::TABLE
-        );
+    // No table: nothing of nftopo's touches the packet (said as such).
+    let empty = Table {
+        layout: None,
+        ..Table::new(family, nft_writer::names::TABLE)
     };
+    let held = tables.tables.iter().find(|t| t.family == family);
+    let table = held.unwrap_or(&empty);
     if !args.local && args.iif.is_none() && matches_iifname(table) {
         bail!(
             "the table matches on the input interface (--detect-local-mode \
@@ -99,7 +99,8 @@ pub fn trace(args: &TraceArgs) -> Result<String> {
         },
     };
     let branches = nft_writer::explain(table, &pkt);
-    let report = Report::new(table, &pkt, sport, &branches);
+    let mut report = Report::new(table, &pkt, sport, &branches);
+    report.table_found = held.is_some();
     Ok(match args.output {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Table => report.table(),

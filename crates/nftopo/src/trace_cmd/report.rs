@@ -5,6 +5,7 @@
 //! schema        "nftopo.io/trace/v1"
 //! scope         what was evaluated (nftopo's tables only)
 //! table         "ip nftopo" | "ip6 nftopo"
+//! table_found   false when the namespace holds no such table (then nothing is translated)
 //! packet        {protocol, from, from_port|null, to, port, path: "forwarded"|"local", iif|null}
 //! verdict       "dnat" | "accept" | "reject" | "drop" | "mixed"
 //! service_chain the chain service-ips / service-nodeports led to, or null
@@ -42,6 +43,9 @@ pub struct Report {
     schema: &'static str,
     scope: &'static str,
     table: String,
+    /// Whether the namespace holds the table (`false`: the packet was
+    /// evaluated against none, and nothing of nftopo's touches it).
+    pub table_found: bool,
     packet: PacketJson,
     verdict: &'static str,
     service_chain: Option<String>,
@@ -158,6 +162,7 @@ impl Report {
             schema: SCHEMA,
             scope: SCOPE,
             table: format!("{} {}", table.family.nft_name(), table.name),
+            table_found: true,
             packet: PacketJson {
                 protocol: pkt.proto.nft_name(),
                 from: pkt.src,
@@ -196,6 +201,9 @@ impl Report {
         };
         let _ = writeln!(out, "packet:     {} {from} -> {to}, {how}", p.protocol);
         let _ = writeln!(out, "table:      {} ({})", self.table, self.scope);
+        if !self.table_found {
+            let _ = writeln!(out, "            this namespace holds no such table");
+        }
         if let Some(c) = &self.service_chain {
             let _ = writeln!(out, "service:    chain {c}");
         }

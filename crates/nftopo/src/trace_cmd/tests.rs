@@ -81,6 +81,7 @@ fn the_json_report_follows_the_documented_schema() {
             "scope",
             "service_chain",
             "table",
+            "table_found",
             "verdict"
         ]
     );
@@ -90,6 +91,7 @@ fn the_json_report_follows_the_documented_schema() {
         .unwrap()
         .contains("nftopo's own tables only"));
     assert_eq!(v["table"], "ip nftopo");
+    assert_eq!(v["table_found"], true);
     assert_eq!(v["verdict"], "dnat");
     assert_eq!(v["masquerade"], false);
     assert!(v["affinity"].is_null());
