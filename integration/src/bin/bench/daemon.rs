@@ -202,7 +202,7 @@ fn measure(cfg: &Config) -> String {
             .join(", "),
         baselines_s
     );
-    let mut md = memory_section(&empty, &points, &estimates);
+    let mut md = memory_section(cfg.quick, &empty, &points, &estimates);
     let _ = writeln!(md, "{timing}\n");
     md.push_str(&curve::section(cfg, &points));
     md
@@ -214,18 +214,22 @@ pub fn verdict(value: f64, goal: f64, unit: &str) -> String {
     let shown = if value >= 100.0 {
         format!("{value:.0} {unit}")
     } else {
-        format!("{value:.1} {unit}")
+        format!("{value:.2} {unit}")
     };
+    let ratio = value / goal;
     if value.is_nan() {
         "not measured in this run".into()
     } else if value <= goal {
         format!("**met** ({shown})")
+    } else if ratio < 1.1 {
+        format!("**missed** by {ratio:.2}x ({shown})")
     } else {
-        format!("**missed** by {:.1}x ({shown})", value / goal)
+        format!("**missed** by {ratio:.1}x ({shown})")
     }
 }
 
 fn memory_section(
+    quick: bool,
     empty: &(SessionFigures, Mem),
     points: &[Point],
     estimates: &baselines::Estimates,
@@ -367,6 +371,6 @@ fn memory_section(
             ))
             .unwrap_or_default()
     );
-    md.push_str(&baselines::markdown(estimates, points.last()));
+    md.push_str(&baselines::markdown(estimates, points.last(), quick));
     md
 }

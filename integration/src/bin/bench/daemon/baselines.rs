@@ -170,14 +170,18 @@ fn secs(t: f64) -> String {
 
 /// The table: nftopo's measured first sync at the largest size next to
 /// the estimates.
-pub fn markdown(e: &Estimates, largest: Option<&Point>) -> String {
+pub fn markdown(e: &Estimates, largest: Option<&Point>, quick: bool) -> String {
     let n = e.target;
+    let why = if quick {
+        "--quick: the full run's method at its largest size (100k), here at a small one"
+    } else {
+        "that would take from minutes to hours"
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
         "### First sync at {n} services against loading kube-proxy's rules\n\n\
-         kube-proxy's rules for {n} services are not loaded: that would take from minutes \
-         to hours. Each of its rulesets (section 1's layouts, generated for the same kind of \
+         kube-proxy's rules for {n} services are not loaded ({why}). Each of its rulesets (section 1's layouts, generated for the same kind of \
          services) is loaded at two smaller sizes, one run each in a fresh namespace, and \
          its time at {n} is **estimated** from the growth between the two (t ~ n^k, k from \
          the two runs, at least 1): the `estimated` figures are extrapolations, not runs. \

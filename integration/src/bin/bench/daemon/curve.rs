@@ -90,7 +90,7 @@ pub fn section(cfg: &Config, points: &[Point]) -> String {
         verdict(p99(GOAL_AT), GOAL_P99_MS, "ms")
     );
     let flat = if base.is_nan() || far.is_nan() {
-        "not measured (this run has no 1,000 or no 100,000 point)".to_string()
+        "not measured in this run".to_string()
     } else {
         format!(
             "{} against a limit of {:.1} ms ({FLAT_FACTOR} x {base:.1} ms at {FLAT_FROM}; \
