@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::Value;
 
 use crate::edge::{EdgeCluster, NODES, OUTSIDE, PODS, THIS_NODE};
+use crate::netns::{Netns, Result};
 use crate::outcome::ok;
 use crate::probe::{Probe, ProbeResult};
 use crate::tools;
@@ -78,6 +79,14 @@ impl Traced {
     }
 }
 
+/// `nftopo trace ARGS` in the namespace `node`; its standard output.
+pub fn run_trace(node: &Netns, args: &[&str]) -> Result<String> {
+    let bin = tools::nftopo_bin()?;
+    let mut all = vec!["trace"];
+    all.extend_from_slice(args);
+    node.exec(&bin, &all)
+}
+
 /// The veth in node-2 of a pod there (as `cluster.rs` names it).
 fn cali_name(ip: Ipv4Addr) -> String {
     let o = ip.octets();
@@ -124,10 +133,9 @@ impl EdgeCluster {
             None => args.push("--local".into()),
         }
         args.extend(["--output".into(), "json".into()]);
-        let bin = ok(tools::nftopo_bin(), "nftopo binary");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let text = ok(
-            self.node(THIS_NODE).exec(&bin, &args),
+            run_trace(self.node(THIS_NODE), &args[1..]),
             &format!("nftopo {}", args.join(" ")),
         );
         let json: Value = ok(serde_json::from_str(&text), "nftopo trace JSON");
