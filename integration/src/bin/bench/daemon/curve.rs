@@ -49,16 +49,24 @@ pub fn section(cfg: &Config, points: &[Point]) -> String {
     );
     let _ = writeln!(
         md,
-        "| services | changes | added p50 / p99 ms | removed p50 / p99 ms | all p50 ms | all p99 ms | max ms | checked / wrong |"
+        "| services | changes | added p50 / p99 ms | removed p50 / p99 ms | all p50 ms | all p99 ms | max ms (which change) | checked / wrong |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for p in points {
         let c = &p.changes;
         let v = all(p);
         let max = v.iter().cloned().fold(f64::NAN, f64::max);
+        // Which change took longest: the first (an endpoint count no
+        // service had before) costs the kernel a walk of the whole map.
+        let nth = |v: &[f64]| v.iter().position(|&x| x == max);
+        let which = match (nth(&c.added), nth(&c.removed)) {
+            (Some(k), _) => format!("added #{}", k + 1),
+            (None, Some(k)) => format!("removed #{}", k + 1),
+            _ => "–".into(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {} / {} |",
+            "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} ({which}) | {} / {} |",
             p.services,
             c.added.len().max(c.removed.len()),
             pct(&c.added, 0.5),
