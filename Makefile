@@ -129,7 +129,7 @@ package-test: package-deps static deb image
 # thirds of the executions; FUZZ_SANITIZER=address turns it back on (the
 # C in the dependencies, jemalloc's, is not linked into the fuzz targets).
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS ?= manifest planner netlink readback
+FUZZ_TARGETS ?= manifest planner netlink readback trace
 FUZZ_SANITIZER ?= none
 
 .PHONY: fuzz reliability

@@ -3,6 +3,9 @@
 //! states and nf_tables operations.
 
 pub mod gen;
+/// The tracer's checks, shared with nft-writer's `cargo test`.
+#[path = "../../crates/nft-writer/tests/trace_agree/mod.rs"]
+pub mod trace_agree;
 pub mod wire;
 
 use nft_writer::{FakeKernel, Kernel, PlannerConfig, Ruleset, Syncer, Transaction};
