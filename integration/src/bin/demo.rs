@@ -5,7 +5,10 @@
 //! time, shows node-2's nftopo ruleset, and cleans up. Then the article's
 //! Calico routes (`10.42.54.128/26 via 172.31.11.157 dev tunl0 proto bird
 //! onlink`), programmed by `nftopo apply --route-mode ipip` in a cluster
-//! that had no pod routes, with connections before and after.
+//! that had no pod routes, with connections before and after. It ends
+//! back on the seed cluster's node-2 with one `nftopo trace` of a packet
+//! from the client pod to the Service: node-2's two pods are the
+//! candidates.
 
 use std::process::ExitCode;
 
@@ -77,6 +80,8 @@ fn run_demo() -> Result<()> {
     if lines.len() > 60 {
         println!("… ({} more lines)", lines.len() - 60);
     }
+    routes_demo()?;
+    trace_demo(&cluster)?;
     cluster.cleanup()?;
     let tables = nft_tables(node)?;
     println!(
@@ -89,7 +94,49 @@ fn run_demo() -> Result<()> {
     );
     drop(cluster);
     println!("namespaces deleted.");
-    routes_demo()
+    Ok(())
+}
+
+/// `nftopo trace` in node-2 of the seed cluster (topologyKeys
+/// `[kubernetes.io/hostname]` applied): a packet from the client pod to
+/// the Service, whose candidates must be node-2's two pods.
+fn trace_demo(cluster: &SeedCluster) -> Result<()> {
+    let node = cluster.node(THIS_NODE);
+    let client = PODS.iter().find(|p| p.name == CLIENT).map(|p| p.ip);
+    let client = client
+        .ok_or_else(|| Error("no client pod".into()))?
+        .to_string();
+    let to = service_addr().to_string();
+    let args = ["--from", client.as_str(), "--to", to.as_str()];
+    // The JSON form checks what the table form below shows.
+    let mut json_args = args.to_vec();
+    json_args.extend(["--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&trace_check::run_trace(node, &json_args)?)
+        .map_err(|e| Error(format!("nftopo trace --output json: {e}")))?;
+    let got: std::collections::BTreeSet<String> = v["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["address"].as_str().map(str::to_string))
+        .collect();
+    let want: std::collections::BTreeSet<String> = backends_on(&[THIS_NODE])
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
+    if got != want {
+        return Err(Error(format!(
+            "nftopo trace names {got:?} as candidates, not node-2's pods {want:?}"
+        )));
+    }
+    println!(
+        "
+back on the seed cluster (topologyKeys [kubernetes.io/hostname]):
+         # ip netns exec {} nftopo trace {}",
+        node.name(),
+        args.join(" ")
+    );
+    print!("{}", trace_check::run_trace(node, &args)?);
+    Ok(())
 }
 
 /// The article's Calico routes, programmed by nftopo: a cluster whose
