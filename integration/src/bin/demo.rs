@@ -128,10 +128,9 @@ fn trace_demo(cluster: &SeedCluster) -> Result<()> {
             "nftopo trace names {got:?} as candidates, not node-2's pods {want:?}"
         )));
     }
+    println!("\nback on the seed cluster (topologyKeys [kubernetes.io/hostname]):");
     println!(
-        "
-back on the seed cluster (topologyKeys [kubernetes.io/hostname]):
-         # ip netns exec {} nftopo trace {}",
+        "# ip netns exec {} nftopo trace {}",
         node.name(),
         args.join(" ")
     );
