@@ -184,6 +184,7 @@ fn load_text(
         state,
         errors: Vec::new(),
         ignored: IgnoredKinds::default(),
+        names: crate::Names::default(),
     };
     // One document at a time: its parsed value is dropped once loaded,
     // so a file never sits in memory as values (at 10k services x 10

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+mod intern;
 mod slice;
 
+pub use intern::Names;
 pub use slice::*;
 
 /// Annotation carrying ordered topology keys for clusters whose API server

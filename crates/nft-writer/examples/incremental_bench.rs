@@ -88,7 +88,7 @@ fn slice(i: u32, endpoints: u32) -> EndpointSlice {
             .map(|j| Endpoint {
                 addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i * 16 + j))],
                 conditions: Conditions::default(),
-                node_name: Some(format!("node-{}", (i + j) % NODES)),
+                node_name: Some(format!("node-{}", (i + j) % NODES).into()),
                 ..Endpoint::default()
             })
             .collect(),

@@ -162,7 +162,7 @@ fn endpoint(r: &mut Rng, v6: bool) -> Endpoint {
     Endpoint {
         addresses: vec![ip],
         conditions: Conditions::default(),
-        node_name: Some(format!("node-{}", r.below(3))),
+        node_name: Some(format!("node-{}", r.below(3)).into()),
         zone: Some(["a", "b"][r.below(2) as usize].into()),
         hint_zones: if r.chance(50) {
             vec!["a".into()]

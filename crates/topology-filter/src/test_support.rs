@@ -105,7 +105,7 @@ pub(crate) fn ep(ip: &str, node: &str, ready: Ready) -> Endpoint {
     };
     Endpoint {
         addresses: vec![ip.parse().unwrap()],
-        node_name: (!node.is_empty()).then(|| node.to_string()),
+        node_name: (!node.is_empty()).then(|| node.into()),
         conditions,
         ..Endpoint::default()
     }

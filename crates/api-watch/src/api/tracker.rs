@@ -75,6 +75,8 @@ pub struct Tracker {
     state: ClusterState,
     /// Service → its slices in `state`, kept as slices change.
     slices: SliceIndex,
+    /// Node and zone names of the slices in `state`, one copy each.
+    names: crate::Names,
     errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
     progress: BTreeMap<Kind, Progress>,
     generation: u64,
@@ -97,6 +99,7 @@ impl Tracker {
             blocks_watched: false,
             state: ClusterState::default(),
             slices: SliceIndex::default(),
+            names: crate::Names::default(),
             errors: BTreeMap::new(),
             progress: BTreeMap::new(),
             generation: 0,
@@ -377,7 +380,12 @@ impl Tracker {
             self.slices.insert(new);
         }
         match after_model {
-            Some(model) => K::insert(&mut self.state, id, model),
+            Some(mut model) => {
+                if let Some(slice) = (&mut model as &mut dyn Any).downcast_mut() {
+                    self.names.share(slice);
+                }
+                K::insert(&mut self.state, id, model)
+            }
             None => K::remove(&mut self.state, id),
         }
         self.dirty = true;

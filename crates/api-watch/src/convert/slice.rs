@@ -132,8 +132,8 @@ fn endpoint(
     Ok(Endpoint {
         addresses,
         conditions: conditions(e.conditions.as_ref()),
-        node_name: e.node_name.clone(),
-        zone: e.zone.clone(),
+        node_name: e.node_name.as_deref().map(Into::into),
+        zone: e.zone.as_deref().map(Into::into),
         hint_zones: hints
             .and_then(|h| h.for_zones.as_ref())
             .map(|z| z.iter().map(|z| z.name.clone()).collect())

@@ -9,6 +9,8 @@ pub(super) struct Loader<'a> {
     pub(super) state: &'a mut ClusterState,
     pub(super) errors: Vec<LoadError>,
     pub(super) ignored: IgnoredKinds,
+    /// Node and zone names, one copy each for the file's slices.
+    pub(super) names: crate::Names,
 }
 
 impl Loader<'_> {
@@ -167,7 +169,8 @@ impl Loader<'_> {
 
     fn insert_slice(&mut self, slice: Result<crate::EndpointSlice, FieldError>, object: String) {
         match slice {
-            Ok(s) => {
+            Ok(mut s) => {
+                self.names.share(&mut s);
                 self.state.endpoint_slices.insert(s.key.clone(), s);
             }
             Err(e) => self.error(object, e),

@@ -26,10 +26,10 @@ pub(super) fn convert_v1beta1(raw: &Value) -> Result<EndpointSlice, FieldError> 
     for (i, endpoint) in slice.endpoints.iter_mut().enumerate() {
         let topology = topology_map(i, &raw["endpoints"][i]["topology"])?;
         if endpoint.node_name.is_none() {
-            endpoint.node_name = topology.get(HOSTNAME_KEY).cloned();
+            endpoint.node_name = topology.get(HOSTNAME_KEY).map(|n| n.as_str().into());
         }
         if endpoint.zone.is_none() {
-            endpoint.zone = topology.get(ZONE_KEY).cloned();
+            endpoint.zone = topology.get(ZONE_KEY).map(|z| z.as_str().into());
         }
         endpoint.topology = topology;
     }

@@ -1,6 +1,8 @@
 //! EndpointSlices as the model keeps them, and the index from Services to
 //! their slices.
 
+use std::sync::Arc;
+
 use super::*;
 
 /// `addressType` of an EndpointSlice.
@@ -55,10 +57,12 @@ pub struct Endpoint {
     pub addresses: Vec<IpAddr>,
     /// Readiness.
     pub conditions: Conditions,
-    /// `nodeName` (v1), or `topology["kubernetes.io/hostname"]` (v1beta1).
-    pub node_name: Option<String>,
-    /// `zone` (v1), or `topology["topology.kubernetes.io/zone"]` (v1beta1).
-    pub zone: Option<String>,
+    /// `nodeName` (v1), or `topology["kubernetes.io/hostname"]` (v1beta1);
+    /// one copy per name, shared through [`Names`](super::Names).
+    pub node_name: Option<Arc<str>>,
+    /// `zone` (v1), or `topology["topology.kubernetes.io/zone"]` (v1beta1);
+    /// shared as `node_name`.
+    pub zone: Option<Arc<str>>,
     /// `hints.forZones[].name`.
     pub hint_zones: Vec<String>,
     /// `hints.forNodes[].name`.

@@ -73,7 +73,7 @@ fn local(mut service: Service) -> Service {
 fn endpoint(ip: &str, node: Option<&str>) -> Endpoint {
     Endpoint {
         addresses: vec![ip.parse().unwrap()],
-        node_name: node.map(str::to_string),
+        node_name: node.map(Into::into),
         ..Endpoint::default()
     }
 }
