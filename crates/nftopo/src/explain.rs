@@ -327,14 +327,14 @@ fn table(node: &str, service: &str, ports: &[&ServicePortPlan], problems: &[&Pro
             "  local endpoints:    {}",
             used(p.uses_local_endpoints, &p.local_endpoints)
         );
-        let verdict = if p.endpoints.is_empty() {
+        let verdict = if p.endpoints().is_empty() {
             if p.has_any_endpoints {
                 "rejected on this node (no endpoint allowed here)".to_string()
             } else {
                 "rejected (no usable endpoint anywhere)".to_string()
             }
         } else {
-            list(&p.endpoints)
+            list(p.endpoints())
         };
         let _ = writeln!(out, "  cluster IP goes to: {verdict}");
         let rows: Vec<[String; 6]> = p

@@ -302,7 +302,6 @@ fn only_external_local_services_with_a_port_are_wanted() {
         external_policy_local: local,
         internal_policy_local: false,
         session_affinity_timeout: None,
-        endpoints: eps.clone(),
         uses_cluster_endpoints: true,
         uses_local_endpoints: local,
         cluster_endpoints: eps.clone(),

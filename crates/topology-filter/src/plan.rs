@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use api_watch::{Cidr, ObjectKey, Protocol};
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 /// What the proxy should do on one node: every service port with the
@@ -35,8 +36,10 @@ pub struct ProxyPlan {
     pub problems: Vec<Problem>,
 }
 
-/// One service port as the data plane sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One service port as the data plane sees it. Its JSON has the fields in
+/// this order, with `endpoints` ([`Self::endpoints`]) after
+/// `session_affinity_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePortPlan {
     /// The Service.
     pub service: ObjectKey,
@@ -71,13 +74,6 @@ pub struct ServicePortPlan {
     /// `Some(timeoutSeconds)` for `sessionAffinity: ClientIP`; `None`
     /// without affinity.
     pub session_affinity_timeout: Option<u32>,
-    /// Endpoints that traffic to the cluster IP from this node may use, in
-    /// a deterministic order (sorted by address, then port). Empty means
-    /// the traffic is rejected. This is [`Self::local_endpoints`] when the
-    /// Service's internal traffic is node-local (`internalTrafficPolicy:
-    /// Local` without valid topology keys), else
-    /// [`Self::cluster_endpoints`].
-    pub endpoints: Vec<EndpointTarget>,
     /// Whether the port ever uses cluster-wide endpoints (kube-proxy's
     /// `UsesClusterEndpoints`): false only for `internalTrafficPolicy:
     /// Local` without valid topology keys when external traffic is Local
@@ -123,6 +119,21 @@ pub struct ServicePortPlan {
 }
 
 impl ServicePortPlan {
+    /// Endpoints that traffic to the cluster IP from this node may use, in
+    /// a deterministic order (sorted by address, then port). Empty means
+    /// the traffic is rejected. This is [`Self::local_endpoints`] when the
+    /// Service's internal traffic is node-local
+    /// ([`Self::internal_policy_local`]: `internalTrafficPolicy: Local`
+    /// without valid topology keys), else [`Self::cluster_endpoints`]; not
+    /// a third list kept in the plan.
+    pub fn endpoints(&self) -> &[EndpointTarget] {
+        if self.internal_policy_local {
+            &self.local_endpoints
+        } else {
+            &self.cluster_endpoints
+        }
+    }
+
     /// Whether the port has a usable endpoint anywhere in the cluster in
     /// the family of `addr` (kube-proxy decides it in each family's
     /// proxier): with one, traffic of that family that this node may not
@@ -133,6 +144,67 @@ impl ServicePortPlan {
         } else {
             self.has_any_ipv6_endpoints
         }
+    }
+}
+
+/// The fields in declaration order, with [`ServicePortPlan::endpoints`]
+/// where the list used to be stored: the JSON of `nftopo explain` and of
+/// the daemon's `/debug/plan` is unchanged.
+impl Serialize for ServicePortPlan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Destructured without `..`: a new field does not compile until it
+        // is serialized here too.
+        let ServicePortPlan {
+            service,
+            port_name,
+            protocol,
+            cluster_ips,
+            port,
+            node_port,
+            external_ips,
+            load_balancer_ips,
+            load_balancer_source_ranges,
+            external_policy_local,
+            internal_policy_local,
+            session_affinity_timeout,
+            uses_cluster_endpoints,
+            uses_local_endpoints,
+            cluster_endpoints,
+            local_endpoints,
+            has_any_endpoints,
+            has_any_ipv4_endpoints,
+            has_any_ipv6_endpoints,
+            serving_endpoints,
+            rule,
+            traffic_distribution,
+            decisions,
+        } = self;
+        let mut s = serializer.serialize_struct("ServicePortPlan", 24)?;
+        s.serialize_field("service", service)?;
+        s.serialize_field("port_name", port_name)?;
+        s.serialize_field("protocol", protocol)?;
+        s.serialize_field("cluster_ips", cluster_ips)?;
+        s.serialize_field("port", port)?;
+        s.serialize_field("node_port", node_port)?;
+        s.serialize_field("external_ips", external_ips)?;
+        s.serialize_field("load_balancer_ips", load_balancer_ips)?;
+        s.serialize_field("load_balancer_source_ranges", load_balancer_source_ranges)?;
+        s.serialize_field("external_policy_local", external_policy_local)?;
+        s.serialize_field("internal_policy_local", internal_policy_local)?;
+        s.serialize_field("session_affinity_timeout", session_affinity_timeout)?;
+        s.serialize_field("endpoints", self.endpoints())?;
+        s.serialize_field("uses_cluster_endpoints", uses_cluster_endpoints)?;
+        s.serialize_field("uses_local_endpoints", uses_local_endpoints)?;
+        s.serialize_field("cluster_endpoints", cluster_endpoints)?;
+        s.serialize_field("local_endpoints", local_endpoints)?;
+        s.serialize_field("has_any_endpoints", has_any_endpoints)?;
+        s.serialize_field("has_any_ipv4_endpoints", has_any_ipv4_endpoints)?;
+        s.serialize_field("has_any_ipv6_endpoints", has_any_ipv6_endpoints)?;
+        s.serialize_field("serving_endpoints", serving_endpoints)?;
+        s.serialize_field("rule", rule)?;
+        s.serialize_field("traffic_distribution", traffic_distribution)?;
+        s.serialize_field("decisions", decisions)?;
+        s.end()
     }
 }
 
@@ -298,3 +370,6 @@ impl fmt::Display for ProblemKind {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -247,11 +247,6 @@ fn assemble(
             }
         })
         .collect();
-    let endpoints = if c.internal_local {
-        local_endpoints.clone()
-    } else {
-        cluster_endpoints.clone()
-    };
     let serving_endpoints = candidates
         .iter()
         .filter(|cand| cand.endpoint.conditions.serving)
@@ -270,7 +265,6 @@ fn assemble(
         external_policy_local: c.external_local,
         internal_policy_local: c.internal_local,
         session_affinity_timeout: service.session_affinity_timeout,
-        endpoints,
         uses_cluster_endpoints: c.uses_cluster,
         uses_local_endpoints: c.uses_local,
         cluster_endpoints,

@@ -562,7 +562,7 @@ mod serving {
             let name = case.name;
             let plan = plan(case.service, case.endpoints);
             let used: Vec<String> = plan.services[0]
-                .endpoints
+                .endpoints()
                 .iter()
                 .map(|e| e.ip.to_string())
                 .collect();

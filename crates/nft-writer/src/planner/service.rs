@@ -198,7 +198,7 @@ impl Builder<'_> {
                 .cloned()
                 .collect()
         };
-        let internal = of_family(&sp.endpoints);
+        let internal = of_family(sp.endpoints());
         let cluster = of_family(&sp.cluster_endpoints);
         let local = of_family(&sp.local_endpoints);
         let chain =

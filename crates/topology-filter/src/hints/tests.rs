@@ -302,7 +302,7 @@ fn hints_choose_the_cluster_set_as_kube_proxy_does() {
         let p = port_plan(&state(case.service, case.endpoints, nodes), "node-1");
         let name = case.name;
         assert_eq!(ips(&p.cluster_endpoints), strings(case.cluster), "{name}");
-        assert_eq!(p.endpoints, p.cluster_endpoints, "{name}");
+        assert_eq!(p.endpoints(), p.cluster_endpoints, "{name}");
         assert_eq!(p.rule.to_string(), case.rule, "{name}");
         let first = &p.decisions[0].reason;
         assert!(first.contains(case.reason), "{name}: {first}");
@@ -343,12 +343,12 @@ fn a_zone_change_re_plans_every_service_with_hinted_endpoints() {
         "the Service with hinted endpoints, which asks for nothing"
     );
     let mut kept = crate::plan(&before, "node-1");
-    assert_eq!(ips(&kept.services[1].endpoints), strings(&["10.0.0.1"]));
+    assert_eq!(ips(kept.services[1].endpoints()), strings(&["10.0.0.1"]));
     let mut after = before.clone();
     after
         .nodes
         .insert("node-1".into(), node("node-1", &[(ZONE, "zone-b")]));
     crate::replan(&mut kept, &after, &crate::node_dependents(&after));
     assert_eq!(kept, crate::plan(&after, "node-1"));
-    assert_eq!(ips(&kept.services[1].endpoints), strings(&["10.0.0.2"]));
+    assert_eq!(ips(kept.services[1].endpoints()), strings(&["10.0.0.2"]));
 }

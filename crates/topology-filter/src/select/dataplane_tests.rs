@@ -146,7 +146,8 @@ fn each_port_plan_carries_the_services_external_addresses_policies_and_affinity(
         );
         if p.internal_policy_local {
             assert_eq!(
-                p.endpoints, p.local_endpoints,
+                p.endpoints(),
+                p.local_endpoints,
                 "{name}: endpoints is the local set"
             );
         }
@@ -321,7 +322,10 @@ fn fqdn_slices_of_proxied_services_are_reported_once_per_slice() {
             p,
             "{name}: the plan is deterministic"
         );
-        assert!(p.services.iter().all(|s| s.endpoints.is_empty()), "{name}");
+        assert!(
+            p.services.iter().all(|s| s.endpoints().is_empty()),
+            "{name}"
+        );
     }
     assert_eq!(ProblemKind::FqdnSliceIgnored.as_str(), "fqdn_slice_ignored");
 }
@@ -374,8 +378,8 @@ fn a_dual_stack_service_gets_endpoints_and_cluster_ips_of_both_families() {
             ips_of(&["10.43.0.1", "fd00:43::1"]),
             "{name}"
         );
-        assert_eq!(ips(&p.endpoints), strings(want), "{name}");
-        assert!(p.endpoints.iter().all(|e| e.port == 8080), "{name}");
+        assert_eq!(ips(p.endpoints()), strings(want), "{name}");
+        assert!(p.endpoints().iter().all(|e| e.port == 8080), "{name}");
     }
 }
 

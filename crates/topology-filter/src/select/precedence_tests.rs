@@ -109,7 +109,7 @@ fn topology_keys_then_traffic_policies_then_hints() {
     for case in cases {
         let p = port_plan(&state(case.service, case.endpoints, nodes()), "node-1");
         let name = case.name;
-        assert_eq!(ips(&p.endpoints), strings(case.endpoints_used), "{name}");
+        assert_eq!(ips(p.endpoints()), strings(case.endpoints_used), "{name}");
         assert_eq!(ips(&p.cluster_endpoints), strings(case.cluster), "{name}");
         assert_eq!(ips(&p.local_endpoints), strings(case.local), "{name}");
         assert_eq!(p.rule.to_string(), case.rule, "{name}");

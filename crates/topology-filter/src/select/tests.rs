@@ -148,7 +148,7 @@ fn endpoints(plan: &ProxyPlan) -> Vec<String> {
         .iter()
         .map(|p| {
             let targets: Vec<String> = p
-                .endpoints
+                .endpoints()
                 .iter()
                 .map(|e| SocketAddr::new(e.ip, e.port).to_string())
                 .collect();
