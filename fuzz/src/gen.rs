@@ -213,27 +213,31 @@ fn slice(u: &mut Unstructured, services: &[Service]) -> Result<EndpointSlice> {
                 text(u, NODES)?,
             );
         }
-        Ok(Endpoint {
-            addresses,
-            conditions: Conditions {
-                ready: u.ratio(3, 4)?,
-                serving: u.ratio(3, 4)?,
-                terminating: u.ratio(1, 5)?,
-            },
-            node_name: if u.ratio(4, 5)? {
-                Some(text(u, NODES)?)
-            } else {
-                None
-            },
-            zone: if u.arbitrary()? {
-                Some(text(u, ZONES)?)
-            } else {
-                None
-            },
-            hint_zones: small_vec(u, 2, |u| text(u, ZONES))?,
-            hint_nodes: small_vec(u, 2, |u| text(u, NODES))?,
-            topology,
-        })
+        // The model keeps an endpoint's first address (the converter
+        // checks the others); the input still draws up to two.
+        let conditions = Conditions {
+            ready: u.ratio(3, 4)?,
+            serving: u.ratio(3, 4)?,
+            terminating: u.ratio(1, 5)?,
+        };
+        let mut endpoint = match addresses.first() {
+            Some(&ip) => Endpoint::new(ip, conditions),
+            None => {
+                let mut e = Endpoint::default();
+                e.conditions = conditions;
+                e
+            }
+        };
+        if u.ratio(4, 5)? {
+            endpoint = endpoint.on_node(text(u, NODES)?);
+        }
+        if u.arbitrary()? {
+            endpoint = endpoint.in_zone(text(u, ZONES)?);
+        }
+        Ok(endpoint
+            .for_zones(small_vec(u, 2, |u| text(u, ZONES))?)
+            .for_nodes(small_vec(u, 2, |u| text(u, NODES))?)
+            .with_topology(topology))
     })?;
     Ok(EndpointSlice {
         key: ObjectKey::new(

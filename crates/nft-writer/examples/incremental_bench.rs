@@ -85,11 +85,10 @@ fn slice(i: u32, endpoints: u32) -> EndpointSlice {
             port: 8080,
         }],
         endpoints: (0..endpoints)
-            .map(|j| Endpoint {
-                addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i * 16 + j))],
-                conditions: Conditions::default(),
-                node_name: Some(format!("node-{}", (i + j) % NODES).into()),
-                ..Endpoint::default()
+            .map(|j| {
+                let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i * 16 + j));
+                Endpoint::new(ip, Conditions::default())
+                    .on_node(format!("node-{}", (i + j) % NODES))
             })
             .collect(),
     }

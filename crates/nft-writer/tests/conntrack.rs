@@ -179,15 +179,13 @@ fn planned(endpoints: &[(&str, bool, bool, bool)]) -> Vec<UdpService> {
         }],
         endpoints: endpoints
             .iter()
-            .map(|&(ip, ready, serving, terminating)| Endpoint {
-                addresses: vec![ip.parse().unwrap()],
-                node_name: Some("node-2".into()),
-                conditions: Conditions {
+            .map(|&(ip, ready, serving, terminating)| {
+                let conditions = Conditions {
                     ready,
                     serving,
                     terminating,
-                },
-                ..Endpoint::default()
+                };
+                Endpoint::new(ip.parse().unwrap(), conditions).on_node("node-2")
             })
             .collect(),
     };

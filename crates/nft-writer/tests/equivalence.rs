@@ -159,17 +159,13 @@ fn endpoint(r: &mut Rng, v6: bool) -> Endpoint {
         // A small pool: the same endpoint backs several Services.
         IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1 + r.below(60) as u8))
     };
-    Endpoint {
-        addresses: vec![ip],
-        conditions: Conditions::default(),
-        node_name: Some(format!("node-{}", r.below(3)).into()),
-        zone: Some(["a", "b"][r.below(2) as usize].into()),
-        hint_zones: if r.chance(50) {
-            vec!["a".into()]
-        } else {
-            vec![]
-        },
-        ..Endpoint::default()
+    let e = Endpoint::new(ip, Conditions::default())
+        .on_node(format!("node-{}", r.below(3)))
+        .in_zone(["a", "b"][r.below(2) as usize]);
+    if r.chance(50) {
+        e.for_zones(["a"])
+    } else {
+        e
     }
 }
 

@@ -78,10 +78,10 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
                 port: 8080,
             }],
             endpoints: (0..endpoints(i))
-                .map(|j| Endpoint {
-                    addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a2a_0000 + i * 16 + j))],
-                    node_name: Some(if (i + j) % 2 == 0 { NODE } else { "node-2" }.into()),
-                    ..Endpoint::default()
+                .map(|j| {
+                    let ip = IpAddr::V4(Ipv4Addr::from(0x0a2a_0000 + i * 16 + j));
+                    let node = if (i + j) % 2 == 0 { NODE } else { "node-2" };
+                    Endpoint::new(ip, Conditions::default()).on_node(node)
                 })
                 .collect(),
         };

@@ -250,14 +250,14 @@ fn cluster_by_hints(outcome: &Outcome, candidates: &[Candidate<'_>]) -> (Vec<Par
                 }
                 Outcome::SameNode { node } => Part::dropped(format!(
                     "hinted for {}, not this node {node} ({PREFER_SAME_NODE})",
-                    list("node", &c.endpoint.hint_nodes)
+                    list("node", c.endpoint.hint_nodes())
                 )),
                 Outcome::SameZone { zone } if outcome.allows(c) => {
                     Part::kept(format!("hinted for this node's zone {zone} ({PREFER_SAME_ZONE})"))
                 }
                 Outcome::SameZone { zone } => Part::dropped(format!(
                     "hinted for {}, not this node's zone {zone} ({PREFER_SAME_ZONE})",
-                    list("zone", &c.endpoint.hint_zones)
+                    list("zone", c.endpoint.hint_zones())
                 )),
                 _ => Part::kept(&unfiltered),
             }

@@ -108,8 +108,8 @@ impl Outcome {
     /// used).
     pub(crate) fn allows(&self, candidate: &Candidate<'_>) -> bool {
         match self {
-            Outcome::SameNode { node } => candidate.endpoint.hint_nodes.contains(node),
-            Outcome::SameZone { zone } => candidate.endpoint.hint_zones.contains(zone),
+            Outcome::SameNode { node } => candidate.endpoint.hint_nodes().contains(node),
+            Outcome::SameZone { zone } => candidate.endpoint.hint_zones().contains(zone),
             _ => true,
         }
     }
@@ -185,8 +185,8 @@ impl Kind {
 
     fn of<'a>(self, c: &Candidate<'a>) -> &'a [String] {
         match self {
-            Kind::Node => &c.endpoint.hint_nodes,
-            Kind::Zone => &c.endpoint.hint_zones,
+            Kind::Node => c.endpoint.hint_nodes(),
+            Kind::Zone => c.endpoint.hint_zones(),
         }
     }
 }

@@ -100,7 +100,7 @@ fn endpoint_value<'a>(
         };
     }
     let value = endpoint
-        .topology
+        .topology()
         .get(key)
         .map(String::as_str)
         .or(match key {

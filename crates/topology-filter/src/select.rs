@@ -137,10 +137,7 @@ pub fn node_dependents(state: &ClusterState) -> BTreeSet<ObjectKey> {
         .map(|s| s.key.clone())
         .collect();
     for slice in state.endpoint_slices.values() {
-        let hinted = slice
-            .endpoints
-            .iter()
-            .any(|e| !e.hint_zones.is_empty() || !e.hint_nodes.is_empty());
+        let hinted = slice.endpoints.iter().any(api_watch::Endpoint::has_hints);
         if hinted {
             let key = slice.service_key();
             if state.services.contains_key(&key) {
@@ -304,7 +301,7 @@ fn gather<'a>(slices: &[&'a EndpointSlice], port: &ServicePort) -> Vec<Candidate
             continue;
         };
         for endpoint in &slice.endpoints {
-            let Some(&ip) = endpoint.addresses.first() else {
+            let Some(ip) = endpoint.address else {
                 continue;
             };
             let candidate = Candidate {

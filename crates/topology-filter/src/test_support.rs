@@ -103,22 +103,20 @@ pub(crate) fn ep(ip: &str, node: &str, ready: Ready) -> Endpoint {
             terminating: true,
         },
     };
-    Endpoint {
-        addresses: vec![ip.parse().unwrap()],
-        node_name: (!node.is_empty()).then(|| node.into()),
-        conditions,
-        ..Endpoint::default()
+    let e = Endpoint::new(ip.parse().unwrap(), conditions);
+    if node.is_empty() {
+        e
+    } else {
+        e.on_node(node)
     }
 }
 
-pub(crate) fn zones(mut e: Endpoint, zones: &[&str]) -> Endpoint {
-    e.hint_zones = zones.iter().map(|z| z.to_string()).collect();
-    e
+pub(crate) fn zones(e: Endpoint, zones: &[&str]) -> Endpoint {
+    e.for_zones(zones.iter().copied())
 }
 
-pub(crate) fn for_nodes(mut e: Endpoint, nodes: &[&str]) -> Endpoint {
-    e.hint_nodes = nodes.iter().map(|n| n.to_string()).collect();
-    e
+pub(crate) fn for_nodes(e: Endpoint, nodes: &[&str]) -> Endpoint {
+    e.for_nodes(nodes.iter().copied())
 }
 
 /// The Service, one slice with its endpoints (port 80, or `port`), and

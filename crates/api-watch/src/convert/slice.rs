@@ -1,7 +1,5 @@
 //! `discovery.k8s.io/v1` EndpointSlice → [`EndpointSlice`].
 
-use std::collections::BTreeMap;
-
 use super::{ip, key_of, port_name, port_number, protocol, FieldError};
 use crate::{AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, SERVICE_NAME_LABEL};
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -101,49 +99,48 @@ fn endpoint(
     e: &discovery::Endpoint,
     address_type: AddressType,
 ) -> Result<Endpoint, FieldError> {
-    let addresses = match address_type {
-        // DNS names are not proxied; keep none.
-        AddressType::Fqdn => Vec::new(),
-        AddressType::IPv4 | AddressType::IPv6 => e
-            .addresses
-            .iter()
-            .enumerate()
-            .map(|(j, a)| {
-                let field = format!("endpoints[{i}].addresses[{j}]");
-                let address = ip(field.as_str(), a)?;
-                let family_ok = match address_type {
-                    AddressType::IPv4 => address.is_ipv4(),
-                    _ => address.is_ipv6(),
-                };
-                if family_ok {
-                    Ok(address)
-                } else {
-                    Err(FieldError::new(
-                        field,
-                        format!(
-                            "{a} is not an {address_type:?} address like the slice's addressType"
-                        ),
-                    ))
-                }
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    // Every address is checked (a bad one skips the slice, naming it);
+    // only the first is kept, the one kube-proxy uses.
+    let mut address = None;
+    if address_type != AddressType::Fqdn {
+        // DNS names are not proxied; FQDN endpoints keep none.
+        for (j, a) in e.addresses.iter().enumerate() {
+            let field = format!("endpoints[{i}].addresses[{j}]");
+            let parsed = ip(field.as_str(), a)?;
+            let family_ok = match address_type {
+                AddressType::IPv4 => parsed.is_ipv4(),
+                _ => parsed.is_ipv6(),
+            };
+            if !family_ok {
+                return Err(FieldError::new(
+                    field,
+                    format!("{a} is not an {address_type:?} address like the slice's addressType"),
+                ));
+            }
+            address.get_or_insert(parsed);
+        }
+    }
     let hints = e.hints.as_ref();
-    Ok(Endpoint {
-        addresses,
+    let mut endpoint = Endpoint {
+        address,
         conditions: conditions(e.conditions.as_ref()),
         node_name: e.node_name.as_deref().map(Into::into),
         zone: e.zone.as_deref().map(Into::into),
-        hint_zones: hints
-            .and_then(|h| h.for_zones.as_ref())
-            .map(|z| z.iter().map(|z| z.name.clone()).collect())
-            .unwrap_or_default(),
-        hint_nodes: hints
-            .and_then(|h| h.for_nodes.as_ref())
-            .map(|n| n.iter().map(|n| n.name.clone()).collect())
-            .unwrap_or_default(),
-        topology: BTreeMap::new(),
-    })
+        ..Endpoint::default()
+    };
+    let zones = hints
+        .and_then(|h| h.for_zones.as_deref())
+        .unwrap_or_default();
+    if !zones.is_empty() {
+        endpoint = endpoint.for_zones(zones.iter().map(|z| z.name.as_str()));
+    }
+    let nodes = hints
+        .and_then(|h| h.for_nodes.as_deref())
+        .unwrap_or_default();
+    if !nodes.is_empty() {
+        endpoint = endpoint.for_nodes(nodes.iter().map(|n| n.name.as_str()));
+    }
+    Ok(endpoint)
 }
 
 /// The API's reading of missing conditions, as kube-proxy applies it

@@ -170,7 +170,7 @@ status:
     let addresses: Vec<IpAddr> = state.endpoint_slices[&key("s")]
         .endpoints
         .iter()
-        .flat_map(|e| e.addresses.clone())
+        .filter_map(|e| e.address)
         .collect();
     assert_eq!(
         addresses,

@@ -31,7 +31,7 @@ pub(super) fn convert_v1beta1(raw: &Value) -> Result<EndpointSlice, FieldError> 
         if endpoint.zone.is_none() {
             endpoint.zone = topology.get(ZONE_KEY).map(|z| z.as_str().into());
         }
-        endpoint.topology = topology;
+        endpoint.set_topology(topology);
     }
     Ok(slice)
 }

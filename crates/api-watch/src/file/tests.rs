@@ -211,12 +211,38 @@ items:
                 assert_eq!(s.address_type, AddressType::IPv4);
                 assert_eq!((s.ports[0].name.as_str(), s.ports[0].protocol, s.ports[0].port), ("http", Protocol::Tcp, 8080));
                 let e = &s.endpoints[0];
-                assert_eq!(e.addresses, vec![ip("10.42.1.5")]);
+                assert_eq!(e.address, Some(ip("10.42.1.5")));
                 assert_eq!((e.node_name.as_deref(), e.zone.as_deref()), (Some("node-1"), Some("zone-a")));
-                assert_eq!((e.hint_zones.clone(), e.hint_nodes.clone()), (vec!["zone-a".into()], vec!["node-1".into()]));
+                assert_eq!((e.hint_zones(), e.hint_nodes()), (&["zone-a".to_string()][..], &["node-1".to_string()][..]));
                 // A missing serving condition means serving (upstream reads nil as true).
                 assert_eq!(e.conditions, Conditions { ready: false, serving: true, terminating: true });
-                assert!(e.topology.is_empty());
+                assert!(e.topology().is_empty());
+            },
+        },
+        Loads {
+            name: "an endpoint keeps its first address (kube-proxy's), and the slices share one copy of each node and zone name",
+            text: "
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.0.0.1, 10.0.0.2], nodeName: node-1, zone: zone-a}
+- {addresses: [10.0.0.3], nodeName: node-1, zone: zone-a}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: t, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.4], nodeName: node-1}]
+",
+            check: |state| {
+                let (s, t) = (&state.endpoint_slices[&key("default", "s")], &state.endpoint_slices[&key("default", "t")]);
+                assert_eq!(s.endpoints.iter().map(|e| e.address).collect::<Vec<_>>(), vec![Some(ip("10.0.0.1")), Some(ip("10.0.0.3"))]);
+                let names = |e: &crate::Endpoint| (e.node_name.clone().unwrap(), e.zone.clone());
+                let ((n0, z0), (n1, z1), (n2, _)) = (names(&s.endpoints[0]), names(&s.endpoints[1]), names(&t.endpoints[0]));
+                assert!(std::sync::Arc::ptr_eq(&n0, &n1) && std::sync::Arc::ptr_eq(&n0, &n2), "one copy of node-1");
+                assert!(std::sync::Arc::ptr_eq(&z0.unwrap(), &z1.unwrap()), "one copy of zone-a");
             },
         },
         Loads {
@@ -247,7 +273,7 @@ endpoints: [{addresses: [example.com]}]
             check: |state| {
                 let s = &state.endpoint_slices[&key("default", "s")];
                 assert_eq!(s.address_type, AddressType::Fqdn);
-                assert!(s.endpoints[0].addresses.is_empty());
+                assert_eq!(s.endpoints[0].address, None);
             },
         },
         Loads {
@@ -269,10 +295,10 @@ endpoints:
                 let s = &state.endpoint_slices[&key("shop", "web-xyz")];
                 let (a, b) = (&s.endpoints[0], &s.endpoints[1]);
                 assert_eq!((a.node_name.as_deref(), a.zone.as_deref()), (Some("node-2"), None));
-                assert_eq!(a.topology.len(), 1);
+                assert_eq!(a.topology().len(), 1);
                 assert_eq!((b.node_name.as_deref(), b.zone.as_deref()), (Some("node-3"), Some("zone-b")));
-                assert_eq!(b.topology["rack"], "r1");
-                assert_eq!(b.hint_zones, vec!["zone-b".to_string()]);
+                assert_eq!(b.topology()["rack"], "r1");
+                assert_eq!(b.hint_zones(), ["zone-b".to_string()]);
             },
         },
         Loads {

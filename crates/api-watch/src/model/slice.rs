@@ -50,11 +50,18 @@ impl Default for Conditions {
     }
 }
 
-/// One endpoint of a slice.
+/// One endpoint of a slice, kept small (the model holds one per pod of
+/// every Service): its first address inline, its node and zone names
+/// shared ([`Names`](super::Names)), and the rarely set hints and v1beta1
+/// topology map behind one pointer, absent when all are empty. Build one
+/// with [`Endpoint::new`] and the `on_node`, `in_zone`, `for_zones`,
+/// `for_nodes`, `with_topology` methods.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
-    /// Addresses (kube-proxy uses the first one).
-    pub addresses: Vec<IpAddr>,
+    /// The first of `addresses`, the one kube-proxy uses (the others are
+    /// checked when the slice is converted, then dropped). `None` for the
+    /// endpoints of FQDN slices, or an endpoint that lists none.
+    pub address: Option<IpAddr>,
     /// Readiness.
     pub conditions: Conditions,
     /// `nodeName` (v1), or `topology["kubernetes.io/hostname"]` (v1beta1);
@@ -63,16 +70,101 @@ pub struct Endpoint {
     /// `zone` (v1), or `topology["topology.kubernetes.io/zone"]` (v1beta1);
     /// shared as `node_name`.
     pub zone: Option<Arc<str>>,
-    /// `hints.forZones[].name`.
-    pub hint_zones: Vec<String>,
-    /// `hints.forNodes[].name`.
-    pub hint_nodes: Vec<String>,
-    /// The v1beta1 `topology` map as written (empty for v1 slices). Used
-    /// for topology keys when the endpoint's Node object is unknown.
-    pub topology: BTreeMap<String, String>,
+    /// Hints and topology; `None` when all three are empty.
+    pub(crate) extras: Option<Box<EndpointExtras>>,
 }
 
+/// The parts of an [`Endpoint`] most endpoints do not have.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct EndpointExtras {
+    hint_zones: Vec<String>,
+    hint_nodes: Vec<String>,
+    topology: BTreeMap<String, String>,
+}
+
+impl EndpointExtras {
+    fn is_empty(&self) -> bool {
+        self.hint_zones.is_empty() && self.hint_nodes.is_empty() && self.topology.is_empty()
+    }
+}
+
+static NO_TOPOLOGY: BTreeMap<String, String> = BTreeMap::new();
+
 impl Endpoint {
+    /// An endpoint at `address` with `conditions`, on no known node or
+    /// zone, without hints or topology.
+    pub fn new(address: IpAddr, conditions: Conditions) -> Self {
+        Endpoint {
+            address: Some(address),
+            conditions,
+            ..Endpoint::default()
+        }
+    }
+
+    /// This endpoint on node `name`.
+    pub fn on_node(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.node_name = Some(name.into());
+        self
+    }
+
+    /// This endpoint in zone `zone`.
+    pub fn in_zone(mut self, zone: impl Into<Arc<str>>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// This endpoint with `hints.forZones` `zones` (replacing any).
+    pub fn for_zones<S: Into<String>>(mut self, zones: impl IntoIterator<Item = S>) -> Self {
+        let zones = zones.into_iter().map(Into::into).collect();
+        self.change_extras(|x| x.hint_zones = zones);
+        self
+    }
+
+    /// This endpoint with `hints.forNodes` `nodes` (replacing any).
+    pub fn for_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        let nodes = nodes.into_iter().map(Into::into).collect();
+        self.change_extras(|x| x.hint_nodes = nodes);
+        self
+    }
+
+    /// This endpoint with the v1beta1 `topology` map `topology`.
+    pub fn with_topology(mut self, topology: BTreeMap<String, String>) -> Self {
+        self.set_topology(topology);
+        self
+    }
+
+    /// Sets the v1beta1 `topology` map.
+    pub fn set_topology(&mut self, topology: BTreeMap<String, String>) {
+        self.change_extras(|x| x.topology = topology);
+    }
+
+    /// `hints.forZones[].name`.
+    pub fn hint_zones(&self) -> &[String] {
+        self.extras.as_ref().map_or(&[], |x| &x.hint_zones)
+    }
+
+    /// `hints.forNodes[].name`.
+    pub fn hint_nodes(&self) -> &[String] {
+        self.extras.as_ref().map_or(&[], |x| &x.hint_nodes)
+    }
+
+    /// The endpoint has hints (of either kind).
+    pub fn has_hints(&self) -> bool {
+        !self.hint_zones().is_empty() || !self.hint_nodes().is_empty()
+    }
+
+    /// The v1beta1 `topology` map as written (empty for v1 slices). Used
+    /// for topology keys when the endpoint's Node object is unknown.
+    pub fn topology(&self) -> &BTreeMap<String, String> {
+        self.extras.as_ref().map_or(&NO_TOPOLOGY, |x| &x.topology)
+    }
+
+    fn change_extras(&mut self, change: impl FnOnce(&mut EndpointExtras)) {
+        let mut extras = self.extras.take().unwrap_or_default();
+        change(&mut extras);
+        self.extras = (!extras.is_empty()).then_some(extras);
+    }
+
     /// Whether this copy of an endpoint replaces `kept`, an earlier copy
     /// of the same address and port from another slice of the same
     /// Service: only a copy that is not terminating replaces a terminating

@@ -434,16 +434,12 @@ mod serving {
     use super::*;
 
     fn ep(ip: &str, node: &str, (ready, serving, terminating): (bool, bool, bool)) -> Endpoint {
-        Endpoint {
-            addresses: vec![ip.parse().unwrap()],
-            node_name: Some(node.into()),
-            conditions: Conditions {
-                ready,
-                serving,
-                terminating,
-            },
-            ..Endpoint::default()
-        }
+        let conditions = Conditions {
+            ready,
+            serving,
+            terminating,
+        };
+        Endpoint::new(ip.parse().unwrap(), conditions).on_node(node)
     }
 
     const READY: (bool, bool, bool) = (true, true, false);
@@ -511,10 +507,7 @@ mod serving {
 
     #[test]
     fn a_flow_may_keep_every_serving_endpoint_whatever_the_policies_and_topology_choose() {
-        let hinted = |ip: &str, node: &str, zone: &str| Endpoint {
-            hint_zones: vec![zone.into()],
-            ..ep(ip, node, READY)
-        };
+        let hinted = |ip: &str, node: &str, zone: &str| ep(ip, node, READY).for_zones([zone]);
         let mut itp_local = service();
         itp_local.internal_traffic_policy = TrafficPolicy::Local;
         let cases = vec![

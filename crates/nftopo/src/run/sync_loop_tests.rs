@@ -597,10 +597,9 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
                 port: 8080,
             }],
             endpoints: (0..endpoints(i))
-                .map(|j| Endpoint {
-                    addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a2a_0000 + i * 16 + j))],
-                    node_name: Some("node-1".into()),
-                    ..Endpoint::default()
+                .map(|j| {
+                    let ip = IpAddr::V4(Ipv4Addr::from(0x0a2a_0000 + i * 16 + j));
+                    Endpoint::new(ip, Conditions::default()).on_node("node-1")
                 })
                 .collect(),
         };

@@ -71,10 +71,10 @@ fn local(mut service: Service) -> Service {
 }
 
 fn endpoint(ip: &str, node: Option<&str>) -> Endpoint {
-    Endpoint {
-        addresses: vec![ip.parse().unwrap()],
-        node_name: node.map(Into::into),
-        ..Endpoint::default()
+    let e = Endpoint::new(ip.parse().unwrap(), Conditions::default());
+    match node {
+        Some(node) => e.on_node(node),
+        None => e,
     }
 }
 
@@ -386,18 +386,10 @@ fn endpoints_are_selected_by_readiness_and_topology() {
                     "web",
                     &[("http", Protocol::Tcp, 8080)],
                     vec![
-                        Endpoint {
-                            topology: map(&[(HOSTNAME, "node-7"), (ZONE, "zone-a")]),
-                            ..endpoint("10.42.7.5", Some("node-7"))
-                        },
-                        Endpoint {
-                            topology: map(&[(ZONE, "zone-b")]),
-                            ..endpoint("10.42.8.5", None)
-                        },
-                        Endpoint {
-                            zone: Some("zone-a".into()),
-                            ..endpoint("10.42.9.5", Some("node-9"))
-                        },
+                        endpoint("10.42.7.5", Some("node-7"))
+                            .with_topology(map(&[(HOSTNAME, "node-7"), (ZONE, "zone-a")])),
+                        endpoint("10.42.8.5", None).with_topology(map(&[(ZONE, "zone-b")])),
+                        endpoint("10.42.9.5", Some("node-9")).in_zone("zone-a"),
                     ],
                 )],
             ),
