@@ -1,8 +1,11 @@
 //! How much memory the topology plan holds per service port, as the
 //! daemon keeps it (without the per-endpoint explanations): loads
 //! manifests (`gen-manifests` output), plans them for a node, drops the
-//! decisions, and measures the resident growth of one fresh copy of the
-//! plan (malloc overhead included; `/proc/self/status`, Linux).
+//! decisions, and measures the resident growth of a fresh copy of the plan
+//! once three copies have filled the heap's holes (malloc overhead
+//! included; `/proc/self/status`, Linux). Also: what a copy of each port's
+//! chosen endpoints takes (the list `ServicePortPlan` stored until
+//! `endpoints()` became a method) and what `serving_endpoints` takes.
 //!
 //! `cargo run -p topology-filter --example plan_heap -- /tmp/m10k.yaml node-1`
 
@@ -30,9 +33,9 @@ fn main() {
     for sp in &mut plan.services {
         sp.decisions = Vec::new();
     }
-    // The first copy fills the holes the freed decisions left; the
-    // second one grows the heap by what a plan takes.
-    let holes = plan.clone();
+    // The first copies fill the holes the freed decisions (and the
+    // loading) left; the next one grows the heap by what a plan takes.
+    let holes: Vec<_> = (0..3).map(|_| plan.clone()).collect();
     let before = rss_kib();
     let copy = plan.clone();
     let grown = rss_kib().saturating_sub(before) * 1024;
