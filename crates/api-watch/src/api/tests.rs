@@ -563,3 +563,31 @@ fn the_slice_index_follows_every_change_of_the_slices() {
         "the same as built afresh"
     );
 }
+
+#[test]
+fn the_slices_share_one_copy_of_each_node_and_zone_name() {
+    let on_node = |name: &str, ip: &str| {
+        let mut s = slice(name, ip, None);
+        let e = &mut s.endpoints.as_mut().unwrap()[0];
+        e.node_name = Some("node-1".into());
+        e.zone = Some("zone-a".into());
+        s
+    };
+    let mut t = Tracker::new(start());
+    list_all(
+        &mut t,
+        vec![service("web", 80)],
+        vec![on_node("web-1", "10.42.1.5")],
+    );
+    // A slice added by a watch event, after the list.
+    t.endpoint_slice(Event::Apply(on_node("web-2", "10.42.1.6")));
+    let slices = &t.state().endpoint_slices;
+    let names = |name: &str| {
+        let e = &slices[&key(name)].endpoints[0];
+        (e.node_name.clone().unwrap(), e.zone.clone().unwrap())
+    };
+    let ((node1, zone1), (node2, zone2)) = (names("web-1"), names("web-2"));
+    assert_eq!((&*node2, &*zone2), ("node-1", "zone-a"));
+    assert!(std::sync::Arc::ptr_eq(&node1, &node2), "one node-1");
+    assert!(std::sync::Arc::ptr_eq(&zone1, &zone2), "one zone-a");
+}
