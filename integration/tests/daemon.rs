@@ -534,9 +534,9 @@ fn stand_in_stopped_mid_churn_keeps_rules_then_relists() {
     // Restarted without history: the daemon's watches get 410 and
     // re-list.
     //
-    // The watchers retry every 0.35-0.7 s during the outage and at once
+    // The watchers retry every 0.25-0.5 s during the outage and at once
     // after the 410 (api-watch's OutageBackoff); the time is printed
-    // (0.66-0.90 s in 4 runs; kube-rs's default took 3.6-7.2 s), only
+    // (README gives 10 runs; kube-rs's default took 3.6-7.2 s), only
     // correctness is asserted.
     let down = stopped.elapsed();
     ok(env.api.restart(Restart::KeepObjects), "restart");
