@@ -87,6 +87,22 @@ const SECTIONS: [&str; 6] = [
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Anything it does not know stops it before a 20-minute run starts
+    // (`--help` used to start the whole bench).
+    let known = ["--quick", "--out", "--only"];
+    let mut words = args.iter();
+    while let Some(a) = words.next() {
+        if !known.contains(&a.as_str()) {
+            eprintln!(
+                "usage: bench [--quick] [--out FILE] [--only S,S…]  (sections: {})",
+                SECTIONS.join(",")
+            );
+            std::process::exit(if a == "--help" || a == "-h" { 0 } else { 2 });
+        }
+        if a != "--quick" {
+            words.next();
+        }
+    }
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
