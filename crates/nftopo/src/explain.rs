@@ -68,12 +68,22 @@ impl ExplainArgs {
         if let Some(s) = &self.service {
             return Ok(s.clone());
         }
-        match self.manifests.last() {
-            Some(last) if !last.exists() && self.manifests.len() > 1 => {
-                Ok(last.to_string_lossy().into_owned())
-            }
-            _ => bail!("explain needs the Service as NAMESPACE/NAME"),
+        match self.trailing_service() {
+            Some((last, _)) => Ok(last.to_string_lossy().into_owned()),
+            None => bail!("explain needs the Service as NAMESPACE/NAME"),
         }
+    }
+
+    /// Without a positional Service, a last `--manifests` word that is no
+    /// file (after at least one that may be): that word, and the files
+    /// before it.
+    fn trailing_service(&self) -> Option<(&PathBuf, &[PathBuf])> {
+        if self.service.is_some() {
+            return None;
+        }
+        self.manifests
+            .split_last()
+            .filter(|(last, rest)| !last.exists() && !rest.is_empty())
     }
 
     /// Where the cluster comes from (clap allows only one).
@@ -84,11 +94,10 @@ impl ExplainArgs {
         if let Some(k) = &self.kubeconfig {
             return Source::Api(k);
         }
-        let files = match (&self.service, self.manifests.split_last()) {
-            (None, Some((last, rest))) if !last.exists() && !rest.is_empty() => rest,
-            _ => &self.manifests,
-        };
-        Source::Manifests(files)
+        Source::Manifests(
+            self.trailing_service()
+                .map_or(&self.manifests[..], |(_, files)| files),
+        )
     }
 }
 
@@ -135,11 +144,7 @@ pub fn from_daemon(url: &str, service: &str, output: Output) -> Result<String> {
         key.namespace,
         key.name
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (status, body) = runtime
+    let (status, body) = runtime()?
         .block_on(get(&authority, &path))
         .with_context(|| format!("asking the daemon at {url}"))?;
     match status {
@@ -152,6 +157,14 @@ pub fn from_daemon(url: &str, service: &str, output: Output) -> Result<String> {
             bail!("the daemon at {url} answered {status}: {message}")
         }
     }
+}
+
+/// The one-shot runtime of `--daemon` and `--kubeconfig`.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// One HTTP/1.1 GET: status and body.
@@ -183,11 +196,7 @@ async fn get(authority: &hyper::http::uri::Authority, path: &str) -> Result<(u16
 /// explains `service` for `node`.
 pub fn from_api(kubeconfig: &Path, node: &str, service: &str, output: Output) -> Result<String> {
     let key = service_key(service)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let client = api_watch::api::connect(Some(kubeconfig))
             .await
             .context("connecting to the API server")?;
@@ -235,11 +244,7 @@ pub fn explain_service(
     let service = state.services.get(key)?;
     let own: Vec<&EndpointSlice> = match slices {
         Some(index) => index.slices_of(state, key),
-        None => state
-            .endpoint_slices
-            .values()
-            .filter(|s| s.key.namespace == key.namespace && s.service_name == key.name)
-            .collect(),
+        None => state.slices_for(key).collect(),
     };
     let one = topology_filter::plan_service(state, &own, node, service);
     let ports: Vec<&ServicePortPlan> = one.ports.iter().collect();
