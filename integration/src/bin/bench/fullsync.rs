@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
+use nftopo_integration::gen_manifests;
+
 use crate::layouts::{candidate_layout, iptables_layout, kube_proxy_layout, parse_services};
 use crate::plot::{self, Series};
 use crate::util::{best, have, run_ok, Sample};
@@ -86,16 +88,9 @@ pub fn run(cfg: &Config) -> String {
     let mut kp_last: Option<(usize, f64)> = None;
     let mut ipt_last: Vec<(usize, f64)> = Vec::new();
     for &n in sizes {
-        let m = cfg.tmp.join(format!("{n}.yaml"));
+        let m = gen_manifests(&gen, n as u64, 10, cfg.tmp.join(format!("{n}.yaml")))
+            .expect("gen-manifests");
         let m = m.to_str().unwrap().to_string();
-        run_ok(Command::new(&gen).args([
-            "--services",
-            &n.to_string(),
-            "--endpoints",
-            "10",
-            "--out",
-            &m,
-        ]));
         let common = [
             "--node",
             "node-0",

@@ -12,6 +12,8 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
+use nftopo_integration::gen_manifests;
+
 use crate::layouts::{iptables_layout, kube_proxy_layout, parse_services};
 use crate::util::{best, have, run_ok};
 use crate::Config;
@@ -97,16 +99,14 @@ pub fn run(cfg: &Config, target: usize) -> Estimates {
         })
         .collect();
     for n in sizes {
-        let m = cfg.tmp.join(format!("daemon-est-{n}.yaml"));
+        let m = gen_manifests(
+            &gen,
+            n as u64,
+            10,
+            cfg.tmp.join(format!("daemon-est-{n}.yaml")),
+        )
+        .expect("gen-manifests");
         let m = m.to_str().unwrap().to_string();
-        run_ok(Command::new(&gen).args([
-            "--services",
-            &n.to_string(),
-            "--endpoints",
-            "10",
-            "--out",
-            &m,
-        ]));
         let render = run_ok(Command::new(&nftopo).args([
             "render",
             "--node",
