@@ -141,13 +141,17 @@ impl<K: Kernel> Syncer<K> {
             let drift = c.repairs;
             (c, drift)
         } else {
-            let c = converge(&held, &want);
+            // `want` is compared twice: the first time copies only what
+            // its operations need.
+            let mut want = want;
+            let c = converge::converge_with(&held, &mut want, converge::Take::Copy);
             // What the kernel would hold had the planned operations been
             // sent: whatever still differs was changed behind our back.
             for op in &expected {
                 let _ = crate::fake::apply_op(&mut held, op);
             }
-            (c, converge_into(&held, want).repairs)
+            let drift = converge::converge_with(&held, &mut want, converge::Take::Move);
+            (c, drift.repairs)
         };
         drop(held);
         for why in &c.replaced {

@@ -12,16 +12,38 @@ pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
 
 /// [`converge`], consuming `want`: its rules and elements move into the
 /// operations instead of being copied (a first sync's whole ruleset).
-pub fn converge_into(held: &Ruleset, want: Ruleset) -> Convergence {
+pub fn converge_into(held: &Ruleset, mut want: Ruleset) -> Convergence {
+    converge_with(held, &mut want, Take::Move)
+}
+
+/// How a convergence takes the rules and elements its operations need
+/// from the desired ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Take {
+    /// Moves them out (`want` is not used again): nothing is copied.
+    Move,
+    /// Copies them, and only them (`want` is compared again afterwards).
+    Copy,
+}
+
+/// `x` itself (`Take::Move`, leaving the default) or a copy.
+fn take<T: Clone + Default>(x: &mut T, how: Take) -> T {
+    match how {
+        Take::Move => std::mem::take(x),
+        Take::Copy => x.clone(),
+    }
+}
+
+/// [`converge`], taking from `want` as `how` says.
+pub(super) fn converge_with(held: &Ruleset, want: &mut Ruleset, how: Take) -> Convergence {
     let mut c = Convergence::default();
     let mut batch = Batch::new();
-    let mut wanted = want.tables;
     for family in [Family::Ip, Family::Ip6] {
         let h = table_of(held, family);
-        let w = wanted
-            .iter()
-            .position(|t| t.family == family && t.name == names::TABLE)
-            .map(|i| wanted.swap_remove(i));
+        let w = want
+            .tables
+            .iter_mut()
+            .find(|t| t.family == family && t.name == names::TABLE);
         let t = TableRef {
             family,
             name: names::TABLE.into(),
@@ -31,22 +53,22 @@ pub fn converge_into(held: &Ruleset, want: Ruleset) -> Convergence {
             (None, Some(w)) => {
                 note(&mut c, format!("table {t}: missing"));
                 c.repairs.table += 1;
-                add_table(w, &mut batch);
+                add_table(w, &mut batch, how);
             }
             (Some(_), None) => {
                 note(&mut c, format!("table {t}: not planned"));
                 c.repairs.table += 1;
                 batch.push(Op::DeleteTable(t));
             }
-            (Some(h), Some(w)) => match why_not_convergible(h, &w) {
+            (Some(h), Some(w)) => match why_not_convergible(h, w) {
                 Some(why) => {
                     c.replaced.push(format!("table {t}: {why}"));
                     note(&mut c, format!("table {t}: replaced: {why}"));
                     c.repairs.table += 1;
                     batch.push(Op::DeleteTable(t));
-                    add_table(w, &mut batch);
+                    add_table(w, &mut batch, how);
                 }
-                None => converge_table(h, w, &mut batch, &mut c),
+                None => converge_table(h, w, &mut batch, &mut c, how),
             },
         }
     }
@@ -77,19 +99,19 @@ pub(super) fn note(c: &mut Convergence, line: String) {
 
 /// Every operation that creates `table` as planned, into an empty or a
 /// just-deleted table of the same name.
-pub(super) fn add_table(table: Table, batch: &mut Batch) {
+pub(super) fn add_table(table: &mut Table, batch: &mut Batch, how: Take) {
     let t = TableRef {
         family: table.family,
-        name: table.name,
+        name: table.name.clone(),
     };
     batch.push(Op::AddTable(t.clone()));
-    for (_, c) in table.chains {
+    for c in table.chains.values_mut() {
         batch.push(Op::AddChain {
             table: t.clone(),
             name: c.name.clone(),
             base: c.base,
         });
-        for rule in c.rules {
+        for rule in take(&mut c.rules, how) {
             batch.push(Op::AddRule {
                 table: t.clone(),
                 chain: c.name.clone(),
@@ -97,13 +119,13 @@ pub(super) fn add_table(table: Table, batch: &mut Batch) {
             });
         }
     }
-    for (_, m) in table.maps {
-        add_map(&t, m, batch);
+    for m in table.maps.values_mut() {
+        add_map(&t, m, batch, how);
     }
 }
 
 /// `add set`/`add map` of `m` with all its elements.
-pub(super) fn add_map(t: &TableRef, m: Map, batch: &mut Batch) {
+pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take) {
     batch.push(Op::AddMap {
         table: t.clone(),
         name: m.name.clone(),
@@ -111,9 +133,9 @@ pub(super) fn add_map(t: &TableRef, m: Map, batch: &mut Batch) {
     });
     batch.push(Op::AddElements {
         table: t.clone(),
-        map: m.name,
+        map: m.name.clone(),
         kind: m.kind,
-        elements: m.elements.into_iter().collect(),
+        elements: take(&mut m.elements, how).into_iter().collect(),
     });
 }
 
@@ -194,14 +216,15 @@ pub(super) fn rules_missing(a: &[Rule], b: &[Rule]) -> usize {
         .count()
 }
 
-/// Converges one table; `want`'s rules and elements move into the
-/// operations (its chain and map names stay for the checks of what is no
-/// longer planned).
+/// Converges one table; the rules and elements of `want` that the
+/// operations need are taken as `how` says (its chain and map names stay
+/// for the checks of what is no longer planned).
 pub(super) fn converge_table(
     held: &Table,
-    mut want: Table,
+    want: &mut Table,
     batch: &mut Batch,
     c: &mut Convergence,
+    how: Take,
 ) {
     let t = TableRef {
         family: want.family,
@@ -259,7 +282,7 @@ pub(super) fn converge_table(
                 });
             }
         }
-        for rule in std::mem::take(&mut w.rules) {
+        for rule in take(&mut w.rules, how) {
             batch.push(Op::AddRule {
                 table: t.clone(),
                 chain: w.name.clone(),
@@ -294,22 +317,13 @@ pub(super) fn converge_table(
         let Some(h) = held.maps.get(&w.name) else {
             note(c, format!("set {t} {}: missing", w.name));
             c.repairs.set += 1;
-            let elements = std::mem::take(&mut w.elements);
-            add_map(
-                &t,
-                Map {
-                    name: w.name.clone(),
-                    kind: w.kind,
-                    elements,
-                },
-                batch,
-            );
+            add_map(&t, w, batch, how);
             continue;
         };
         if w.kind.is_dynamic() {
             continue;
         }
-        converge_elements(&t, h, w, batch, c);
+        converge_elements(&t, h, w, batch, c, how);
     }
     for h in held.maps.values() {
         if want.maps.contains_key(&h.name) {
@@ -330,14 +344,15 @@ pub(super) fn converge_table(
     }
 }
 
-/// The element operations that take `held` to `want`; `want`'s elements
-/// move into them.
+/// The element operations that take `held` to `want`; the elements they
+/// add are taken from `want` as `how` says.
 pub(super) fn converge_elements(
     t: &TableRef,
     held: &Map,
     want: &mut Map,
     batch: &mut Batch,
     c: &mut Convergence,
+    how: Take,
 ) {
     let gone: Vec<ElemKey> = held
         .elements
@@ -356,9 +371,10 @@ pub(super) fn converge_elements(
         );
     }
     let (mut added, mut changed) = (Vec::new(), 0);
-    for (k, v) in std::mem::take(&mut want.elements) {
-        let what = match held.elements.get(&k) {
-            Some(h) if *h == v => continue,
+    // Whether `k: v` must be added; counts and describes it.
+    let mut adds = |c: &mut Convergence, k: &ElemKey, v: &ElemValue| {
+        let what = match held.elements.get(k) {
+            Some(h) if h == v => return false,
             // A changed element is deleted and added: count it once.
             Some(_) => {
                 changed += 1;
@@ -367,10 +383,26 @@ pub(super) fn converge_elements(
             None => "missing",
         };
         if c.notes.len() < MAX_NOTES {
-            let line = crate::render::element_text(&k, &v);
+            let line = crate::render::element_text(k, v);
             note(c, format!("element {t} {} {line}: {what}", want.name));
         }
-        added.push((k, v));
+        true
+    };
+    match how {
+        Take::Move => {
+            for (k, v) in std::mem::take(&mut want.elements) {
+                if adds(c, &k, &v) {
+                    added.push((k, v));
+                }
+            }
+        }
+        Take::Copy => {
+            for (k, v) in &want.elements {
+                if adds(c, k, v) {
+                    added.push((k.clone(), v.clone()));
+                }
+            }
+        }
     }
     let repaired = gone.len() + added.len() - changed;
     if repaired == 0 {
