@@ -244,9 +244,11 @@ impl Kernel for FakeKernel {
         }
         self.ruleset = next;
         self.last = Some(tx.clone());
+        let mut messages = 2;
+        crate::encode::encode_each(&tx.ops, |_| messages += 1);
         Ok(ApplyStats {
             operations: tx.ops.len(),
-            messages: crate::encode::encode_ops(&tx.ops).len() + 2,
+            messages,
             bytes: 0,
         })
     }
