@@ -10,8 +10,8 @@
 #   CONTEXT: target/packaging/static (holds the static nftopo)
 #   LAYOUT:  make image's OCI layout, tagged TAG
 #
-# Everything podman keeps lives in a private directory under target/,
-# removed at the end (storage, run state, libpod's state, temporary files):
+# Everything podman keeps lives in a private directory under target/ (its
+# run state in one under /tmp), removed at the end (storage, run state, libpod's state, temporary files):
 # the test leaves no image, container or storage behind. The settings, and
 # why (each one was needed on the build machine, a Debian 12 VM, or keeps
 # the test independent of the host's configuration):
@@ -38,6 +38,11 @@ SEED=integration/manifests/seed
 IMAGE=localhost/nftopo:$TAG
 NS=nftopo-pkg-podman-$$
 W=$(mkdir -p target/packaging && mktemp -d "$PWD/target/packaging/podman.XXXXXX")
+# podman refuses a --runroot longer than 50 characters (the sockets it makes
+# under it must fit a socket address), and $PWD/target/... passes that in a
+# deep checkout (CI's /check/work/main did): the run state gets a short
+# private directory of its own under /tmp.
+R=$(mktemp -d /tmp/nftopo-podman.XXXXXX)
 # Two directories rootful podman makes outside its --root/--runroot/--tmpdir:
 # netavark's /run/containers/networks (fixed for root) and runc's state
 # directory /run/runc (podman's cleanup process does not pass runc a private
@@ -47,7 +52,7 @@ for d in /run/containers /run/runc; do [ -e "$d" ] || RUN_DIRS="$RUN_DIRS $d"; d
 
 fail() { echo "container.sh: FAIL: $*" >&2; exit 1; }
 pm() {
-	TMPDIR=$W/tmp podman --root "$W/root" --runroot "$W/run" --tmpdir "$W/libpod" \
+	TMPDIR=$W/tmp podman --root "$W/root" --runroot "$R" --tmpdir "$W/libpod" \
 		--storage-driver vfs --cgroup-manager cgroupfs --events-backend none \
 		--runtime runc "$@"
 }
@@ -62,7 +67,7 @@ cleanup() {
 		pm rm --all --force >/dev/null 2>&1 || true
 		pm rmi --all --force >/dev/null 2>&1 || true
 	fi
-	rm -rf "$W"
+	rm -rf "$W" "$R"
 	for d in $RUN_DIRS; do
 		rmdir "$d/networks" 2>/dev/null || true
 		rmdir "$d" 2>/dev/null || true
