@@ -88,7 +88,8 @@ fn node_cidr_follows_the_nodes_pod_cidrs_without_a_restart() {
     wait_listing(
         &c,
         &d,
-        |t| t.contains("10.43.20.1 . tcp . 80 : goto") && !t.contains("ip saddr !="),
+        // Its endpoints are in the map (`… . 80 . INDEX : ENDPOINT`).
+        |t| t.contains("10.43.20.1 . tcp . 80 . ") && !t.contains("ip saddr !="),
         "programmed without a pod CIDR",
     );
     c.expect_served_from("client", &probe, &backends, client, "no pod CIDR yet");

@@ -106,7 +106,9 @@ fn seed_scenario_with_and_without_topology_keys() {
         assert_eq!(addresses(&v), want, "{svc}");
         assert_even(&v, want.len());
         assert_eq!(v["masquerade"], false, "{svc}: a pod keeps its source");
-        assert!(v["service_chain"].as_str().unwrap().starts_with("svc-"));
+        assert!(v["service_chain"].is_null(), "{svc}: {v:#}");
+        let entry = v["plain_entry"].as_str().unwrap();
+        assert!(entry.starts_with("@plain-cluster-ips holds "), "{entry}");
         let r = ok(
             c.probe_from_pod(nftopo_integration::CLIENT, service, 100, false),
             "probe",
@@ -219,7 +221,7 @@ fn no_endpoints_are_rejected_with_the_reason() {
         assert_eq!(o["refusal"], refusal);
         let reason = o["reason"].as_str().unwrap();
         assert!(reason.contains("no usable endpoint"), "{reason}");
-        assert!(reason.contains("no-endpoint-services"), "{reason}");
+        assert!(reason.contains("@no-endpoint-reject"), "{reason}");
         c.expect_refused("client", &p, "no endpoints");
     }
 }
@@ -282,6 +284,7 @@ fn json_schema_on_the_kernel_and_bad_arguments() {
             "masquerade",
             "outcomes",
             "packet",
+            "plain_entry",
             "schema",
             "scope",
             "service_chain",

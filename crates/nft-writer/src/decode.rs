@@ -339,6 +339,8 @@ fn map_kind(family: Family, body: &[u8]) -> MapKind {
     let mut kinds = vec![
         MapKind::ServiceVerdict,
         MapKind::PortVerdict,
+        MapKind::ServiceSet,
+        MapKind::PortSet,
         MapKind::EndpointDnat,
         MapKind::PortEndpointDnat,
         MapKind::AddrPairSet,

@@ -211,7 +211,13 @@ pub(crate) fn apply_op(rs: &mut Ruleset, op: &Op) -> Result<(), i32> {
                         ) | (
                             MapKind::EndpointDnat | MapKind::PortEndpointDnat,
                             ElemValue::Dnat(..)
-                        ) | (MapKind::AddrPairSet | MapKind::AddrSet, ElemValue::Member)
+                        ) | (
+                            MapKind::ServiceSet
+                                | MapKind::PortSet
+                                | MapKind::AddrPairSet
+                                | MapKind::AddrSet,
+                            ElemValue::Member
+                        )
                     );
                 if !shape_ok {
                     return Err(libc_errno::EINVAL);

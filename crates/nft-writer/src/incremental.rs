@@ -225,8 +225,13 @@ impl IncrementalPlanner {
             let cfg = self.cfg.clone();
             *self = Self::new(cfg);
             for f in FAMILIES {
-                self.skeletons[fi(f)] =
-                    skeleton(&inputs.addresses, &inputs.service_cidrs, &self.cfg, f);
+                self.skeletons[fi(f)] = skeleton(
+                    &inputs.addresses,
+                    &inputs.service_cidrs,
+                    &self.cfg,
+                    f,
+                    inputs.pods[fi(f)].as_ref(),
+                );
             }
             self.node = Some(inputs);
         }

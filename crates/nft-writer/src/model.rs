@@ -241,6 +241,16 @@ pub enum Stmt {
         /// The verdict map (key: l4proto . dport).
         map: String,
     },
+    /// `ip daddr . meta l4proto . th dport @SET` (a match).
+    DestInSet {
+        /// A [`MapKind::ServiceSet`].
+        set: String,
+    },
+    /// `meta l4proto . th dport @SET` (a match; node ports).
+    PortInSet {
+        /// A [`MapKind::PortSet`].
+        set: String,
+    },
     /// `ip saddr CIDR` (a match).
     SaddrIn(Cidr),
     /// `ip saddr != CIDR` (a match).
@@ -354,6 +364,8 @@ impl Stmt {
         match self {
             Stmt::DestVmap { map }
             | Stmt::PortVmap { map }
+            | Stmt::DestInSet { set: map }
+            | Stmt::PortInSet { set: map }
             | Stmt::DnatSpread { map, .. }
             | Stmt::DnatSpreadPort { map, .. }
             | Stmt::AddrPairInSet { set: map }

@@ -12,7 +12,7 @@ pub const TABLE: &str = "nftopo";
 /// The engine converges a table of the same layout and replaces one of
 /// any other (once, with a log line). Raise it whenever a change to the
 /// planner could not be reached by converging object by object.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 /// Base chain: nat prerouting (traffic arriving from pods and the network).
 pub const NAT_PREROUTING: &str = "nat-prerouting";
 /// Base chain: nat output (traffic from the node itself).
@@ -27,18 +27,37 @@ pub const FILTER_OUTPUT: &str = "filter-output";
 pub const SERVICES: &str = "services";
 /// Regular chain: refuses (TCP reset for TCP, ICMP port unreachable else).
 pub const REJECT_CHAIN: &str = "reject-chain";
-/// Map: service IP . protocol . port to the service port's chain.
+/// Map: service IP . protocol . port to the service port's chain (the
+/// service ports that are not plain).
 pub const SERVICE_IPS: &str = "service-ips";
-/// Map: service IP . protocol . port of services without endpoints to
-/// `goto reject-chain`.
-pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Set: cluster IP . protocol . port of the plain service ports (no
+/// session affinity, endpoints): `services` marks their traffic for
+/// masquerade as the settings ask and sends it to `spread`, with no chain
+/// of their own.
+pub const PLAIN_CLUSTER_IPS: &str = "plain-cluster-ips";
+/// Set: external or load-balancer IP . protocol . port of the plain
+/// service ports with externalTrafficPolicy Cluster: marked for
+/// masquerade, then `spread`.
+pub const PLAIN_EXTERNAL_IPS: &str = "plain-external-ips";
+/// Set: protocol . node port of the plain service ports with
+/// externalTrafficPolicy Cluster: marked for masquerade, then
+/// `spread-port`.
+pub const PLAIN_NODEPORTS: &str = "plain-nodeports";
+/// Set: service IP . protocol . port of service ports without usable
+/// endpoints that refuse new connections (`goto reject-chain`).
+pub const NO_ENDPOINT_REJECT: &str = "no-endpoint-reject";
+/// Set: the same for service ports that drop them (endpoints exist, but
+/// the traffic policy allows none on this node).
+pub const NO_ENDPOINT_DROP: &str = "no-endpoint-drop";
 /// Map: service IP . protocol . port . endpoint index to endpoint IP . port.
 pub const SERVICE_ENDPOINTS: &str = "service-endpoints";
 /// Map: protocol . node port to the service port's node-port chain.
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
-/// Map: protocol . node port of services without usable endpoints to
-/// `drop` or `goto reject-chain`.
-pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Set: protocol . node port of service ports without usable endpoints
+/// that refuse new connections.
+pub const NO_ENDPOINT_NODEPORTS_REJECT: &str = "no-endpoint-nodeports-reject";
+/// Set: the same for node ports that drop them.
+pub const NO_ENDPOINT_NODEPORTS_DROP: &str = "no-endpoint-nodeports-drop";
 /// Map: protocol . node port . endpoint index to endpoint IP . port.
 pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
 /// Map: load-balancer IP . protocol . port to its source-range chain.

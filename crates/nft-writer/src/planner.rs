@@ -3,12 +3,20 @@
 //!
 //! Layout (see BENCHMARKS.md for the measurements behind it), per family:
 //!
-//! * `services` looks up `daddr . l4proto . dport` in the `service-ips`
-//!   verdict map (cluster IPs to `svc-…`, external and load-balancer IPs
-//!   to `ext-…`), and node ports, on the addresses `--nodeport-addresses`
-//!   selects, in `service-nodeports` (to `np-…`);
-//! * the service port's chains mark traffic for masquerade where needed,
-//!   then DNAT into one endpoint set: `goto spread`, where `spread` holds
+//! * `services` sends the *plain* service ports (no session affinity,
+//!   usable endpoints, and for external IPs, load-balancer IPs and node
+//!   ports externalTrafficPolicy Cluster) by data, with no chain of their
+//!   own: their cluster IPs are in the set `plain-cluster-ips` (marked for
+//!   masquerade as `--masquerade-all` / `--detect-local-mode` ask, then
+//!   `goto spread`), their external and load-balancer IPs in
+//!   `plain-external-ips` and their node ports, on the addresses
+//!   `--nodeport-addresses` selects, in `plain-nodeports` (marked, then
+//!   `goto spread` / `spread-port`);
+//! * the other service ports have chains of their own, reached through
+//!   the verdict maps `service-ips` (cluster IPs to `svc-…`, external and
+//!   load-balancer IPs to `ext-…`) and `service-nodeports` (to `np-…`):
+//!   they mark as their policy asks, then DNAT the same way or inline;
+//! * DNAT into one endpoint set: `goto spread`, where `spread` holds
 //!   one rule per endpoint count N in use,
 //!   `dnat to daddr . l4proto . dport . numgen random mod N offset O(N) map @service-endpoints`
 //!   with O(N) = N(N-1)/2 (node ports: `spread-port` over
@@ -21,10 +29,11 @@
 //!   `numgen random mod (N-i) 0 … dnat to A:P`, and affinity adds one
 //!   dynamic set of clients per endpoint, checked and refreshed in the same
 //!   rules;
-//! * services without usable endpoints sit in `no-endpoint-services` /
-//!   `no-endpoint-nodeports`, checked in the filter chains: `drop` when
-//!   endpoints exist elsewhere but the traffic policy allows none here,
-//!   else `goto reject-chain`;
+//! * services without usable endpoints sit in the sets
+//!   `no-endpoint-drop` / `no-endpoint-nodeports-drop` when endpoints
+//!   exist elsewhere but the traffic policy allows none here, else in
+//!   `no-endpoint-reject` / `no-endpoint-nodeports-reject`; the filter
+//!   chains drop or `goto reject-chain` for them;
 //! * load-balancer IPs with `loadBalancerSourceRanges` (of the table's
 //!   family) go through `fw-…` in `filter-prerouting` (traffic arriving)
 //!   and `filter-output` (the node's own), before DNAT, whether or not the
@@ -53,11 +62,20 @@
 //! element and the chains they reach: O(services)), and every rule that
 //! binds `service-endpoints` walks all of its elements when added
 //! (`nf_tables_bind_set`). With N in the indices, an endpoint added or
-//! removed changes elements only; their commit still visits every chain
-//! of the table once (`nf_tables_commit` swaps each chain's rule
-//! generation), so it grows with the number of per-service chains. The price is on the data path: a new connection tries the `spread`
-//! rules in increasing N until one finds its element (one hash lookup
-//! each; the counts in use are few), instead of one.
+//! removed changes elements only. The price is on the data path: a new
+//! connection tries the `spread` rules in increasing N until one finds
+//! its element (one hash lookup each; the counts in use are few),
+//! instead of one.
+//!
+//! Why plain service ports have no chain (layout 4): every commit visits
+//! every chain of the table (`nf_tables_commit` swaps each chain's rule
+//! generation), so a per-service chain makes every change cost O(services);
+//! and a Service added with a chain adds rules with a `goto` and a verdict
+//! element, each of which makes the kernel validate the whole table. Sets
+//! without verdicts do neither: a plain Service added, removed, losing or
+//! regaining its endpoints changes elements only, and the number of
+//! chains no longer grows with the cluster. The price: one more set
+//! lookup per new connection (plain set, then the verdict map).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -68,6 +86,7 @@ use topology_filter::{EndpointTarget, Problem, ProblemKind, ProxyPlan, ServicePo
 use crate::model::*;
 use crate::names;
 
+mod firewall;
 mod local;
 mod service;
 mod skeleton;
@@ -220,9 +239,10 @@ pub(crate) fn skeleton(
     service_cidrs: &[Cidr],
     cfg: &PlannerConfig,
     family: Family,
+    pods: Option<&PodMatch>,
 ) -> Table {
     let mut table = Table::new(family, names::TABLE);
-    fixed(&mut table, node_addresses, service_cidrs, cfg);
+    fixed(&mut table, node_addresses, service_cidrs, cfg, pods);
     table
 }
 

@@ -31,6 +31,8 @@ pub fn write_stmt(out: &mut String, family: Family, stmt: &Stmt) {
             write!(out, "{f} daddr . meta l4proto . th dport vmap @{map}")
         }
         Stmt::PortVmap { map } => write!(out, "meta l4proto . th dport vmap @{map}"),
+        Stmt::DestInSet { set } => write!(out, "{f} daddr . meta l4proto . th dport @{set}"),
+        Stmt::PortInSet { set } => write!(out, "meta l4proto . th dport @{set}"),
         Stmt::SaddrIn(c) => write!(out, "{f} saddr {}", cidr_text(c)),
         Stmt::SaddrNotIn(c) => write!(out, "{f} saddr != {}", cidr_text(c)),
         Stmt::IifnameIs(i) => write!(out, "iifname {i}"),
@@ -123,6 +125,8 @@ pub fn map_type_text(family: Family, kind: MapKind) -> String {
     match kind {
         MapKind::ServiceVerdict => format!("type {addr} . inet_proto . inet_service : verdict"),
         MapKind::PortVerdict => "type inet_proto . inet_service : verdict".into(),
+        MapKind::ServiceSet => format!("type {addr} . inet_proto . inet_service"),
+        MapKind::PortSet => "type inet_proto . inet_service".into(),
         MapKind::EndpointDnat => format!(
             "typeof {f} daddr . meta l4proto . th dport . numgen random mod 1 : {f} daddr . th dport"
         ),

@@ -150,9 +150,11 @@ pub fn set_userdata(family: Family, kind: MapKind) -> Vec<u8> {
     let endpoint = || concat(&[daddr(family), payload(PROTO_TH, TH_DPORT)]);
     match kind {
         // `type a . b [: verdict]`: a concatenation without typeof parts.
-        MapKind::ServiceVerdict | MapKind::PortVerdict | MapKind::AddrPairSet => {
-            tlv(&mut out, KEY_TYPEOF, &expr(EXPR_CONCAT, &[]))
-        }
+        MapKind::ServiceVerdict
+        | MapKind::PortVerdict
+        | MapKind::ServiceSet
+        | MapKind::PortSet
+        | MapKind::AddrPairSet => tlv(&mut out, KEY_TYPEOF, &expr(EXPR_CONCAT, &[])),
         MapKind::EndpointDnat => {
             let key = concat(&[
                 daddr(family),

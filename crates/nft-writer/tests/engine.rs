@@ -305,7 +305,8 @@ fn an_endpoint_that_goes_away_takes_only_its_own_affinity_set_with_it() {
 
 #[test]
 fn a_chain_something_still_pointed_at_is_deleted_one_sync_later() {
-    let svc = service("", "");
+    // Session affinity: a service port with chains of its own.
+    let svc = service("  sessionAffinity: ClientIP", "");
     let with = ruleset(&state(&[NODES, &svc, &slice(&FIVE)]), "node-2");
     let without = ruleset(&state(&[NODES]), "node-2");
     let mut s = synced(&with);

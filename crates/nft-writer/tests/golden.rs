@@ -79,7 +79,7 @@ delete table ip nftopo
 table ip6 nftopo
 delete table ip6 nftopo
 table ip nftopo {
-\tcomment \"nftopo layout 3\"
+\tcomment \"nftopo layout 4\"
 \tset cluster-ips {
 \t\ttype ipv4_addr
 \t\telements = {
@@ -96,14 +96,32 @@ table ip nftopo {
 \t\t\t10.42.187.67 . 10.42.187.67
 \t\t}
 \t}
-\tmap no-endpoint-nodeports {
-\t\ttype inet_proto . inet_service : verdict
+\tset no-endpoint-drop {
+\t\ttype ipv4_addr . inet_proto . inet_service
 \t}
-\tmap no-endpoint-services {
-\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\tset no-endpoint-nodeports-drop {
+\t\ttype inet_proto . inet_service
+\t}
+\tset no-endpoint-nodeports-reject {
+\t\ttype inet_proto . inet_service
+\t}
+\tset no-endpoint-reject {
+\t\ttype ipv4_addr . inet_proto . inet_service
 \t}
 \tmap nodeport-endpoints {
 \t\ttypeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
+\t}
+\tset plain-cluster-ips {
+\t\ttype ipv4_addr . inet_proto . inet_service
+\t\telements = {
+\t\t\t10.43.0.10 . tcp . 80
+\t\t}
+\t}
+\tset plain-external-ips {
+\t\ttype ipv4_addr . inet_proto . inet_service
+\t}
+\tset plain-nodeports {
+\t\ttype inet_proto . inet_service
 \t}
 \tmap service-endpoints {
 \t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
@@ -114,9 +132,6 @@ table ip nftopo {
 \t}
 \tmap service-ips {
 \t\ttype ipv4_addr . inet_proto . inet_service : verdict
-\t\telements = {
-\t\t\t10.43.0.10 . tcp . 80 : goto svc-YORD6QRTQEIW6AFT-default/web/tcp/80
-\t\t}
 \t}
 \tmap service-nodeports {
 \t\ttype inet_proto . inet_service : verdict
@@ -126,16 +141,19 @@ table ip nftopo {
 \t}
 \tchain filter-forward {
 \t\ttype filter hook forward priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-reject goto reject-chain
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-drop drop
 \t\tct state new jump cluster-ips-check
 \t}
 \tchain filter-input {
 \t\ttype filter hook input priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-reject goto reject-chain
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-drop drop
 \t}
 \tchain filter-output {
 \t\ttype filter hook output priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-reject goto reject-chain
+\t\tct state new ip daddr . meta l4proto . th dport @no-endpoint-drop drop
 \t\tct state new ip daddr . meta l4proto . th dport vmap @firewall-ips
 \t}
 \tchain filter-output-post-dnat {
@@ -166,16 +184,15 @@ table ip nftopo {
 \t\treject
 \t}
 \tchain services {
+\t\tip daddr . meta l4proto . th dport @plain-cluster-ips ip saddr != 10.42.0.0/16 meta mark set meta mark | 0x00004000
+\t\tip daddr . meta l4proto . th dport @plain-cluster-ips goto spread
+\t\tip daddr . meta l4proto . th dport @plain-external-ips meta mark set meta mark | 0x00004000 goto spread
 \t\tip daddr . meta l4proto . th dport vmap @service-ips
 \t}
 \tchain spread {
 \t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 1 map @service-endpoints
 \t}
 \tchain spread-port {
-\t}
-\tchain svc-YORD6QRTQEIW6AFT-default/web/tcp/80 {
-\t\tip saddr != 10.42.0.0/16 meta mark set meta mark | 0x00004000
-\t\tgoto spread
 \t}
 }
 ";
@@ -186,10 +203,12 @@ table ip nftopo {
 fn a_service_without_endpoints_renders_a_reject_entry_and_no_service_chain() {
     let st = state(&[NODES, &service("", "")]);
     let text = ruleset(&st, "node-2").to_string();
-    assert!(
-        text.contains("10.43.0.10 . tcp . 80 : goto reject-chain"),
-        "{text}"
-    );
+    let refused = text
+        .split("set no-endpoint-reject {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\t}").next())
+        .unwrap_or_default();
+    assert!(refused.contains("10.43.0.10 . tcp . 80"), "{text}");
     assert!(!text.contains("svc-"), "{text}");
     assert!(!text.contains("dnat ip to"), "{text}");
 }

@@ -78,15 +78,16 @@ fn one_new_endpoint_among_a_thousand_services_is_a_handful_of_messages() {
 
 #[test]
 fn a_removed_service_is_emptied_now_and_its_chains_deleted_one_sync_later() {
-    let before = cluster(10, |_| 2);
-    let after = cluster(9, |_| 2);
+    // s14 has session affinity (every seventh): chains of its own.
+    let before = cluster(15, |_| 2);
+    let after = cluster(14, |_| 2);
     let mut s = Syncer::new(FakeKernel::new());
     s.converge(&before).unwrap();
     s.converge(&after).unwrap();
     let text = s.kernel().dump();
     assert!(
-        text.contains("default/s9/tcp/80 {\n\t}"),
-        "s9's chain is empty, not gone:\n{text}"
+        text.contains("default/s14/tcp/80 {\n\t}"),
+        "s14's chain is empty, not gone:\n{text}"
     );
     let last = s.kernel().last.clone().unwrap().to_string();
     assert!(last.contains("flush chain ip nftopo svc-"), "{last}");
@@ -196,4 +197,47 @@ fn incremental_syncs_on_the_kernel_list_like_a_full_replace() {
     })
     .join()
     .expect("kernel test thread");
+}
+
+/// Layout 4: a plain Service (no session affinity) added or removed, and
+/// a plain port losing or regaining all its endpoints, change elements of
+/// sets and maps without verdicts only: no chain, no rule and no verdict
+/// element, each of which would make the kernel walk or validate the
+/// whole table at commit.
+#[test]
+fn plain_services_come_and_go_as_elements_only() {
+    // s5 has 3 endpoints, the others 2: both counts have their rule in
+    // `spread` from the start (a count's first use adds its rule, once).
+    let eps = |changed: u32, n: u32| {
+        move |i: u32| match i {
+            5 => 3,
+            i if i == changed => n,
+            _ => 2,
+        }
+    };
+    let steps = [
+        ("a plain Service added", cluster(16, eps(3, 2))),
+        ("a plain Service removed", cluster(15, eps(3, 2))),
+        ("a port losing its endpoints", cluster(15, eps(3, 0))),
+        ("a port regaining them", cluster(15, eps(3, 2))),
+        ("an endpoint added", cluster(15, eps(3, 3))),
+        ("an endpoint removed", cluster(15, eps(3, 2))),
+    ];
+    let mut s = Syncer::new(FakeKernel::new());
+    s.converge(&cluster(15, eps(3, 2))).unwrap();
+    for (what, rs) in &steps {
+        let st = s.converge(rs).unwrap();
+        assert!(st.operations > 0, "{what}: nothing sent");
+        assert!(!s.has_deferred(), "{what}: a deferred deletion");
+        let last = s.kernel().last.clone().unwrap().to_string();
+        for line in last.lines() {
+            let element = line.starts_with("add element") || line.starts_with("delete element");
+            assert!(element, "{what}: {line}\n{last}");
+            assert!(
+                !line.contains("goto") && !line.contains("jump"),
+                "{what}: {line}"
+            );
+        }
+        assert_eq!(s.kernel().dump(), full_dump(rs), "{what}");
+    }
 }

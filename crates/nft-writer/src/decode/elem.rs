@@ -37,9 +37,9 @@ pub(super) fn element(family: Family, kind: MapKind, element: &[u8]) -> (ElemKey
 /// encode back to exactly these bytes.
 pub(super) fn key(family: Family, kind: MapKind, bytes: &[u8]) -> ElemKey {
     let candidate = match kind {
-        MapKind::ServiceVerdict => service_key(family, bytes, false),
+        MapKind::ServiceVerdict | MapKind::ServiceSet => service_key(family, bytes, false),
         MapKind::EndpointDnat => service_key(family, bytes, true),
-        MapKind::PortVerdict => port_key(bytes, false),
+        MapKind::PortVerdict | MapKind::PortSet => port_key(bytes, false),
         MapKind::PortEndpointDnat => port_key(bytes, true),
         MapKind::AddrPairSet => {
             let (a, b) = bytes.split_at(bytes.len() / 2);
@@ -79,7 +79,11 @@ pub(super) fn value(family: Family, kind: MapKind, data: Option<&[u8]>) -> ElemV
                 _ => None,
             }
         }),
-        MapKind::AddrPairSet | MapKind::AddrSet | MapKind::AffinitySet { .. } => None,
+        MapKind::ServiceSet
+        | MapKind::PortSet
+        | MapKind::AddrPairSet
+        | MapKind::AddrSet
+        | MapKind::AffinitySet { .. } => None,
     };
     decoded.unwrap_or_else(|| ElemValue::Raw(describe(data)))
 }

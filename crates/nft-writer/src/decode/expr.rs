@@ -239,6 +239,7 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
                     ));
                 }
                 if let Some(map) = at(3, "lookup").and_then(|x| x.string(LOOKUP_SET)) {
+                    out.push((Stmt::DestInSet { set: map.clone() }, 4));
                     out.push((Stmt::DestVmap { map }, 4));
                 }
             }
@@ -282,6 +283,7 @@ fn candidates(family: Family, e: &[Expr]) -> Vec<(Stmt, usize)> {
                         ));
                     }
                     if let Some(map) = at(2, "lookup").and_then(|x| x.string(LOOKUP_SET)) {
+                        out.push((Stmt::PortInSet { set: map.clone() }, 3));
                         out.push((Stmt::PortVmap { map }, 3));
                     }
                 }

@@ -259,6 +259,14 @@ pub(super) fn stmt_exprs(family: Family, stmt: &Stmt, e: &mut Vec<Expressions>) 
             load_port_key(e);
             e.push(lookup(map, Some(Register::Verdict)));
         }
+        Stmt::DestInSet { set } => {
+            load_service_key(family, e);
+            e.push(lookup(set, None));
+        }
+        Stmt::PortInSet { set } => {
+            load_port_key(e);
+            e.push(lookup(set, None));
+        }
         Stmt::SaddrIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::Equal, e),
         Stmt::SaddrNotIn(c) => addr_prefix(family, saddr_offset(family), c, Operator::NotEqual, e),
         // As `nft` sends it: `[ meta load iifname => reg 1 ] [ cmp eq reg 1

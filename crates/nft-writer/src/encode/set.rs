@@ -58,6 +58,18 @@ pub(crate) fn set_shape(family: Family, kind: MapKind) -> SetShape {
             8,
             Some(verdict),
         ),
+        MapKind::ServiceSet => (
+            0,
+            concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            alen + 8,
+            None,
+        ),
+        MapKind::PortSet => (
+            0,
+            concat_type(&[TYPE_INET_PROTO, TYPE_INET_SERVICE]),
+            8,
+            None,
+        ),
         MapKind::EndpointDnat => (
             map,
             concat_type(&[addr, TYPE_INET_PROTO, TYPE_INET_SERVICE, TYPE_INTEGER]),

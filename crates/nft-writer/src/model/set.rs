@@ -11,6 +11,12 @@ pub enum MapKind {
     ServiceVerdict,
     /// `type inet_proto . inet_service : verdict`: node port to a chain.
     PortVerdict,
+    /// `type ipv4_addr . inet_proto . inet_service` (a set): service IPs
+    /// and ports dispatched by data (plain service ports, refusals).
+    ServiceSet,
+    /// `type inet_proto . inet_service` (a set): node ports dispatched by
+    /// data.
+    PortSet,
     /// `typeof ip daddr . meta l4proto . th dport . numgen random mod 1 :
     /// ip daddr . th dport`: service IP, port and a random index to the
     /// endpoint's address and port.
@@ -50,7 +56,11 @@ impl MapKind {
     /// Whether elements carry data (a map) or not (a set).
     pub fn is_map(self) -> bool {
         match self {
-            MapKind::AddrPairSet | MapKind::AddrSet | MapKind::AffinitySet { .. } => false,
+            MapKind::ServiceSet
+            | MapKind::PortSet
+            | MapKind::AddrPairSet
+            | MapKind::AddrSet
+            | MapKind::AffinitySet { .. } => false,
             MapKind::Other { flags, .. } => flags & 0x8 != 0, // NFT_SET_MAP
             _ => true,
         }
@@ -67,7 +77,7 @@ impl MapKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ElemKey {
     /// `addr . proto . port [. index]` ([`MapKind::ServiceVerdict`],
-    /// [`MapKind::EndpointDnat`] with the index).
+    /// [`MapKind::ServiceSet`], [`MapKind::EndpointDnat`] with the index).
     Service {
         /// Destination address.
         addr: IpAddr,
@@ -79,7 +89,7 @@ pub enum ElemKey {
         index: Option<u32>,
     },
     /// `proto . port [. index]` ([`MapKind::PortVerdict`],
-    /// [`MapKind::PortEndpointDnat`] with the index).
+    /// [`MapKind::PortSet`], [`MapKind::PortEndpointDnat`] with the index).
     Port {
         /// Protocol.
         proto: Protocol,
@@ -108,16 +118,28 @@ impl ElemKey {
         }
     }
 
+    /// A node-port key without index.
+    pub fn port(proto: Protocol, port: u16) -> Self {
+        ElemKey::Port {
+            proto,
+            port,
+            index: None,
+        }
+    }
+
     /// Whether the key fits a set or map of `kind` in a table of `family`.
     pub fn fits(&self, family: Family, kind: MapKind) -> bool {
         match (self, kind) {
-            (ElemKey::Service { addr, index, .. }, MapKind::ServiceVerdict) => {
-                family.contains(addr) && index.is_none()
-            }
+            (
+                ElemKey::Service { addr, index, .. },
+                MapKind::ServiceVerdict | MapKind::ServiceSet,
+            ) => family.contains(addr) && index.is_none(),
             (ElemKey::Service { addr, index, .. }, MapKind::EndpointDnat) => {
                 family.contains(addr) && index.is_some()
             }
-            (ElemKey::Port { index, .. }, MapKind::PortVerdict) => index.is_none(),
+            (ElemKey::Port { index, .. }, MapKind::PortVerdict | MapKind::PortSet) => {
+                index.is_none()
+            }
             (ElemKey::Port { index, .. }, MapKind::PortEndpointDnat) => index.is_some(),
             (ElemKey::Pair(a, b), MapKind::AddrPairSet) => family.contains(a) && family.contains(b),
             (ElemKey::Addr(a), MapKind::AddrSet) => family.contains(a),

@@ -1,48 +1,45 @@
-//! One service port's part of a table ([`Contribution`]): its chains
-//! (`svc-`, `ext-`, `np-`, `loc-`, `fw-`), its verdict and endpoint
-//! elements, session affinity, the no-endpoint and firewall entries.
+//! One service port's part of a table ([`Contribution`]): the elements
+//! of a plain service port (in the plain sets and the endpoint maps), or
+//! the chains of one that needs its own rules (`svc-`, `ext-`, `np-`,
+//! `loc-`, `fw-`) with their verdict elements; session affinity, the
+//! no-endpoint and firewall entries.
 
 use super::*;
 
 impl Builder<'_> {
-    fn family(&self) -> Family {
+    pub(super) fn family(&self) -> Family {
         self.family
     }
 
-    fn map(&mut self, name: &'static str) -> &mut BTreeMap<ElemKey, ElemValue> {
+    pub(super) fn map(&mut self, name: &'static str) -> &mut BTreeMap<ElemKey, ElemValue> {
         self.out.elements.entry(name).or_default()
     }
 
-    fn add_chain(&mut self, name: String, rules: Vec<Rule>) {
+    pub(super) fn add_chain(&mut self, name: String, rules: Vec<Rule>) {
         self.out
             .chains
             .insert(name.clone(), Chain::regular(name, rules));
     }
 
-    /// Rules that DNAT into `eps`. Without affinity: `goto spread` and
-    /// the elements under `keys`, at the indices of N endpoints; with
-    /// affinity: inline rules and the endpoints' client sets.
-    fn dnat_block(
+    /// Whether `sp` spreads over `n` endpoints plainly: without session
+    /// affinity, inside the shared index space (up to 92,681 endpoints).
+    /// Such an entry needs no rule of its own: `goto spread` (or
+    /// `spread-port`) with its elements at the indices of N.
+    fn spreads_plainly(sp: &ServicePortPlan, n: usize) -> bool {
+        n > 0 && sp.session_affinity_timeout.is_none() && names::spread_offset(n).is_some()
+    }
+
+    /// The elements of the endpoint maps that spread over `eps` under
+    /// `keys`, at the indices of N from `offset`, and the hairpin pairs.
+    /// Returns whether a node-port key was among them.
+    fn spread_elements(
         &mut self,
         sp: &ServicePortPlan,
         eps: &[&EndpointTarget],
         keys: &[Keyspace],
-    ) -> Vec<Rule> {
-        let n = eps.len();
-        debug_assert!(n > 0);
+        offset: u32,
+    ) -> bool {
         self.hairpin(eps);
-        if sp.session_affinity_timeout.is_some() {
-            // Affinity: rules of the service port's own.
-            return self.inline_block(sp, eps);
-        }
-        // Past the shared index space (more than 92,681 endpoints), the
-        // service port spreads with a rule of its own over indices 0..N:
-        // only its chain looks its keys up, so they cannot meet another
-        // count's. Such a port's endpoint count changes a rule again.
-        let (offset, own_rule) = match names::spread_offset(n) {
-            Some(o) => (o, false),
-            None => (0, true),
-        };
         let mut spread_port = false;
         for key in keys {
             for (i, ep) in eps.iter().enumerate() {
@@ -71,31 +68,67 @@ impl Builder<'_> {
                 self.map(map).insert(k, ElemValue::Dnat(ep.ip, ep.port));
             }
         }
-        if own_rule {
-            let stmt = if spread_port {
-                Stmt::DnatSpreadPort {
-                    modulus: n as u32,
-                    offset: 0,
-                    map: names::NODEPORT_ENDPOINTS.into(),
-                }
-            } else {
-                Stmt::DnatSpread {
-                    modulus: n as u32,
-                    offset: 0,
-                    map: names::SERVICE_ENDPOINTS.into(),
-                }
-            };
-            return vec![rule(vec![stmt])];
-        }
-        // The goto does not depend on N: an endpoint added or removed
-        // changes elements only (no rule, no validation of the table).
-        if spread_port {
+        spread_port
+    }
+
+    /// A plain entry ([`Self::spreads_plainly`]): the elements under
+    /// `keys` and the count whose `spread` / `spread-port` rule it uses.
+    /// The caller puts its key in the plain set that sends it there.
+    fn plain_spread(&mut self, sp: &ServicePortPlan, eps: &[&EndpointTarget], keys: &[Keyspace]) {
+        let n = eps.len();
+        let offset = names::spread_offset(n).expect("plain entries fit the index space");
+        if self.spread_elements(sp, eps, keys, offset) {
             self.out.port_spreads.insert(n);
-            vec![rule(vec![goto(names::SPREAD_PORT)])]
         } else {
             self.out.spreads.insert(n);
-            vec![rule(vec![goto(names::SPREAD)])]
         }
+    }
+
+    /// Rules that DNAT into `eps` for an entry with a chain of its own:
+    /// under session affinity, inline rules and the endpoints' client
+    /// sets; past the shared index space, one spread rule of its own over
+    /// indices 0..N; else `goto spread` (see [`Self::plain_spread`]).
+    fn dnat_block(
+        &mut self,
+        sp: &ServicePortPlan,
+        eps: &[&EndpointTarget],
+        keys: &[Keyspace],
+    ) -> Vec<Rule> {
+        let n = eps.len();
+        debug_assert!(n > 0);
+        if sp.session_affinity_timeout.is_some() {
+            // Affinity: rules of the service port's own.
+            self.hairpin(eps);
+            return self.inline_block(sp, eps);
+        }
+        if Self::spreads_plainly(sp, n) {
+            self.plain_spread(sp, eps, keys);
+            let port = keys.iter().any(|k| matches!(k, Keyspace::Port));
+            let target = if port {
+                names::SPREAD_PORT
+            } else {
+                names::SPREAD
+            };
+            return vec![rule(vec![goto(target)])];
+        }
+        // Past the shared index space (more than 92,681 endpoints), the
+        // service port spreads with a rule of its own over indices 0..N:
+        // only its chain looks its keys up, so they cannot meet another
+        // count's. Such a port's endpoint count changes a rule again.
+        let stmt = if self.spread_elements(sp, eps, keys, 0) {
+            Stmt::DnatSpreadPort {
+                modulus: n as u32,
+                offset: 0,
+                map: names::NODEPORT_ENDPOINTS.into(),
+            }
+        } else {
+            Stmt::DnatSpread {
+                modulus: n as u32,
+                offset: 0,
+                map: names::SERVICE_ENDPOINTS.into(),
+            }
+        };
+        vec![rule(vec![stmt])]
     }
 
     /// Inline DNAT to `eps` (small sets): under session affinity the
@@ -173,15 +206,18 @@ impl Builder<'_> {
     /// when the service port has endpoints of the table's family but the
     /// traffic policy allows none here, else the reject chain (each of
     /// kube-proxy's per-family proxiers sees its family's endpoints only).
-    fn refusal(&self, sp: &ServicePortPlan, policy_local: bool) -> ElemValue {
+    /// The set of addresses (or, with `node_port`, of node ports) whose
+    /// rule in the filter chains does that.
+    fn refusal(&self, sp: &ServicePortPlan, policy_local: bool, node_port: bool) -> &'static str {
         let has_any = match self.family() {
             Family::Ip => sp.has_any_ipv4_endpoints,
             Family::Ip6 => sp.has_any_ipv6_endpoints,
         };
-        if has_any && policy_local {
-            ElemValue::Verdict(Verdict::Drop)
-        } else {
-            ElemValue::Verdict(Verdict::Goto(names::REJECT_CHAIN.into()))
+        match (has_any && policy_local, node_port) {
+            (true, false) => names::NO_ENDPOINT_DROP,
+            (false, false) => names::NO_ENDPOINT_REJECT,
+            (true, true) => names::NO_ENDPOINT_NODEPORTS_DROP,
+            (false, true) => names::NO_ENDPOINT_NODEPORTS_REJECT,
         }
     }
 
@@ -218,9 +254,17 @@ impl Builder<'_> {
         // Cluster IPs: the internal set.
         for ip in addrs.iter().filter(|ip| sp.cluster_ips.contains(ip)) {
             if internal.is_empty() {
-                let v = self.refusal(sp, sp.internal_policy_local);
-                self.map(names::NO_ENDPOINT_SERVICES)
-                    .insert(svc_key(*ip), v);
+                let set = self.refusal(sp, sp.internal_policy_local, false);
+                self.map(set).insert(svc_key(*ip), ElemValue::Member);
+                continue;
+            }
+            let eps: Vec<&EndpointTarget> = internal.iter().collect();
+            if Self::spreads_plainly(sp, eps.len()) {
+                // `services` marks for masquerade as every cluster IP
+                // needs and sends it to `spread`: elements only.
+                self.plain_spread(sp, &eps, &[Keyspace::Addr(*ip)]);
+                self.map(names::PLAIN_CLUSTER_IPS)
+                    .insert(svc_key(*ip), ElemValue::Member);
                 continue;
             }
             let name = chain("svc");
@@ -230,7 +274,6 @@ impl Builder<'_> {
             } else if let Some(p) = &pods {
                 rules.push(rule(vec![p.if_not_local(), Stmt::MarkSetBits(mark)]));
             }
-            let eps: Vec<&EndpointTarget> = internal.iter().collect();
             rules.extend(self.dnat_block(sp, &eps, &[Keyspace::Addr(*ip)]));
             self.add_chain(name.clone(), rules);
             self.map(names::SERVICE_IPS)
@@ -257,18 +300,32 @@ impl Builder<'_> {
             !cluster_eps.is_empty()
         };
         if !usable {
-            let v = self.refusal(sp, sp.external_policy_local);
+            let set = self.refusal(sp, sp.external_policy_local, false);
             for ip in &external {
-                self.map(names::NO_ENDPOINT_SERVICES)
-                    .insert(svc_key(*ip), v.clone());
+                self.map(set).insert(svc_key(*ip), ElemValue::Member);
             }
             if let Some(np) = node_port {
-                let k = ElemKey::Port {
-                    proto,
-                    port: np,
-                    index: None,
-                };
-                self.map(names::NO_ENDPOINT_NODEPORTS).insert(k, v);
+                let set = self.refusal(sp, sp.external_policy_local, true);
+                self.map(set)
+                    .insert(ElemKey::port(proto, np), ElemValue::Member);
+            }
+            return;
+        }
+        if !sp.external_policy_local && Self::spreads_plainly(sp, cluster_eps.len()) {
+            // Marked for masquerade and sent to `spread` / `spread-port`
+            // by `services`: elements only.
+            if !external.is_empty() {
+                let keys: Vec<Keyspace> = external.iter().map(|ip| Keyspace::Addr(*ip)).collect();
+                self.plain_spread(sp, &cluster_eps, &keys);
+                for ip in &external {
+                    self.map(names::PLAIN_EXTERNAL_IPS)
+                        .insert(svc_key(*ip), ElemValue::Member);
+                }
+            }
+            if let Some(np) = node_port {
+                self.plain_spread(sp, &cluster_eps, &[Keyspace::Port]);
+                self.map(names::PLAIN_NODEPORTS)
+                    .insert(ElemKey::port(proto, np), ElemValue::Member);
             }
             return;
         }
@@ -326,60 +383,11 @@ impl Builder<'_> {
                     }
                 }
                 _ => {
-                    let k = ElemKey::Port {
-                        proto,
-                        port: node_port.expect("np entry only with a node port"),
-                        index: None,
-                    };
-                    self.map(names::SERVICE_NODEPORTS).insert(k, to_chain);
+                    let np = node_port.expect("np entry only with a node port");
+                    self.map(names::SERVICE_NODEPORTS)
+                        .insert(ElemKey::port(proto, np), to_chain);
                 }
             }
-        }
-    }
-
-    /// loadBalancerSourceRanges: new connections to the load-balancer IPs
-    /// among `external` (the port's addresses it owns) from outside the
-    /// ranges are dropped before DNAT, whether they arrive or the node
-    /// makes them; node ports and external IPs are not filtered. Only the
-    /// ranges of the table's family count: a service with IPv4 ranges
-    /// only leaves its IPv6 traffic unfiltered (kube-proxy's proxier of
-    /// each family sees only its family's ranges). When a range holds this
-    /// node's primary address, the load-balancer IPs are allowed sources
-    /// too (a VIP bound on the node answers the node from the VIP).
-    fn firewall(&mut self, sp: &ServicePortPlan, external: &[IpAddr], name: &str) {
-        let family = self.family();
-        let ranges: Vec<Cidr> = sp
-            .load_balancer_source_ranges
-            .iter()
-            .copied()
-            .filter(|c| family.contains(&c.addr()))
-            .collect();
-        let lbs: Vec<IpAddr> = external
-            .iter()
-            .filter(|ip| sp.load_balancer_ips.contains(ip))
-            .copied()
-            .collect();
-        if ranges.is_empty() || lbs.is_empty() {
-            return;
-        }
-        let from_node = self
-            .node_ip
-            .is_some_and(|ip| ranges.iter().any(|c| c.contains(&ip)));
-        let mut allowed = ranges;
-        if from_node {
-            allowed.extend(lbs.iter().map(|ip| Cidr::host(*ip)));
-        }
-        let mut rules: Vec<Rule> = allowed
-            .into_iter()
-            .map(|c| rule(vec![Stmt::SaddrIn(c), Stmt::Verdict(Verdict::Return)]))
-            .collect();
-        rules.push(rule(vec![Stmt::Verdict(Verdict::Drop)]));
-        self.add_chain(name.to_string(), rules);
-        for ip in lbs {
-            self.map(names::FIREWALL_IPS).insert(
-                ElemKey::service(ip, sp.protocol, sp.port),
-                ElemValue::Verdict(Verdict::Goto(name.to_string())),
-            );
         }
     }
 }

@@ -4,18 +4,21 @@
 
 use super::*;
 
-/// The rules that pick the node-port destinations, each ending in
-/// `meta l4proto . th dport vmap @map`.
+/// The rules that pick the node-port destinations (the addresses
+/// `--nodeport-addresses` selects), each ending in `tail`.
 pub(super) fn nodeport_rules(
     family: Family,
     cfg: &PlannerConfig,
     node_addresses: &[IpAddr],
-    map: &str,
+    tail: &[Stmt],
 ) -> Vec<Rule> {
-    let vmap = Stmt::PortVmap { map: map.into() };
+    let with_tail = |mut head: Vec<Stmt>| {
+        head.extend_from_slice(tail);
+        rule(head)
+    };
     match &cfg.nodeport_addresses {
         NodePortAddresses::Primary => primary_address(node_addresses, family)
-            .map(|ip| rule(vec![Stmt::DaddrIn(Cidr::host(ip)), vmap.clone()]))
+            .map(|ip| with_tail(vec![Stmt::DaddrIn(Cidr::host(ip))]))
             .into_iter()
             .collect(),
         NodePortAddresses::All => {
@@ -24,18 +27,77 @@ pub(super) fn nodeport_rules(
                 Family::Ip6 => Cidr::new(Ipv6Addr::LOCALHOST.into(), 128),
             }
             .expect("a valid length");
-            vec![rule(vec![
+            vec![with_tail(vec![
                 Stmt::FibDaddrLocal,
                 Stmt::DaddrNotIn(loopback),
-                vmap,
             ])]
         }
         NodePortAddresses::Cidrs(cidrs) => cidrs
             .iter()
             .filter(|c| family.contains(&c.addr()))
-            .map(|c| rule(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c), vmap.clone()]))
+            .map(|c| with_tail(vec![Stmt::FibDaddrLocal, Stmt::DaddrIn(*c)]))
             .collect(),
     }
+}
+
+/// `ip daddr . meta l4proto . th dport @set`, then `then`.
+fn dest_in(set: &str, then: Vec<Stmt>) -> Rule {
+    let mut r = vec![Stmt::DestInSet { set: set.into() }];
+    r.extend(then);
+    rule(r)
+}
+
+/// `meta l4proto . th dport @set`, then `then`.
+fn port_in(set: &str, then: Vec<Stmt>) -> Vec<Stmt> {
+    let mut r = vec![Stmt::PortInSet { set: set.into() }];
+    r.extend(then);
+    r
+}
+
+/// The rules of `services`: the plain service ports by data (the
+/// cluster IPs marked for masquerade as the settings ask, the external
+/// entries always), then the verdict maps of the others' chains; for
+/// cluster IPs, external IPs and load-balancer IPs, then for node ports
+/// on the addresses that serve them.
+fn services_rules(
+    family: Family,
+    cfg: &PlannerConfig,
+    node_addresses: &[IpAddr],
+    pods: Option<&PodMatch>,
+) -> Vec<Rule> {
+    let mark = Stmt::MarkSetBits(cfg.mark());
+    let mut rules = Vec::new();
+    if cfg.masquerade_all {
+        rules.push(dest_in(names::PLAIN_CLUSTER_IPS, vec![mark.clone()]));
+    } else if let Some(p) = pods {
+        rules.push(dest_in(
+            names::PLAIN_CLUSTER_IPS,
+            vec![p.if_not_local(), mark.clone()],
+        ));
+    }
+    rules.push(dest_in(names::PLAIN_CLUSTER_IPS, vec![goto(names::SPREAD)]));
+    rules.push(dest_in(
+        names::PLAIN_EXTERNAL_IPS,
+        vec![mark.clone(), goto(names::SPREAD)],
+    ));
+    rules.push(rule(vec![Stmt::DestVmap {
+        map: names::SERVICE_IPS.into(),
+    }]));
+    rules.extend(nodeport_rules(
+        family,
+        cfg,
+        node_addresses,
+        &port_in(names::PLAIN_NODEPORTS, vec![mark, goto(names::SPREAD_PORT)]),
+    ));
+    rules.extend(nodeport_rules(
+        family,
+        cfg,
+        node_addresses,
+        &[Stmt::PortVmap {
+            map: names::SERVICE_NODEPORTS.into(),
+        }],
+    ));
+    rules
 }
 
 /// `rule` for new connections only: `ct state new` in front.
@@ -49,6 +111,7 @@ pub(super) fn fixed(
     node_addresses: &[IpAddr],
     service_cidrs: &[Cidr],
     cfg: &PlannerConfig,
+    pods: Option<&PodMatch>,
 ) {
     let family = table.family;
     let base = |name: &str, chain_type, hook, priority, rules| Chain {
@@ -71,6 +134,15 @@ pub(super) fn fixed(
             map: map.to_string(),
         }]))
     };
+    let reject = || goto(names::REJECT_CHAIN);
+    let drop = || Stmt::Verdict(Verdict::Drop);
+    // New connections to service addresses without usable endpoints.
+    let no_endpoint_services = || {
+        vec![
+            new_only(dest_in(names::NO_ENDPOINT_REJECT, vec![reject()])),
+            new_only(dest_in(names::NO_ENDPOINT_DROP, vec![drop()])),
+        ]
+    };
     let cluster_ips_check = || {
         new_only(rule(vec![Stmt::Verdict(Verdict::Jump(
             names::CLUSTER_IPS_CHECK.into(),
@@ -79,25 +151,22 @@ pub(super) fn fixed(
     let mark = cfg.mark();
     // Refusals of new connections to service ports without endpoints:
     // their addresses, then the node ports on this node's addresses.
-    let mut no_endpoints = vec![dest_vmap(names::NO_ENDPOINT_SERVICES)];
-    no_endpoints.extend(
-        nodeport_rules(family, cfg, node_addresses, names::NO_ENDPOINT_NODEPORTS)
-            .into_iter()
-            .map(new_only),
-    );
+    let mut no_endpoints = no_endpoint_services();
+    for (set, verdict) in [
+        (names::NO_ENDPOINT_NODEPORTS_REJECT, reject()),
+        (names::NO_ENDPOINT_NODEPORTS_DROP, drop()),
+    ] {
+        no_endpoints.extend(
+            nodeport_rules(family, cfg, node_addresses, &port_in(set, vec![verdict]))
+                .into_iter()
+                .map(new_only),
+        );
+    }
     // The node's own traffic: as upstream's filter-output, the endpoint
     // checks, then loadBalancerSourceRanges.
     let mut output = no_endpoints.clone();
     output.push(dest_vmap(names::FIREWALL_IPS));
-    let mut services = vec![rule(vec![Stmt::DestVmap {
-        map: names::SERVICE_IPS.into(),
-    }])];
-    services.extend(nodeport_rules(
-        family,
-        cfg,
-        node_addresses,
-        names::SERVICE_NODEPORTS,
-    ));
+    let services = services_rules(family, cfg, node_addresses, pods);
     // Traffic to a cluster IP that no service port took (after DNAT): a
     // port no service port defines is refused; an address of a
     // ServiceCIDR that is no cluster IP is dropped.
@@ -166,7 +235,11 @@ pub(super) fn fixed(
             ChainType::Filter,
             HookPoint::Forward,
             -110,
-            vec![dest_vmap(names::NO_ENDPOINT_SERVICES), cluster_ips_check()],
+            {
+                let mut rules = no_endpoint_services();
+                rules.push(cluster_ips_check());
+                rules
+            },
         ),
         base(
             names::FILTER_OUTPUT,
@@ -202,8 +275,13 @@ pub(super) fn fixed(
     for (name, kind) in [
         (names::SERVICE_IPS, MapKind::ServiceVerdict),
         (names::SERVICE_NODEPORTS, MapKind::PortVerdict),
-        (names::NO_ENDPOINT_SERVICES, MapKind::ServiceVerdict),
-        (names::NO_ENDPOINT_NODEPORTS, MapKind::PortVerdict),
+        (names::PLAIN_CLUSTER_IPS, MapKind::ServiceSet),
+        (names::PLAIN_EXTERNAL_IPS, MapKind::ServiceSet),
+        (names::PLAIN_NODEPORTS, MapKind::PortSet),
+        (names::NO_ENDPOINT_REJECT, MapKind::ServiceSet),
+        (names::NO_ENDPOINT_DROP, MapKind::ServiceSet),
+        (names::NO_ENDPOINT_NODEPORTS_REJECT, MapKind::PortSet),
+        (names::NO_ENDPOINT_NODEPORTS_DROP, MapKind::PortSet),
         (names::FIREWALL_IPS, MapKind::ServiceVerdict),
         (names::SERVICE_ENDPOINTS, MapKind::EndpointDnat),
         (names::NODEPORT_ENDPOINTS, MapKind::PortEndpointDnat),

@@ -121,7 +121,7 @@ pub(super) fn run_rule(
     for (i, stmt) in stmts.iter().enumerate() {
         if !acting && is_action(stmt) {
             acting = true;
-            s.step(at.chain, Some(at.rule), Event::Rule);
+            acts(&mut s, at);
         }
         let holds = match stmt {
             Stmt::SaddrIn(c) => c.contains(&s.src),
@@ -145,6 +145,14 @@ pub(super) fn run_rule(
             }
             Stmt::DaddrInSet { set } => {
                 let key = ElemKey::Addr(s.dst);
+                found(table, &mut s, at, set, key).is_some()
+            }
+            Stmt::DestInSet { set } => {
+                let key = service_key(&s, None);
+                found(table, &mut s, at, set, key).is_some()
+            }
+            Stmt::PortInSet { set } => {
+                let key = port_key(&s, None);
                 found(table, &mut s, at, set, key).is_some()
             }
             Stmt::CtStateNew => s.new,
@@ -243,7 +251,7 @@ pub(super) fn run_rule(
                     _ => return vec![(s, RuleFlow::Next)],
                 };
                 if !acting {
-                    s.step(at.chain, Some(at.rule), Event::Rule);
+                    acts(&mut s, at);
                 }
                 found(table, &mut s, at, map, key);
                 return verdict(table, &v, at, s, pkt, depth);
@@ -251,10 +259,40 @@ pub(super) fn run_rule(
             Stmt::Verdict(v) => return verdict(table, v, at, s, pkt, depth),
         };
         if !holds {
+            // The elements its matches found did not decide anything.
+            let mine = own_elements(&s, at);
+            s.steps.truncate(s.steps.len() - mine);
             return vec![(s, RuleFlow::Next)];
         }
     }
     vec![(s, RuleFlow::Next)]
+}
+
+/// How many of the last steps are elements the rule at `at` found.
+fn own_elements(s: &State, at: At) -> usize {
+    s.steps
+        .iter()
+        .rev()
+        .take_while(|st| {
+            st.chain == at.chain
+                && st.rule == Some(at.rule)
+                && matches!(st.event, Event::Element { .. })
+        })
+        .count()
+}
+
+/// The rule at `at` acts: its step goes before the elements its matches
+/// found (a rule, then what it found).
+fn acts(s: &mut State, at: At) {
+    let at_rule = s.steps.len() - own_elements(s, at);
+    s.steps.insert(
+        at_rule,
+        Step {
+            chain: at.chain.to_string(),
+            rule: Some(at.rule),
+            event: Event::Rule,
+        },
+    );
 }
 
 /// `numgen random mod 0` draws nothing: the rule does not match.

@@ -119,9 +119,16 @@ impl Branch {
             return Some("jumps nested deeper than the kernel allows".into());
         }
         let why = match last_element {
-            Some((names::NO_ENDPOINT_SERVICES | names::NO_ENDPOINT_NODEPORTS, key, value)) => {
-                let what = match value {
-                    ElemValue::Verdict(Verdict::Drop) => {
+            Some((
+                set @ (names::NO_ENDPOINT_REJECT
+                | names::NO_ENDPOINT_DROP
+                | names::NO_ENDPOINT_NODEPORTS_REJECT
+                | names::NO_ENDPOINT_NODEPORTS_DROP),
+                key,
+                value,
+            )) => {
+                let what = match set {
+                    names::NO_ENDPOINT_DROP | names::NO_ENDPOINT_NODEPORTS_DROP => {
                         "the Service port has endpoints, but its traffic policy \
                          (Local) allows none on this node"
                     }

@@ -585,6 +585,9 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
                 target_port: TargetPort::Number(8080),
                 node_port: None,
             }],
+            // s4, s9, …: session affinity, so chains of their own (the
+            // others are plain: elements only).
+            session_affinity_timeout: (i % 5 == 4).then_some(10_800),
             ..Service::default()
         };
         let sl = EndpointSlice {

@@ -9,6 +9,9 @@
 //! packet        {protocol, from, from_port|null, to, port, path: "forwarded"|"local", iif|null}
 //! verdict       "dnat" | "accept" | "reject" | "drop" | "mixed"
 //! service_chain the chain service-ips / service-nodeports led to, or null
+//! plain_entry   a plain service port (no chain of its own): "@SET holds KEY", the element
+//!               of plain-cluster-ips / plain-external-ips / plain-nodeports that sent the
+//!               packet to spread or spread-port; else null
 //! affinity      {set, endpoint: {address, port}} when a session-affinity set pins the client, or null
 //! masquerade    true | false | null (null: depends on the branch)
 //! candidates    [{address, port, probability, masquerade}]   the DNAT targets
@@ -49,6 +52,7 @@ pub struct Report {
     packet: PacketJson,
     verdict: &'static str,
     service_chain: Option<String>,
+    plain_entry: Option<String>,
     affinity: Option<Affinity>,
     masquerade: Option<bool>,
     candidates: Vec<Candidate>,
@@ -178,6 +182,7 @@ impl Report {
             },
             verdict,
             service_chain: branches.iter().find_map(service_chain),
+            plain_entry: branches.iter().find_map(plain_entry),
             affinity,
             masquerade,
             candidates,
@@ -206,6 +211,12 @@ impl Report {
         }
         if let Some(c) = &self.service_chain {
             let _ = writeln!(out, "service:    chain {c}");
+        }
+        if let Some(e) = &self.plain_entry {
+            let _ = writeln!(
+                out,
+                "service:    {e} (a plain service port: no chain of its own)"
+            );
         }
         if let Some(a) = &self.affinity {
             let _ = writeln!(
@@ -290,6 +301,17 @@ fn service_chain(b: &Branch) -> Option<String> {
             names::SERVICE_IPS | names::SERVICE_NODEPORTS,
             ElemValue::Verdict(Verdict::Goto(c) | Verdict::Jump(c)),
         ) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+/// The element of a plain set that sent the packet to `spread` /
+/// `spread-port`, as `@SET holds KEY`.
+fn plain_entry(b: &Branch) -> Option<String> {
+    b.elements().find_map(|(map, key, value)| match map {
+        names::PLAIN_CLUSTER_IPS | names::PLAIN_EXTERNAL_IPS | names::PLAIN_NODEPORTS => Some(
+            format!("@{map} holds {}", nft_writer::element_text(key, value)),
+        ),
         _ => None,
     })
 }

@@ -77,6 +77,7 @@ fn the_json_report_follows_the_documented_schema() {
             "masquerade",
             "outcomes",
             "packet",
+            "plain_entry",
             "schema",
             "scope",
             "service_chain",
@@ -95,7 +96,13 @@ fn the_json_report_follows_the_documented_schema() {
     assert_eq!(v["verdict"], "dnat");
     assert_eq!(v["masquerade"], false);
     assert!(v["affinity"].is_null());
-    assert!(v["service_chain"].as_str().unwrap().starts_with("svc-"));
+    // A plain service port: no chain of its own, its cluster IP in the
+    // plain set.
+    assert!(v["service_chain"].is_null(), "{v:#}");
+    assert_eq!(
+        v["plain_entry"],
+        "@plain-cluster-ips holds 10.43.118.32 . tcp . 80"
+    );
     assert_eq!(
         keys(&v["packet"]),
         ["from", "from_port", "iif", "path", "port", "protocol", "to"]
@@ -143,7 +150,10 @@ fn the_json_report_follows_the_documented_schema() {
             "{events:?}"
         );
         let maps: Vec<&str> = path.iter().filter_map(|s| s["map"].as_str()).collect();
-        assert!(maps.contains(&"service-ips") && maps.contains(&"service-endpoints"));
+        assert!(
+            maps.contains(&"plain-cluster-ips") && maps.contains(&"service-endpoints"),
+            "{maps:?}"
+        );
     }
 }
 

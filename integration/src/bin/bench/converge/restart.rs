@@ -138,7 +138,7 @@ pub(super) fn restart(cfg: &Config, n: usize, runs: usize, manifests: &Path) -> 
     let key = format!("{{ {last_vip} . tcp . 80 }}");
     ns.exec(
         "nft",
-        &["get", "element", "ip", "nftopo", "service-ips", &key],
+        &["get", "element", "ip", "nftopo", "plain-cluster-ips", &key],
     )
     .expect("the last service is in the kernel after the first sync");
     d.terminate(Duration::from_secs(30))

@@ -173,8 +173,8 @@ pub fn start(cfg: &Config, services: u32) -> Session {
     if services > 0 {
         // Witness: the last service is in the kernel.
         let key = service_key(vip(services - 1), TCP, 80);
-        let held =
-            get_element(ns.name(), "nftopo", "service-ips", &key).expect("service-ips lookup");
+        let held = get_element(ns.name(), "nftopo", "plain-cluster-ips", &key)
+            .expect("plain-cluster-ips lookup");
         assert!(
             held.is_some(),
             "the last service is not in the kernel after the first sync"
