@@ -31,8 +31,24 @@ struct Size {
 /// The sizes: the goals are at 10k (memory, event to kernel) and
 /// 100k (first sync, memory; event to kernel against 1k). 500 changes of
 /// each direction at 10k are the "after 1,000 changes".
+/// `$NFTOPO_BENCH_DAEMON_SIZES` (services, comma-separated) picks others
+/// for a run by hand (under a heap profiler, say).
 fn sizes(quick: bool) -> Vec<Size> {
     let s = |services, changes| Size { services, changes };
+    if let Some(list) = std::env::var_os("NFTOPO_BENCH_DAEMON_SIZES") {
+        return list
+            .to_string_lossy()
+            .split(',')
+            .map(|n| {
+                s(
+                    n.trim()
+                        .parse()
+                        .expect("NFTOPO_BENCH_DAEMON_SIZES: numbers"),
+                    500,
+                )
+            })
+            .collect();
+    }
     if quick {
         vec![s(1000, 20), s(3000, 20)]
     } else {
