@@ -99,12 +99,51 @@ pub(super) struct Entry {
     pub(super) wants_ip6: bool,
 }
 
+/// Who claims one address or node port, in order (the first owns it).
+/// Almost always one service port: a sorted vector (one allocation of one
+/// claimant) rather than a `BTreeSet`, whose first insert allocates a
+/// whole tree leaf (11 slots, about 800 B) per address.
+#[derive(Debug, Default)]
+pub(super) struct Claimants(Vec<Claimant>);
+
+impl Claimants {
+    pub(super) fn insert(&mut self, c: Claimant) {
+        if let Err(at) = self.0.binary_search(&c) {
+            self.0.insert(at, c);
+        }
+    }
+
+    pub(super) fn remove(&mut self, c: &Claimant) {
+        if let Ok(at) = self.0.binary_search(c) {
+            self.0.remove(at);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The owner.
+    pub(super) fn first(&self) -> Option<&Claimant> {
+        self.0.first()
+    }
+}
+
+impl<'a> IntoIterator for &'a Claimants {
+    type Item = &'a Claimant;
+    type IntoIter = std::slice::Iter<'a, Claimant>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Per table: who claims what, and how many Services hold each shared
 /// object.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    pub(super) owners: BTreeMap<AddrKey, BTreeSet<Claimant>>,
-    pub(super) port_owners: BTreeMap<PortKey, BTreeSet<Claimant>>,
+    pub(super) owners: BTreeMap<AddrKey, Claimants>,
+    pub(super) port_owners: BTreeMap<PortKey, Claimants>,
     /// Chains and sets of the parts, and spread chains, with the number
     /// of Services that hold each.
     pub(super) objects: HashMap<String, usize>,
