@@ -117,6 +117,9 @@ pub(crate) struct Decoder {
     /// Keep the elements of sets the data path fills (left out unless
     /// asked for: they are traffic state).
     pub keep_dynamic: bool,
+    /// Elements decoded twice since the last [`Decoder::restart_elements`]
+    /// (a set dump the kernel wrote while the set's hash table resized).
+    pub repeated_elements: usize,
 }
 
 fn family_of(nfproto: u8) -> Option<Family> {
@@ -164,6 +167,18 @@ impl Decoder {
             .find(|t| t.family == family && t.name == name)
             .map(|t| t.maps.values().map(|m| (m.name.clone(), m.kind)).collect())
             .unwrap_or_default()
+    }
+
+    /// Empties the elements of set `set` of nftopo's table of `family`
+    /// and the count of repeats, before its elements are dumped (again).
+    pub fn restart_elements(&mut self, family: Family, set: &str) {
+        self.repeated_elements = 0;
+        if let Some(m) = self
+            .table_mut(family, crate::names::TABLE)
+            .and_then(|t| t.maps.get_mut(set))
+        {
+            m.elements.clear();
+        }
     }
 
     fn table_mut(&mut self, family: Family, name: &str) -> Option<&mut Table> {
@@ -266,12 +281,16 @@ impl Decoder {
         let Some(list) = find(body, ELEM_LIST_ELEMENTS) else {
             return;
         };
+        let mut repeated = 0;
         for (kind, element) in attrs(list) {
             if kind == LIST_ELEM {
                 let (key, value) = elem::element(family, map.kind, element);
-                map.elements.insert(key, value);
+                if map.elements.insert(key, value).is_some() {
+                    repeated += 1;
+                }
             }
         }
+        self.repeated_elements += repeated;
     }
 }
 

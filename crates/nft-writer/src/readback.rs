@@ -12,14 +12,15 @@
 //!
 //! A set's elements can also come back incomplete without any mark: the
 //! kernel writes a large set in several datagrams, walking its hash table
-//! from the start each time and skipping what it sent; when the table
-//! resizes in between (it does, in the background, for a while after
-//! many elements were added or removed), the skip lands elsewhere and
-//! elements are missed or sent twice (seen: 74,000 of a set's 100,000
-//! elements read right after the commit that added them). An element
-//! dump that took more than one datagram is therefore taken again, until
-//! two in a row agree (same bytes, compared by hash; the walk order of an
-//! unchanged table is fixed), up to [`MAX_DUMP_STARTS`] times.
+//! from the start for each and skipping as many elements as it already
+//! sent; when the table resizes in between (it does, in the background,
+//! for a while after many elements were added or removed), the order
+//! changes under the skip, and as many elements are missed as are sent
+//! twice (seen: 74,000 of a set's 100,000 elements read right after the
+//! commit that added them). So an element dump that holds a key twice is
+//! taken again, from an empty set, up to [`MAX_DUMP_STARTS`] times: one
+//! without repeats missed nothing (the set's elements did not change
+//! under it: a commit would have marked the dump interrupted).
 //!
 //! The dumps are not one snapshot: a commit to our own table between two
 //! of them (a hand edit, a second writer) can mix two generations, which
@@ -87,7 +88,6 @@ fn dump_tables(socket: &Socket, seq: &mut u32, dynamic: bool) -> Result<Ruleset,
         buf: Vec::with_capacity(RECV_BUFFER),
         answers: Vec::new(),
         spans: Vec::new(),
-        datagrams: 0,
     };
     for _ in 0..MAX_READS {
         let mut decoder = Decoder::default();
@@ -134,7 +134,18 @@ fn read(link: &mut Link, decoder: &mut Decoder) -> Result<bool, Error> {
                 continue;
             }
             let attrs = [(ATTR_TABLE, TABLE), (ATTR_SET, set.as_str())];
-            if !link.dump(GETSETELEM, f, &attrs, &what, decoder)? {
+            let mut whole = false;
+            for _ in 0..MAX_DUMP_STARTS {
+                decoder.restart_elements(family, &set);
+                if !link.dump(GETSETELEM, f, &attrs, &what, decoder)? {
+                    return Ok(false);
+                }
+                if decoder.repeated_elements == 0 {
+                    whole = true;
+                    break;
+                }
+            }
+            if !whole {
                 return Ok(false);
             }
         }
@@ -169,8 +180,6 @@ struct Link<'a> {
     buf: Vec<u8>,
     answers: Vec<u8>,
     spans: Vec<(u16, usize, usize)>,
-    /// Datagrams the last answer took.
-    datagrams: usize,
 }
 
 impl Link<'_> {
@@ -185,29 +194,13 @@ impl Link<'_> {
         what: &str,
         decoder: &mut Decoder,
     ) -> Result<bool, Error> {
-        // A hash of the last complete answer of several datagrams, for
-        // elements (not a copy: at 100k services, tens of MiB).
-        let mut previous: Option<u64> = None;
         for _ in 0..MAX_DUMP_STARTS {
-            match self.exchange(msg, family, NLM_F_DUMP, attrs)? {
-                Answer::Done => {}
-                Answer::Interrupted => continue,
+            match self.request(msg, family, NLM_F_DUMP, attrs, |k, p| decoder.message(k, p))? {
+                Answer::Done => return Ok(true),
+                Answer::Interrupted => {}
                 Answer::Errno(libc_errno::ENOENT) => return Ok(false),
                 Answer::Errno(errno) => return Err(refused(what, errno)),
             }
-            if msg == GETSETELEM && self.datagrams > 1 {
-                // Complete only when the same walk gave the same bytes.
-                let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hasher::write(&mut h, &self.answers);
-                let this = std::hash::Hasher::finish(&h);
-                if previous.replace(this) != Some(this) {
-                    continue;
-                }
-            }
-            for &(kind, start, end) in &self.spans {
-                decoder.message(kind, &self.answers[start..end]);
-            }
-            return Ok(true);
         }
         Ok(false)
     }
@@ -261,7 +254,6 @@ impl Link<'_> {
         }
         self.answers.clear();
         self.spans.clear();
-        self.datagrams = 0;
         let mut interrupted = false;
         loop {
             self.buf.clear();
@@ -276,13 +268,9 @@ impl Link<'_> {
                     self.buf.len()
                 )));
             }
-            let mut ours = false;
             for frame in decode::frames(&self.buf)? {
                 if frame.seq != seq {
                     continue;
-                }
-                if !std::mem::replace(&mut ours, true) {
-                    self.datagrams += 1;
                 }
                 interrupted |= frame.flags & NLM_F_DUMP_INTR != 0;
                 let code = || {
