@@ -616,3 +616,46 @@ fn broken_framing_is_an_error_and_other_messages_are_skipped() {
     }
     assert_eq!(decode_dump(&other).unwrap(), Ruleset::default());
 }
+
+/// A set's element dump the kernel wrote twice over (its hash table
+/// resized under the dump: elements repeated, as many missed) shows as
+/// repeats; `restart_elements` empties the set and the count, and a dump
+/// without repeats gives back exactly the set.
+#[test]
+fn repeated_elements_are_counted_and_a_restart_starts_the_set_empty() {
+    let rs = Ruleset {
+        tables: vec![every_map(Family::Ip)],
+    };
+    let dump = kernel_dump(&rs);
+    let frames = frames(&dump).unwrap();
+    let is_elements = |kind: u16| kind == (SUBSYS_NFTABLES << 8) | MSG_NEWSETELEM;
+    let mut d = Decoder::default();
+    for f in &frames {
+        d.message(f.kind, f.payload);
+    }
+    assert_eq!(d.repeated_elements, 0);
+    let once = read_back_view(&rs);
+    let set = "service-endpoints";
+    let held = once.tables[0].maps[set].elements.len();
+    assert!(held > 0);
+    // The set's own element messages (they name it).
+    let name = format!("{set}\0");
+    let own: Vec<_> = frames
+        .iter()
+        .filter(|f| is_elements(f.kind))
+        .filter(|f| f.payload.windows(name.len()).any(|w| w == name.as_bytes()))
+        .collect();
+    for f in &own {
+        d.message(f.kind, f.payload);
+    }
+    assert_eq!(d.repeated_elements, held);
+    d.restart_elements(Family::Ip, set);
+    assert_eq!(d.repeated_elements, 0);
+    assert!(d.tables[0].maps[set].elements.is_empty());
+    // Dumped again without repeats: whole.
+    for f in &own {
+        d.message(f.kind, f.payload);
+    }
+    assert_eq!(d.repeated_elements, 0);
+    assert_eq!(d.finish(), once);
+}
