@@ -381,7 +381,7 @@ impl Tracker {
         }
         match after_model {
             Some(mut model) => {
-                if let Some(slice) = (&mut model as &mut dyn Any).downcast_mut() {
+                if let Some(slice) = as_slice_mut(&mut model) {
                     self.names.share(slice);
                 }
                 K::insert(&mut self.state, id, model)
@@ -399,8 +399,7 @@ impl Tracker {
                 let owners = [before_model.as_ref(), K::get(&self.state, id)];
                 for model in owners.into_iter().flatten() {
                     // `K::Model` is `crate::EndpointSlice` for this kind.
-                    if let Some(slice) = (model as &dyn Any).downcast_ref::<crate::EndpointSlice>()
-                    {
+                    if let Some(slice) = as_slice(model) {
                         self.changed_services.insert(slice.service_key());
                     }
                 }
@@ -420,6 +419,11 @@ impl Tracker {
 /// `model` as an EndpointSlice, when it is one.
 fn as_slice<M: 'static>(model: &M) -> Option<&crate::EndpointSlice> {
     (model as &dyn Any).downcast_ref::<crate::EndpointSlice>()
+}
+
+/// [`as_slice`], to change.
+fn as_slice_mut<M: 'static>(model: &mut M) -> Option<&mut crate::EndpointSlice> {
+    (model as &mut dyn Any).downcast_mut::<crate::EndpointSlice>()
 }
 
 fn object_name(id: &ObjectKey) -> String {
