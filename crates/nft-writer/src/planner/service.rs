@@ -73,14 +73,22 @@ impl Builder<'_> {
 
     /// A plain entry ([`Self::spreads_plainly`]): the elements under
     /// `keys` and the count whose `spread` / `spread-port` rule it uses.
-    /// The caller puts its key in the plain set that sends it there.
-    fn plain_spread(&mut self, sp: &ServicePortPlan, eps: &[&EndpointTarget], keys: &[Keyspace]) {
+    /// Returns that chain; the caller puts the entry's key in the plain
+    /// set that sends it there, or a chain of its own goes there.
+    fn plain_spread(
+        &mut self,
+        sp: &ServicePortPlan,
+        eps: &[&EndpointTarget],
+        keys: &[Keyspace],
+    ) -> &'static str {
         let n = eps.len();
         let offset = names::spread_offset(n).expect("plain entries fit the index space");
         if self.spread_elements(sp, eps, keys, offset) {
             self.out.port_spreads.insert(n);
+            names::SPREAD_PORT
         } else {
             self.out.spreads.insert(n);
+            names::SPREAD
         }
     }
 
@@ -102,13 +110,7 @@ impl Builder<'_> {
             return self.inline_block(sp, eps);
         }
         if Self::spreads_plainly(sp, n) {
-            self.plain_spread(sp, eps, keys);
-            let port = keys.iter().any(|k| matches!(k, Keyspace::Port));
-            let target = if port {
-                names::SPREAD_PORT
-            } else {
-                names::SPREAD
-            };
+            let target = self.plain_spread(sp, eps, keys);
             return vec![rule(vec![goto(target)])];
         }
         // Past the shared index space (more than 92,681 endpoints), the
