@@ -118,7 +118,7 @@ package-test: package-deps static deb image
 	packaging/tests/image.sh $(PKG)/image $(IMAGE_TAG)
 	packaging/tests/container.sh $(PKG)/static $(IMAGE_TAG) $(PKG)/image
 	packaging/tests/kubernetes.sh $(PKG)/venv $(STATIC_BIN)
-	$(CARGO) test -p nftopo --test rbac
+	$(CARGO) test --workspace --test rbac
 
 # ---- Fuzzing (fuzz/, its own workspace on nightly; fuzz/README.md) ----
 # Each target runs FUZZ_SECONDS on one core; corpora stay in fuzz/corpus,
