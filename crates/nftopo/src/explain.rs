@@ -346,7 +346,7 @@ fn table(node: &str, service: &str, ports: &[&ServicePortPlan], problems: &[&Pro
             .decisions
             .iter()
             .map(|d| {
-                let node = d.node_name.clone().unwrap_or_else(|| "-".into());
+                let node = d.node_name.as_deref().unwrap_or("-").to_string();
                 [
                     d.ip.to_string(),
                     d.port.to_string(),

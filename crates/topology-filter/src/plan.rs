@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use api_watch::{Cidr, ObjectKey, Protocol};
 use serde::ser::SerializeStruct;
@@ -215,8 +216,9 @@ pub struct EndpointTarget {
     pub ip: IpAddr,
     /// The resolved target port.
     pub port: u16,
-    /// The node the endpoint runs on, if known.
-    pub node_name: Option<String>,
+    /// The node the endpoint runs on, if known (shared with the
+    /// EndpointSlice's copy).
+    pub node_name: Option<Arc<str>>,
     /// The endpoint is serving but terminating: it is used only because no
     /// ready endpoint was available (kube-proxy's terminating-endpoint
     /// fallback).
@@ -230,8 +232,9 @@ pub struct Decision {
     pub ip: IpAddr,
     /// The resolved target port.
     pub port: u16,
-    /// The node the endpoint runs on, if known.
-    pub node_name: Option<String>,
+    /// The node the endpoint runs on, if known (shared with the
+    /// EndpointSlice's copy).
+    pub node_name: Option<Arc<str>>,
     /// The endpoint is in [`ServicePortPlan::cluster_endpoints`].
     pub for_cluster: bool,
     /// The endpoint is in [`ServicePortPlan::local_endpoints`].

@@ -207,7 +207,7 @@ fn assemble(
     let target = |cand: &Candidate<'_>| EndpointTarget {
         ip: cand.ip,
         port: cand.port,
-        node_name: cand.endpoint.node_name.as_deref().map(str::to_string),
+        node_name: cand.endpoint.node_name.clone(),
         terminating: !cand.endpoint.conditions.ready,
     };
     let set = |parts: &[Part]| -> Vec<EndpointTarget> {
@@ -237,7 +237,7 @@ fn assemble(
             Decision {
                 ip: cand.ip,
                 port: cand.port,
-                node_name: cand.endpoint.node_name.as_deref().map(str::to_string),
+                node_name: cand.endpoint.node_name.clone(),
                 for_cluster: cluster.is_some_and(|p| p.kept),
                 for_local: local.is_some_and(|p| p.kept),
                 reason,
