@@ -116,41 +116,62 @@ impl<K: Kernel> Syncer<K> {
     /// in one transaction. On error nothing was applied (the
     /// transaction is atomic) and the next sync converges again.
     pub fn converge(&mut self, want: &Ruleset) -> Result<SyncStats, Error> {
-        self.converge_expecting(want.clone(), Vec::new())
+        self.converge_expecting(want.clone(), &converge::in_want, Vec::new())
     }
 
     /// [`Syncer::converge`], consuming `want`: its rules and elements move
     /// into the transaction instead of being copied.
     pub fn converge_owned(&mut self, want: Ruleset) -> Result<SyncStats, Error> {
-        self.converge_expecting(want, Vec::new())
+        self.converge_expecting(want, &converge::in_want, Vec::new())
     }
 
-    /// [`Syncer::converge`], where the kernel was in step before `expected`
+    /// [`Syncer::converge`] to what `planner` holds, taken from its frame
+    /// and one map's elements at a time
+    /// ([`IncrementalPlanner::frame`], [`IncrementalPlanner::elements`]):
+    /// the whole ruleset is never assembled.
+    fn converge_planner(
+        &mut self,
+        planner: &IncrementalPlanner,
+        expected: Vec<Op>,
+    ) -> Result<SyncStats, Error> {
+        let source = |family: Family, map: &str| planner.elements(family, map);
+        self.converge_expecting(planner.frame(), &source, expected)
+    }
+
+    /// [`Syncer::converge`] to `want` (the elements of its maps from
+    /// `source`), where the kernel was in step before `expected`
     /// (operations this sync would have sent without reading back): what
     /// differs beyond them is drift.
-    fn converge_expecting(&mut self, want: Ruleset, expected: Vec<Op>) -> Result<SyncStats, Error> {
+    fn converge_expecting(
+        &mut self,
+        mut want: Ruleset,
+        source: converge::Elements,
+        expected: Vec<Op>,
+    ) -> Result<SyncStats, Error> {
         let was_in_step = std::mem::replace(&mut self.in_step, false);
         // Whatever was deferred, the read-back shows if it is still there.
         self.deferred.clear();
         self.notes.clear();
         let mut held = self.kernel.read_back()?;
-        let (c, drift) = if !was_in_step {
-            (converge_into(&held, want), Repairs::default())
-        } else if expected.is_empty() {
-            let c = converge_into(&held, want);
-            let drift = c.repairs;
+        let (c, drift) = if !was_in_step || expected.is_empty() {
+            let c = converge::converge_with(&held, &mut want, converge::Take::Move, source);
+            // Out of step, what differs is nftopo's own catching up.
+            let drift = if was_in_step {
+                c.repairs
+            } else {
+                Repairs::default()
+            };
             (c, drift)
         } else {
-            // `want` is compared twice: the first time copies only what
-            // its operations need.
-            let mut want = want;
-            let c = converge::converge_with(&held, &mut want, converge::Take::Copy);
+            // `want` is compared twice: the first time copies the rules it
+            // takes (the planner's maps give their elements each time).
+            let c = converge::converge_with(&held, &mut want, converge::Take::Copy, source);
             // What the kernel would hold had the planned operations been
             // sent: whatever still differs was changed behind our back.
             for op in &expected {
                 let _ = crate::fake::apply_op(&mut held, op);
             }
-            let drift = converge::converge_with(&held, &mut want, converge::Take::Move);
+            let drift = converge::converge_with(&held, &mut want, converge::Take::Move, source);
             (c, drift.repairs)
         };
         drop(held);
@@ -189,7 +210,7 @@ impl<K: Kernel> Syncer<K> {
         full: bool,
     ) -> Result<SyncStats, Error> {
         if changes.full || !self.in_step {
-            return self.converge_owned(planner.ruleset());
+            return self.converge_planner(planner, Vec::new());
         }
         let mut batch = Batch::new();
         for op in std::mem::take(&mut self.deferred) {
@@ -207,7 +228,7 @@ impl<K: Kernel> Syncer<K> {
         if full {
             let mut expected = tx.ops;
             expected.extend(later);
-            return self.converge_expecting(planner.ruleset(), expected);
+            return self.converge_planner(planner, expected);
         }
         let mut stats = SyncStats::default();
         if !tx.is_empty() {

@@ -323,13 +323,75 @@ impl IncrementalPlanner {
             }
             let mut table = self.skeletons[fi(f)].clone();
             for e in self.entries.values() {
-                e.parts[fi(f)].merge_into(&mut table);
+                e.parts[fi(f)].merge_into(&mut table, None);
             }
             let kept = &self.kept_spreads[fi(f)];
             add_spread_chains(&mut table, &kept.addr, &kept.port);
             tables.push(table);
         }
         Ruleset { tables }
+    }
+
+    /// What [`IncrementalPlanner::ruleset`] gives, but for the elements of
+    /// the skeleton's sets and maps (service addresses, endpoints, node
+    /// ports: nearly all of a large ruleset), which
+    /// [`IncrementalPlanner::elements`] gives one map at a time. A full
+    /// sync converges from the two, so that it never holds the whole
+    /// ruleset assembled.
+    pub fn frame(&self) -> Ruleset {
+        let mut tables = Vec::new();
+        if self.node.is_none() {
+            return Ruleset { tables };
+        }
+        for f in FAMILIES {
+            if f == Family::Ip6 && !self.wants_ip6() {
+                continue;
+            }
+            let skeleton = &self.skeletons[fi(f)];
+            let mut table = Table {
+                family: skeleton.family,
+                name: skeleton.name.clone(),
+                chains: skeleton.chains.clone(),
+                maps: skeleton
+                    .maps
+                    .values()
+                    .map(|m| (m.name.clone(), Map::new(m.name.clone(), m.kind)))
+                    .collect(),
+                layout: skeleton.layout,
+            };
+            for e in self.entries.values() {
+                e.parts[fi(f)].merge_into(&mut table, Some(skeleton));
+            }
+            let kept = &self.kept_spreads[fi(f)];
+            add_spread_chains(&mut table, &kept.addr, &kept.port);
+            tables.push(table);
+        }
+        Ruleset { tables }
+    }
+
+    /// The elements of the skeleton's set or map `map` in the `family`
+    /// table, sorted by key, as [`IncrementalPlanner::ruleset`] holds
+    /// them (where two Services add the same key, the later in plan
+    /// order); `None` when `map` is not one of the skeleton's (a Service's
+    /// own set: [`IncrementalPlanner::frame`] holds its elements).
+    pub fn elements(&self, family: Family, map: &str) -> Option<Vec<(ElemKey, ElemValue)>> {
+        let held = self.skeletons[fi(family)].maps.get(map)?;
+        let mut all: Vec<(ElemKey, ElemValue)> = held
+            .elements
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for e in self.entries.values() {
+            all.extend(e.parts[fi(family)].elements(map).iter().cloned());
+        }
+        // The last added of a key wins, as inserting in order into a map:
+        // reversed, a stable sort puts it first among its equals, and
+        // dedup keeps the first.
+        all.reverse();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.dedup_by(|later, first| later.0 == first.0);
+        all.shrink_to_fit();
+        Some(all)
     }
 
     /// Whether the `ip6` table exists: some Service has an IPv6 address,

@@ -572,6 +572,30 @@ fn equal_but_leftovers(kernel: &Ruleset, want: &Ruleset) -> Result<(), String> {
     Ok(())
 }
 
+/// The ruleset a full sync converges to, put together from the planner's
+/// frame and, map by map, the elements it streams.
+fn from_frame(planner: &IncrementalPlanner) -> Ruleset {
+    let mut rs = planner.frame();
+    for t in &mut rs.tables {
+        for m in t.maps.values_mut() {
+            if let Some(elements) = planner.elements(t.family, &m.name) {
+                assert!(
+                    m.elements.is_empty(),
+                    "{}: in the frame and streamed",
+                    m.name
+                );
+                assert!(
+                    elements.windows(2).all(|w| w[0].0 < w[1].0),
+                    "{}: streamed out of order or twice",
+                    m.name
+                );
+                m.elements = elements.into_iter().collect();
+            }
+        }
+    }
+    rs
+}
+
 /// One random walk; calls `check` after every step with the step number,
 /// the syncer, the planner and the expected ruleset; `check` returns
 /// whether it made the next sync fail (any other refusal fails the test).
@@ -616,7 +640,13 @@ fn walk<K: Kernel>(
         }
         let changes = planner.update(&plan, Dirty::Services(&keys));
         let (want, problems) = plan_ruleset(&fresh, &cfg);
-        let assembled = pruned_spreads(planner.ruleset(), &want);
+        let assembled = planner.ruleset();
+        assert_eq!(
+            from_frame(&planner),
+            assembled,
+            "seed {seed} step {step} ({what:?}): the frame and the streamed elements"
+        );
+        let assembled = pruned_spreads(assembled, &want);
         if assembled != want {
             let why = equal_but_leftovers(&assembled, &want).err();
             panic!("seed {seed} step {step} ({what:?}): assembled ruleset differs: {why:?}");

@@ -13,7 +13,18 @@ pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
 /// [`converge`], consuming `want`: its rules and elements move into the
 /// operations instead of being copied (a first sync's whole ruleset).
 pub fn converge_into(held: &Ruleset, mut want: Ruleset) -> Convergence {
-    converge_with(held, &mut want, Take::Move)
+    converge_with(held, &mut want, Take::Move, &in_want)
+}
+
+/// Where the elements of a desired set or map come from: `Some`, sorted
+/// by key, from a source that assembles one map at a time
+/// ([`crate::IncrementalPlanner::elements`]: a full sync never holds the
+/// whole ruleset); `None`, from the map in the desired ruleset itself.
+pub(super) type Elements<'a> = &'a dyn Fn(Family, &str) -> Option<Vec<(ElemKey, ElemValue)>>;
+
+/// Every map's elements are in the desired ruleset.
+pub(super) fn in_want(_: Family, _: &str) -> Option<Vec<(ElemKey, ElemValue)>> {
+    None
 }
 
 /// How a convergence takes the rules and elements its operations need
@@ -34,8 +45,14 @@ fn take<T: Clone + Default>(x: &mut T, how: Take) -> T {
     }
 }
 
-/// [`converge`], taking from `want` as `how` says.
-pub(super) fn converge_with(held: &Ruleset, want: &mut Ruleset, how: Take) -> Convergence {
+/// [`converge`], taking from `want` as `how` says, and the elements of
+/// its maps from `source`.
+pub(super) fn converge_with(
+    held: &Ruleset,
+    want: &mut Ruleset,
+    how: Take,
+    source: Elements,
+) -> Convergence {
     let mut c = Convergence::default();
     let mut batch = Batch::new();
     for family in [Family::Ip, Family::Ip6] {
@@ -53,7 +70,7 @@ pub(super) fn converge_with(held: &Ruleset, want: &mut Ruleset, how: Take) -> Co
             (None, Some(w)) => {
                 note(&mut c, format!("table {t}: missing"));
                 c.repairs.table += 1;
-                add_table(w, &mut batch, how);
+                add_table(w, &mut batch, how, source);
             }
             (Some(_), None) => {
                 note(&mut c, format!("table {t}: not planned"));
@@ -66,9 +83,9 @@ pub(super) fn converge_with(held: &Ruleset, want: &mut Ruleset, how: Take) -> Co
                     note(&mut c, format!("table {t}: replaced: {why}"));
                     c.repairs.table += 1;
                     batch.push(Op::DeleteTable(t));
-                    add_table(w, &mut batch, how);
+                    add_table(w, &mut batch, how, source);
                 }
-                None => converge_table(h, w, &mut batch, &mut c, how),
+                None => converge_table(h, w, &mut batch, &mut c, how, source),
             },
         }
     }
@@ -99,7 +116,7 @@ pub(super) fn note(c: &mut Convergence, line: String) {
 
 /// Every operation that creates `table` as planned, into an empty or a
 /// just-deleted table of the same name.
-pub(super) fn add_table(table: &mut Table, batch: &mut Batch, how: Take) {
+pub(super) fn add_table(table: &mut Table, batch: &mut Batch, how: Take, source: Elements) {
     let t = TableRef {
         family: table.family,
         name: table.name.clone(),
@@ -120,12 +137,12 @@ pub(super) fn add_table(table: &mut Table, batch: &mut Batch, how: Take) {
         }
     }
     for m in table.maps.values_mut() {
-        add_map(&t, m, batch, how);
+        add_map(&t, m, batch, how, source);
     }
 }
 
 /// `add set`/`add map` of `m` with all its elements.
-pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take) {
+pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take, source: Elements) {
     batch.push(Op::AddMap {
         table: t.clone(),
         name: m.name.clone(),
@@ -135,8 +152,17 @@ pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take) {
         table: t.clone(),
         map: m.name.clone(),
         kind: m.kind,
-        elements: take(&mut m.elements, how).into_iter().collect(),
+        elements: desired(t.family, m, how, source),
     });
+}
+
+/// The elements `m` should hold, sorted by key: from `source`, or taken
+/// from `m` as `how` says.
+fn desired(family: Family, m: &mut Map, how: Take, source: Elements) -> Vec<(ElemKey, ElemValue)> {
+    match source(family, &m.name) {
+        Some(elements) => elements,
+        None => take(&mut m.elements, how).into_iter().collect(),
+    }
 }
 
 /// Why `held` cannot be brought to `want` object by object, if it cannot:
@@ -225,6 +251,7 @@ pub(super) fn converge_table(
     batch: &mut Batch,
     c: &mut Convergence,
     how: Take,
+    source: Elements,
 ) {
     let t = TableRef {
         family: want.family,
@@ -317,13 +344,14 @@ pub(super) fn converge_table(
         let Some(h) = held.maps.get(&w.name) else {
             note(c, format!("set {t} {}: missing", w.name));
             c.repairs.set += 1;
-            add_map(&t, w, batch, how);
+            add_map(&t, w, batch, how, source);
             continue;
         };
         if w.kind.is_dynamic() {
             continue;
         }
-        converge_elements(&t, h, w, batch, c, how);
+        let want = desired(t.family, w, how, source);
+        converge_elements(&t, h, w, want, batch, c);
     }
     for h in held.maps.values() {
         if want.maps.contains_key(&h.name) {
@@ -344,76 +372,63 @@ pub(super) fn converge_table(
     }
 }
 
-/// The element operations that take `held` to `want`; the elements they
-/// add are taken from `want` as `how` says.
+/// The element operations that take `held` to `want` (the elements
+/// `map` should hold, sorted by key), in one pass over both.
 pub(super) fn converge_elements(
     t: &TableRef,
     held: &Map,
-    want: &mut Map,
+    map: &Map,
+    want: Vec<(ElemKey, ElemValue)>,
     batch: &mut Batch,
     c: &mut Convergence,
-    how: Take,
 ) {
-    let gone: Vec<ElemKey> = held
-        .elements
-        .iter()
-        .filter(|(k, v)| want.elements.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in gone.iter().filter(|k| !want.elements.contains_key(*k)) {
-        note(
-            c,
-            format!(
-                "element {t} {} {}: not planned",
-                want.name,
-                crate::render::element_text(k, &held.elements[k])
-            ),
-        );
+    // Held keys that are not planned, held keys whose value changed, and
+    // the elements to add (missing or changed).
+    let (mut unplanned, mut changed, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    let mut h = held.elements.iter().peekable();
+    for (k, v) in want {
+        while let Some((hk, _)) = h.next_if(|(hk, _)| **hk < k) {
+            unplanned.push(hk.clone());
+        }
+        match h.next_if(|(hk, _)| **hk == k) {
+            Some((_, hv)) if *hv == v => continue,
+            Some(_) => changed.push(k.clone()),
+            None => {}
+        }
+        added.push((k, v));
     }
-    let (mut added, mut changed) = (Vec::new(), 0);
-    // Whether `k: v` must be added; counts and describes it.
-    let mut adds = |c: &mut Convergence, k: &ElemKey, v: &ElemValue| {
-        let what = match held.elements.get(k) {
-            Some(h) if h == v => return false,
-            // A changed element is deleted and added: count it once.
-            Some(_) => {
-                changed += 1;
-                "changed"
-            }
-            None => "missing",
+    unplanned.extend(h.map(|(k, _)| k.clone()));
+    for k in &unplanned {
+        if c.notes.len() >= MAX_NOTES {
+            break;
+        }
+        let line = crate::render::element_text(k, &held.elements[k]);
+        note(c, format!("element {t} {} {line}: not planned", map.name));
+    }
+    for (k, v) in &added {
+        if c.notes.len() >= MAX_NOTES {
+            break;
+        }
+        // A changed element is deleted and added: counted once.
+        let what = if held.elements.contains_key(k) {
+            "changed"
+        } else {
+            "missing"
         };
-        if c.notes.len() < MAX_NOTES {
-            let line = crate::render::element_text(k, v);
-            note(c, format!("element {t} {} {line}: {what}", want.name));
-        }
-        true
-    };
-    match how {
-        Take::Move => {
-            for (k, v) in std::mem::take(&mut want.elements) {
-                if adds(c, &k, &v) {
-                    added.push((k, v));
-                }
-            }
-        }
-        Take::Copy => {
-            for (k, v) in &want.elements {
-                if adds(c, k, v) {
-                    added.push((k.clone(), v.clone()));
-                }
-            }
-        }
+        let line = crate::render::element_text(k, v);
+        note(c, format!("element {t} {} {line}: {what}", map.name));
     }
-    let repaired = gone.len() + added.len() - changed;
+    let repaired = unplanned.len() + added.len();
     if repaired == 0 {
         return;
     }
     c.repairs.element += repaired;
-    batch.delete_elements(t, want.kind, want.name.clone(), gone);
+    unplanned.extend(changed);
+    batch.delete_elements(t, map.kind, map.name.clone(), unplanned);
     batch.push(Op::AddElements {
         table: t.clone(),
-        map: want.name.clone(),
-        kind: want.kind,
+        map: map.name.clone(),
+        kind: map.kind,
         elements: added,
     });
 }

@@ -58,8 +58,10 @@ impl Part {
         }
     }
 
-    /// As [`Contribution::merge_into`].
-    pub(super) fn merge_into(&self, table: &mut Table) {
+    /// As [`Contribution::merge_into`], but for the elements of the sets
+    /// and maps that `streamed` has (the skeleton, for
+    /// [`IncrementalPlanner::frame`]).
+    pub(super) fn merge_into(&self, table: &mut Table, streamed: Option<&Table>) {
         for c in &self.chains {
             table.chains.insert(c.name.clone(), c.clone());
         }
@@ -67,6 +69,9 @@ impl Part {
             table.maps.insert(m.name.clone(), m.clone());
         }
         for (map, elements) in &self.elements {
+            if streamed.is_some_and(|t| t.maps.contains_key(*map)) {
+                continue;
+            }
             let m = table.maps.get_mut(*map).expect("skeleton maps exist");
             for (k, v) in elements {
                 m.elements.insert(k.clone(), v.clone());
