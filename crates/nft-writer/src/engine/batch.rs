@@ -61,10 +61,14 @@ impl Batch {
                 elements,
             } => {
                 if !elements.is_empty() {
-                    self.adds
-                        .entry((table.family, kind, map))
-                        .or_default()
-                        .extend(elements)
+                    // Moved, not copied, when the map has none yet (a
+                    // full sync's whole map).
+                    let adds = self.adds.entry((table.family, kind, map)).or_default();
+                    if adds.is_empty() {
+                        *adds = elements;
+                    } else {
+                        adds.extend(elements);
+                    }
                 }
             }
             Op::DeleteChain { .. } | Op::DeleteMap { .. } => self.drops.push(op),
