@@ -187,7 +187,7 @@ impl<K: Kernel> Syncer<K> {
         };
         self.notes = c.notes;
         if !c.now.is_empty() {
-            let applied = self.kernel.apply(&c.now)?;
+            let applied = self.kernel.apply_owned(c.now)?;
             stats.operations = applied.operations;
             stats.messages = applied.messages;
         }
@@ -233,7 +233,7 @@ impl<K: Kernel> Syncer<K> {
         let mut stats = SyncStats::default();
         if !tx.is_empty() {
             self.in_step = false;
-            let applied = self.kernel.apply(&tx)?;
+            let applied = self.kernel.apply_owned(tx)?;
             self.in_step = true;
             stats.operations = applied.operations;
             stats.messages = applied.messages;

@@ -429,7 +429,12 @@ fn merge_sorted(lists: &[&[(ElemKey, ElemValue)]]) -> Vec<(ElemKey, ElemValue)> 
     use std::collections::BinaryHeap;
     type Heads<'a> = BinaryHeap<Reverse<(&'a ElemKey, usize, usize)>>;
     // Queues the element after `at` in list `l`.
-    fn advance<'a>(heads: &mut Heads<'a>, lists: &[&'a [(ElemKey, ElemValue)]], l: usize, at: usize) {
+    fn advance<'a>(
+        heads: &mut Heads<'a>,
+        lists: &[&'a [(ElemKey, ElemValue)]],
+        l: usize,
+        at: usize,
+    ) {
         if let Some((k, _)) = lists[l].get(at + 1) {
             heads.push(Reverse((k, l, at + 1)));
         }
@@ -483,13 +488,7 @@ mod tests {
         let c: [(ElemKey, ElemValue); 0] = [];
         let d = [verdict(3, "d"), member(7), member(9)];
         let got = merge_sorted(&[&a, &b, &c, &d]);
-        let want = vec![
-            member(1),
-            member(2),
-            verdict(3, "d"),
-            member(7),
-            member(9),
-        ];
+        let want = vec![member(1), member(2), verdict(3, "d"), member(7), member(9)];
         assert_eq!(got, want);
         // As inserting them in order into one map leaves it.
         let mut map = BTreeMap::new();
@@ -498,6 +497,9 @@ mod tests {
         }
         assert_eq!(got, map.into_iter().collect::<Vec<_>>());
         assert_eq!(merge_sorted(&[]), vec![]);
-        assert_eq!(merge_sorted(&[&b, &a]).iter().find(|e| e.0 == key(3)), Some(&verdict(3, "a")));
+        assert_eq!(
+            merge_sorted(&[&b, &a]).iter().find(|e| e.0 == key(3)),
+            Some(&verdict(3, "a"))
+        );
     }
 }

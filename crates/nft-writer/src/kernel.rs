@@ -23,6 +23,13 @@ pub trait Kernel {
     /// Applies `tx` as one transaction.
     fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, Error>;
 
+    /// [`Kernel::apply`], taking `tx`: an implementation may drop each
+    /// operation once it is encoded, so that a large transaction (a first
+    /// sync's elements) is not held twice, as operations and as bytes.
+    fn apply_owned(&mut self, tx: Transaction) -> Result<ApplyStats, Error> {
+        self.apply(&tx)
+    }
+
     /// What the kernel holds of nftopo's own tables (`table ip nftopo`
     /// and `table ip6 nftopo`, those that exist), as `nft list table`
     /// shows them: chains with their rules, sets and maps with their

@@ -18,11 +18,12 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::encode::{encode_each, Encoded};
+use crate::encode::{encode_each, Encoded, ELEMENTS_PER_MESSAGE};
 use crate::error::Error;
 use crate::kernel::{ApplyStats, Kernel};
-use crate::model::Family;
-use crate::transaction::Transaction;
+use crate::model::{ElemKey, ElemValue, Family};
+use crate::render::element_text;
+use crate::transaction::{Op, Transaction};
 
 /// NFNL_SUBSYS_NFTABLES, carried in the res_id of batch begin/end.
 const SUBSYS_NFTABLES: u16 = 10;
@@ -152,6 +153,137 @@ impl NetlinkKernel {
     }
 }
 
+impl NetlinkKernel {
+    /// Sends the batch `w` framed for `operations` operations; a refused
+    /// message is described by `describe(operation index, which of that
+    /// operation's messages)`.
+    fn send(
+        &mut self,
+        w: BatchWriter,
+        operations: usize,
+        describe: impl Fn(usize, usize) -> String,
+    ) -> Result<ApplyStats, Error> {
+        if w.is_empty() {
+            return Ok(ApplyStats::default());
+        }
+        let batch = w.finish();
+        let messages = batch.messages();
+        self.seq = self.seq.wrapping_add(messages);
+        match self.exchange(&batch) {
+            Ok(()) => Ok(ApplyStats {
+                operations,
+                messages: messages as usize,
+                bytes: batch.bytes,
+            }),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Refused { index, errno, text }) => {
+                // Message 0 is the batch begin, the last one the batch end.
+                let at = index.checked_sub(1).filter(|&i| i < batch.ops_of.len());
+                let op_index = at.map(|i| batch.ops_of[i] as usize);
+                let mut op = match at {
+                    Some(i) => {
+                        let of = batch.ops_of[i];
+                        let nth = batch.ops_of[..i]
+                            .iter()
+                            .rev()
+                            .take_while(|&&o| o == of)
+                            .count();
+                        describe(of as usize, nth)
+                    }
+                    None if index == 0 => format!("batch begin (message 0 of {messages})"),
+                    None => format!("batch end (message {index} of {messages})"),
+                };
+                if let Some(text) = text {
+                    // Shown as `op`, kernel: `text`.
+                    op.push_str("`, kernel: `");
+                    op.push_str(&text);
+                }
+                Err(Error::Rejected {
+                    op_index,
+                    op,
+                    errno,
+                })
+            }
+        }
+    }
+}
+
+/// An operation sent by [`NetlinkKernel::apply_owned`], kept to describe
+/// a refusal: whole, but for the elements of element operations (dropped
+/// once encoded), of which each message's first and last are kept.
+enum Described {
+    Whole(Op),
+    Elements {
+        /// `add element ip nftopo MAP` or `delete element …`.
+        head: String,
+        /// Per message: its first and last element, and how many it holds.
+        messages: Vec<(String, String, usize)>,
+        total: usize,
+    },
+}
+
+impl Described {
+    fn of(op: Op) -> Self {
+        let chunks =
+            |head: String, texts: Vec<(String, String, usize)>, total| Described::Elements {
+                head,
+                messages: texts,
+                total,
+            };
+        match op {
+            Op::AddElements {
+                table,
+                map,
+                elements,
+                ..
+            } => chunks(
+                format!("add element {table} {map}"),
+                elements
+                    .chunks(ELEMENTS_PER_MESSAGE)
+                    .map(|c| {
+                        let text = |(k, v): &(ElemKey, ElemValue)| element_text(k, v);
+                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
+                    })
+                    .collect(),
+                elements.len(),
+            ),
+            Op::DeleteElements { table, map, keys } => chunks(
+                format!("delete element {table} {map}"),
+                keys.chunks(ELEMENTS_PER_MESSAGE)
+                    .map(|c| {
+                        let text = |k: &ElemKey| element_text(k, &ElemValue::Member);
+                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
+                    })
+                    .collect(),
+                keys.len(),
+            ),
+            op => Described::Whole(op),
+        }
+    }
+
+    /// The operation as `nft` would show it; for elements, the refused
+    /// message's (`nth` of the operation's).
+    fn text(&self, nth: usize) -> String {
+        match self {
+            Described::Whole(op) => op.to_string(),
+            Described::Elements {
+                head,
+                messages,
+                total,
+            } => match messages.get(nth) {
+                Some((first, _, 1)) => format!("{head} {{ {first} }}"),
+                Some((first, last, n)) => format!(
+                    "{head} {{ {first}, …, {last} }} ({n} elements, message {} of the \
+                     operation's {}, {total} elements in all)",
+                    nth + 1,
+                    messages.len()
+                ),
+                None => format!("{head} ({total} elements)"),
+            },
+        }
+    }
+}
+
 /// A bound and connected NETLINK_NETFILTER socket with a receive timeout,
 /// and a first sequence number (the clock's seconds), for nf_tables and
 /// ctnetlink alike. The kernel answers while our send() runs, so answers
@@ -207,42 +339,21 @@ impl Kernel for NetlinkKernel {
     fn apply(&mut self, tx: &Transaction) -> Result<ApplyStats, Error> {
         let mut w = BatchWriter::new(self.seq);
         encode_each(&tx.ops, |e| w.push(e));
-        if w.is_empty() {
-            return Ok(ApplyStats::default());
+        self.send(w, tx.ops.len(), |op, _| tx.ops[op].to_string())
+    }
+
+    fn apply_owned(&mut self, tx: Transaction) -> Result<ApplyStats, Error> {
+        let operations = tx.ops.len();
+        let mut w = BatchWriter::new(self.seq);
+        let mut kept = Vec::with_capacity(operations);
+        for (i, op) in tx.ops.into_iter().enumerate() {
+            encode_each(std::slice::from_ref(&op), |mut e| {
+                e.op_index = i;
+                w.push(e)
+            });
+            kept.push(Described::of(op));
         }
-        let batch = w.finish();
-        let messages = batch.messages();
-        self.seq = self.seq.wrapping_add(messages);
-        match self.exchange(&batch) {
-            Ok(()) => Ok(ApplyStats {
-                operations: tx.ops.len(),
-                messages: messages as usize,
-                bytes: batch.bytes,
-            }),
-            Err(Failure::Other(e)) => Err(e),
-            Err(Failure::Refused { index, errno, text }) => {
-                // Message 0 is the batch begin, the last one the batch end.
-                let op_index = index
-                    .checked_sub(1)
-                    .and_then(|i| batch.ops_of.get(i))
-                    .map(|&i| i as usize);
-                let mut op = match op_index {
-                    Some(i) => tx.ops[i].to_string(),
-                    None if index == 0 => format!("batch begin (message 0 of {messages})"),
-                    None => format!("batch end (message {index} of {messages})"),
-                };
-                if let Some(text) = text {
-                    // Shown as `op`, kernel: `text`.
-                    op.push_str("`, kernel: `");
-                    op.push_str(&text);
-                }
-                Err(Error::Rejected {
-                    op_index,
-                    op,
-                    errno,
-                })
-            }
-        }
+        self.send(w, operations, |op, nth| kept[op].text(nth))
     }
 
     fn read_back(&mut self) -> Result<crate::model::Ruleset, Error> {

@@ -234,3 +234,71 @@ fn error_answers_are_read_with_their_extended_ack() {
     assert!(parse_errors(&data[..20]).is_err(), "a truncated message");
     assert!(parse_errors(&[0xff; 20]).is_err());
 }
+
+/// `add set` of an `ipv4_addr` set and `add element` of `n` addresses,
+/// the one at `bad` an IPv6 address (the kernel refuses its key length).
+fn set_with_elements(n: u32, bad: Option<u32>) -> Vec<Op> {
+    use crate::model::{ElemKey, ElemValue, MapKind};
+    let elements = (0..n)
+        .map(|i| {
+            let addr = if Some(i) == bad {
+                std::net::IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 1])
+            } else {
+                std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8])
+            };
+            (ElemKey::Addr(addr), ElemValue::Member)
+        })
+        .collect();
+    vec![
+        add_table(),
+        Op::AddMap {
+            table: table(),
+            name: "addrs".into(),
+            kind: MapKind::AddrSet,
+        },
+        Op::AddElements {
+            table: table(),
+            map: "addrs".into(),
+            kind: MapKind::AddrSet,
+            elements,
+        },
+    ]
+}
+
+#[test]
+fn an_owned_batch_names_the_refused_message_by_its_elements() {
+    in_netns(|| {
+        let mut k = NetlinkKernel::open().unwrap();
+        // 1,000 elements go in three messages (400 a message): the
+        // second, elements 400 to 799, holds the bad one.
+        let err = k
+            .apply_owned(tx(set_with_elements(1000, Some(500))))
+            .unwrap_err();
+        match &err {
+            Error::Rejected { op_index, op, .. } => {
+                assert_eq!(*op_index, Some(2), "{err}");
+                let want = "add element ip nftopo-netlink-test addrs { 10.0.1.144, …, \
+                            10.0.3.31 } (400 elements, message 2 of the operation's 3, \
+                            1000 elements in all)";
+                assert!(op.starts_with(want), "{err}");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        // Nothing was applied; the same operations, all good, are.
+        let nft = |args: &[&str]| {
+            let out = std::process::Command::new("nft")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(nft(&["list", "tables"]), "");
+        let stats = k.apply_owned(tx(set_with_elements(1000, None))).unwrap();
+        assert_eq!((stats.operations, stats.messages), (3, 2 + 2 + 3));
+        let listed = nft(&["-j", "list", "set", "ip", "nftopo-netlink-test", "addrs"]);
+        // Every address, 10.0.0.0 to 10.0.3.231, and no other.
+        assert_eq!(listed.matches("\"10.0.").count(), 1000, "{listed}");
+        assert!(listed.contains("\"10.0.3.231\""), "{listed}");
+    });
+}
