@@ -18,12 +18,12 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::encode::{encode_each, Encoded, ELEMENTS_PER_MESSAGE};
+use crate::encode::{encode_each, Encoded};
 use crate::error::Error;
 use crate::kernel::{ApplyStats, Kernel};
-use crate::model::{ElemKey, ElemValue, Family};
-use crate::render::element_text;
-use crate::transaction::{Op, Transaction};
+use crate::model::Family;
+use crate::transaction::Transaction;
+use described::Described;
 
 /// NFNL_SUBSYS_NFTABLES, carried in the res_id of batch begin/end.
 const SUBSYS_NFTABLES: u16 = 10;
@@ -38,6 +38,7 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 /// NLMSGERR_ATTR_OFFS: offset of the refused attribute in the request.
 const NLMSGERR_ATTR_OFFS: u16 = 2;
 mod batch;
+mod described;
 
 pub use batch::{BatchWriter, Framed};
 
@@ -204,82 +205,6 @@ impl NetlinkKernel {
                     errno,
                 })
             }
-        }
-    }
-}
-
-/// An operation sent by [`NetlinkKernel::apply_owned`], kept to describe
-/// a refusal: whole, but for the elements of element operations (dropped
-/// once encoded), of which each message's first and last are kept.
-enum Described {
-    Whole(Op),
-    Elements {
-        /// `add element ip nftopo MAP` or `delete element …`.
-        head: String,
-        /// Per message: its first and last element, and how many it holds.
-        messages: Vec<(String, String, usize)>,
-        total: usize,
-    },
-}
-
-impl Described {
-    fn of(op: Op) -> Self {
-        let chunks =
-            |head: String, texts: Vec<(String, String, usize)>, total| Described::Elements {
-                head,
-                messages: texts,
-                total,
-            };
-        match op {
-            Op::AddElements {
-                table,
-                map,
-                elements,
-                ..
-            } => chunks(
-                format!("add element {table} {map}"),
-                elements
-                    .chunks(ELEMENTS_PER_MESSAGE)
-                    .map(|c| {
-                        let text = |(k, v): &(ElemKey, ElemValue)| element_text(k, v);
-                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
-                    })
-                    .collect(),
-                elements.len(),
-            ),
-            Op::DeleteElements { table, map, keys } => chunks(
-                format!("delete element {table} {map}"),
-                keys.chunks(ELEMENTS_PER_MESSAGE)
-                    .map(|c| {
-                        let text = |k: &ElemKey| element_text(k, &ElemValue::Member);
-                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
-                    })
-                    .collect(),
-                keys.len(),
-            ),
-            op => Described::Whole(op),
-        }
-    }
-
-    /// The operation as `nft` would show it; for elements, the refused
-    /// message's (`nth` of the operation's).
-    fn text(&self, nth: usize) -> String {
-        match self {
-            Described::Whole(op) => op.to_string(),
-            Described::Elements {
-                head,
-                messages,
-                total,
-            } => match messages.get(nth) {
-                Some((first, _, 1)) => format!("{head} {{ {first} }}"),
-                Some((first, last, n)) => format!(
-                    "{head} {{ {first}, …, {last} }} ({n} elements, message {} of the \
-                     operation's {}, {total} elements in all)",
-                    nth + 1,
-                    messages.len()
-                ),
-                None => format!("{head} ({total} elements)"),
-            },
         }
     }
 }
