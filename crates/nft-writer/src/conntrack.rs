@@ -94,7 +94,7 @@ pub fn udp_service(sp: &topology_filter::ServicePortPlan) -> Option<UdpService> 
         service: sp.service.clone(),
         port_name: sp.port_name.clone(),
         entries,
-        serving: sp.serving_endpoints.iter().copied().collect(),
+        serving: sp.serving_endpoints().into_iter().collect(),
     })
 }
 

@@ -309,7 +309,7 @@ fn only_external_local_services_with_a_port_are_wanted() {
         has_any_endpoints: true,
         has_any_ipv4_endpoints: true,
         has_any_ipv6_endpoints: false,
-        serving_endpoints: vec![],
+        serving_if_other: None,
         rule: topology_filter::Rule::None,
         traffic_distribution: None,
         decisions: vec![],

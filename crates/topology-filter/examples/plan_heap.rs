@@ -5,7 +5,9 @@
 //! once three copies have filled the heap's holes (malloc overhead
 //! included; `/proc/self/status`, Linux). Also: what a copy of each port's
 //! chosen endpoints takes (the list `ServicePortPlan` stored until
-//! `endpoints()` became a method) and what `serving_endpoints` takes.
+//! `endpoints()` became a method) and what the serving endpoints take,
+//! kept only where they differ from the cluster set and as a list per
+//! port.
 //!
 //! `cargo run -p topology-filter --example plan_heap -- /tmp/m10k.yaml node-1`
 
@@ -70,29 +72,35 @@ fn main() {
         grown as f64 / (1024.0 * 1024.0),
         grown / ports
     );
-    // `serving_endpoints` (read for UDP ports only, by the conntrack
-    // clean-up): what it takes.
+    // The serving endpoints (read for UDP ports only, by the conntrack
+    // clean-up): what the lists kept where they differ from the cluster
+    // set's addresses take, and what a list per port would.
     let before = rss_kib();
-    let serving: Vec<Vec<std::net::SocketAddr>> = copy
+    let serving: Vec<Option<Vec<std::net::SocketAddr>>> = copy
         .services
         .iter()
-        .map(|p| p.serving_endpoints.clone())
+        .map(|p| p.serving_if_other.clone())
+        .collect();
+    let kept = rss_kib().saturating_sub(before) * 1024;
+    let before = rss_kib();
+    let every: Vec<Vec<std::net::SocketAddr>> = copy
+        .services
+        .iter()
+        .map(|p| p.serving_endpoints())
         .collect();
     let grown = rss_kib().saturating_sub(before) * 1024;
     let same = copy
         .services
         .iter()
-        .filter(|p| {
-            p.cluster_endpoints
-                .iter()
-                .map(|e| std::net::SocketAddr::new(e.ip, e.port))
-                .eq(p.serving_endpoints.iter().copied())
-        })
+        .filter(|p| p.serving_if_other.is_none())
         .count();
     println!(
-        "serving_endpoints: {:.1} MiB, {} B per service port; equal to the cluster set's addresses in {same} of {ports} ports",
+        "serving endpoints: {:.1} MiB kept ({same} of {ports} ports equal to the cluster set's \
+         addresses keep none); a list per port would take {:.1} MiB, {} B per service port",
+        kept as f64 / (1024.0 * 1024.0),
         grown as f64 / (1024.0 * 1024.0),
         grown / ports
     );
+    drop(every);
     drop((serving, chosen, holes, state));
 }

@@ -108,8 +108,11 @@ pub struct ServicePortPlan {
     /// topology keys and hints choose, sorted: the endpoints an existing
     /// UDP flow may keep (kube-proxy's conntrack clean-up keeps exactly
     /// these, so that a change of the Service does not cut flows, as it
-    /// does not cut TCP connections).
-    pub serving_endpoints: Vec<SocketAddr>,
+    /// does not cut TCP connections): read by
+    /// [`Self::serving_endpoints`]. `None` when they are the addresses of
+    /// [`Self::cluster_endpoints`], as they are for most ports (one list
+    /// per port less).
+    pub serving_if_other: Option<Vec<SocketAddr>>,
     /// The rule that chose [`Self::endpoints`].
     pub rule: Rule,
     /// `spec.trafficDistribution` as written, for explanations.
@@ -132,6 +135,19 @@ impl ServicePortPlan {
             &self.local_endpoints
         } else {
             &self.cluster_endpoints
+        }
+    }
+
+    /// Every serving endpoint of the port, sorted (see
+    /// [`Self::serving_if_other`]).
+    pub fn serving_endpoints(&self) -> Vec<SocketAddr> {
+        match &self.serving_if_other {
+            Some(serving) => serving.clone(),
+            None => self
+                .cluster_endpoints
+                .iter()
+                .map(|e| SocketAddr::new(e.ip, e.port))
+                .collect(),
         }
     }
 
@@ -175,7 +191,7 @@ impl Serialize for ServicePortPlan {
             has_any_endpoints,
             has_any_ipv4_endpoints,
             has_any_ipv6_endpoints,
-            serving_endpoints,
+            serving_if_other: _,
             rule,
             traffic_distribution,
             decisions,
@@ -201,7 +217,7 @@ impl Serialize for ServicePortPlan {
         s.serialize_field("has_any_endpoints", has_any_endpoints)?;
         s.serialize_field("has_any_ipv4_endpoints", has_any_ipv4_endpoints)?;
         s.serialize_field("has_any_ipv6_endpoints", has_any_ipv6_endpoints)?;
-        s.serialize_field("serving_endpoints", serving_endpoints)?;
+        s.serialize_field("serving_endpoints", &self.serving_endpoints())?;
         s.serialize_field("rule", rule)?;
         s.serialize_field("traffic_distribution", traffic_distribution)?;
         s.serialize_field("decisions", decisions)?;

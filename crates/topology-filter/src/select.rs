@@ -244,11 +244,18 @@ fn assemble(
             }
         })
         .collect();
-    let serving_endpoints = candidates
+    let serving = candidates
         .iter()
         .filter(|cand| cand.endpoint.conditions.serving)
-        .map(|cand| SocketAddr::new(cand.ip, cand.port))
-        .collect();
+        .map(|cand| SocketAddr::new(cand.ip, cand.port));
+    let serving_if_other = if serving.clone().eq(cluster_endpoints
+        .iter()
+        .map(|e| SocketAddr::new(e.ip, e.port)))
+    {
+        None
+    } else {
+        Some(serving.collect())
+    };
     ServicePortPlan {
         service: service.key.clone(),
         port_name: port.name.clone(),
@@ -269,7 +276,7 @@ fn assemble(
         has_any_endpoints: c.has_any_v4 || c.has_any_v6,
         has_any_ipv4_endpoints: c.has_any_v4,
         has_any_ipv6_endpoints: c.has_any_v6,
-        serving_endpoints,
+        serving_if_other,
         rule: c.rule,
         traffic_distribution: service.traffic_distribution.clone(),
         decisions,

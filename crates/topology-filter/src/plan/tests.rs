@@ -77,6 +77,41 @@ fn endpoints_in_the_json_are_the_chosen_list_in_place() {
     }
 }
 
+/// The serving endpoints are kept only where they are not the cluster
+/// set's addresses; read through the method, they are the same either way.
+#[test]
+fn serving_endpoints_are_kept_only_where_they_differ_from_the_cluster_set() {
+    // 10.0.0.3 serves while terminating: not in the cluster set.
+    let plan = plan_of(service());
+    assert_eq!(
+        plan.serving_if_other.as_deref(),
+        Some(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|a| a.parse().unwrap())[..])
+    );
+    assert_eq!(
+        plan.serving_endpoints(),
+        plan.serving_if_other.clone().unwrap()
+    );
+    // Every serving endpoint ready: the cluster set's addresses.
+    let endpoints = vec![
+        ep("10.0.0.1", "node-1", Ready::Yes),
+        ep("10.0.0.2", "node-2", Ready::Yes),
+        ep("10.0.0.4", "", Ready::No),
+    ];
+    let nodes = vec![node("node-1", &[]), node("node-2", &[])];
+    let plan = port_plan(&state(service(), endpoints, nodes), "node-1");
+    assert_eq!(plan.serving_if_other, None);
+    let want: Vec<std::net::SocketAddr> = vec![
+        "10.0.0.1:80".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    ];
+    assert_eq!(plan.serving_endpoints(), want);
+    let value: serde_json::Value = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        value["serving_endpoints"],
+        serde_json::json!(["10.0.0.1:80", "10.0.0.2:80"])
+    );
+}
+
 /// `cluster` as serialized before `endpoints` became a method.
 const CLUSTER: &str = r#"{"service":{"namespace":"default","name":"svc"},"port_name":"","protocol":"TCP","cluster_ips":["10.43.0.1"],"port":80,"node_port":null,"external_ips":[],"load_balancer_ips":[],"load_balancer_source_ranges":[],"external_policy_local":false,"internal_policy_local":false,"session_affinity_timeout":null,"endpoints":[{"ip":"10.0.0.1","port":80,"node_name":"node-1","terminating":false},{"ip":"10.0.0.2","port":80,"node_name":"node-2","terminating":false}],"uses_cluster_endpoints":true,"uses_local_endpoints":false,"cluster_endpoints":[{"ip":"10.0.0.1","port":80,"node_name":"node-1","terminating":false},{"ip":"10.0.0.2","port":80,"node_name":"node-2","terminating":false}],"local_endpoints":[],"has_any_endpoints":true,"has_any_ipv4_endpoints":true,"has_any_ipv6_endpoints":false,"serving_endpoints":["10.0.0.1:80","10.0.0.2:80","10.0.0.3:80"],"rule":"none","traffic_distribution":null,"decisions":[{"ip":"10.0.0.1","port":80,"node_name":"node-1","for_cluster":true,"for_local":false,"reason":"kept: no topology rules"},{"ip":"10.0.0.2","port":80,"node_name":"node-2","for_cluster":true,"for_local":false,"reason":"kept: no topology rules"},{"ip":"10.0.0.3","port":80,"node_name":"node-1","for_cluster":false,"for_local":false,"reason":"dropped: serving but terminating, used only when no endpoint is ready"},{"ip":"10.0.0.4","port":80,"node_name":null,"for_cluster":false,"for_local":false,"reason":"dropped: not ready"}]}"#;
 
