@@ -37,6 +37,10 @@ pub fn plan(state: &ClusterState, node: &str) -> ProxyPlan {
         plan.services.extend(one.ports);
         plan.problems.extend(one.problems);
     }
+    // Kept as long as the daemon runs: without the growth's slack (up to
+    // half the vector).
+    plan.services.shrink_to_fit();
+    plan.problems.shrink_to_fit();
     plan
 }
 

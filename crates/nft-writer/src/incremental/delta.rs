@@ -154,12 +154,7 @@ impl IncrementalPlanner {
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
             if counted(map) {
-                let at = (map, k.clone());
-                let n = idx.counted.get_mut(&at).expect("counted when added");
-                *n -= 1;
-                if *n == 0 {
-                    idx.counted.remove(&at);
-                }
+                idx.counted.remove(map, k);
             } else if let Some(by) = idx.firewall.get_mut(k) {
                 by.remove(key);
                 if by.is_empty() {
@@ -176,7 +171,7 @@ impl IncrementalPlanner {
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
             if counted(map) {
-                *idx.counted.entry((map, k.clone())).or_insert(0) += 1;
+                idx.counted.add(map, k);
             } else {
                 idx.firewall
                     .entry(k.clone())

@@ -154,17 +154,15 @@ pub(super) struct Index {
     pub(super) objects: HashMap<String, usize>,
     /// Elements of the counted sets (`hairpin` pairs, `cluster-ips`
     /// addresses) with the number of Services that add each.
-    pub(super) counted: HashMap<(&'static str, ElemKey), usize>,
+    pub(super) counted: CountedElements,
     /// `firewall-ips` elements by Service.
     pub(super) firewall: BTreeMap<ElemKey, BTreeMap<ObjectKey, ElemValue>>,
 }
 
 impl Index {
-    pub(super) fn element(&self, map: &str, key: &ElemKey) -> Option<ElemValue> {
+    pub(super) fn element(&self, map: &'static str, key: &ElemKey) -> Option<ElemValue> {
         if counted(map) {
-            self.counted
-                .get(&(map, key.clone()))
-                .map(|_| ElemValue::Member)
+            self.counted.contains(map, key).then_some(ElemValue::Member)
         } else {
             self.firewall
                 .get(key)
@@ -173,8 +171,102 @@ impl Index {
     }
 }
 
+/// The counted elements with their counts. A `hairpin` pair is one
+/// endpoint's address twice and a `cluster-ips` element an address: kept
+/// as that address (24 bytes an entry with its count, against 64 for the
+/// map's name, the whole key and a `usize`: one entry per endpoint
+/// address). Any other key (none is planned) is kept whole.
+#[derive(Debug, Default)]
+pub(super) struct CountedElements {
+    compact: HashMap<Counted, u32>,
+    other: HashMap<(&'static str, ElemKey), u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Counted {
+    Hairpin(IpAddr),
+    ClusterIp(IpAddr),
+}
+
+impl Counted {
+    fn of(map: &str, key: &ElemKey) -> Option<Self> {
+        match key {
+            ElemKey::Pair(a, b) if a == b && map == names::HAIRPIN => Some(Counted::Hairpin(*a)),
+            ElemKey::Addr(a) if map == names::CLUSTER_IPS => Some(Counted::ClusterIp(*a)),
+            _ => None,
+        }
+    }
+}
+
+impl CountedElements {
+    /// One more Service adds `key` to `map`.
+    pub(super) fn add(&mut self, map: &'static str, key: &ElemKey) {
+        let n = match Counted::of(map, key) {
+            Some(c) => self.compact.entry(c).or_insert(0),
+            None => self.other.entry((map, key.clone())).or_insert(0),
+        };
+        *n += 1;
+    }
+
+    /// One Service fewer adds `key` to `map` (one that did).
+    pub(super) fn remove(&mut self, map: &'static str, key: &ElemKey) {
+        fn down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, k: K) {
+            let n = counts.get_mut(&k).expect("counted when added");
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&k);
+            }
+        }
+        match Counted::of(map, key) {
+            Some(c) => down(&mut self.compact, c),
+            None => down(&mut self.other, (map, key.clone())),
+        }
+    }
+
+    /// Whether some Service adds `key` to `map`.
+    pub(super) fn contains(&self, map: &'static str, key: &ElemKey) -> bool {
+        match Counted::of(map, key) {
+            Some(c) => self.compact.contains_key(&c),
+            None => self.other.contains_key(&(map, key.clone())),
+        }
+    }
+}
+
 /// Whether the elements of `map` are counted (a set several Services add
 /// the same element to), rather than owned by the last Service.
 pub(super) fn counted(map: &str) -> bool {
     map == names::HAIRPIN || map == names::CLUSTER_IPS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_elements_count_compact_and_other_keys_alike() {
+        let a = IpAddr::from([10, 42, 0, 7]);
+        let b = IpAddr::from([10, 42, 0, 8]);
+        let mut c = CountedElements::default();
+        let hairpin = ElemKey::Pair(a, a);
+        let other = ElemKey::Pair(a, b);
+        let cluster = ElemKey::Addr(a);
+        for (map, key) in [
+            (names::HAIRPIN, &hairpin),
+            (names::HAIRPIN, &other),
+            (names::CLUSTER_IPS, &cluster),
+        ] {
+            c.add(map, key);
+            c.add(map, key);
+            c.remove(map, key);
+            assert!(c.contains(map, key), "{map} {key:?}");
+            c.remove(map, key);
+            assert!(!c.contains(map, key), "{map} {key:?}");
+        }
+        // The same address in the two sets is two elements.
+        c.add(names::HAIRPIN, &hairpin);
+        assert!(!c.contains(names::CLUSTER_IPS, &cluster));
+        assert_eq!((c.compact.len(), c.other.len()), (1, 0));
+        c.add(names::HAIRPIN, &other);
+        assert_eq!((c.compact.len(), c.other.len()), (1, 1));
+    }
 }
