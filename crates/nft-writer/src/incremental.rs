@@ -324,7 +324,7 @@ impl IncrementalPlanner {
             }
             let mut table = self.skeletons[fi(f)].clone();
             for e in self.entries.values() {
-                e.parts[fi(f)].merge_into(&mut table, None);
+                e.part(f).merge_into(&mut table, None);
             }
             let kept = &self.kept_spreads[fi(f)];
             add_spread_chains(&mut table, &kept.addr, &kept.port);

@@ -22,7 +22,8 @@ impl IncrementalPlanner {
             let entry = self.entries.entry(key.clone()).or_default();
             for f in FAMILIES {
                 let idx = &mut self.index[fi(f)];
-                for (k, name) in std::mem::take(&mut entry.addr_claims[fi(f)]) {
+                let mut side = entry.take_side(f);
+                for (k, name) in std::mem::take(&mut side.addr_claims) {
                     if let Some(set) = idx.owners.get_mut(&k) {
                         set.remove(&(key.clone(), name));
                         if set.is_empty() {
@@ -31,7 +32,7 @@ impl IncrementalPlanner {
                     }
                     touched_addrs[fi(f)].insert(k);
                 }
-                for (k, name) in std::mem::take(&mut entry.port_claims[fi(f)]) {
+                for (k, name) in std::mem::take(&mut side.port_claims) {
                     if let Some(set) = idx.port_owners.get_mut(&k) {
                         set.remove(&(key.clone(), name));
                         if set.is_empty() {
@@ -50,7 +51,7 @@ impl IncrementalPlanner {
                             .entry(k)
                             .or_default()
                             .insert((key.clone(), sp.port_name.clone()));
-                        entry.addr_claims[fi(f)].push((k, sp.port_name.clone()));
+                        side.addr_claims.push((k, sp.port_name.clone()));
                         touched_addrs[fi(f)].insert(k);
                     }
                     if let Some(np) = sp.node_port {
@@ -59,10 +60,11 @@ impl IncrementalPlanner {
                             .entry(k)
                             .or_default()
                             .insert((key.clone(), sp.port_name.clone()));
-                        entry.port_claims[fi(f)].push((k, sp.port_name.clone()));
+                        side.port_claims.push((k, sp.port_name.clone()));
                         touched_ports[fi(f)].insert(k);
                     }
                 }
+                entry.put_side(f, side);
             }
             let wants = wants_ip6(ports);
             match (entry.wants_ip6, wants) {
@@ -152,10 +154,11 @@ impl IncrementalPlanner {
         let mut entry = self.entries.remove(key).unwrap_or_default();
         let mut full = false;
         for f in FAMILIES {
-            let old = std::mem::take(&mut entry.parts[fi(f)]);
+            let mut side = entry.take_side(f);
             let new = Part::from(std::mem::take(&mut parts[fi(f)]));
-            full |= self.apply_part(f, key, &old, &new, &mut deltas[fi(f)]);
-            entry.parts[fi(f)] = new;
+            full |= self.apply_part(f, key, &side.part, &new, &mut deltas[fi(f)]);
+            side.part = new;
+            entry.put_side(f, side);
         }
         entry.problems = problems;
         if !ports.is_empty() {

@@ -33,7 +33,7 @@ impl IncrementalPlanner {
                 layout: skeleton.layout,
             };
             for e in self.entries.values() {
-                e.parts[fi(f)].merge_into(&mut table, Some(skeleton));
+                e.part(f).merge_into(&mut table, Some(skeleton));
             }
             let kept = &self.kept_spreads[fi(f)];
             add_spread_chains(&mut table, &kept.addr, &kept.port);
@@ -61,7 +61,7 @@ impl IncrementalPlanner {
         lists.extend(
             self.entries
                 .values()
-                .map(|e| e.parts[fi(family)].elements(map))
+                .map(|e| e.part(family).elements(map))
                 .filter(|l| !l.is_empty()),
         );
         Some(merge_sorted(&lists))

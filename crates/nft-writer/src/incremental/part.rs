@@ -92,16 +92,58 @@ pub(super) fn lookup<'a>(
 /// What the planner holds for one Service.
 #[derive(Debug, Default)]
 pub(super) struct Entry {
-    /// Its part of the `ip` and the `ip6` table.
-    pub(super) parts: [Part; 2],
-    /// Per family, the addresses and node ports it claims, with the port
-    /// name that claims them.
-    pub(super) addr_claims: [Vec<(AddrKey, String)>; 2],
-    pub(super) port_claims: [Vec<(PortKey, String)>; 2],
+    /// Its side of the `ip` and of the `ip6` table; `None` where it holds
+    /// nothing there (most Services have no IPv6 address: an empty side
+    /// costs a pointer, not the 170 bytes of its empty vectors).
+    sides: [Option<Box<Side>>; 2],
     /// Service ports left out because another Service owns the address.
     pub(super) problems: Vec<Problem>,
     /// It has an IPv6 address (the `ip6` table exists while any has).
     pub(super) wants_ip6: bool,
+}
+
+/// A Service's part of one table, and the addresses and node ports it
+/// claims there, with the port name that claims them.
+#[derive(Debug, Default)]
+pub(super) struct Side {
+    pub(super) part: Part,
+    pub(super) addr_claims: Vec<(AddrKey, String)>,
+    pub(super) port_claims: Vec<(PortKey, String)>,
+}
+
+/// The part of a Service without a side in a table.
+static NO_PART: Part = Part {
+    chains: Vec::new(),
+    sets: Vec::new(),
+    elements: Vec::new(),
+    spreads: Vec::new(),
+    port_spreads: Vec::new(),
+};
+
+impl Entry {
+    /// Its part of the `family` table.
+    pub(super) fn part(&self, family: Family) -> &Part {
+        self.sides[fi(family)]
+            .as_ref()
+            .map_or(&NO_PART, |s| &s.part)
+    }
+
+    /// Takes its side of the `family` table out (empty when it has none),
+    /// to be put back with [`Entry::put_side`].
+    pub(super) fn take_side(&mut self, family: Family) -> Side {
+        self.sides[fi(family)]
+            .take()
+            .map(|s| *s)
+            .unwrap_or_default()
+    }
+
+    /// Sets its side of the `family` table (none when `side` is empty).
+    pub(super) fn put_side(&mut self, family: Family, side: Side) {
+        let empty = side.part == Part::default()
+            && side.addr_claims.is_empty()
+            && side.port_claims.is_empty();
+        self.sides[fi(family)] = (!empty).then(|| Box::new(side));
+    }
 }
 
 /// Who claims one address or node port, in order (the first owns it).
