@@ -18,7 +18,9 @@ use std::process::ExitCode;
 /// sync frees (296 MiB resident at 10k services x 10 endpoints, still
 /// after 1,000 changes) where jemalloc gives it back (164 MiB), at the
 /// same peak. mimalloc gave back less and peaked higher.
-/// integration/bench-notes.md (2026-12-06) has the comparison.
+/// integration/bench-notes.md (2026-12-06) has the comparison. Built with
+/// one arena (`.cargo/config.toml`, `narenas:1`): 5-7 MiB less at the peak
+/// at 10k, and no arena per CPU on large nodes.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
