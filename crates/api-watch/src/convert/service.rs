@@ -25,14 +25,13 @@ pub(crate) fn service(
     super::names::dns1035_label(&key.name).map_err(|e| FieldError::new("metadata.name", e))?;
     let default_spec = core::ServiceSpec::default();
     let spec = service.spec.as_ref().unwrap_or(&default_spec);
-    let ports = spec
-        .ports
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| service_port(i, p))
-        .collect::<Result<_, _>>()?;
+    let listed = spec.ports.as_deref().unwrap_or_default();
+    // Sized to what they hold, as the store keeps them (collecting
+    // through `Result` would leave four slots for one port).
+    let mut ports = Vec::with_capacity(listed.len());
+    for (i, p) in listed.iter().enumerate() {
+        ports.push(service_port(i, p)?);
+    }
     let cluster_ips = cluster_ips(spec.cluster_ips.as_deref(), spec.cluster_ip.as_deref())?;
     let ip_families = ip_families(spec.ip_families.as_deref())?;
     let ip_family_policy = ip_family_policy(spec.ip_family_policy.as_deref())?;

@@ -58,14 +58,15 @@ pub(crate) fn slice_v1(slice: &discovery::EndpointSlice) -> Result<EndpointSlice
             ),
         }
     }
-    let endpoints = slice
-        .endpoints
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, e)| endpoint(i, e, address_type))
-        .collect::<Result<_, _>>()?;
+    // Sized to what they hold (collecting through `Result` grows the
+    // vector by doubling: 16 slots for 10 endpoints), as the store keeps
+    // them.
+    ports.shrink_to_fit();
+    let listed = slice.endpoints.as_deref().unwrap_or_default();
+    let mut endpoints = Vec::with_capacity(listed.len());
+    for (i, e) in listed.iter().enumerate() {
+        endpoints.push(endpoint(i, e, address_type)?);
+    }
     Ok(EndpointSlice {
         key,
         service_name,
