@@ -116,13 +116,13 @@ impl<K: Kernel> Syncer<K> {
     /// in one transaction. On error nothing was applied (the
     /// transaction is atomic) and the next sync converges again.
     pub fn converge(&mut self, want: &Ruleset) -> Result<SyncStats, Error> {
-        self.converge_expecting(want.clone(), &converge::in_want, Vec::new())
+        self.converge_expecting(want.clone(), converge::IN_WANT, Vec::new())
     }
 
     /// [`Syncer::converge`], consuming `want`: its rules and elements move
     /// into the transaction instead of being copied.
     pub fn converge_owned(&mut self, want: Ruleset) -> Result<SyncStats, Error> {
-        self.converge_expecting(want, &converge::in_want, Vec::new())
+        self.converge_expecting(want, converge::IN_WANT, Vec::new())
     }
 
     /// [`Syncer::converge`] to what `planner` holds, taken from its frame
@@ -134,8 +134,13 @@ impl<K: Kernel> Syncer<K> {
         planner: &IncrementalPlanner,
         expected: Vec<Op>,
     ) -> Result<SyncStats, Error> {
-        let source = |family: Family, map: &str| planner.elements(family, map);
-        self.converge_expecting(planner.frame(), &source, expected)
+        let of = |family: Family, map: &str| planner.elements(family, map);
+        let gives = |family: Family, map: &str| planner.streams(family, map);
+        let source = converge::Elements {
+            of: &of,
+            gives: &gives,
+        };
+        self.converge_expecting(planner.frame(), source, expected)
     }
 
     /// [`Syncer::converge`] to `want` (the elements of its maps from
@@ -187,7 +192,21 @@ impl<K: Kernel> Syncer<K> {
         };
         self.notes = c.notes;
         if !c.now.is_empty() {
-            let applied = self.kernel.apply_owned(c.now)?;
+            // Each whole map's elements are taken from the source as the
+            // operation is sent, and dropped once encoded.
+            let fill = c.fill;
+            let mut ops = c.now.ops.into_iter().enumerate().map(|(i, op)| match op {
+                Op::AddElements {
+                    table, map, kind, ..
+                } if fill.binary_search(&i).is_ok() => Op::AddElements {
+                    elements: (source.of)(table.family, &map).unwrap_or_default(),
+                    table,
+                    map,
+                    kind,
+                },
+                op => op,
+            });
+            let applied = self.kernel.apply_iter(&mut ops)?;
             stats.operations = applied.operations;
             stats.messages = applied.messages;
         }

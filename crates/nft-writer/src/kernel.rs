@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::model::Ruleset;
-use crate::transaction::Transaction;
+use crate::transaction::{Op, Transaction};
 
 /// What applying a transaction cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +28,13 @@ pub trait Kernel {
     /// sync's elements) is not held twice, as operations and as bytes.
     fn apply_owned(&mut self, tx: Transaction) -> Result<ApplyStats, Error> {
         self.apply(&tx)
+    }
+
+    /// [`Kernel::apply_owned`] of the operations `ops` gives, in order:
+    /// an implementation may take each only when it encodes it (a full
+    /// sync's maps are then assembled one at a time).
+    fn apply_iter(&mut self, ops: &mut dyn Iterator<Item = Op>) -> Result<ApplyStats, Error> {
+        self.apply_owned(Transaction { ops: ops.collect() })
     }
 
     /// What the kernel holds of nftopo's own tables (`table ip nftopo`

@@ -22,7 +22,7 @@ use crate::encode::{encode_each, Encoded};
 use crate::error::Error;
 use crate::kernel::{ApplyStats, Kernel};
 use crate::model::Family;
-use crate::transaction::Transaction;
+use crate::transaction::{Op, Transaction};
 use described::Described;
 
 /// NFNL_SUBSYS_NFTABLES, carried in the res_id of batch begin/end.
@@ -268,17 +268,20 @@ impl Kernel for NetlinkKernel {
     }
 
     fn apply_owned(&mut self, tx: Transaction) -> Result<ApplyStats, Error> {
-        let operations = tx.ops.len();
+        self.apply_iter(&mut tx.ops.into_iter())
+    }
+
+    fn apply_iter(&mut self, ops: &mut dyn Iterator<Item = Op>) -> Result<ApplyStats, Error> {
         let mut w = BatchWriter::new(self.seq);
-        let mut kept = Vec::with_capacity(operations);
-        for (i, op) in tx.ops.into_iter().enumerate() {
+        let mut kept = Vec::new();
+        for (i, op) in ops.enumerate() {
             encode_each(std::slice::from_ref(&op), |mut e| {
                 e.op_index = i;
                 w.push(e)
             });
             kept.push(Described::of(op));
         }
-        self.send(w, operations, |op, nth| kept[op].text(nth))
+        self.send(w, kept.len(), |op, nth| kept[op].text(nth))
     }
 
     fn read_back(&mut self) -> Result<crate::model::Ruleset, Error> {

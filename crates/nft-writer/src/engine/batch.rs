@@ -31,6 +31,9 @@ pub struct Batch {
     adds: BTreeMap<(Family, MapKind, String), Vec<(ElemKey, ElemValue)>>,
     drops: Vec<Op>,
     later: Vec<Op>,
+    /// Maps whose every element is added, from a source that gives them
+    /// when the transaction is sent ([`Batch::add_all_elements`]).
+    filled_later: BTreeSet<(Family, MapKind, String)>,
     /// Element deletions deferred from an earlier batch: sent now.
     overdue: Vec<(Family, String, Vec<ElemKey>)>,
 }
@@ -73,6 +76,17 @@ impl Batch {
             }
             Op::DeleteChain { .. } | Op::DeleteMap { .. } => self.drops.push(op),
         }
+    }
+
+    /// `add element` of every element `map` should hold, left empty here
+    /// and filled when the transaction is sent ([`Batch::finish_filling`]
+    /// says which operations), so that they are not held twice, as
+    /// operations and as bytes.
+    pub fn add_all_elements(&mut self, table: &TableRef, kind: MapKind, map: String) {
+        self.adds
+            .entry((table.family, kind, map.clone()))
+            .or_default();
+        self.filled_later.insert((table.family, kind, map));
     }
 
     /// `delete element` of `keys` from `map` of shape `kind`.
@@ -121,7 +135,15 @@ impl Batch {
     }
 
     /// The transaction to send now, and the deletions for the next one.
-    pub fn finish(mut self) -> (Transaction, Vec<Op>) {
+    pub fn finish(self) -> (Transaction, Vec<Op>) {
+        let (tx, later, fill) = self.finish_filling();
+        assert!(fill.is_empty(), "add_all_elements needs finish_filling");
+        (tx, later)
+    }
+
+    /// [`Batch::finish`], with the indices of the `add element` operations
+    /// that [`Batch::add_all_elements`] left to fill.
+    pub fn finish_filling(mut self) -> (Transaction, Vec<Op>, Vec<usize>) {
         let table = |family| TableRef {
             family,
             name: names::TABLE.into(),
@@ -147,7 +169,11 @@ impl Batch {
                 keys,
             });
         }
+        let mut fill = Vec::new();
         for ((family, kind, map), elements) in self.adds {
+            if self.filled_later.contains(&(family, kind, map.clone())) {
+                fill.push(ops.len());
+            }
             ops.push(Op::AddElements {
                 table: table(family),
                 map,
@@ -156,6 +182,6 @@ impl Batch {
             });
         }
         ops.extend(self.drops);
-        (Transaction { ops }, later)
+        (Transaction { ops }, later, fill)
     }
 }

@@ -13,19 +13,38 @@ pub fn converge(held: &Ruleset, want: &Ruleset) -> Convergence {
 /// [`converge`], consuming `want`: its rules and elements move into the
 /// operations instead of being copied (a first sync's whole ruleset).
 pub fn converge_into(held: &Ruleset, mut want: Ruleset) -> Convergence {
-    converge_with(held, &mut want, Take::Move, &in_want)
+    converge_with(held, &mut want, Take::Move, IN_WANT)
 }
 
-/// Where the elements of a desired set or map come from: `Some`, sorted
-/// by key, from a source that assembles one map at a time
-/// ([`crate::IncrementalPlanner::elements`]: a full sync never holds the
-/// whole ruleset); `None`, from the map in the desired ruleset itself.
-pub(super) type Elements<'a> = &'a dyn Fn(Family, &str) -> Option<Vec<(ElemKey, ElemValue)>>;
+/// A map's elements, sorted by key.
+pub(super) type ElementList = Vec<(ElemKey, ElemValue)>;
 
-/// Every map's elements are in the desired ruleset.
-pub(super) fn in_want(_: Family, _: &str) -> Option<Vec<(ElemKey, ElemValue)>> {
+/// Where the elements of a desired set or map come from.
+#[derive(Clone, Copy)]
+pub(super) struct Elements<'a> {
+    /// A map's elements, sorted by key, from a source that assembles one
+    /// map at a time ([`crate::IncrementalPlanner::elements`]: a full
+    /// sync never holds the whole ruleset); `None`: from the map in the
+    /// desired ruleset itself.
+    pub(super) of: &'a dyn Fn(Family, &str) -> Option<ElementList>,
+    /// Whether `of` gives a map's elements: a map added whole is then
+    /// filled only when the transaction is sent ([`Convergence::fill`]).
+    pub(super) gives: &'a dyn Fn(Family, &str) -> bool,
+}
+
+fn none_of(_: Family, _: &str) -> Option<ElementList> {
     None
 }
+
+fn gives_none(_: Family, _: &str) -> bool {
+    false
+}
+
+/// Every map's elements are in the desired ruleset.
+pub(super) const IN_WANT: Elements<'static> = Elements {
+    of: &none_of,
+    gives: &gives_none,
+};
 
 /// How a convergence takes the rules and elements its operations need
 /// from the desired ruleset.
@@ -89,9 +108,10 @@ pub(super) fn converge_with(
             },
         }
     }
-    let (now, later) = batch.finish();
+    let (now, later, fill) = batch.finish_filling();
     c.now = now;
     c.later = later;
+    c.fill = fill;
     c
 }
 
@@ -148,18 +168,22 @@ pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take, s
         name: m.name.clone(),
         kind: m.kind,
     });
+    if (source.gives)(t.family, &m.name) {
+        batch.add_all_elements(t, m.kind, m.name.clone());
+        return;
+    }
     batch.push(Op::AddElements {
         table: t.clone(),
         map: m.name.clone(),
         kind: m.kind,
-        elements: desired(t.family, m, how, source),
+        elements: take(&mut m.elements, how).into_iter().collect(),
     });
 }
 
 /// The elements `m` should hold, sorted by key: from `source`, or taken
 /// from `m` as `how` says.
 fn desired(family: Family, m: &mut Map, how: Take, source: Elements) -> Vec<(ElemKey, ElemValue)> {
-    match source(family, &m.name) {
+    match (source.of)(family, &m.name) {
         Some(elements) => elements,
         None => take(&mut m.elements, how).into_iter().collect(),
     }

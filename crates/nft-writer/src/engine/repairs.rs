@@ -48,6 +48,10 @@ pub struct Convergence {
     pub now: Transaction,
     /// Deletions for the next sync.
     pub later: Vec<Op>,
+    /// Indices of the `add element` operations of `now` that add a whole
+    /// map from a source of elements (the planner's), empty here: the
+    /// syncer fills each as it is sent. Always empty for [`converge`].
+    pub fill: Vec<usize>,
     /// What differed, by kind.
     pub repairs: Repairs,
     /// One line per repaired object, the first [`MAX_NOTES`].

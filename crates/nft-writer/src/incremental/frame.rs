@@ -42,6 +42,12 @@ impl IncrementalPlanner {
         Ruleset { tables }
     }
 
+    /// Whether [`IncrementalPlanner::elements`] gives the elements of
+    /// `map` in the `family` table (one of the skeleton's sets and maps).
+    pub fn streams(&self, family: Family, map: &str) -> bool {
+        self.skeletons[fi(family)].maps.contains_key(map)
+    }
+
     /// The elements of the skeleton's set or map `map` in the `family`
     /// table, sorted by key, as [`IncrementalPlanner::ruleset`] holds
     /// them (where two Services add the same key, the later in plan
