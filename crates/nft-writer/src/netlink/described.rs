@@ -6,9 +6,10 @@ use crate::model::{ElemKey, ElemValue};
 use crate::render::element_text;
 use crate::transaction::Op;
 
-/// An operation sent by [`NetlinkKernel::apply_owned`], kept to describe
-/// a refusal: whole, but for the elements of element operations (dropped
-/// once encoded), of which each message's first and last are kept.
+/// An operation sent by [`super::NetlinkKernel`]'s `apply_iter`, kept to
+/// describe a refusal: whole, but for the elements of element operations
+/// (dropped once encoded), of which each message's first and last are
+/// kept.
 pub(super) enum Described {
     Whole(Op),
     Elements {
