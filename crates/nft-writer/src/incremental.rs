@@ -314,6 +314,12 @@ impl IncrementalPlanner {
     /// The whole ruleset, assembled from the skeleton and the parts: what
     /// `plan_ruleset` gives for the plan of the last update.
     pub fn ruleset(&self) -> Ruleset {
+        self.assemble(false)
+    }
+
+    /// The tables of the last update: whole, or (`frame`) without the
+    /// elements of the skeleton's sets and maps ([`IncrementalPlanner::frame`]).
+    fn assemble(&self, frame: bool) -> Ruleset {
         let mut tables = Vec::new();
         if self.node.is_none() {
             return Ruleset { tables };
@@ -322,9 +328,24 @@ impl IncrementalPlanner {
             if f == Family::Ip6 && !self.wants_ip6() {
                 continue;
             }
-            let mut table = self.skeletons[fi(f)].clone();
+            let skeleton = &self.skeletons[fi(f)];
+            let mut table = if frame {
+                Table {
+                    family: skeleton.family,
+                    name: skeleton.name.clone(),
+                    chains: skeleton.chains.clone(),
+                    maps: skeleton
+                        .maps
+                        .values()
+                        .map(|m| (m.name.clone(), Map::new(m.name.clone(), m.kind)))
+                        .collect(),
+                    layout: skeleton.layout,
+                }
+            } else {
+                skeleton.clone()
+            };
             for e in self.entries.values() {
-                e.part(f).merge_into(&mut table, None);
+                e.part(f).merge_into(&mut table, frame.then_some(skeleton));
             }
             let kept = &self.kept_spreads[fi(f)];
             add_spread_chains(&mut table, &kept.addr, &kept.port);

@@ -12,34 +12,7 @@ impl IncrementalPlanner {
     /// sync converges from the two, so that it never holds the whole
     /// ruleset assembled.
     pub fn frame(&self) -> Ruleset {
-        let mut tables = Vec::new();
-        if self.node.is_none() {
-            return Ruleset { tables };
-        }
-        for f in FAMILIES {
-            if f == Family::Ip6 && !self.wants_ip6() {
-                continue;
-            }
-            let skeleton = &self.skeletons[fi(f)];
-            let mut table = Table {
-                family: skeleton.family,
-                name: skeleton.name.clone(),
-                chains: skeleton.chains.clone(),
-                maps: skeleton
-                    .maps
-                    .values()
-                    .map(|m| (m.name.clone(), Map::new(m.name.clone(), m.kind)))
-                    .collect(),
-                layout: skeleton.layout,
-            };
-            for e in self.entries.values() {
-                e.part(f).merge_into(&mut table, Some(skeleton));
-            }
-            let kept = &self.kept_spreads[fi(f)];
-            add_spread_chains(&mut table, &kept.addr, &kept.port);
-            tables.push(table);
-        }
-        Ruleset { tables }
+        self.assemble(true)
     }
 
     /// Whether [`IncrementalPlanner::elements`] gives the elements of
