@@ -378,15 +378,16 @@ fn read_back_in_a_fresh_process() {
 /// quiet moment says so instead of returning a torn ruleset.
 #[test]
 fn a_read_back_while_another_table_keeps_changing_is_exact_or_says_it_is_not() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
     // Dumps of several datagrams each (10,000 elements in one map).
     let rs = many_services(1_000, 10);
     in_netns(move |_| {
         let mut k = apply_and_read_back(&rs);
         let stop = Arc::new(AtomicBool::new(false));
+        let commits = Arc::new(AtomicU32::new(0));
         let churn = {
-            let stop = stop.clone();
+            let (stop, commits) = (stop.clone(), commits.clone());
             // Spawned from the namespace's thread: it shares the namespace.
             std::thread::spawn(move || {
                 let mut other = NetlinkKernel::open().unwrap();
@@ -394,7 +395,6 @@ fn a_read_back_while_another_table_keeps_changing_is_exact_or_says_it_is_not() {
                     family: nft_writer::Family::Ip,
                     name: "other".into(),
                 };
-                let mut commits = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let chain = |add: bool| {
                         let op = if add {
@@ -413,16 +413,23 @@ fn a_read_back_while_another_table_keeps_changing_is_exact_or_says_it_is_not() {
                             ops: vec![nft_writer::Op::AddTable(table.clone()), op],
                         }
                     };
-                    other.apply(&chain(commits.is_multiple_of(2))).unwrap();
-                    commits += 1;
+                    let n = commits.load(Ordering::Relaxed);
+                    other.apply(&chain(n.is_multiple_of(2))).unwrap();
+                    commits.store(n + 1, Ordering::Relaxed);
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                commits
             })
         };
         let want = as_read_back(&rs);
         let (mut exact, mut unstable) = (0, 0);
-        for _ in 0..20 {
+        // At least 20 read-backs, and as many as it takes for the other
+        // table to change more than 20 times meanwhile (how many fit in
+        // 20 read-backs depends on the machine's speed: bounded, so that
+        // a churn that stopped fails below instead of hanging).
+        for reads in 0..2_000 {
+            if reads >= 20 && commits.load(Ordering::Relaxed) > 20 {
+                break;
+            }
             match k.read_back() {
                 Ok(got) => {
                     assert_same(&got, &want);
@@ -433,7 +440,8 @@ fn a_read_back_while_another_table_keeps_changing_is_exact_or_says_it_is_not() {
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let commits = churn.join().unwrap();
+        churn.join().unwrap();
+        let commits = commits.load(Ordering::Relaxed);
         eprintln!("{exact} exact read-backs, {unstable} without a quiet moment, {commits} commits meanwhile");
         assert!(commits > 20, "{commits} commits");
         assert!(exact > 0);
