@@ -2,7 +2,7 @@
 //! dropped once encoded.
 
 use crate::encode::ELEMENTS_PER_MESSAGE;
-use crate::model::{ElemKey, ElemValue};
+use crate::model::ElemValue;
 use crate::render::element_text;
 use crate::transaction::Op;
 
@@ -23,39 +23,22 @@ pub(super) enum Described {
 
 impl Described {
     pub(super) fn of(op: Op) -> Self {
-        let chunks =
-            |head: String, texts: Vec<(String, String, usize)>, total| Described::Elements {
-                head,
-                messages: texts,
-                total,
-            };
         match op {
             Op::AddElements {
                 table,
                 map,
                 elements,
                 ..
-            } => chunks(
-                format!("add element {table} {map}"),
-                elements
-                    .chunks(ELEMENTS_PER_MESSAGE)
-                    .map(|c| {
-                        let text = |(k, v): &(ElemKey, ElemValue)| element_text(k, v);
-                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
-                    })
-                    .collect(),
-                elements.len(),
-            ),
-            Op::DeleteElements { table, map, keys } => chunks(
-                format!("delete element {table} {map}"),
-                keys.chunks(ELEMENTS_PER_MESSAGE)
-                    .map(|c| {
-                        let text = |k: &ElemKey| element_text(k, &ElemValue::Member);
-                        (text(&c[0]), text(&c[c.len() - 1]), c.len())
-                    })
-                    .collect(),
-                keys.len(),
-            ),
+            } => Described::Elements {
+                head: format!("add element {table} {map}"),
+                messages: per_message(&elements, |(k, v)| element_text(k, v)),
+                total: elements.len(),
+            },
+            Op::DeleteElements { table, map, keys } => Described::Elements {
+                head: format!("delete element {table} {map}"),
+                messages: per_message(&keys, |k| element_text(k, &ElemValue::Member)),
+                total: keys.len(),
+            },
             op => Described::Whole(op),
         }
     }
@@ -81,4 +64,14 @@ impl Described {
             },
         }
     }
+}
+
+/// Per message the encoder makes of `items` ([`ELEMENTS_PER_MESSAGE`]
+/// each): its first and last item as `text` shows them, and how many it
+/// holds.
+fn per_message<T>(items: &[T], text: impl Fn(&T) -> String) -> Vec<(String, String, usize)> {
+    items
+        .chunks(ELEMENTS_PER_MESSAGE)
+        .map(|c| (text(&c[0]), text(&c[c.len() - 1]), c.len()))
+        .collect()
 }
