@@ -34,6 +34,7 @@ use crate::model::*;
 use crate::names;
 use crate::transaction::{Op, TableRef, Transaction};
 
+mod ahead;
 mod batch;
 mod converge;
 mod repairs;
@@ -179,6 +180,8 @@ impl<K: Kernel> Syncer<K> {
             let drift = converge::converge_with(&held, &mut want, converge::Take::Move, source);
             (c, drift.repairs)
         };
+        // Rules sent ahead are taken back if what follows fails.
+        let restore = (!c.first.is_empty()).then(|| ahead::restore(&held, &c.first));
         drop(held);
         for why in &c.replaced {
             tracing::warn!("replacing {why}");
@@ -191,6 +194,11 @@ impl<K: Kernel> Syncer<K> {
             ..SyncStats::default()
         };
         self.notes = c.notes;
+        if !c.first.is_empty() {
+            let applied = self.kernel.apply_owned(c.first)?;
+            stats.operations += applied.operations;
+            stats.messages += applied.messages;
+        }
         if !c.now.is_empty() {
             // Each whole map's elements are taken from the source as the
             // operation is sent, and dropped once encoded.
@@ -206,9 +214,20 @@ impl<K: Kernel> Syncer<K> {
                 },
                 op => op,
             });
-            let applied = self.kernel.apply_iter(&mut ops)?;
-            stats.operations = applied.operations;
-            stats.messages = applied.messages;
+            let applied = match self.kernel.apply_iter(&mut ops) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    drop(ops);
+                    if let Some(tx) = restore {
+                        if let Err(again) = self.kernel.apply_owned(tx) {
+                            tracing::warn!(error = %again, "could not take back the endpoint-lookup rules sent ahead");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            stats.operations += applied.operations;
+            stats.messages += applied.messages;
         }
         self.deferred = c.later;
         self.in_step = true;
@@ -237,7 +256,8 @@ impl<K: Kernel> Syncer<K> {
                 batch.push_deferred(op);
             }
         }
-        for op in changes.now {
+        let (ahead, now) = ahead::split(changes.now);
+        for op in now {
             batch.push(op);
         }
         for op in changes.later {
@@ -245,18 +265,25 @@ impl<K: Kernel> Syncer<K> {
         }
         let (tx, later) = batch.finish();
         if full {
-            let mut expected = tx.ops;
+            let mut expected = ahead;
+            expected.extend(tx.ops);
             expected.extend(later);
             return self.converge_planner(planner, expected);
         }
         let mut stats = SyncStats::default();
-        if !tx.is_empty() {
+        if !ahead.is_empty() {
             self.in_step = false;
-            let applied = self.kernel.apply_owned(tx)?;
-            self.in_step = true;
+            let applied = self.kernel.apply_owned(Transaction { ops: ahead })?;
             stats.operations = applied.operations;
             stats.messages = applied.messages;
         }
+        if !tx.is_empty() {
+            self.in_step = false;
+            let applied = self.kernel.apply_owned(tx)?;
+            stats.operations += applied.operations;
+            stats.messages += applied.messages;
+        }
+        self.in_step = true;
         self.deferred = later;
         Ok(stats)
     }

@@ -210,7 +210,13 @@ fn diff(m: &Manifests) -> Result<ExitCode> {
         .read_back()
         .context("reading nftopo's tables back from the kernel")?;
     let c = converge(&held, &want);
-    let mut text = c.now.to_string();
+    let mut text = String::new();
+    if !c.first.is_empty() {
+        text.push_str("# first, in a transaction of its own:\n");
+        text.push_str(&c.first.to_string());
+        text.push_str("# then:\n");
+    }
+    text.push_str(&c.now.to_string());
     if !c.later.is_empty() {
         text.push_str("# then, in a second transaction:\n");
         text.push_str(&Transaction { ops: c.later }.to_string());

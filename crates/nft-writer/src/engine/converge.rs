@@ -326,7 +326,12 @@ pub(super) fn converge_table(
                     if moved > 0 { ", order" } else { "" }
                 ),
             );
-            if !held_rules.is_empty() {
+            // New endpoint-lookup rules go ahead in a transaction of their
+            // own; this one rewrites the chain whole, so that it does not
+            // depend on whether they went.
+            let ahead = ahead::looks_up_endpoints(&w.name)
+                && ahead::append_missing(&t, &w.name, held_rules, &w.rules, &mut c.first);
+            if !held_rules.is_empty() || ahead {
                 batch.push(Op::FlushChain {
                     table: t.clone(),
                     name: w.name.clone(),
