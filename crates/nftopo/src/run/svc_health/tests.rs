@@ -50,8 +50,9 @@ async fn servers_start_update_and_stop_with_the_services() {
     let local = Arc::new(Mutex::new(ips(&["127.0.0.1"])));
     let mut servers = on_loopback(&["127.0.0.1/32"], local);
     let (pa, pb) = (free_port(), free_port());
+    // A name no other test's server answers with (see `answers_as`).
     let want = |n: usize| Wanted {
-        service: ObjectKey::new("ns", "a"),
+        service: ObjectKey::new("ns", "start-update-stop"),
         local_endpoints: n,
     };
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -75,16 +76,36 @@ async fn servers_start_update_and_stop_with_the_services() {
     tokio::task::yield_now().await;
     let r = fetch(addr(pb), "GET / HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    // The old port's listener closes once its task is aborted.
+    assert!(answers_as(addr(pb), "start-update-stop").await);
+    // The old port's listener closes once its task is aborted. Once it
+    // has, the port is free for anyone: a test running alongside may get
+    // it from `free_port` and listen there (a connect that succeeds is
+    // not ours), so the question is whether our server still answers.
     let mut closed = false;
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr(pa)).await.is_err() {
+        if !answers_as(addr(pa), "start-update-stop").await {
             closed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(closed, "port {pa} still served");
+}
+
+/// Whether a health-check server for a service named `name` answers at
+/// `addr` (within a second).
+async fn answers_as(addr: SocketAddr, name: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    if s.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut out)).await;
+    matches!(read, Ok(Ok(_))) && String::from_utf8_lossy(&out).contains(&format!("\"{name}\""))
 }
 
 /// Whether a TCP connection to `addr` is refused (nothing listens).
