@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 mod intern;
 mod slice;
@@ -44,14 +45,17 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 pub struct ObjectKey {
     /// Namespace of the object.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name of the object.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ObjectKey {
-    /// Builds a key from namespace and name.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    /// Builds a key from namespace and name. A key is cloned into the
+    /// store, the index, the planner's entries and claims and the plan:
+    /// shared strings make each copy a reference count, not two
+    /// allocations.
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -323,9 +327,9 @@ impl ClusterState {
         &'a self,
         service: &'a ObjectKey,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.endpoint_slices
-            .values()
-            .filter(move |s| s.key.namespace == service.namespace && s.service_name == service.name)
+        self.endpoint_slices.values().filter(move |s| {
+            s.key.namespace == service.namespace && *s.service_name == *service.name
+        })
     }
 }
 

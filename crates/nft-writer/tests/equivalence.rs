@@ -175,7 +175,7 @@ fn slice_for(s: &Service, r: &mut Rng, n: u32, v6: bool) -> EndpointSlice {
             "eq",
             format!("{}-{}", s.key.name, if v6 { "v6" } else { "a" }),
         ),
-        service_name: s.key.name.clone(),
+        service_name: s.key.name.to_string(),
         address_type: if v6 {
             AddressType::IPv6
         } else {

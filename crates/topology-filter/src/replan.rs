@@ -78,7 +78,7 @@ fn slices_of<'a>(
                 .range(from..)
                 .take_while(|(k, _)| k.namespace == key.namespace)
                 .map(|(_, s)| s)
-                .filter(|s| s.service_name == key.name)
+                .filter(|s| *s.service_name == *key.name)
                 .collect();
             out.insert(key.clone(), own);
         }
@@ -86,10 +86,10 @@ fn slices_of<'a>(
     }
     let wanted: BTreeSet<(&str, &str)> = services
         .iter()
-        .map(|k| (k.namespace.as_str(), k.name.as_str()))
+        .map(|k| (k.namespace.as_ref(), k.name.as_ref()))
         .collect();
     for slice in state.endpoint_slices.values() {
-        if wanted.contains(&(slice.key.namespace.as_str(), slice.service_name.as_str())) {
+        if wanted.contains(&(slice.key.namespace.as_ref(), slice.service_name.as_str())) {
             out.entry(slice.service_key()).or_default().push(slice);
         }
     }

@@ -164,13 +164,13 @@ impl Watched for core::Node {
         convert::node(self)
     }
     fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::Node> {
-        state.nodes.get(&id.name)
+        state.nodes.get(&*id.name)
     }
     fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::Node) {
-        state.nodes.insert(id.name.clone(), model);
+        state.nodes.insert(id.name.to_string(), model);
     }
     fn remove(state: &mut ClusterState, id: &ObjectKey) {
-        state.nodes.remove(&id.name);
+        state.nodes.remove(&*id.name);
     }
     fn ids(state: &ClusterState) -> Vec<ObjectKey> {
         state
@@ -191,13 +191,13 @@ impl Watched for networking::ServiceCIDR {
         convert::service_cidr(self)
     }
     fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::ServiceCidr> {
-        state.service_cidrs.get(&id.name)
+        state.service_cidrs.get(&*id.name)
     }
     fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::ServiceCidr) {
-        state.service_cidrs.insert(id.name.clone(), model);
+        state.service_cidrs.insert(id.name.to_string(), model);
     }
     fn remove(state: &mut ClusterState, id: &ObjectKey) {
-        state.service_cidrs.remove(&id.name);
+        state.service_cidrs.remove(&*id.name);
     }
     fn ids(state: &ClusterState) -> Vec<ObjectKey> {
         state
@@ -230,13 +230,13 @@ impl Watched for DynamicObject {
         convert::block_affinity(self.metadata.name.as_deref(), &self.data["spec"])
     }
     fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::BlockAffinity> {
-        state.block_affinities.get(&id.name)
+        state.block_affinities.get(&*id.name)
     }
     fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::BlockAffinity) {
-        state.block_affinities.insert(id.name.clone(), model);
+        state.block_affinities.insert(id.name.to_string(), model);
     }
     fn remove(state: &mut ClusterState, id: &ObjectKey) {
-        state.block_affinities.remove(&id.name);
+        state.block_affinities.remove(&*id.name);
     }
     fn ids(state: &ClusterState) -> Vec<ObjectKey> {
         state

@@ -197,7 +197,7 @@ fn a_relist_replaces_the_kind_atomically_and_drops_what_is_gone() {
     t.service(Event::InitApply(service("new", 80)));
     t.service(Event::InitDone);
     let s = t.take_snapshot().unwrap();
-    let names: Vec<_> = s.state.services.keys().map(|k| k.name.as_str()).collect();
+    let names: Vec<_> = s.state.services.keys().map(|k| &*k.name).collect();
     assert_eq!(names, ["new", "web"]);
     assert_eq!(
         s.services_changed, 2,
@@ -544,7 +544,7 @@ fn the_slice_index_follows_every_change_of_the_slices() {
         t.slice_index()
             .slices_of(t.state(), &key(svc))
             .iter()
-            .map(|s| s.key.name.clone())
+            .map(|s| s.key.name.to_string())
             .collect()
     };
     assert_eq!(names(&t, "web"), ["web-1", "web-2"]);

@@ -428,7 +428,7 @@ fn as_slice_mut<M: 'static>(model: &mut M) -> Option<&mut crate::EndpointSlice> 
 
 fn object_name(id: &ObjectKey) -> String {
     if id.namespace.is_empty() {
-        id.name.clone()
+        id.name.to_string()
     } else {
         id.to_string()
     }

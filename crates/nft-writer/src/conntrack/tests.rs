@@ -574,7 +574,7 @@ mod serving {
                 "{name}"
             );
             assert_eq!(
-                (udp[0].service.name.as_str(), udp[0].port_name.as_str()),
+                (udp[0].service.name.as_ref(), udp[0].port_name.as_str()),
                 ("dns", "dns")
             );
         }

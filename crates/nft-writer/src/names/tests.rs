@@ -13,13 +13,13 @@ fn a_service_chain_name_is_readable_and_stable() {
 fn names_that_only_differ_after_truncation_stay_unique() {
     let long = "n".repeat(63);
     let a = service_chain(
-        &ObjectKey::new(&long, format!("{long}a")),
+        &ObjectKey::new(long.as_str(), format!("{long}a")),
         "",
         Protocol::Tcp,
         80,
     );
     let b = service_chain(
-        &ObjectKey::new(&long, format!("{long}b")),
+        &ObjectKey::new(long.as_str(), format!("{long}b")),
         "",
         Protocol::Tcp,
         80,
@@ -132,7 +132,7 @@ fn every_part_of_an_affinity_sets_identity_changes_its_name() {
 #[test]
 fn long_affinity_set_names_are_cut_but_stay_unique_and_one_word() {
     let long = "n".repeat(63);
-    let key = ObjectKey::new(&long, &long);
+    let key = ObjectKey::new(long.as_str(), long.as_str());
     let ep = |last: u16| (IpAddr::from([0xfd00, 0x42, 0, 0, 0, 0, 0, last]), 5000);
     let a = affinity_set(&key, "", Protocol::Tcp, 80, ep(1), 10800);
     let b = affinity_set(&key, "", Protocol::Tcp, 80, ep(2), 10800);
@@ -184,7 +184,7 @@ fn random_long_identities_never_share_a_name() {
     let mut seen = std::collections::HashMap::new();
     for i in 0..200_000u32 {
         let name = word(next(), 13);
-        let key = ObjectKey::new(&ns, &name);
+        let key = ObjectKey::new(ns.as_str(), name.as_str());
         let port = 1 + (next() % 3) as u16;
         let identity = (name.clone(), port);
         let chain = service_chain(&key, "", Protocol::Tcp, port);

@@ -378,8 +378,8 @@ async fn write(client: &kube::Client, recorder: &Recorder, n: &Notice) -> anyhow
     let regarding = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
-        namespace: Some(ns.clone()),
-        name: Some(name.clone()),
+        namespace: Some(ns.to_string()),
+        name: Some(name.to_string()),
         uid: Some(uid),
         ..Default::default()
     };

@@ -247,8 +247,8 @@ impl Drop for ServiceHealthServers {
 pub fn respond(service: &ObjectKey, local_endpoints: usize, proxy_healthy: bool) -> Response {
     let body = format!(
         "{{\n\t\"service\": {{\n\t\t\"namespace\": {},\n\t\t\"name\": {}\n\t}},\n\t\"localEndpoints\": {},\n\t\"serviceProxyHealthy\": {}\n}}",
-        serde_json::Value::from(service.namespace.as_str()),
-        serde_json::Value::from(service.name.as_str()),
+        serde_json::Value::from(service.namespace.as_ref()),
+        serde_json::Value::from(service.name.as_ref()),
         local_endpoints,
         proxy_healthy
     );

@@ -202,8 +202,8 @@ fn every_rule_gives_the_same_plan_for_the_same_state_built_in_any_order() {
         let mut st = state(service(), vec![], all_nodes);
         for s in svcs {
             let mut slice = st.endpoint_slices.values().next().unwrap().clone();
-            slice.key.name = format!("{}-1", s.key.name);
-            slice.service_name = s.key.name.clone();
+            slice.key.name = format!("{}-1", s.key.name).into();
+            slice.service_name = s.key.name.to_string();
             slice.endpoints = eps.clone();
             st.endpoint_slices.insert(slice.key.clone(), slice);
             st.services.insert(s.key.clone(), s);
