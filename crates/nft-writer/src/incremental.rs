@@ -38,6 +38,7 @@ use crate::transaction::{Op, TableRef};
 mod claims;
 mod delta;
 mod frame;
+pub use frame::Merged;
 mod part;
 
 use part::*;

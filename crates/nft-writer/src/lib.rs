@@ -34,7 +34,7 @@ pub use decode::decode_dump;
 pub use engine::{converge, Batch, Convergence, Repairs, SyncStats, Syncer, MAX_NOTES};
 pub use error::{libc_errno, Error, ErrorKind};
 pub use fake::FakeKernel;
-pub use incremental::{Changes, Dirty, IncrementalPlanner};
+pub use incremental::{Changes, Dirty, IncrementalPlanner, Merged};
 pub use kernel::{ApplyStats, Kernel};
 pub use model::*;
 pub use netlink::{build_batch, NetlinkKernel};

@@ -13,6 +13,11 @@ use nft_writer::{FakeKernel, Kernel, NetlinkKernel, Ruleset, Syncer, Transaction
 /// `n` ClusterIP services `s<i>` with `eps(i)` endpoints each, one UDP
 /// service with affinity and a NodePort, on node-2.
 fn cluster(n: u32, eps: impl Fn(u32) -> u32) -> Ruleset {
+    ruleset(&cluster_state(n, eps), "node-2")
+}
+
+/// The cluster of [`cluster`], unplanned.
+fn cluster_state(n: u32, eps: impl Fn(u32) -> u32) -> api_watch::ClusterState {
     let mut docs = vec![NODES.to_string()];
     for i in 0..n {
         docs.push(format!(
@@ -37,7 +42,7 @@ fn cluster(n: u32, eps: impl Fn(u32) -> u32) -> Ruleset {
         ));
     }
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-    ruleset(&state(&refs), "node-2")
+    state(&refs)
 }
 
 fn full_dump(rs: &Ruleset) -> String {
@@ -240,4 +245,40 @@ fn plain_services_come_and_go_as_elements_only() {
         }
         assert_eq!(s.kernel().dump(), full_dump(rs), "{what}");
     }
+}
+
+/// A first sync fills a map the kernel lacks as the transaction is sent,
+/// in pieces of at most 4,096 elements (the whole map is never held), and
+/// ends where a full replace would.
+#[test]
+fn a_first_sync_fills_a_large_map_in_pieces() {
+    use nft_writer::{names, Cidr, Dirty, IncrementalPlanner, Op, PlannerConfig};
+    let plan = topology_filter::plan(&cluster_state(600, |_| 10), "node-2");
+    let mut planner = IncrementalPlanner::new(PlannerConfig {
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        ),
+        ..PlannerConfig::default()
+    });
+    let changes = planner.update(&plan, Dirty::All);
+    let mut s = Syncer::new(FakeKernel::new());
+    s.sync_changes(&planner, changes, false).unwrap();
+    let last = s.kernel().last.clone().unwrap();
+    let pieces: Vec<usize> = last
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::AddElements { map, elements, .. } if map == names::SERVICE_ENDPOINTS => {
+                Some(elements.len())
+            }
+            _ => None,
+        })
+        .collect();
+    // 600 services x 10 endpoints; those with affinity (one in seven)
+    // keep their endpoints in rules, not in the map.
+    let affine = (0..600).filter(|i| i % 7 == 0).count();
+    assert_eq!(pieces.iter().sum::<usize>(), (600 - affine) * 10, "{pieces:?}");
+    assert!(pieces.len() >= 2, "{pieces:?}");
+    assert!(pieces.iter().all(|n| *n <= 4096), "{pieces:?}");
+    assert_eq!(s.kernel().dump(), full_dump(&planner.ruleset()));
 }

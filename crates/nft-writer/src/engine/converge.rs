@@ -30,6 +30,16 @@ pub(super) struct Elements<'a> {
     /// Whether `of` gives a map's elements: a map added whole is then
     /// filled only when the transaction is sent ([`Convergence::fill`]).
     pub(super) gives: &'a dyn Fn(Family, &str) -> bool,
+    /// The same elements as `of`, as they are produced: a map added whole
+    /// is filled from here a piece at a time.
+    pub(super) stream: &'a dyn Fn(Family, &str) -> Option<ElementStream<'a>>,
+}
+
+/// A map's elements, sorted by key, as a source produces them.
+pub(super) type ElementStream<'a> = Box<dyn Iterator<Item = (ElemKey, ElemValue)> + 'a>;
+
+fn stream_none(_: Family, _: &str) -> Option<ElementStream<'static>> {
+    None
 }
 
 fn none_of(_: Family, _: &str) -> Option<ElementList> {
@@ -44,6 +54,7 @@ fn gives_none(_: Family, _: &str) -> bool {
 pub(super) const IN_WANT: Elements<'static> = Elements {
     of: &none_of,
     gives: &gives_none,
+    stream: &stream_none,
 };
 
 /// How a convergence takes the rules and elements its operations need

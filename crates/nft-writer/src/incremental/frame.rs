@@ -2,6 +2,9 @@
 //! maps' elements ([`IncrementalPlanner::frame`]) and those elements one
 //! map at a time ([`IncrementalPlanner::elements`]).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use super::*;
 
 impl IncrementalPlanner {
@@ -27,6 +30,16 @@ impl IncrementalPlanner {
     /// order); `None` when `map` is not one of the skeleton's (a Service's
     /// own set: [`IncrementalPlanner::frame`] holds its elements).
     pub fn elements(&self, family: Family, map: &str) -> Option<Vec<(ElemKey, ElemValue)>> {
+        let merged = self.merged(family, map)?;
+        let mut out = Vec::with_capacity(merged.size_hint().1.unwrap_or(0));
+        out.extend(merged);
+        out.shrink_to_fit();
+        Some(out)
+    }
+
+    /// [`IncrementalPlanner::elements`] as they are merged: the whole map
+    /// is never held (a first sync encodes a large map a piece at a time).
+    pub fn merged(&self, family: Family, map: &str) -> Option<Merged<'_>> {
         let held: Vec<(ElemKey, ElemValue)> = self.skeletons[fi(family)]
             .maps
             .get(map)?
@@ -34,66 +47,100 @@ impl IncrementalPlanner {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        // Each part's elements are sorted: merged, they come out sorted
-        // into a vector of the right size, with no second copy to sort.
-        let mut lists: Vec<&[(ElemKey, ElemValue)]> = vec![&held];
-        lists.extend(
-            self.entries
-                .values()
-                .map(|e| e.part(family).elements(map))
-                .filter(|l| !l.is_empty()),
-        );
-        Some(merge_sorted(&lists))
+        let parts = self
+            .entries
+            .values()
+            .map(|e| e.part(family).elements(map))
+            .filter(|l| !l.is_empty())
+            .collect();
+        Some(Merged::new(held, parts))
     }
 }
 
-/// The elements of sorted `lists` (each key once in a list), sorted, each
+/// The elements of sorted lists (each key once in a list), sorted, each
 /// key once: where several lists hold a key, the value in the last of
 /// them, as inserting the lists in order into one map would leave it.
-fn merge_sorted(lists: &[&[(ElemKey, ElemValue)]]) -> Vec<(ElemKey, ElemValue)> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    type Heads<'a> = BinaryHeap<Reverse<(&'a ElemKey, usize, usize)>>;
-    // Queues the element after `at` in list `l`.
-    fn advance<'a>(
-        heads: &mut Heads<'a>,
-        lists: &[&'a [(ElemKey, ElemValue)]],
-        l: usize,
-        at: usize,
-    ) {
-        if let Some((k, _)) = lists[l].get(at + 1) {
-            heads.push(Reverse((k, l, at + 1)));
+/// Each part's elements are sorted, so a k-way merge gives them in order
+/// with no copy to sort.
+pub struct Merged<'a> {
+    /// The first list (the skeleton's own elements).
+    own: Vec<(ElemKey, ElemValue)>,
+    /// The others, in order.
+    lists: Vec<&'a [(ElemKey, ElemValue)]>,
+    /// Each list's next element, as (key, list, position): smallest key,
+    /// then first list, on top.
+    heads: BinaryHeap<Reverse<(ElemKey, usize, usize)>>,
+    /// Elements not yet taken from the lists.
+    left: usize,
+}
+
+impl<'a> Merged<'a> {
+    fn new(own: Vec<(ElemKey, ElemValue)>, lists: Vec<&'a [(ElemKey, ElemValue)]>) -> Self {
+        let mut m = Merged {
+            left: own.len() + lists.iter().map(|l| l.len()).sum::<usize>(),
+            own,
+            lists,
+            heads: BinaryHeap::new(),
+        };
+        for l in 0..=m.lists.len() {
+            m.queue(l, 0);
+        }
+        m
+    }
+
+    fn list(&self, l: usize) -> &[(ElemKey, ElemValue)] {
+        match l {
+            0 => &self.own,
+            l => self.lists[l - 1],
         }
     }
-    let mut out = Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
-    // Each list's next element, as (key, list, position): smallest key,
-    // then first list, on top.
-    let mut heads: Heads = lists
-        .iter()
-        .enumerate()
-        .filter_map(|(l, list)| list.first().map(|(k, _)| Reverse((k, l, 0))))
-        .collect();
-    while let Some(Reverse((key, l, at))) = heads.pop() {
+
+    /// Queues element `at` of list `l`, if there is one.
+    fn queue(&mut self, l: usize, at: usize) {
+        if let Some((k, _)) = self.list(l).get(at) {
+            let k = k.clone();
+            self.heads.push(Reverse((k, l, at)));
+        }
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = (ElemKey, ElemValue);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse((key, l, at)) = self.heads.pop()?;
         let mut winner = (l, at);
-        advance(&mut heads, lists, l, at);
+        self.left -= 1;
+        self.queue(l, at + 1);
         // The same key in later lists, in list order: the last one wins.
-        while let Some(&Reverse((k, l, at))) = heads.peek() {
-            if k != key {
+        while let Some(Reverse((k, l, at))) = self.heads.peek() {
+            if *k != key {
                 break;
             }
-            heads.pop();
-            advance(&mut heads, lists, l, at);
+            let (l, at) = (*l, *at);
+            self.heads.pop();
+            self.left -= 1;
+            self.queue(l, at + 1);
             winner = (l, at);
         }
-        out.push(lists[winner.0][winner.1].clone());
+        Some(self.list(winner.0)[winner.1].clone())
     }
-    out.shrink_to_fit();
-    out
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left.min(1), Some(self.left))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn merge_sorted(lists: &[&[(ElemKey, ElemValue)]]) -> Vec<(ElemKey, ElemValue)> {
+        match lists.split_first() {
+            Some((first, rest)) => Merged::new(first.to_vec(), rest.to_vec()).collect(),
+            None => Vec::new(),
+        }
+    }
 
     fn key(n: u8) -> ElemKey {
         ElemKey::Addr(IpAddr::from([10, 0, 0, n]))
