@@ -37,10 +37,12 @@ use crate::transaction::{Op, TableRef};
 
 mod claims;
 mod delta;
+mod elements;
 mod frame;
 pub use frame::Merged;
 mod part;
 
+use elements::PartElements;
 use part::*;
 
 const FAMILIES: [Family; 2] = [Family::Ip, Family::Ip6];

@@ -277,7 +277,11 @@ fn a_first_sync_fills_a_large_map_in_pieces() {
     // 600 services x 10 endpoints; those with affinity (one in seven)
     // keep their endpoints in rules, not in the map.
     let affine = (0..600).filter(|i| i % 7 == 0).count();
-    assert_eq!(pieces.iter().sum::<usize>(), (600 - affine) * 10, "{pieces:?}");
+    assert_eq!(
+        pieces.iter().sum::<usize>(),
+        (600 - affine) * 10,
+        "{pieces:?}"
+    );
     assert!(pieces.len() >= 2, "{pieces:?}");
     assert!(pieces.iter().all(|n| *n <= 4096), "{pieces:?}");
     assert_eq!(s.kernel().dump(), full_dump(&planner.ruleset()));

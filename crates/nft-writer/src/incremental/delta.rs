@@ -115,15 +115,11 @@ impl IncrementalPlanner {
             let kind = self.skeletons[fi(f)].maps[map].kind;
             let gone: Vec<ElemKey> = o
                 .iter()
-                .filter(|(k, v)| lookup(n, k) != Some(v))
-                .map(|(k, _)| k.clone())
+                .filter(|(k, v)| !n.has(k, v))
+                .map(|(k, _)| k)
                 .collect();
             d.batch.delete_elements(&t, kind, map.to_string(), gone);
-            let added: Vec<(ElemKey, ElemValue)> = n
-                .iter()
-                .filter(|(k, v)| lookup(o, k) != Some(v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let added: Vec<(ElemKey, ElemValue)> = n.iter().filter(|(k, v)| !o.has(k, v)).collect();
             d.batch.push(Op::AddElements {
                 table: t.clone(),
                 map: map.to_string(),
@@ -140,38 +136,38 @@ impl IncrementalPlanner {
         f: Family,
         key: &ObjectKey,
         map: &'static str,
-        old: &[(ElemKey, ElemValue)],
-        new: &[(ElemKey, ElemValue)],
+        old: &PartElements,
+        new: &PartElements,
         d: &mut Delta,
     ) {
         let idx = &mut self.index[fi(f)];
-        for (k, v) in old {
-            if lookup(new, k) == Some(v) {
+        for (k, v) in old.iter() {
+            if new.has(&k, &v) {
                 continue;
             }
             if d.emit {
-                let before = idx.element(map, k);
+                let before = idx.element(map, &k);
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
             if counted(map) {
-                idx.counted.remove(map, k);
-            } else if let Some(by) = idx.firewall.get_mut(k) {
+                idx.counted.remove(map, &k);
+            } else if let Some(by) = idx.firewall.get_mut(&k) {
                 by.remove(key);
                 if by.is_empty() {
-                    idx.firewall.remove(k);
+                    idx.firewall.remove(&k);
                 }
             }
         }
-        for (k, v) in new {
-            if lookup(old, k) == Some(v) {
+        for (k, v) in new.iter() {
+            if old.has(&k, &v) {
                 continue;
             }
             if d.emit {
-                let before = idx.element(map, k);
+                let before = idx.element(map, &k);
                 d.shared.entry((map, k.clone())).or_insert(before);
             }
             if counted(map) {
-                idx.counted.add(map, k);
+                idx.counted.add(map, &k);
             } else {
                 idx.firewall
                     .entry(k.clone())

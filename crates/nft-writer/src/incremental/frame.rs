@@ -47,15 +47,21 @@ impl IncrementalPlanner {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let parts = self
-            .entries
-            .values()
-            .map(|e| e.part(family).elements(map))
-            .filter(|l| !l.is_empty())
-            .collect();
-        Some(Merged::new(held, parts))
+        let mut total = held.len();
+        let mut lists: Vec<List<'_>> = vec![Box::new(held.into_iter())];
+        for e in self.entries.values() {
+            let elements = e.part(family).elements(map);
+            if !elements.is_empty() {
+                total += elements.len();
+                lists.push(Box::new(elements.iter()));
+            }
+        }
+        Some(Merged::new(lists, total))
     }
 }
+
+/// One sorted list of elements for [`Merged`].
+type List<'a> = Box<dyn Iterator<Item = (ElemKey, ElemValue)> + 'a>;
 
 /// The elements of sorted lists (each key once in a list), sorted, each
 /// key once: where several lists hold a key, the value in the last of
@@ -63,44 +69,46 @@ impl IncrementalPlanner {
 /// Each part's elements are sorted, so a k-way merge gives them in order
 /// with no copy to sort.
 pub struct Merged<'a> {
-    /// The first list (the skeleton's own elements).
-    own: Vec<(ElemKey, ElemValue)>,
-    /// The others, in order.
-    lists: Vec<&'a [(ElemKey, ElemValue)]>,
-    /// Each list's next element, as (key, list, position): smallest key,
-    /// then first list, on top.
-    heads: BinaryHeap<Reverse<(ElemKey, usize, usize)>>,
+    lists: Vec<List<'a>>,
+    /// The value of each list's next element.
+    values: Vec<Option<ElemValue>>,
+    /// Each list's next key, as (key, list): smallest key, then first
+    /// list, on top.
+    heads: BinaryHeap<Reverse<(ElemKey, usize)>>,
     /// Elements not yet taken from the lists.
     left: usize,
 }
 
 impl<'a> Merged<'a> {
-    fn new(own: Vec<(ElemKey, ElemValue)>, lists: Vec<&'a [(ElemKey, ElemValue)]>) -> Self {
+    /// Merges `lists`, `total` elements in all.
+    fn new(lists: Vec<List<'a>>, total: usize) -> Self {
         let mut m = Merged {
-            left: own.len() + lists.iter().map(|l| l.len()).sum::<usize>(),
-            own,
+            values: vec![None; lists.len()],
             lists,
             heads: BinaryHeap::new(),
+            left: total,
         };
-        for l in 0..=m.lists.len() {
-            m.queue(l, 0);
+        for l in 0..m.lists.len() {
+            m.advance(l);
         }
         m
     }
 
-    fn list(&self, l: usize) -> &[(ElemKey, ElemValue)] {
-        match l {
-            0 => &self.own,
-            l => self.lists[l - 1],
+    /// Queues the next element of list `l`, if there is one.
+    fn advance(&mut self, l: usize) {
+        if let Some((k, v)) = self.lists[l].next() {
+            self.values[l] = Some(v);
+            self.heads.push(Reverse((k, l)));
         }
     }
 
-    /// Queues element `at` of list `l`, if there is one.
-    fn queue(&mut self, l: usize, at: usize) {
-        if let Some((k, _)) = self.list(l).get(at) {
-            let k = k.clone();
-            self.heads.push(Reverse((k, l, at)));
-        }
+    /// Takes the element at the head of `heads`, queueing its list's next.
+    fn take(&mut self) -> Option<(ElemKey, ElemValue)> {
+        let Reverse((key, l)) = self.heads.pop()?;
+        let value = self.values[l].take().expect("a queued list has a value");
+        self.left = self.left.saturating_sub(1);
+        self.advance(l);
+        Some((key, value))
     }
 }
 
@@ -108,22 +116,12 @@ impl Iterator for Merged<'_> {
     type Item = (ElemKey, ElemValue);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Reverse((key, l, at)) = self.heads.pop()?;
-        let mut winner = (l, at);
-        self.left -= 1;
-        self.queue(l, at + 1);
+        let (key, mut value) = self.take()?;
         // The same key in later lists, in list order: the last one wins.
-        while let Some(Reverse((k, l, at))) = self.heads.peek() {
-            if *k != key {
-                break;
-            }
-            let (l, at) = (*l, *at);
-            self.heads.pop();
-            self.left -= 1;
-            self.queue(l, at + 1);
-            winner = (l, at);
+        while self.heads.peek().is_some_and(|Reverse((k, _))| *k == key) {
+            value = self.take().expect("peeked").1;
         }
-        Some(self.list(winner.0)[winner.1].clone())
+        Some((key, value))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -136,10 +134,14 @@ mod tests {
     use super::*;
 
     fn merge_sorted(lists: &[&[(ElemKey, ElemValue)]]) -> Vec<(ElemKey, ElemValue)> {
-        match lists.split_first() {
-            Some((first, rest)) => Merged::new(first.to_vec(), rest.to_vec()).collect(),
-            None => Vec::new(),
-        }
+        let total = lists.iter().map(|l| l.len()).sum();
+        let lists: Vec<List<'_>> = lists
+            .iter()
+            .map(|l| Box::new(l.iter().cloned()) as List<'_>)
+            .collect();
+        let merged = Merged::new(lists, total);
+        assert_eq!(merged.size_hint().1, Some(total));
+        merged.collect()
     }
 
     fn key(n: u8) -> ElemKey {

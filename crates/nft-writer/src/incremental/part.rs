@@ -12,8 +12,8 @@ pub(super) struct Part {
     pub(super) chains: Vec<Chain>,
     /// Sorted by name.
     pub(super) sets: Vec<Map>,
-    /// Sorted by map name, then key.
-    pub(super) elements: Vec<(&'static str, Vec<(ElemKey, ElemValue)>)>,
+    /// Sorted by map name.
+    pub(super) elements: Vec<(&'static str, PartElements)>,
     pub(super) spreads: Vec<usize>,
     pub(super) port_spreads: Vec<usize>,
 }
@@ -26,7 +26,7 @@ impl From<Contribution> for Part {
             elements: c
                 .elements
                 .into_iter()
-                .map(|(m, e)| (m, e.into_iter().collect()))
+                .map(|(m, e)| (m, PartElements::new(e.into_iter().collect())))
                 .collect(),
             spreads: c.spreads.into_iter().collect(),
             port_spreads: c.port_spreads.into_iter().collect(),
@@ -51,10 +51,10 @@ impl Part {
         Some(&self.sets[i])
     }
 
-    pub(super) fn elements(&self, map: &str) -> &[(ElemKey, ElemValue)] {
+    pub(super) fn elements(&self, map: &str) -> &PartElements {
         match self.elements.binary_search_by(|(m, _)| (*m).cmp(map)) {
             Ok(i) => &self.elements[i].1,
-            Err(_) => &[],
+            Err(_) => &elements::NONE,
         }
     }
 
@@ -73,20 +73,9 @@ impl Part {
                 continue;
             }
             let m = table.maps.get_mut(*map).expect("skeleton maps exist");
-            for (k, v) in elements {
-                m.elements.insert(k.clone(), v.clone());
-            }
+            m.elements.extend(elements.iter());
         }
     }
-}
-
-/// The value of `key` among sorted `elements`.
-pub(super) fn lookup<'a>(
-    elements: &'a [(ElemKey, ElemValue)],
-    key: &ElemKey,
-) -> Option<&'a ElemValue> {
-    let i = elements.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-    Some(&elements[i].1)
 }
 
 /// What the planner holds for one Service.
