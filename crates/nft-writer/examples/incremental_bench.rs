@@ -102,7 +102,7 @@ fn cluster(n: u32) -> ClusterState {
     }
     for i in 0..n {
         let s = service(i);
-        st.services.insert(s.key.clone(), s);
+        st.services.insert(s.key.clone(), Box::new(s));
         let sl = slice(i, 10);
         st.endpoint_slices.insert(sl.key.clone(), sl);
     }
@@ -193,7 +193,7 @@ fn kinds() -> [(&'static str, Change); 4] {
             let j = n + 1 + (i / 2);
             let s = service(j);
             if st.services.remove(&s.key).is_none() {
-                st.services.insert(s.key.clone(), s.clone());
+                st.services.insert(s.key.clone(), Box::new(s.clone()));
                 let sl = slice(j, 10);
                 st.endpoint_slices.insert(sl.key.clone(), sl);
             } else {

@@ -190,7 +190,7 @@ fn planned(endpoints: &[(&str, bool, bool, bool)]) -> Vec<UdpService> {
             .collect(),
     };
     let state = ClusterState {
-        services: [(svc.key.clone(), svc)].into_iter().collect(),
+        services: [(svc.key.clone(), Box::new(svc))].into_iter().collect(),
         endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
         ..ClusterState::default()
     };

@@ -231,7 +231,7 @@ fn change(r: &mut Rng, st: &mut ClusterState, dirt: &mut Dirt) -> &'static str {
         let n = r.below(5);
         let sl = slice_for(&s, r, n, false);
         st.endpoint_slices.insert(sl.key.clone(), sl);
-        st.services.insert(k.clone(), s);
+        st.services.insert(k.clone(), Box::new(s));
         dirt.services.insert(k);
         return "service added";
     }
@@ -464,7 +464,7 @@ fn initial(r: &mut Rng) -> ClusterState {
         let n = r.below(5);
         let sl = slice_for(&s, r, n, false);
         st.endpoint_slices.insert(sl.key.clone(), sl);
-        st.services.insert(s.key.clone(), s);
+        st.services.insert(s.key.clone(), Box::new(s));
     }
     st
 }

@@ -227,7 +227,7 @@ impl Proxier {
         };
         let mut problems = Vec::new();
         for key in &keys {
-            let mut facts = facts_of(ports_of(plan, key), state.services.get(key));
+            let mut facts = facts_of(ports_of(plan, key), state.services.get(key).map(|s| &**s));
             let known = self.index.facts.get(key).map(|f| &f.problems);
             for p in problems_of(plan, &self.planner, key) {
                 let id = (p.kind, p.message.clone());

@@ -85,7 +85,7 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
                 })
                 .collect(),
         };
-        st.services.insert(s.key.clone(), s);
+        st.services.insert(s.key.clone(), Box::new(s));
         st.endpoint_slices.insert(sl.key.clone(), sl);
     }
     st

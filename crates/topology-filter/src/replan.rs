@@ -131,7 +131,7 @@ mod tests {
                 ep(ip, "node-1", Ready::Yes),
                 ep("10.42.9.9", "node-2", Ready::Yes),
             ];
-            st.services.insert(s.key.clone(), s);
+            st.services.insert(s.key.clone(), Box::new(s));
             st.endpoint_slices.insert(sl.key.clone(), sl);
         }
         st
@@ -155,7 +155,7 @@ mod tests {
         after.services.remove(&gone);
         let mut d = service();
         d.key = ObjectKey::new("default", "svc-d");
-        after.services.insert(d.key.clone(), d.clone());
+        after.services.insert(d.key.clone(), Box::new(d.clone()));
         let changed: BTreeSet<ObjectKey> = [gone, ObjectKey::new("default", "svc-c"), d.key].into();
         replan(&mut kept, &after, &changed);
         assert_eq!(kept, plan(&after, "node-1"));

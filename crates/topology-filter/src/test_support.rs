@@ -139,7 +139,9 @@ pub(crate) fn state_with_port(
         endpoints,
     };
     ClusterState {
-        services: [(service.key.clone(), service)].into_iter().collect(),
+        services: [(service.key.clone(), Box::new(service))]
+            .into_iter()
+            .collect(),
         endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         ..ClusterState::default()

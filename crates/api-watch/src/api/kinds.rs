@@ -109,10 +109,10 @@ impl Watched for core::Service {
         convert::service(self, &Value::Null)
     }
     fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::Service> {
-        state.services.get(id)
+        state.services.get(id).map(|s| &**s)
     }
     fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::Service) {
-        state.services.insert(id.clone(), model);
+        state.services.insert(id.clone(), Box::new(model));
     }
     fn remove(state: &mut ClusterState, id: &ObjectKey) {
         state.services.remove(id);

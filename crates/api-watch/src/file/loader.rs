@@ -62,7 +62,7 @@ impl Loader<'_> {
             (_, "List") => self.load_list(map.get("items"), path, &object),
             ("v1", "Service") => match convert_service(value) {
                 Ok(s) => {
-                    self.state.services.insert(s.key.clone(), s);
+                    self.state.services.insert(s.key.clone(), Box::new(s));
                 }
                 Err(e) => self.error(object, e),
             },

@@ -484,7 +484,9 @@ mod serving {
             ..Node::default()
         };
         let state = ClusterState {
-            services: [(service.key.clone(), service)].into_iter().collect(),
+            services: [(service.key.clone(), Box::new(service))]
+                .into_iter()
+                .collect(),
             endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
             nodes: [node("node-1", "zone-a"), node("node-2", "zone-b")]
                 .into_iter()

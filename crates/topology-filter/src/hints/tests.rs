@@ -335,7 +335,7 @@ fn a_zone_change_re_plans_every_service_with_hinted_endpoints() {
     slice.service_name = "plain".into();
     slice.endpoints = vec![ep("10.0.0.3", "node-2", Ready::Yes)];
     before.endpoint_slices.insert(slice.key.clone(), slice);
-    before.services.insert(plain.key.clone(), plain);
+    before.services.insert(plain.key.clone(), Box::new(plain));
 
     assert_eq!(
         crate::node_dependents(&before),

@@ -229,7 +229,10 @@ fn slice_of(
 
 fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
     ClusterState {
-        services: services.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        services: services
+            .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
+            .collect(),
         endpoint_slices: slices.into_iter().map(|s| (s.key.clone(), s)).collect(),
         nodes: Default::default(),
         ..ClusterState::default()

@@ -206,7 +206,7 @@ fn every_rule_gives_the_same_plan_for_the_same_state_built_in_any_order() {
             slice.service_name = s.key.name.to_string();
             slice.endpoints = eps.clone();
             st.endpoint_slices.insert(slice.key.clone(), slice);
-            st.services.insert(s.key.clone(), s);
+            st.services.insert(s.key.clone(), Box::new(s));
         }
         st
     };

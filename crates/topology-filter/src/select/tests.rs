@@ -127,7 +127,10 @@ fn web_slice() -> EndpointSlice {
 /// Nodes node-1 and node-2 in zone-a, node-3 and node-4 in zone-b.
 fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
     ClusterState {
-        services: services.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        services: services
+            .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
+            .collect(),
         endpoint_slices: slices.into_iter().map(|s| (s.key.clone(), s)).collect(),
         nodes: [
             node("node-1", "zone-a"),
