@@ -293,8 +293,9 @@ pub struct ClusterState {
     /// tree filled in key order (a list) leaves its nodes half empty, so
     /// inline values cost about twice their size.
     pub services: BTreeMap<ObjectKey, Box<Service>>,
-    /// EndpointSlices by the slice's own namespace/name.
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// EndpointSlices by the slice's own namespace/name (boxed, as the
+    /// Services).
+    pub endpoint_slices: BTreeMap<ObjectKey, Box<EndpointSlice>>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// Calico `BlockAffinity` objects by name (empty unless they are read:
@@ -329,9 +330,12 @@ impl ClusterState {
         &'a self,
         service: &'a ObjectKey,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.endpoint_slices.values().filter(move |s| {
-            s.key.namespace == service.namespace && *s.service_name == *service.name
-        })
+        self.endpoint_slices
+            .values()
+            .map(|s| &**s)
+            .filter(move |s| {
+                s.key.namespace == service.namespace && *s.service_name == *service.name
+            })
     }
 }
 

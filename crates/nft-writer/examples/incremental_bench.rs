@@ -104,7 +104,7 @@ fn cluster(n: u32) -> ClusterState {
         let s = service(i);
         st.services.insert(s.key.clone(), Box::new(s));
         let sl = slice(i, 10);
-        st.endpoint_slices.insert(sl.key.clone(), sl);
+        st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
     }
     st
 }
@@ -179,7 +179,7 @@ fn kinds() -> [(&'static str, Change); 4] {
             let k = ObjectKey::new("bench", format!("svc-{}-a", (i * 7919) % n));
             let s = st.endpoint_slices.get_mut(&k).unwrap();
             let eps = if s.endpoints.len() == 10 { 11 } else { 10 };
-            *s = slice((i * 7919) % n, eps);
+            **s = slice((i * 7919) % n, eps);
             (vec![service((i * 7919) % n).key], false)
         }),
         ("one endpoint not ready, then ready", |st, i, n| {
@@ -195,7 +195,7 @@ fn kinds() -> [(&'static str, Change); 4] {
             if st.services.remove(&s.key).is_none() {
                 st.services.insert(s.key.clone(), Box::new(s.clone()));
                 let sl = slice(j, 10);
-                st.endpoint_slices.insert(sl.key.clone(), sl);
+                st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
             } else {
                 st.endpoint_slices
                     .remove(&ObjectKey::new("bench", format!("svc-{j}-a")));

@@ -191,7 +191,7 @@ fn planned(endpoints: &[(&str, bool, bool, bool)]) -> Vec<UdpService> {
     };
     let state = ClusterState {
         services: [(svc.key.clone(), Box::new(svc))].into_iter().collect(),
-        endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
+        endpoint_slices: [(slice.key.clone(), Box::new(slice))].into_iter().collect(),
         ..ClusterState::default()
     };
     nft_writer::udp_services(&topology_filter::plan(&state, "node-1"))

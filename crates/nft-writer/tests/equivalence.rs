@@ -230,7 +230,7 @@ fn change(r: &mut Rng, st: &mut ClusterState, dirt: &mut Dirt) -> &'static str {
         let s = random_service(r, i);
         let n = r.below(5);
         let sl = slice_for(&s, r, n, false);
-        st.endpoint_slices.insert(sl.key.clone(), sl);
+        st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
         st.services.insert(k.clone(), Box::new(s));
         dirt.services.insert(k);
         return "service added";
@@ -405,7 +405,7 @@ fn change(r: &mut Rng, st: &mut ClusterState, dirt: &mut Dirt) -> &'static str {
                         svc.cluster_ips.push(v6);
                         let s = svc.clone();
                         let sl = slice_for(&s, r, 2, true);
-                        st.endpoint_slices.insert(sl.key.clone(), sl);
+                        st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
                     } else {
                         svc.cluster_ips.truncate(1);
                     }
@@ -463,7 +463,7 @@ fn initial(r: &mut Rng) -> ClusterState {
         let s = random_service(r, i);
         let n = r.below(5);
         let sl = slice_for(&s, r, n, false);
-        st.endpoint_slices.insert(sl.key.clone(), sl);
+        st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
         st.services.insert(s.key.clone(), Box::new(s));
     }
     st

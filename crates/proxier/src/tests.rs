@@ -86,7 +86,7 @@ fn cluster(services: u32, endpoints: impl Fn(u32) -> u32) -> ClusterState {
                 .collect(),
         };
         st.services.insert(s.key.clone(), Box::new(s));
-        st.endpoint_slices.insert(sl.key.clone(), sl);
+        st.endpoint_slices.insert(sl.key.clone(), Box::new(sl));
     }
     st
 }

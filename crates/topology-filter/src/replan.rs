@@ -77,7 +77,7 @@ fn slices_of<'a>(
                 .endpoint_slices
                 .range(from..)
                 .take_while(|(k, _)| k.namespace == key.namespace)
-                .map(|(_, s)| s)
+                .map(|(_, s)| &**s)
                 .filter(|s| *s.service_name == *key.name)
                 .collect();
             out.insert(key.clone(), own);

@@ -142,7 +142,7 @@ pub(crate) fn state_with_port(
         services: [(service.key.clone(), Box::new(service))]
             .into_iter()
             .collect(),
-        endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
+        endpoint_slices: [(slice.key.clone(), Box::new(slice))].into_iter().collect(),
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         ..ClusterState::default()
     }

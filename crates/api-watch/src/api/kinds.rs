@@ -132,10 +132,10 @@ impl Watched for discovery::EndpointSlice {
         convert::slice_v1(self)
     }
     fn get<'a>(state: &'a ClusterState, id: &ObjectKey) -> Option<&'a crate::EndpointSlice> {
-        state.endpoint_slices.get(id)
+        state.endpoint_slices.get(id).map(|s| &**s)
     }
     fn insert(state: &mut ClusterState, id: &ObjectKey, model: crate::EndpointSlice) {
-        state.endpoint_slices.insert(id.clone(), model);
+        state.endpoint_slices.insert(id.clone(), Box::new(model));
     }
     fn remove(state: &mut ClusterState, id: &ObjectKey) {
         state.endpoint_slices.remove(id);

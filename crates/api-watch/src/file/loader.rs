@@ -171,7 +171,9 @@ impl Loader<'_> {
         match slice {
             Ok(mut s) => {
                 self.names.share(&mut s);
-                self.state.endpoint_slices.insert(s.key.clone(), s);
+                self.state
+                    .endpoint_slices
+                    .insert(s.key.clone(), Box::new(s));
             }
             Err(e) => self.error(object, e),
         }

@@ -299,7 +299,7 @@ impl SliceIndex {
             .get(service)
             .into_iter()
             .flatten()
-            .filter_map(|k| state.endpoint_slices.get(k))
+            .filter_map(|k| state.endpoint_slices.get(k).map(|s| &**s))
             .collect()
     }
 }

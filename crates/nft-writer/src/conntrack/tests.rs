@@ -487,7 +487,7 @@ mod serving {
             services: [(service.key.clone(), Box::new(service))]
                 .into_iter()
                 .collect(),
-            endpoint_slices: [(slice.key.clone(), slice)].into_iter().collect(),
+            endpoint_slices: [(slice.key.clone(), Box::new(slice))].into_iter().collect(),
             nodes: [node("node-1", "zone-a"), node("node-2", "zone-b")]
                 .into_iter()
                 .map(|n| (n.name.clone(), n))

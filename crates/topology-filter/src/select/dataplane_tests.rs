@@ -233,7 +233,10 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
             .into_iter()
             .map(|s| (s.key.clone(), Box::new(s)))
             .collect(),
-        endpoint_slices: slices.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        endpoint_slices: slices
+            .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
+            .collect(),
         nodes: Default::default(),
         ..ClusterState::default()
     }

@@ -131,7 +131,10 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
             .into_iter()
             .map(|s| (s.key.clone(), Box::new(s)))
             .collect(),
-        endpoint_slices: slices.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        endpoint_slices: slices
+            .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
+            .collect(),
         nodes: [
             node("node-1", "zone-a"),
             node("node-2", "zone-a"),
