@@ -139,8 +139,10 @@ impl<K: Kernel> Syncer<K> {
     }
 
     /// Reads the kernel back and applies only what differs from `want`,
-    /// in one transaction. On error nothing was applied (the
-    /// transaction is atomic) and the next sync converges again.
+    /// in one transaction (two when endpoint-lookup rules go ahead,
+    /// [`Convergence::first`]). On error the kernel holds what it held
+    /// (a transaction is atomic, and rules sent ahead are taken back by a
+    /// third) and the next sync converges again.
     pub fn converge(&mut self, want: &Ruleset) -> Result<SyncStats, Error> {
         self.converge_expecting(want.clone(), converge::IN_WANT, Vec::new())
     }
@@ -152,9 +154,10 @@ impl<K: Kernel> Syncer<K> {
     }
 
     /// [`Syncer::converge`] to what `planner` holds, taken from its frame
-    /// and one map's elements at a time
-    /// ([`IncrementalPlanner::frame`], [`IncrementalPlanner::elements`]):
-    /// the whole ruleset is never assembled.
+    /// and one map's elements at a time ([`IncrementalPlanner::frame`],
+    /// [`IncrementalPlanner::elements`]; a map the kernel lacks a piece at
+    /// a time from [`IncrementalPlanner::merged`]): the whole ruleset is
+    /// never assembled.
     fn converge_planner(
         &mut self,
         planner: &IncrementalPlanner,
@@ -189,29 +192,34 @@ impl<K: Kernel> Syncer<K> {
         self.deferred.clear();
         self.notes.clear();
         let mut held = self.kernel.read_back()?;
-        let (c, drift) = if !was_in_step || expected.is_empty() {
+        // Rules sent ahead are taken back if what follows fails: the
+        // chains as the kernel holds them now.
+        let restore = |c: &Convergence, held: &Ruleset| {
+            (!c.first.is_empty()).then(|| ahead::restore(held, &c.first))
+        };
+        let (c, drift, restore) = if !was_in_step || expected.is_empty() {
             let c = converge::converge_with(&held, &mut want, converge::Take::Move, source);
+            let restore = restore(&c, &held);
             // Out of step, what differs is nftopo's own catching up.
             let drift = if was_in_step {
                 c.repairs
             } else {
                 Repairs::default()
             };
-            (c, drift)
+            (c, drift, restore)
         } else {
             // `want` is compared twice: the first time copies the rules it
             // takes (the planner's maps give their elements each time).
             let c = converge::converge_with(&held, &mut want, converge::Take::Copy, source);
+            let restore = restore(&c, &held);
             // What the kernel would hold had the planned operations been
             // sent: whatever still differs was changed behind our back.
             for op in &expected {
                 let _ = crate::fake::apply_op(&mut held, op);
             }
             let drift = converge::converge_with(&held, &mut want, converge::Take::Move, source);
-            (c, drift.repairs)
+            (c, drift.repairs, restore)
         };
-        // Rules sent ahead are taken back if what follows fails.
-        let restore = (!c.first.is_empty()).then(|| ahead::restore(&held, &c.first));
         drop(held);
         for why in &c.replaced {
             tracing::warn!("replacing {why}");
@@ -274,7 +282,10 @@ impl<K: Kernel> Syncer<K> {
     /// the kernel was in step; a convergence against the read-back when
     /// it was not, when the planner needs one, or when `full` is asked
     /// (the periodic full sync: what differs beyond `changes` is drift).
-    /// On error nothing was applied and the next sync converges.
+    /// A new endpoint count's rule goes in a transaction ahead of the
+    /// others (`engine/ahead.rs`). On error the failed transaction was not
+    /// applied (a rule sent ahead stays: it finds nothing, and the planner
+    /// holds it) and the next sync converges.
     pub fn sync_changes(
         &mut self,
         planner: &IncrementalPlanner,

@@ -32,7 +32,7 @@ pub trait Kernel {
 
     /// [`Kernel::apply_owned`] of the operations `ops` gives, in order:
     /// an implementation may take each only when it encodes it (a full
-    /// sync's maps are then assembled one at a time).
+    /// sync's maps then come a piece at a time, each dropped once encoded).
     fn apply_iter(&mut self, ops: &mut dyn Iterator<Item = Op>) -> Result<ApplyStats, Error> {
         self.apply_owned(Transaction { ops: ops.collect() })
     }

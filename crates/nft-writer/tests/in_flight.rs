@@ -16,7 +16,7 @@ use api_watch::{ObjectKey, Protocol};
 use common::*;
 use nft_writer::{
     names, trace, ApplyStats, Dirty, Error, FakeKernel, Family, IncrementalPlanner, Kernel, Op,
-    Outcome, Packet, Path, PlannerConfig, Ruleset, Syncer, Table, Transaction,
+    Outcome, Packet, Path, Ruleset, Syncer, Table, Transaction,
 };
 
 /// The fake kernel, keeping every transaction it was sent; the one at
@@ -189,15 +189,7 @@ fn the_daemons_incremental_syncs_send_a_new_count_ahead_too() {
     let plan = |eps: &[(&str, &str, &str)]| {
         topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
     };
-    let cfg = PlannerConfig {
-        detect_local: nft_writer::DetectLocal::ClusterCidr(
-            nft_writer::Cidr::parse("10.42.0.0/16")
-                .into_iter()
-                .collect(),
-        ),
-        ..PlannerConfig::default()
-    };
-    let mut planner = IncrementalPlanner::new(cfg);
+    let mut planner = IncrementalPlanner::new(planner_config());
     let mut s = Syncer::new(Recorder::default());
     let first = planner.update(&plan(&FIVE), Dirty::All);
     s.sync_changes(&planner, first, false).unwrap();
@@ -217,4 +209,52 @@ fn the_daemons_incremental_syncs_send_a_new_count_ahead_too() {
         }
         assert_eq!(replay(&start, &sent), planner.ruleset(), "step {step}");
     }
+}
+
+/// The periodic full sync converges against a read-back while expecting
+/// the incremental operations (drift is what differs beyond them): a
+/// failure after the rule sent ahead takes it back there too.
+#[test]
+fn a_full_sync_that_fails_after_the_rule_ahead_takes_it_back() {
+    let plan = |eps: &[(&str, &str, &str)]| {
+        topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
+    };
+    let mut planner = IncrementalPlanner::new(planner_config());
+    let mut s = Syncer::new(Recorder::default());
+    let first = planner.update(&plan(&FIVE), Dirty::All);
+    s.sync_changes(&planner, first, false).unwrap();
+    let before = s.kernel_mut().read_back().unwrap();
+    let keys = BTreeSet::from([ObjectKey::new("default", "web")]);
+    let changes = planner.update(&plan(&FIVE[..3]), Dirty::Services(&keys));
+    s.kernel_mut().sent.clear();
+    s.kernel_mut().fail = Some(1);
+    assert!(s.sync_changes(&planner, changes, true).is_err());
+    let sent = s.kernel().sent.clone();
+    assert!(only_spread_rules(&sent[0]), "{sent:#?}");
+    assert_eq!(sent.len(), 3, "{sent:#?}");
+    assert_eq!(s.kernel_mut().read_back().unwrap(), before);
+    // The next sync converges to the planner.
+    s.sync_changes(&planner, Default::default(), false).unwrap();
+    assert_eq!(s.kernel_mut().read_back().unwrap(), planner.ruleset());
+}
+
+/// A table being repaired whose endpoint map is missing: the rule that
+/// looks it up cannot go ahead of the map, so it goes with it.
+#[test]
+fn a_rule_whose_map_is_missing_goes_with_the_map() {
+    let mut s = holding(&five());
+    let t = s
+        .kernel_mut()
+        .kernel
+        .ruleset
+        .tables
+        .iter_mut()
+        .find(|t| t.family == Family::Ip)
+        .unwrap();
+    t.chains.get_mut(names::SPREAD).unwrap().rules.clear();
+    assert!(t.maps.remove(names::SERVICE_ENDPOINTS).is_some());
+    s.converge(&two()).unwrap();
+    let sent = &s.kernel().sent;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(s.kernel_mut().read_back().unwrap(), two());
 }

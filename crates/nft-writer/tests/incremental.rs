@@ -252,14 +252,9 @@ fn plain_services_come_and_go_as_elements_only() {
 /// ends where a full replace would.
 #[test]
 fn a_first_sync_fills_a_large_map_in_pieces() {
-    use nft_writer::{names, Cidr, Dirty, IncrementalPlanner, Op, PlannerConfig};
+    use nft_writer::{names, Dirty, IncrementalPlanner, Op};
     let plan = topology_filter::plan(&cluster_state(600, |_| 10), "node-2");
-    let mut planner = IncrementalPlanner::new(PlannerConfig {
-        detect_local: nft_writer::DetectLocal::ClusterCidr(
-            Cidr::parse("10.42.0.0/16").into_iter().collect(),
-        ),
-        ..PlannerConfig::default()
-    });
+    let mut planner = IncrementalPlanner::new(planner_config());
     let changes = planner.update(&plan, Dirty::All);
     let mut s = Syncer::new(FakeKernel::new());
     s.sync_changes(&planner, changes, false).unwrap();

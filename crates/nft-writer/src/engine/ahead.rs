@@ -21,31 +21,38 @@ pub(super) fn looks_up_endpoints(chain: &str) -> bool {
     chain == names::SPREAD || chain == names::SPREAD_PORT
 }
 
-/// Appends to `first` an `add rule` for every rule of `want` that `held`
-/// lacks (with multiplicity, in `want`'s order); whether there was any.
+/// Appends to `first` an `add rule` for every rule of `want` that `chain`
+/// in `held` lacks (with multiplicity, in `want`'s order); whether there
+/// was any. None goes ahead when the chain holds no rule (no connection
+/// in flight can depend on one: a first sync, a flushed table), or when
+/// the chain, or a set or map a missing rule looks up, is not in `held`
+/// yet: the transaction that creates it adds the rule, as before.
 pub(super) fn append_missing(
     table: &TableRef,
+    held: &Table,
     chain: &str,
-    held: &[Rule],
     want: &[Rule],
     first: &mut Transaction,
 ) -> bool {
-    let mut have: HashMap<&Rule, usize> = HashMap::new();
-    for r in held {
-        *have.entry(r).or_default() += 1;
+    let Some(have) = held.chains.get(chain).filter(|c| !c.rules.is_empty()) else {
+        return false;
+    };
+    let missing: Vec<&Rule> = converge::missing(want, &have.rules).collect();
+    let ready = missing.iter().all(|r| {
+        r.0.iter()
+            .all(|s| s.set_name().is_none_or(|m| held.maps.contains_key(m)))
+    });
+    if missing.is_empty() || !ready {
+        return false;
     }
-    let before = first.ops.len();
-    for rule in want {
-        match have.get_mut(rule) {
-            Some(n) if *n > 0 => *n -= 1,
-            _ => first.ops.push(Op::AddRule {
-                table: table.clone(),
-                chain: chain.into(),
-                rule: rule.clone(),
-            }),
-        }
-    }
-    first.ops.len() > before
+    first
+        .ops
+        .extend(missing.into_iter().map(|rule| Op::AddRule {
+            table: table.clone(),
+            chain: chain.into(),
+            rule: rule.clone(),
+        }));
+    true
 }
 
 /// Splits the endpoint-lookup rules an incremental update appends
@@ -56,7 +63,8 @@ pub(super) fn split(ops: Vec<Op>) -> (Vec<Op>, Vec<Op>) {
         .partition(|op| matches!(op, Op::AddRule { chain, .. } if looks_up_endpoints(chain)))
 }
 
-/// The transaction that puts `chains` of `held` back as they were: sent
+/// The transaction that puts the chains `first` appends to back as `held`
+/// has them: sent
 /// when the transaction after [`Convergence::first`] fails, so that a
 /// failed convergence leaves the kernel as it found it.
 pub(super) fn restore(held: &Ruleset, first: &Transaction) -> Transaction {

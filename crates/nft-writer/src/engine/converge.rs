@@ -27,8 +27,9 @@ pub(super) struct Elements<'a> {
     /// sync never holds the whole ruleset); `None`: from the map in the
     /// desired ruleset itself.
     pub(super) of: &'a dyn Fn(Family, &str) -> Option<ElementList>,
-    /// Whether `of` gives a map's elements: a map added whole is then
-    /// filled only when the transaction is sent ([`Convergence::fill`]).
+    /// Whether the source gives a map's elements: a map added whole is
+    /// then filled from `stream` only when the transaction is sent
+    /// ([`Convergence::fill`]).
     pub(super) gives: &'a dyn Fn(Family, &str) -> bool,
     /// The same elements as `of`, as they are produced: a map added whole
     /// is filled from here a piece at a time.
@@ -262,19 +263,22 @@ pub(super) fn references(table: &Table) -> (BTreeSet<&str>, BTreeSet<&str>) {
 
 /// Rules in `a` that `b` lacks, counted with multiplicity.
 pub(super) fn rules_missing(a: &[Rule], b: &[Rule]) -> usize {
+    missing(a, b).count()
+}
+
+/// The rules of `a` that `b` lacks, with multiplicity, in `a`'s order.
+pub(super) fn missing<'a>(a: &'a [Rule], b: &'a [Rule]) -> impl Iterator<Item = &'a Rule> + 'a {
     let mut have: HashMap<&Rule, usize> = HashMap::new();
     for r in b {
         *have.entry(r).or_default() += 1;
     }
-    a.iter()
-        .filter(|r| match have.get_mut(r) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                false
-            }
-            _ => true,
-        })
-        .count()
+    a.iter().filter(move |r| match have.get_mut(r) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            false
+        }
+        _ => true,
+    })
 }
 
 /// Converges one table; the rules and elements of `want` that the
@@ -341,7 +345,7 @@ pub(super) fn converge_table(
             // own; this one rewrites the chain whole, so that it does not
             // depend on whether they went.
             let ahead = ahead::looks_up_endpoints(&w.name)
-                && ahead::append_missing(&t, &w.name, held_rules, &w.rules, &mut c.first);
+                && ahead::append_missing(&t, held, &w.name, &w.rules, &mut c.first);
             if !held_rules.is_empty() || ahead {
                 batch.push(Op::FlushChain {
                     table: t.clone(),

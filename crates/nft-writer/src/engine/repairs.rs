@@ -45,8 +45,8 @@ pub const MAX_NOTES: usize = 50;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Convergence {
     /// Rules a chain of endpoint lookups (`spread`, `spread-port`) gains,
-    /// appended in a transaction of their own before `now` (see
-    /// [`ahead`]); `now` is complete without them.
+    /// appended in a transaction of their own before `now`
+    /// (`engine/ahead.rs`); `now` is complete without them.
     pub first: Transaction,
     /// Operations to send now (empty when in step).
     pub now: Transaction,

@@ -1,5 +1,6 @@
 //! One set's or map's elements as a [`Part`] keeps them ([`PartElements`]):
-//! endpoint maps as runs, everything else as sorted pairs.
+//! endpoint maps as runs, `hairpin` as addresses, everything else as
+//! sorted pairs.
 //!
 //! A service port's endpoint elements are `head . index` for consecutive
 //! indices (`names::spread_offset` onwards), each with a DNAT target: kept
@@ -171,9 +172,15 @@ impl PartElements {
         }
     }
 
-    /// Whether `key` has the value `value`.
+    /// Whether `key` has the value `value` (compared in place: a verdict's
+    /// chain name is not copied).
     pub(super) fn has(&self, key: &ElemKey, value: &ElemValue) -> bool {
-        self.get(key).as_ref() == Some(value)
+        match self {
+            PartElements::Pairs(p) => p
+                .binary_search_by(|(k, _)| k.cmp(key))
+                .is_ok_and(|i| p[i].1 == *value),
+            _ => self.get(key).as_ref() == Some(value),
+        }
     }
 
     /// The elements in key order.

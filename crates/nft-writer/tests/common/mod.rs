@@ -77,17 +77,20 @@ pub fn state(docs: &[&str]) -> ClusterState {
 /// 10.42.0.0/16.
 pub fn ruleset(st: &ClusterState, node: &str) -> Ruleset {
     let plan = topology_filter::plan(st, node);
-    let (ruleset, problems) = plan_ruleset(
-        &plan,
-        &PlannerConfig {
-            detect_local: nft_writer::DetectLocal::ClusterCidr(
-                Cidr::parse("10.42.0.0/16").into_iter().collect(),
-            ),
-            ..PlannerConfig::default()
-        },
-    );
+    let (ruleset, problems) = plan_ruleset(&plan, &planner_config());
     assert!(problems.is_empty(), "{problems:?}");
     ruleset
+}
+
+/// The planner's configuration of [`ruleset`]: traffic from outside
+/// 10.42.0.0/16 is masqueraded.
+pub fn planner_config() -> PlannerConfig {
+    PlannerConfig {
+        detect_local: nft_writer::DetectLocal::ClusterCidr(
+            Cidr::parse("10.42.0.0/16").into_iter().collect(),
+        ),
+        ..PlannerConfig::default()
+    }
 }
 
 /// The ruleset and the planner's problems, without asserting.
