@@ -184,15 +184,24 @@ fn a_failure_after_the_rules_sent_ahead_leaves_the_kernel_as_it_was() {
     assert_eq!(s.kernel_mut().read_back().unwrap(), two());
 }
 
-#[test]
-fn the_daemons_incremental_syncs_send_a_new_count_ahead_too() {
-    let plan = |eps: &[(&str, &str, &str)]| {
-        topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
-    };
+/// web planned with `eps`, as the daemon's planner takes it.
+fn plan(eps: &[(&str, &str, &str)]) -> topology_filter::ProxyPlan {
+    topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
+}
+
+/// The daemon's planner and syncer after a first sync of web with all
+/// five endpoints.
+fn daemon_with_five() -> (IncrementalPlanner, Syncer<Recorder>) {
     let mut planner = IncrementalPlanner::new(planner_config());
     let mut s = Syncer::new(Recorder::default());
     let first = planner.update(&plan(&FIVE), Dirty::All);
     s.sync_changes(&planner, first, false).unwrap();
+    (planner, s)
+}
+
+#[test]
+fn the_daemons_incremental_syncs_send_a_new_count_ahead_too() {
+    let (mut planner, mut s) = daemon_with_five();
     let keys = BTreeSet::from([ObjectKey::new("default", "web")]);
     // Five to three (the first three: `spread` gains its rule), back to
     // five and to three again (both rules there: one transaction each).
@@ -216,13 +225,7 @@ fn the_daemons_incremental_syncs_send_a_new_count_ahead_too() {
 /// failure after the rule sent ahead takes it back there too.
 #[test]
 fn a_full_sync_that_fails_after_the_rule_ahead_takes_it_back() {
-    let plan = |eps: &[(&str, &str, &str)]| {
-        topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
-    };
-    let mut planner = IncrementalPlanner::new(planner_config());
-    let mut s = Syncer::new(Recorder::default());
-    let first = planner.update(&plan(&FIVE), Dirty::All);
-    s.sync_changes(&planner, first, false).unwrap();
+    let (mut planner, mut s) = daemon_with_five();
     let before = s.kernel_mut().read_back().unwrap();
     let keys = BTreeSet::from([ObjectKey::new("default", "web")]);
     let changes = planner.update(&plan(&FIVE[..3]), Dirty::Services(&keys));
