@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Error;
-use crate::incremental::{Changes, IncrementalPlanner};
+use crate::incremental::{Changes, IncrementalPlanner, Merged};
 use crate::kernel::Kernel;
 use crate::model::*;
 use crate::names;
@@ -155,24 +155,19 @@ impl<K: Kernel> Syncer<K> {
 
     /// [`Syncer::converge`] to what `planner` holds, taken from its frame
     /// and one map's elements at a time ([`IncrementalPlanner::frame`],
-    /// [`IncrementalPlanner::elements`]; a map the kernel lacks a piece at
-    /// a time from [`IncrementalPlanner::merged`]): the whole ruleset is
+    /// [`IncrementalPlanner::merged`]: collected for a map the kernel
+    /// holds, a piece at a time for one it lacks): the whole ruleset is
     /// never assembled.
     fn converge_planner(
         &mut self,
         planner: &IncrementalPlanner,
         expected: Vec<Op>,
     ) -> Result<SyncStats, Error> {
-        let of = |family: Family, map: &str| planner.elements(family, map);
+        let merged = |family: Family, map: &str| planner.merged(family, map);
         let gives = |family: Family, map: &str| planner.streams(family, map);
-        let stream = |family: Family, map: &str| {
-            let merged = planner.merged(family, map)?;
-            Some(Box::new(merged) as converge::ElementStream<'_>)
-        };
         let source = converge::Elements {
-            of: &of,
+            merged: &merged,
             gives: &gives,
-            stream: &stream,
         };
         self.converge_expecting(planner.frame(), source, expected)
     }
@@ -251,7 +246,7 @@ impl<K: Kernel> Syncer<K> {
                     Op::AddElements {
                         table, map, kind, ..
                     } if fill.binary_search(&i).is_ok() => {
-                        let elements = (source.stream)(table.family, &map);
+                        let elements = (source.merged)(table.family, &map);
                         pieces(table, map, kind, elements.into_iter().flatten())
                     }
                     op => Box::new(std::iter::once(op)),

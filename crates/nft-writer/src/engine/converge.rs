@@ -16,34 +16,23 @@ pub fn converge_into(held: &Ruleset, mut want: Ruleset) -> Convergence {
     converge_with(held, &mut want, Take::Move, IN_WANT)
 }
 
-/// A map's elements, sorted by key.
-pub(super) type ElementList = Vec<(ElemKey, ElemValue)>;
-
 /// Where the elements of a desired set or map come from.
 #[derive(Clone, Copy)]
 pub(super) struct Elements<'a> {
-    /// A map's elements, sorted by key, from a source that assembles one
-    /// map at a time ([`crate::IncrementalPlanner::elements`]: a full
-    /// sync never holds the whole ruleset); `None`: from the map in the
-    /// desired ruleset itself.
-    pub(super) of: &'a dyn Fn(Family, &str) -> Option<ElementList>,
-    /// Whether the source gives a map's elements: a map added whole is
-    /// then filled from `stream` only when the transaction is sent
+    /// A map's elements, sorted by key, as a source that assembles one
+    /// map at a time merges them ([`crate::IncrementalPlanner::merged`]:
+    /// a full sync never holds the whole ruleset); `None`: from the map
+    /// in the desired ruleset itself. A map the kernel holds is collected
+    /// to be compared; a map added whole is filled from here a piece at a
+    /// time as the transaction is sent.
+    pub(super) merged: &'a dyn Fn(Family, &str) -> Option<Merged<'a>>,
+    /// Whether `merged` gives a map's elements (without merging them): a
+    /// map added whole is then filled only when the transaction is sent
     /// ([`Convergence::fill`]).
     pub(super) gives: &'a dyn Fn(Family, &str) -> bool,
-    /// The same elements as `of`, as they are produced: a map added whole
-    /// is filled from here a piece at a time.
-    pub(super) stream: &'a dyn Fn(Family, &str) -> Option<ElementStream<'a>>,
 }
 
-/// A map's elements, sorted by key, as a source produces them.
-pub(super) type ElementStream<'a> = Box<dyn Iterator<Item = (ElemKey, ElemValue)> + 'a>;
-
-fn stream_none(_: Family, _: &str) -> Option<ElementStream<'static>> {
-    None
-}
-
-fn none_of(_: Family, _: &str) -> Option<ElementList> {
+fn merged_none(_: Family, _: &str) -> Option<Merged<'static>> {
     None
 }
 
@@ -53,9 +42,8 @@ fn gives_none(_: Family, _: &str) -> bool {
 
 /// Every map's elements are in the desired ruleset.
 pub(super) const IN_WANT: Elements<'static> = Elements {
-    of: &none_of,
+    merged: &merged_none,
     gives: &gives_none,
-    stream: &stream_none,
 };
 
 /// How a convergence takes the rules and elements its operations need
@@ -195,8 +183,8 @@ pub(super) fn add_map(t: &TableRef, m: &mut Map, batch: &mut Batch, how: Take, s
 /// The elements `m` should hold, sorted by key: from `source`, or taken
 /// from `m` as `how` says.
 fn desired(family: Family, m: &mut Map, how: Take, source: Elements) -> Vec<(ElemKey, ElemValue)> {
-    match (source.of)(family, &m.name) {
-        Some(elements) => elements,
+    match (source.merged)(family, &m.name) {
+        Some(merged) => merged.into_vec(),
         None => take(&mut m.elements, how).into_iter().collect(),
     }
 }

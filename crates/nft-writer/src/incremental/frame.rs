@@ -30,11 +30,7 @@ impl IncrementalPlanner {
     /// order); `None` when `map` is not one of the skeleton's (a Service's
     /// own set: [`IncrementalPlanner::frame`] holds its elements).
     pub fn elements(&self, family: Family, map: &str) -> Option<Vec<(ElemKey, ElemValue)>> {
-        let merged = self.merged(family, map)?;
-        let mut out = Vec::with_capacity(merged.size_hint().1.unwrap_or(0));
-        out.extend(merged);
-        out.shrink_to_fit();
-        Some(out)
+        self.merged(family, map).map(Merged::into_vec)
     }
 
     /// [`IncrementalPlanner::elements`] as they are merged: the whole map
@@ -92,6 +88,14 @@ impl<'a> Merged<'a> {
             m.advance(l);
         }
         m
+    }
+
+    /// The rest of the elements, in a vector of their size.
+    pub fn into_vec(self) -> Vec<(ElemKey, ElemValue)> {
+        let mut out = Vec::with_capacity(self.left);
+        out.extend(self);
+        out.shrink_to_fit();
+        out
     }
 
     /// Queues the next element of list `l`, if there is one.
