@@ -12,11 +12,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use api_watch::{ObjectKey, Protocol};
+use api_watch::ObjectKey;
 use common::*;
 use nft_writer::{
     names, trace, ApplyStats, Dirty, Error, FakeKernel, Family, IncrementalPlanner, Kernel, Op,
-    Outcome, Packet, Path, Ruleset, Syncer, Table, Transaction,
+    Outcome, Ruleset, Syncer, Table, Transaction,
 };
 
 /// The fake kernel, keeping every transaction it was sent; the one at
@@ -71,18 +71,7 @@ fn in_flight(before: &Ruleset, after: &Ruleset) -> Table {
 
 /// Every way a new connection from a pod to web's cluster IP can go.
 fn outcomes(table: &Table) -> BTreeSet<Outcome> {
-    trace(
-        table,
-        &Packet {
-            src: "10.42.187.70".parse().unwrap(),
-            dst: "10.43.0.10".parse().unwrap(),
-            proto: Protocol::Tcp,
-            dport: 80,
-            path: Path::Forwarded,
-            iifname: String::new(),
-            node_addrs: Vec::new(),
-        },
-    )
+    trace(table, &to_web("10.42.187.70"))
 }
 
 /// Whether every outcome is a DNAT to one of the five endpoints.

@@ -180,10 +180,8 @@ fn an_endpoint_added_or_removed_is_a_batch_of_set_elements_only() {
     use std::collections::BTreeSet;
     use std::net::IpAddr;
 
-    use api_watch::{ObjectKey, Protocol};
-    use nft_writer::{
-        trace, Cidr, Dirty, IncrementalPlanner, Outcome, Packet, Path, PlannerConfig, Syncer,
-    };
+    use api_watch::ObjectKey;
+    use nft_writer::{trace, Cidr, Dirty, IncrementalPlanner, Outcome, PlannerConfig, Syncer};
 
     let plan = |eps: &[(&str, &str, &str)]| {
         topology_filter::plan(&state(&[NODES, &service("", ""), &slice(eps)]), "node-2")
@@ -223,18 +221,7 @@ fn an_endpoint_added_or_removed_is_a_batch_of_set_elements_only() {
             assert!(!stats.full, "step {step}");
             let held = syncer.kernel_mut().read_back().unwrap();
             let table = &held.tables[0];
-            let out = trace(
-                table,
-                &Packet {
-                    src: "10.42.187.66".parse().unwrap(),
-                    dst: "10.43.0.10".parse().unwrap(),
-                    proto: Protocol::Tcp,
-                    dport: 80,
-                    path: Path::Forwarded,
-                    iifname: String::new(),
-                    node_addrs: Vec::new(),
-                },
-            );
+            let out = trace(table, &to_web("10.42.187.66"));
             let got: BTreeSet<IpAddr> = out
                 .iter()
                 .filter_map(|o| match o {

@@ -53,6 +53,20 @@ pub fn slice(endpoints: &[(&str, &str, &str)]) -> String {
     s
 }
 
+/// The first packet of a TCP connection from `src`, routed through the
+/// node, to [`service`]'s cluster IP and port (10.43.0.10:80).
+pub fn to_web(src: &str) -> nft_writer::Packet {
+    nft_writer::Packet {
+        src: src.parse().unwrap(),
+        dst: "10.43.0.10".parse().unwrap(),
+        proto: api_watch::Protocol::Tcp,
+        dport: 80,
+        path: nft_writer::Path::Forwarded,
+        iifname: String::new(),
+        node_addrs: Vec::new(),
+    }
+}
+
 /// The five endpoints of the seed scenario: two on node-2, two on node-3,
 /// one on node-4.
 pub const FIVE: [(&str, &str, &str); 5] = [
