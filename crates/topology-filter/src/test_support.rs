@@ -138,11 +138,25 @@ pub(crate) fn state_with_port(
         }],
         endpoints,
     };
+    cluster_state(vec![service], vec![slice], nodes)
+}
+
+/// A state holding `services`, `slices` and `nodes`, keyed as the store
+/// keys them.
+pub(crate) fn cluster_state(
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+    nodes: Vec<Node>,
+) -> ClusterState {
     ClusterState {
-        services: [(service.key.clone(), Box::new(service))]
+        services: services
             .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
             .collect(),
-        endpoint_slices: [(slice.key.clone(), Box::new(slice))].into_iter().collect(),
+        endpoint_slices: slices
+            .into_iter()
+            .map(|s| (s.key.clone(), Box::new(s)))
+            .collect(),
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         ..ClusterState::default()
     }

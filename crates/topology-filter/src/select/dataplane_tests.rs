@@ -228,18 +228,7 @@ fn slice_of(
 }
 
 fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
-    ClusterState {
-        services: services
-            .into_iter()
-            .map(|s| (s.key.clone(), Box::new(s)))
-            .collect(),
-        endpoint_slices: slices
-            .into_iter()
-            .map(|s| (s.key.clone(), Box::new(s)))
-            .collect(),
-        nodes: Default::default(),
-        ..ClusterState::default()
-    }
+    cluster_state(services, slices, Vec::new())
 }
 
 fn named(mut s: Service, name: &str) -> Service {

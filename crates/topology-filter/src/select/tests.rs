@@ -126,26 +126,13 @@ fn web_slice() -> EndpointSlice {
 
 /// Nodes node-1 and node-2 in zone-a, node-3 and node-4 in zone-b.
 fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> ClusterState {
-    ClusterState {
-        services: services
-            .into_iter()
-            .map(|s| (s.key.clone(), Box::new(s)))
-            .collect(),
-        endpoint_slices: slices
-            .into_iter()
-            .map(|s| (s.key.clone(), Box::new(s)))
-            .collect(),
-        nodes: [
-            node("node-1", "zone-a"),
-            node("node-2", "zone-a"),
-            node("node-3", "zone-b"),
-            node("node-4", "zone-b"),
-        ]
-        .into_iter()
-        .map(|n| (n.name.clone(), n))
-        .collect(),
-        ..ClusterState::default()
-    }
+    let nodes = vec![
+        node("node-1", "zone-a"),
+        node("node-2", "zone-a"),
+        node("node-3", "zone-b"),
+        node("node-4", "zone-b"),
+    ];
+    crate::test_support::cluster_state(services, slices, nodes)
 }
 
 /// One line per service port: `default/web http/tcp 80 -> 10.42.1.5:8080 …`.
