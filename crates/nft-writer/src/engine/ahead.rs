@@ -64,9 +64,8 @@ pub(super) fn split(ops: Vec<Op>) -> (Vec<Op>, Vec<Op>) {
 }
 
 /// The transaction that puts the chains `first` appends to back as `held`
-/// has them: sent
-/// when the transaction after [`Convergence::first`] fails, so that a
-/// failed convergence leaves the kernel as it found it.
+/// has them: sent when the transaction after [`Convergence::first`]
+/// fails, so that a failed convergence leaves the kernel as it found it.
 pub(super) fn restore(held: &Ruleset, first: &Transaction) -> Transaction {
     let mut ops = Vec::new();
     let mut done: BTreeSet<(Family, &str)> = BTreeSet::new();
